@@ -1,0 +1,45 @@
+# Every target sets up what it needs: a fresh clone only needs `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: run test lint compile check bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# asl-validator (npm) is an outside check of every generated state machine.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	npm ci --no-audit --no-fund --silent
+	@touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/ndr-compile specs/
+
+compile: $(STAMP)
+	$(VENV)/bin/ndr-compile specs/
+
+check: $(STAMP)
+	$(VENV)/bin/ndr-compile specs/ --check
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ndr_compiler tests
+	$(VENV)/bin/ndr-compile lint specs/
+
+test: $(STAMP) $(NODE_STAMP)
+	$(VENV)/bin/ruff check ndr_compiler tests
+	$(VENV)/bin/ndr-compile specs/ --check
+	$(PY) -m pytest
+
+bench: $(STAMP) $(NODE_STAMP)
+	$(PY) -m ndr_compiler.bench
+
+clean:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,3 @@
+"""ndr compiler: versioned YAML specs -> Step Functions ASL (JSONata) and SageMaker pipeline definitions."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,76 @@
+"""``ndr-compile``: compile specs into ``generated/``, check it is fresh, lint specs.
+
+Exit codes: 0 success; 1 diagnostics with errors, or ``--check`` found ``generated/`` stale;
+2 usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ndr_compiler.compile import Compilation, compile_specs
+from ndr_compiler.emit import emit
+
+
+class DefaultGroup(click.Group):
+    """``ndr-compile specs/`` means ``ndr-compile compile specs/``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
+            args = ["compile", *args]
+        return super().parse_args(ctx, args)
+
+
+def _report(result: Compilation) -> None:
+    for d in result.diagnostics:
+        click.echo(d.format(), err=True)
+    errors = sum(d.severity == "error" for d in result.diagnostics)
+    if errors:
+        click.echo(f"{errors} error(s)", err=True)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ndr")
+def main() -> None:
+    """Compile NDR specs into Step Functions and SageMaker definitions."""
+
+
+@main.command("compile")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", default="generated", type=click.Path(path_type=Path), show_default=True,
+              help="Output directory.")
+@click.option("--check", is_flag=True, help="Do not write; exit 1 with a diff if generated/ is stale.")
+def compile_cmd(paths: tuple[Path, ...], out_dir: Path, check: bool) -> None:
+    """Validate specs and render them into OUT (default: generated/)."""
+    result = compile_specs(paths or (Path("specs"),))
+    _report(result)
+    if not result.ok:
+        sys.exit(1)
+    res = emit(result.artifacts, out_dir, check=check)
+    if check:
+        if res.stale:
+            click.echo(res.diff, nl=False)
+            click.echo(f"{out_dir}/ is stale: {len(res.stale)} file(s) differ; run `ndr-compile specs/`",
+                       err=True)
+            sys.exit(1)
+        click.echo(f"{out_dir}/ is up to date ({len(res.unchanged)} files)")
+        return
+    for rel in res.written:
+        click.echo(f"wrote    {out_dir / rel}")
+    for rel in res.removed:
+        click.echo(f"removed  {out_dir / rel}")
+    click.echo(f"{len(res.written)} written, {len(res.unchanged)} unchanged, {len(res.removed)} removed")
+
+
+@main.command("lint")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def lint_cmd(paths: tuple[Path, ...]) -> None:
+    """Check specs without writing anything."""
+    result = compile_specs(paths or (Path("specs"),))
+    _report(result)
+    if not result.ok:
+        sys.exit(1)
+    click.echo(f"{len(result.specs.specs)} spec(s) checked, no problems")

@@ -1,0 +1,1 @@
+"""Expand layer: spec constructs -> plain IR states, with the constructs' invariants built in."""

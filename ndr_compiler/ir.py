@@ -1,0 +1,149 @@
+"""The typed IR between specs and platform JSON.
+
+Expansion turns spec constructs into these plain states; lint rules check them; renderers read only
+them. Every node carries the ``origin`` span of the spec element that produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ndr_compiler.diagnostics import Span
+
+
+@dataclass
+class Catcher:
+    errors: list[str]
+    next: str
+    assign: dict[str, Any] | None = None
+    output: Any = None
+    origin: Span | None = None
+
+
+@dataclass
+class ChoiceRule:
+    condition: str
+    next: str
+    assign: dict[str, Any] | None = None
+    origin: Span | None = None
+    #: set when this rule ends a poll loop after a bounded number of attempts
+    bound: int | None = None
+
+
+@dataclass
+class State:
+    name: str
+    origin: Span
+    comment: str | None = None
+    next: str | None = None
+    end: bool = False
+    output: Any = None
+    assign: dict[str, Any] | None = None
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+@dataclass
+class Pass(State):
+    pass
+
+
+@dataclass
+class Task(State):
+    resource: str = ""
+    arguments: Any = None
+    catch: list[Catcher] = field(default_factory=list)
+    timeout_seconds: int | None = None
+
+
+@dataclass
+class Choice(State):
+    rules: list[ChoiceRule] = field(default_factory=list)
+    default: str | None = None
+
+
+@dataclass
+class Wait(State):
+    seconds: int | str = 1
+
+
+@dataclass
+class Succeed(State):
+    pass
+
+
+@dataclass
+class Fail(State):
+    error: str | None = None
+    cause: str | None = None
+
+
+@dataclass
+class Map(State):
+    items: Any = None
+    item_selector: Any = None
+    max_concurrency: int = 0
+    processor: Graph | None = None
+    catch: list[Catcher] = field(default_factory=list)
+
+
+@dataclass
+class LockRegion:
+    """A lock construct: every path that leaves ``body`` must pass through one of ``releases``."""
+
+    acquire: str
+    body: list[str]
+    releases: list[str]
+    origin: Span
+
+
+@dataclass
+class Graph:
+    """A set of states with an entry point: a whole state machine or a Map's item processor."""
+
+    start_at: str
+    states: list[State]
+
+    def by_name(self) -> dict[str, State]:
+        return {s.name: s for s in self.states}
+
+
+@dataclass
+class PlaceholderRef:
+    """A ``${...}`` value that deployment resolves per environment."""
+
+    name: str
+    state: str
+    origin: Span
+    #: pipeline parameters passed at this start, by name (for cross-spec checks)
+    parameters: dict[str, Span] = field(default_factory=dict)
+
+
+@dataclass
+class StateMachineIR:
+    name: str
+    file: str
+    origin: Span
+    graph: Graph
+    comment: str | None = None
+    timeout_seconds: int | None = None
+    locks: list[LockRegion] = field(default_factory=list)
+    placeholders: list[PlaceholderRef] = field(default_factory=list)
+    child_state_machines: list[PlaceholderRef] = field(default_factory=list)
+
+
+def successors(state: State) -> list[str]:
+    """Every state name control can move to from ``state`` (within its graph)."""
+    out: list[str] = []
+    if state.next:
+        out.append(state.next)
+    if isinstance(state, Choice):
+        out.extend(r.next for r in state.rules)
+        if state.default:
+            out.append(state.default)
+    if isinstance(state, Task | Map):
+        out.extend(c.next for c in state.catch)
+    return list(dict.fromkeys(out))

@@ -1,0 +1,82 @@
+"""JSONata rules (E6xx): every ``{% %}`` expression parses, and ``$states`` fields are used where set."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import jsonata
+
+from ndr_compiler import ir
+from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.expand.snippets import inner, is_expr
+from ndr_compiler.lint.graph import graphs
+
+RESULT_RE = re.compile(r"\$states\.result\b")
+ERROR_RE = re.compile(r"\$states\.errorOutput\b")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str) and is_expr(value):
+        yield inner(value)
+
+
+def _fields(state: ir.State) -> Iterator[tuple[str, Any]]:
+    """(field, value) pairs of a state that may hold JSONata, named as in ASL."""
+    yield "Output", state.output
+    yield "Assign", state.assign
+    if isinstance(state, ir.Task):
+        yield "Arguments", state.arguments
+    if isinstance(state, ir.Map):
+        yield "Items", state.items
+        yield "ItemSelector", state.item_selector
+    if isinstance(state, ir.Choice):
+        for r in state.rules:
+            yield "Condition", r.condition
+            yield "Choice.Assign", r.assign
+    if isinstance(state, ir.Wait):
+        yield "Seconds", state.seconds
+    if isinstance(state, ir.Fail):
+        yield "Error", state.error
+        yield "Cause", state.cause
+    if isinstance(state, ir.Task | ir.Map):
+        for c in state.catch:
+            yield "Catch.Assign", c.assign
+            yield "Catch.Output", c.output
+
+
+def _parse_error(src: str) -> str | None:
+    try:
+        jsonata.Jsonata(src)
+    except Exception as exc:  # jsonata-python raises JException (a RuntimeError) with a message
+        where = getattr(exc, "location", None)
+        return f"{exc}" + (f" (at character {where})" if where is not None else "")
+    return None
+
+
+def expressions(machine: ir.StateMachineIR) -> Iterator[Diagnostic]:
+    for g in graphs(machine):
+        for state in g.states:
+            result_ok = isinstance(state, ir.Task | ir.Map)
+            for field, value in _fields(state):
+                for src in _strings(value):
+                    err = _parse_error(src)
+                    if err:
+                        yield Diagnostic("E601", f"state '{state.name}' {field}: JSONata does not parse: {err}",
+                                         state.origin)
+                        continue
+                    if RESULT_RE.search(src) and not (result_ok and field in ("Output", "Assign")):
+                        yield Diagnostic("E602", f"state '{state.name}' {field}: $states.result is only set in "
+                                                 "the Output and Assign of a Task, Map or Parallel state",
+                                         state.origin)
+                    if ERROR_RE.search(src) and not field.startswith("Catch."):
+                        yield Diagnostic("E603", f"state '{state.name}' {field}: $states.errorOutput is only "
+                                                 "set in a Catch's Output and Assign", state.origin)

@@ -1,0 +1,53 @@
+"""Cross-spec rules (E5xx) and spec-level variable rules (E303), over validated models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.expand.state_machine import RESERVED_VARIABLES
+from ndr_compiler.specs import Spec, SpecSet
+
+
+def _walk_steps(steps: list[Any], path: tuple[Any, ...]) -> Iterator[tuple[str, Any, tuple[Any, ...]]]:
+    for i, step in enumerate(steps):
+        kind = next(iter(type(step).model_fields))
+        body = getattr(step, kind)
+        p = (*path, i, kind)
+        yield kind, body, p
+        if kind == "lock":
+            yield from _walk_steps(body.body, (*p, "body"))
+        if kind == "map":
+            yield from _walk_steps(body.steps, (*p, "steps"))
+
+
+def state_machine_refs(specs: SpecSet, sm: Spec) -> Iterator[Diagnostic]:
+    projects = specs.projects()
+    machines = {s.name for s in specs.state_machines()}
+    spec = sm.model.spec
+    if spec.project not in projects:
+        known = ", ".join(sorted(projects)) or "none"
+        yield Diagnostic("E501", f"project '{spec.project}' is not defined (known: {known})",
+                         sm.doc.span(("spec", "project")))
+    for kind, body, path in _walk_steps(spec.steps, ("spec", "steps")):
+        if kind == "start_workflow" and body.state_machine not in machines:
+            yield Diagnostic("E502", f"state machine '{body.state_machine}' is not defined",
+                             sm.doc.span((*path, "state_machine")))
+        if kind == "start_workflow" and body.state_machine == sm.name:
+            yield Diagnostic("E502", "a state machine cannot start itself", sm.doc.span((*path, "state_machine")))
+        for attr in ("into",):
+            var = getattr(body, attr, None)
+            if isinstance(var, str) and var in RESERVED_VARIABLES:
+                yield Diagnostic("E303", f"variable '${var}' is owned by the constructs; choose another name",
+                                 sm.doc.span((*path, attr)))
+        if kind == "resolve":
+            for name in body.values:
+                if name in RESERVED_VARIABLES | {"base"}:
+                    yield Diagnostic("E303", f"value '{name}' would shadow the variable '${name}'",
+                                     sm.doc.span((*path, "values", name)))
+        if kind == "parse_context":
+            for name in body.fields:
+                if name in RESERVED_VARIABLES | {"m", "d", "g", "ok", "missing"}:
+                    yield Diagnostic("E303", f"field '{name}' would shadow the variable '${name}'",
+                                     sm.doc.span((*path, "fields", name)))

@@ -1,0 +1,61 @@
+"""The central table of diagnostic codes. Codes are never reused; a retired code keeps its row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    name: str
+    family: str
+    summary: str
+    status: str = "stable"
+
+
+FAMILIES = {
+    "E0": "internal",
+    "E1": "schema",
+    "E2": "graph",
+    "E3": "locks and polling",
+    "E4": "AWS limits",
+    "E5": "cross-spec references",
+    "E6": "JSONata",
+}
+
+_CODES = [
+    Code("E001", "internal-error", "internal", "a rule crashed; the message names it (please report it)"),
+    Code("E101", "yaml-syntax", "schema", "the file is not valid YAML"),
+    Code("E102", "yaml-tab", "schema", "a tab character is used for indentation"),
+    Code("E103", "duplicate-key", "schema", "a mapping repeats a key"),
+    Code("E104", "empty-file", "schema", "the spec file is empty"),
+    Code("E105", "complex-key", "schema", "a mapping key is not a plain scalar"),
+    Code("E106", "not-text", "schema", "the spec file is binary or not UTF-8"),
+    Code("E107", "not-a-mapping", "schema", "a spec document is not a mapping"),
+    Code("E108", "no-specs", "schema", "no spec files were found"),
+    Code("E110", "unknown-key", "schema", "a key the spec language does not define"),
+    Code("E111", "wrong-type", "schema", "a value has the wrong type"),
+    Code("E112", "missing-field", "schema", "a required field is missing"),
+    Code("E113", "invalid-value", "schema", "a value is out of range or does not match its pattern"),
+    Code("E114", "invalid-step", "schema", "a step is not exactly one known construct"),
+    Code("E120", "unsupported-api-version", "schema", "apiVersion is missing or not supported"),
+    Code("E121", "unknown-kind", "schema", "kind is not one of the spec kinds"),
+    Code("E122", "duplicate-spec", "schema", "two specs of one kind share a name"),
+    Code("E201", "duplicate-state", "graph", "two states share a name"),
+    Code("E202", "dangling-next", "graph", "a transition names a state that does not exist"),
+    Code("E203", "unreachable-state", "graph", "a state cannot be reached from the start"),
+    Code("E204", "no-terminal", "graph", "no path ends the execution"),
+    Code("E301", "lock-not-released", "locks and polling", "a path leaves a lock body without releasing it"),
+    Code("E302", "unbounded-loop", "locks and polling", "a loop has no bounded exit"),
+    Code("E303", "reserved-variable", "locks and polling", "a spec assigns a variable the constructs own"),
+    Code("E401", "state-name-limit", "AWS limits", "a state name is over 80 characters or has forbidden characters"),
+    Code("E402", "definition-size", "AWS limits", "a state machine definition is over 1,048,576 bytes"),
+    Code("E501", "unknown-project", "cross-spec references", "spec.project names no Project spec"),
+    Code("E502", "unknown-state-machine", "cross-spec references", "start_workflow names no StateMachine spec"),
+    Code("E601", "jsonata-syntax", "JSONata", "a JSONata expression does not parse"),
+    Code("E602", "states-result-scope", "JSONata", "$states.result used where Step Functions does not set it"),
+    Code("E603", "states-error-scope", "JSONata", "$states.errorOutput used outside a Catch"),
+]
+
+CODES: dict[str, Code] = {c.code: c for c in _CODES}

@@ -1,0 +1,136 @@
+"""Load layer: YAML files -> plain data plus a ``{path: Span}`` index.
+
+YAML is composed once, keeping node marks, so that every later layer (pydantic validation, lint rules,
+cross-spec checks) can point at ``file:line:col``. Nothing here knows what a spec means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ndr_compiler.diagnostics import Diagnostic, DiagnosticError, Span, display_path
+
+PathKey = tuple[str | int, ...]
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class Document:
+    """One YAML document of a spec file."""
+
+    file: str
+    data: Any
+    spans: dict[PathKey, Span] = field(default_factory=dict)
+
+    def span(self, path: Iterable[str | int] = ()) -> Span:
+        """The span of ``path``, or of its nearest ancestor that exists in the file."""
+        key = tuple(path)
+        while key:
+            if key in self.spans:
+                return self.spans[key]
+            key = key[:-1]
+        return self.spans.get((), Span(self.file))
+
+
+class _Constructor(yaml.constructor.SafeConstructor):
+    pass
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    return _Constructor().construct_object(node, deep=True)
+
+
+def _span(file: str, node: yaml.Node) -> Span:
+    return Span(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _convert(file: str, node: yaml.Node, path: PathKey, spans: dict[PathKey, Span],
+             diags: list[Diagnostic]) -> Any:
+    spans[path] = _span(file, node)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                diags.append(Diagnostic("E105", "mapping keys must be plain scalars", _span(file, key_node)))
+                continue
+            key = _scalar(key_node)
+            if not isinstance(key, str):
+                key = str(key)
+            if key in out:
+                diags.append(Diagnostic("E103", f"duplicate key '{key}'", _span(file, key_node)))
+                continue
+            spans[(*path, key)] = _span(file, key_node)
+            out[key] = _convert(file, value_node, (*path, key), spans, diags)
+            spans[(*path, key)] = _span(file, key_node)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(file, item, (*path, i), spans, diags) for i, item in enumerate(node.value)]
+    return _scalar(node)  # type: ignore[arg-type]
+
+
+def load_text(text: str, file: str) -> list[Document]:
+    """Parse one file's text into documents; raise DiagnosticError on anything unreadable."""
+    if not text.strip():
+        raise DiagnosticError([Diagnostic("E104", "the spec file is empty", Span(file))])
+    try:
+        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        span = Span(file, mark.line + 1, mark.column + 1) if mark else Span(file)
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        if "'\\t'" in problem or "\t" in problem:
+            raise DiagnosticError(
+                [Diagnostic("E102", "tab character used for indentation; YAML allows only spaces", span)]
+            ) from None
+        raise DiagnosticError([Diagnostic("E101", f"YAML syntax error: {problem}", span)]) from None
+    except yaml.YAMLError as exc:  # reader errors: control characters and the like
+        mark = getattr(exc, "problem_mark", None) or None
+        line = getattr(exc, "line", None)
+        span = Span(file, mark.line + 1, mark.column + 1) if mark else Span(file, (line or 0) + 1)
+        raise DiagnosticError([Diagnostic("E101", f"YAML syntax error: {exc}".splitlines()[0], span)]) from None
+    if not nodes:
+        raise DiagnosticError([Diagnostic("E104", "the spec file holds no YAML document", Span(file))])
+    docs: list[Document] = []
+    diags: list[Diagnostic] = []
+    for node in nodes:
+        spans: dict[PathKey, Span] = {}
+        try:
+            data = _convert(file, node, (), spans, diags)
+        except yaml.YAMLError as exc:
+            diags.append(Diagnostic("E101", f"YAML value error: {str(exc).splitlines()[0]}", _span(file, node)))
+            continue
+        docs.append(Document(file, data, spans))
+    if diags:
+        raise DiagnosticError(diags)
+    return docs
+
+
+def load_file(path: Path) -> list[Document]:
+    file = display_path(path)
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise DiagnosticError([Diagnostic("E106", "the spec file is binary, not YAML text", Span(file))])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DiagnosticError(
+            [Diagnostic("E106", f"the spec file is not UTF-8 text (byte {exc.start})", Span(file))]
+        ) from None
+    return load_text(text, file)
+
+
+def discover(paths: Iterable[Path]) -> list[Path]:
+    """Spec files under the given files or directories, in a stable order."""
+    found: set[Path] = set()
+    for p in paths:
+        if p.is_dir():
+            found.update(f for f in p.rglob("*") if f.suffix in SPEC_SUFFIXES and f.is_file())
+        elif p.exists():
+            found.add(p)
+    return sorted(found, key=lambda f: f.as_posix())

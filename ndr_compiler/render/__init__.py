@@ -1,0 +1,1 @@
+"""Render layer: IR -> platform JSON. Renderers read only the IR."""

@@ -449,8 +449,11 @@ def expand_state_machine(doc: Document, sm: m.StateMachine, project: Project) ->
         fail.name, doc.span(fail_path), x.comment(fail_path, "workflow failure"), error=fail.error,
         cause=js.wrap("$failure ? $string($failure) : 'unknown failure'"),
     )
+    referenced = {t for g in _all_graphs(states) for s in g for t in ir.successors(s)}
     # The workflow's failure sits before a trailing Succeed, else last (the seed's declared order).
-    if states and isinstance(states[-1], ir.Succeed) and js_kind(spec.steps[-1]) == "succeed":
+    if fail.name not in referenced:
+        pass  # nothing can fail: no failure state to render
+    elif states and isinstance(states[-1], ir.Succeed) and js_kind(spec.steps[-1]) == "succeed":
         states.insert(len(states) - 1, workflow_failed)
     else:
         states.append(workflow_failed)
@@ -460,3 +463,11 @@ def expand_state_machine(doc: Document, sm: m.StateMachine, project: Project) ->
         comment=spec.comment or sm.metadata.description, timeout_seconds=spec.timeout_seconds,
         locks=x.locks, placeholders=x.placeholders, child_state_machines=x.children,
     )
+
+
+def _all_graphs(states: list[ir.State]) -> list[list[ir.State]]:
+    out = [states]
+    for s in states:
+        if isinstance(s, ir.Map) and s.processor:
+            out.extend(_all_graphs(s.processor.states))
+    return out

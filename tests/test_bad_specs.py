@@ -1,0 +1,60 @@
+"""Every broken spec gets its own code at file:line:col, exit 1, and never a traceback."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ndr_compiler.cli import main
+from tests.conftest import SPECS
+
+BAD = Path(__file__).parent / "bad_specs"
+NO_HEADER = {"empty.yaml": "E104", "binary.yaml": "E106"}
+CONTEXT = [SPECS / "project.yaml", SPECS / "state_machines" / "sfn_ndr_prediction_publication.yaml"]
+LINE = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+) (?P<code>[EW]\d{3}) (?P<msg>\S.*)$")
+
+
+def expected(path: Path) -> str:
+    if path.name in NO_HEADER:
+        return NO_HEADER[path.name]
+    first = path.read_text().splitlines()[0]
+    return first.removeprefix("# expect:").strip()
+
+
+CASES = sorted(BAD.glob("*.yaml"))
+
+
+def test_corpus_is_substantial():
+    assert len(CASES) >= 28
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_bad_spec_gets_its_code(path: Path):
+    result = CliRunner().invoke(main, ["lint", str(path), *map(str, CONTEXT)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.splitlines() if LINE.match(ln)]
+    codes = {LINE.match(ln)["code"] for ln in lines}
+    assert expected(path) in codes, result.output
+    for ln in lines:
+        m = LINE.match(ln)
+        assert int(m["line"]) >= 1 and int(m["col"]) >= 1
+        assert "\n" not in m["msg"]
+
+
+def test_diagnostic_points_at_the_offending_key():
+    result = CliRunner().invoke(main, ["lint", str(BAD / "unknown_key.yaml"), *map(str, CONTEXT)])
+    line = next(ln for ln in result.output.splitlines() if " E110 " in ln)
+    file, lineno, col = line.split(" ")[0].split(":")
+    assert file.endswith("unknown_key.yaml")
+    src = (BAD / "unknown_key.yaml").read_text().splitlines()[int(lineno) - 1]
+    assert src[int(col) - 1 :].startswith("colour")
+
+
+def test_unsupported_api_version_lists_the_supported_ones():
+    result = CliRunner().invoke(main, ["lint", str(BAD / "unsupported_api_version.yaml")])
+    assert "unsupported apiVersion 'ndr/v9'; supported: ndr/v1" in result.output

@@ -1,0 +1,159 @@
+"""The compiler on the real specs: complete, deterministic, in the seed's names and order, valid ASL."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ndr_compiler.cli import main
+from ndr_compiler.compile import compile_specs
+from tests.conftest import GENERATED, ROOT, SHARED, SPECS
+
+SEED = SHARED / "seed" / "ndr_pipelines_flow.md"
+MACHINES = [
+    "sfn_ndr_15m_features_inference",
+    "sfn_ndr_prediction_publication",
+    "sfn_ndr_monthly_fg_b_baselines",
+    "sfn_ndr_training_orchestrator",
+    "sfn_ndr_backfill_reprocessing",
+]
+# JSONata-mode ASL: JSONPath-only fields must never appear
+JSONPATH_FIELDS = {"Parameters", "ResultPath", "ResultSelector", "InputPath", "OutputPath", "ItemsPath",
+                   "Variable", "StringEquals", "TimestampPath", "SecondsPath"}
+
+
+def seed_states() -> dict[str, list[str]]:
+    text = SEED.read_text()
+    parts = re.split(r"^## \d\) Triggering source: `(\w+)`", text, flags=re.M)
+    out = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        steps = body.split("### All steps in triggering source")[1].split("###")[0]
+        out[name] = re.findall(r"^\d+\. `(\w+)`", steps, flags=re.M)
+    return out
+
+
+def load(name: str) -> dict:
+    return json.loads((GENERATED / "state_machines" / f"{name}.asl.json").read_text())
+
+
+def walk(states: dict):
+    for name, state in states.items():
+        yield name, state
+        if state["Type"] == "Map":
+            yield from walk(state["ItemProcessor"]["States"])
+
+
+@pytest.mark.skipif(not SEED.exists(), reason="shared seed not present")
+def test_every_seed_state_is_generated_with_its_name_in_declared_order():
+    seeds = seed_states()
+    assert sorted(seeds) == sorted(MACHINES)
+    for name, expected in seeds.items():
+        states = list(load(name)["States"])
+        assert [s for s in states if s in expected] == expected, name
+
+
+def test_generated_is_fresh_and_compiling_twice_is_byte_identical(tmp_path: Path):
+    out1, out2 = tmp_path / "a", tmp_path / "b"
+    runner = CliRunner()
+    assert runner.invoke(main, [str(SPECS), "--out", str(out1)]).exit_code == 0
+    assert runner.invoke(main, [str(SPECS), "--out", str(out2)]).exit_code == 0
+    for f in sorted((out1 / "state_machines").iterdir()):
+        data = f.read_bytes()
+        assert data == (out2 / "state_machines" / f.name).read_bytes()
+        assert data == (GENERATED / "state_machines" / f.name).read_bytes(), f"{f.name} is stale"
+        assert data.endswith(b"\n") and b"\t" not in data
+
+
+def test_check_reports_a_stale_file_with_a_diff(tmp_path: Path):
+    out = tmp_path / "gen"
+    shutil.copytree(GENERATED, out)
+    target = out / "state_machines" / "sfn_ndr_training_orchestrator.asl.json"
+    target.write_text(target.read_text().replace("StartTrainingPipeline", "StartTraining", 1))
+    before = target.read_bytes()
+    result = CliRunner().invoke(main, [str(SPECS), "--out", str(out), "--check"])
+    assert result.exit_code == 1
+    assert "--- a/state_machines/sfn_ndr_training_orchestrator.asl.json" in result.output
+    assert "is stale" in result.output
+    assert target.read_bytes() == before  # --check never writes
+
+
+def test_check_notices_an_orphan_file(tmp_path: Path):
+    out = tmp_path / "gen"
+    shutil.copytree(GENERATED, out)
+    (out / "state_machines" / "old.asl.json").write_text("{}\n")
+    assert CliRunner().invoke(main, [str(SPECS), "--out", str(out), "--check"]).exit_code == 1
+    assert CliRunner().invoke(main, [str(SPECS), "--out", str(out)]).exit_code == 0
+    assert not (out / "state_machines" / "old.asl.json").exists()
+
+
+@pytest.mark.parametrize("name", MACHINES)
+def test_jsonata_mode_only(name: str):
+    asl = load(name)
+    assert asl["QueryLanguage"] == "JSONata"
+    for state_name, state in walk(asl["States"]):
+        assert not JSONPATH_FIELDS & set(state), (state_name, JSONPATH_FIELDS & set(state))
+        assert len(state_name) <= 80
+        for rule in state.get("Choices", []):
+            assert set(rule) <= {"Condition", "Next", "Assign", "Output", "Comment"}
+
+
+@pytest.mark.parametrize("name", MACHINES)
+def test_every_task_has_a_way_to_the_failure_path(name: str):
+    for state_name, state in walk(load(name)["States"]):
+        if state["Type"] in ("Task", "Map"):
+            catches = [e for c in state.get("Catch", []) for e in c["ErrorEquals"]]
+            assert "States.ALL" in catches, state_name
+
+
+def test_integrations_are_the_ones_the_platform_uses():
+    resources = {s["Resource"] for n in MACHINES for _, s in walk(load(n)["States"]) if "Resource" in s}
+    assert resources == {
+        "arn:aws:states:::aws-sdk:sagemaker:startPipelineExecution",
+        "arn:aws:states:::aws-sdk:sagemaker:describePipelineExecution",
+        "arn:aws:states:::dynamodb:getItem",
+        "arn:aws:states:::dynamodb:putItem",
+        "arn:aws:states:::dynamodb:updateItem",
+        "arn:aws:states:::dynamodb:deleteItem",
+        "arn:aws:states:::states:startExecution.sync:2",
+        "arn:aws:states:::events:putEvents",
+        "arn:aws:states:::aws-sdk:s3:getObject",
+    }
+
+
+def test_duplicate_lock_is_caught_by_name():
+    acquire = load("sfn_ndr_15m_features_inference")["States"]["AcquireMiniBatchLock"]
+    assert acquire["Catch"][0] == {"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
+                                   "Next": "DuplicateMiniBatch"}
+    pub = load("sfn_ndr_prediction_publication")["States"]
+    assert pub["AcquirePublicationLock"]["Catch"][0]["Next"] == "DuplicatePublicationSuppressed"
+    assert pub["DuplicatePublicationSuppressed"]["Type"] == "Succeed"
+
+
+def test_pipeline_names_stay_placeholders():
+    text = "".join((GENERATED / "state_machines" / f"{n}.asl.json").read_text() for n in MACHINES)
+    names = set(re.findall(r'"PipelineName": "([^"]+)"', text))
+    assert names == {"${PipelineName15m}", "${PipelineNameInference}", "${PipelineNamePredictionJoin}",
+                     "${PipelineNameMachineInventory}", "${PipelineNameFGB}", "${PipelineNameIFTraining}",
+                     "${PipelineNameBackfillHistoricalExtractor}", "${PipelineNameBackfill15m}"}
+
+
+def test_compile_reports_no_diagnostics_on_the_real_specs():
+    result = compile_specs([SPECS])
+    assert result.diagnostics == []
+    assert len(result.artifacts) == 5
+
+
+def test_asl_validator_accepts_every_generated_file():
+    validator = ROOT / "node_modules" / ".bin" / "asl-validator"
+    if not validator.exists():
+        pytest.fail("asl-validator is not installed: run `make test`, which installs it with npm")
+    for name in MACHINES:
+        path = GENERATED / "state_machines" / f"{name}.asl.json"
+        proc = subprocess.run([str(validator), "--json-path", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr

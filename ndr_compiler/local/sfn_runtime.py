@@ -10,13 +10,19 @@ its service integrations lost their request/response normalisation in the port.
 
 * JSONata is evaluated by ``jsonata-python`` (moto leaves the evaluator unset,
   getmoto/moto#10105), with the functions Step Functions adds to JSONata
-  (``$partition``, ``$range``, ``$hash``, ``$random``, ``$uuid``, ``$parse``);
+  (``$partition``, ``$range``, ``$hash``, ``$random``, ``$uuid``, ``$parse``) and
+  without ``$eval``, which Step Functions does not offer;
 * string variables are encoded as proper JSONata string literals;
-* JSONata evaluation errors surface as ``States.QueryEvaluationError``;
+* JSONata evaluation errors surface as ``States.QueryEvaluationError`` (also from
+  the optimised DynamoDB integration, which hid them);
 * ``arn:aws:states:::states:startExecution(.sync|.sync:2)`` normalises request
-  and response casing like Step Functions does;
+  and response casing like Step Functions does, and an unnamed start gets a UUID
+  name (moto named every unnamed execution ``None``);
 * ``aws-sdk`` tasks name errors like Step Functions (``SageMaker.…Exception``)
   and return streaming bodies (``s3:getObject``) as strings;
+* a Choice rule's ``Assign``/``Output`` is no longer overwritten by the
+  Default's when both lead to the same state;
+* an execution output that is a JSON string is reported as JSON;
 * ``Wait`` states, retry back-off and ``.sync`` polling do not really sleep;
 * SageMaker pipeline executions are answered by a :class:`PipelineRuntime`.
 
@@ -33,6 +39,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import threading
 import time
 import types
@@ -50,7 +57,9 @@ from jsonata.utils import Utils as _JsonataUtils
 from moto import mock_aws
 
 __all__ = [
+    "AWS_JSONATA_FUNCTIONS",
     "PIPELINE_EXECUTION_STATUSES",
+    "JSONataEvaluationError",
     "ExecutionResult",
     "PipelineRuntime",
     "ScriptedPipelines",
@@ -59,9 +68,7 @@ __all__ = [
     "run_execution",
 ]
 
-PIPELINE_EXECUTION_STATUSES: frozenset[str] = frozenset(
-    {"Executing", "Stopping", "Stopped", "Failed", "Succeeded"}
-)
+PIPELINE_EXECUTION_STATUSES: frozenset[str] = frozenset({"Executing", "Stopping", "Stopped", "Failed", "Succeeded"})
 """The values SageMaker reports as ``PipelineExecutionStatus``."""
 
 
@@ -131,8 +138,7 @@ def _checked_script(script: list[str]) -> list[str]:
     unknown = [status for status in script if status not in PIPELINE_EXECUTION_STATUSES]
     if unknown:
         raise ValueError(
-            f"unknown PipelineExecutionStatus {unknown}; "
-            f"expected one of {sorted(PIPELINE_EXECUTION_STATUSES)}"
+            f"unknown PipelineExecutionStatus {unknown}; expected one of {sorted(PIPELINE_EXECUTION_STATUSES)}"
         )
     return list(script)
 
@@ -206,9 +212,7 @@ def _sfn_hash(value: Any = None, algorithm: Any = "SHA-256") -> str:
         raise ValueError("$hash: argument 1 must be a string")
     name = _HASH_ALGORITHMS.get(algorithm) if isinstance(algorithm, str) else None
     if name is None:
-        raise ValueError(
-            f"$hash: unsupported algorithm {algorithm!r}; expected one of {sorted(_HASH_ALGORITHMS)}"
-        )
+        raise ValueError(f"$hash: unsupported algorithm {algorithm!r}; expected one of {sorted(_HASH_ALGORITHMS)}")
     return hashlib.new(name, value.encode("utf-8")).hexdigest()
 
 
@@ -234,6 +238,11 @@ def _sfn_parse(text: Any = None) -> Any:
         raise ValueError(f"$parse: invalid JSON: {error}") from error
 
 
+def _sfn_eval(*_: Any) -> Any:
+    """``$eval`` is the one JSONata 2.0.6 function Step Functions does not provide."""
+    raise ValueError("$eval is not available in Step Functions; use $parse instead")
+
+
 def _native(function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)
     def call(*args: Any) -> Any:
@@ -248,14 +257,49 @@ AWS_JSONATA_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "hash": _native(_sfn_hash),
     "random": _native(_sfn_random),
     "uuid": _native(_sfn_uuid),
-    # $parse must see null as None and hand JSON null back as JSONata null.
     "parse": _native(_sfn_parse),
+    "eval": _sfn_eval,
 }
-"""Functions Step Functions adds to JSONata (names without ``$``)."""
+"""Functions Step Functions adds to (or, for ``$eval``, removes from) JSONata; names without ``$``."""
 
 
 class JSONataEvaluationError(Exception):
     """A JSONata expression failed to parse or evaluate."""
+
+
+_DECLARATION = re.compile(r"\$([A-Za-z0-9_]+):=")
+_VALIDATION_WRAPPER = re.compile(r"\$(?:exists|type)\(")
+_JSON_DECODER = json.JSONDecoder()
+
+
+def _lift_declarations(expression: str) -> tuple[str, dict[str, Any]]:
+    """Split moto's ``($name:=<JSON>;...;<expression>)`` into bindings and the rest.
+
+    moto hands the evaluator a single text in which ``$states`` and every workflow
+    variable are declared as JSON literals (see ``_patch_variable_encoding``). Having
+    jsonata-python tokenise those literals costs ~0.2 ms per element, on *every*
+    expression; ``json`` decodes them ~100x faster, and binding them as variables is
+    how Step Functions itself provides ``$states``. Anything unexpected leaves the text
+    untouched. moto's output validation wraps the text in ``$exists(...)``/``$type(...)``.
+    """
+    wrapper = _VALIDATION_WRAPPER.match(expression)
+    head = wrapper.group(0) if wrapper and expression.endswith(")") else ""
+    body = expression[len(head) : len(expression) - (1 if head else 0)]
+    if not body.startswith("("):
+        return expression, {}
+    position, bindings = 1, {}
+    while declaration := _DECLARATION.match(body, position):
+        try:
+            value, end = _JSON_DECODER.raw_decode(body, declaration.end())
+        except ValueError:
+            break
+        if body[end : end + 1] != ";":
+            break
+        bindings[declaration.group(1)] = _to_jsonata(value)
+        position = end + 1
+    if not bindings:
+        return expression, {}
+    return f"{head}({body[position:]}{')' if head else ''}", bindings
 
 
 def evaluate_jsonata(expression: str) -> Any:
@@ -265,10 +309,11 @@ def evaluate_jsonata(expression: str) -> Any:
     already declare ``$states`` and the workflow variables.
     """
     try:
-        compiled = Jsonata(expression)
+        text, bindings = _lift_declarations(expression)
+        compiled = Jsonata(text)
         for name, function in AWS_JSONATA_FUNCTIONS.items():
             compiled.register_lambda(name, function)
-        return compiled.evaluate(None)
+        return compiled.evaluate(None, bindings or None)
     except RecursionError as error:
         raise JSONataEvaluationError("JSONata evaluation exceeded the recursion limit") from error
     except Exception as error:
@@ -354,9 +399,7 @@ def _patch_variable_encoding(patches: _Patches) -> None:
 
     # Both modules imported the function by name.
     patches.set(moto_states, "encode_jsonata_variable_declarations", encode_jsonata_variable_declarations)
-    patches.set(
-        moto_variable_store, "encode_jsonata_variable_declarations", encode_jsonata_variable_declarations
-    )
+    patches.set(moto_variable_store, "encode_jsonata_variable_declarations", encode_jsonata_variable_declarations)
 
 
 def _patch_intrinsic_declarations(patches: _Patches) -> None:
@@ -367,9 +410,7 @@ def _patch_intrinsic_declarations(patches: _Patches) -> None:
     def get_intrinsic_functions_declarations(variable_references: set[str]) -> str:
         return ""
 
-    patches.set(
-        string_expression, "get_intrinsic_functions_declarations", get_intrinsic_functions_declarations
-    )
+    patches.set(string_expression, "get_intrinsic_functions_declarations", get_intrinsic_functions_declarations)
 
 
 def _patch_query_evaluation_errors(patches: _Patches) -> None:
@@ -454,6 +495,25 @@ def _patch_default_execution_name(patches: _Patches) -> None:
         return original(self, state_machine_arn, name or str(uuid.uuid4()), execution_input, trace_header)
 
     patches.set(StepFunctionsParserBackend, "start_execution", start_execution)
+
+
+def _patch_execution_output_serialisation(patches: _Patches) -> None:
+    """The interpreter stores the execution output as a Python value, and moto's
+    DescribeExecution returns a ``str`` value *as is* (assuming it is JSON text): an execution
+    whose output is the JSON string ``"abc"`` answered ``output: abc`` (not JSON), which also
+    breaks a parent's ``.sync:2`` task. A stray ``datetime`` made DescribeExecution raise.
+    Store the output as JSON text, which DescribeExecution then returns unchanged."""
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
+
+    original = BaseExecutionWorkerCommunication._reflect_execution_status
+
+    def _reflect_execution_status(self: Any) -> None:
+        original(self)
+        execution = self.execution
+        if execution.exec_status == "SUCCEEDED":
+            execution.output = json.dumps(execution.output, default=_json_default, separators=(",", ":"))
+
+    patches.set(BaseExecutionWorkerCommunication, "_reflect_execution_status", _reflect_execution_status)
 
 
 class _DefaultTaken(str):
@@ -683,19 +743,13 @@ def _patch_sagemaker_pipelines(patches: _Patches, pipelines: PipelineRuntime) ->
         pipelines.start(name, execution_arn, parameters)
         return response
 
-    def describe_pipeline_execution(
-        self: SageMakerModelBackend, pipeline_execution_arn: str
-    ) -> dict[str, Any]:
+    def describe_pipeline_execution(self: SageMakerModelBackend, pipeline_execution_arn: str) -> dict[str, Any]:
         try:
             response = original_describe(self, pipeline_execution_arn)
         except (ValidationError, IndexError) as error:
-            raise ResourceNotFound(
-                message=f"Pipeline execution '{pipeline_execution_arn}' does not exist."
-            ) from error
+            raise ResourceNotFound(message=f"Pipeline execution '{pipeline_execution_arn}' does not exist.") from error
         status, reason = pipelines.describe(pipeline_execution_arn)
-        execution = self.pipelines[_pipeline_name(response["PipelineArn"])].pipeline_executions[
-            pipeline_execution_arn
-        ]
+        execution = self.pipelines[_pipeline_name(response["PipelineArn"])].pipeline_executions[pipeline_execution_arn]
         execution.pipeline_execution_status = status
         execution.pipeline_execution_failure_reason = reason
         response["PipelineExecutionStatus"] = status
@@ -730,11 +784,14 @@ def offline_aws(
     ``region`` becomes ``AWS_DEFAULT_REGION`` inside the block. ``wait_time_scale``
     multiplies every Wait state / retry interval (``0`` = no sleeping at all).
     ``pipelines`` defaults to :class:`ScriptedPipelines` (every execution succeeds).
-    The patches are process-wide, so blocks must not run concurrently (they are
-    serialised by a lock); executions still running when the block exits are stopped.
+    The patches are process-wide, so blocks can neither nest nor run concurrently
+    (``RuntimeError``). Executions still running when the block exits are stopped.
     """
     runtime: PipelineRuntime = pipelines if pipelines is not None else ScriptedPipelines()
-    with _OFFLINE_LOCK, ExitStack() as stack:
+    if not _OFFLINE_LOCK.acquire(blocking=False):
+        raise RuntimeError("offline_aws() is already active: its blocks cannot nest or run concurrently")
+    with ExitStack() as stack:
+        stack.callback(_OFFLINE_LOCK.release)
         patches = _Patches()
         stack.callback(patches.undo)
         previous_region = os.environ.get("AWS_DEFAULT_REGION")
@@ -750,6 +807,7 @@ def offline_aws(
         _patch_dynamodb_failure_passthrough(patches)
         _patch_default_execution_name(patches)
         _patch_choice_default_detection(patches)
+        _patch_execution_output_serialisation(patches)
         _patch_time(patches, wait_time_scale)
         _patch_sagemaker_pipelines(patches, runtime)
 

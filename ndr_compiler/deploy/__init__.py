@@ -1,0 +1,1 @@
+"""Deploy layer: generated definitions and project resources -> AWS, through boto3."""

@@ -68,7 +68,7 @@ NORMALIZE = r"""(
     $type($v.Message) = 'string' and $v.Type = 'Notification' ? $unwrap($v.Message, $depth + 1) :
     $v
   )};
-  $unwrap($states.input, 0)
+  $unwrap($states.input.payload, 0)
 )"""
 
 # <org_id>/<project_name>/<feature_spec_version>/YYYY/MM/DD/HHMM/ at the end of the batch folder.

@@ -26,7 +26,7 @@ EVENTS_PUT = "arn:aws:states:::events:putEvents"
 S3_GET = "arn:aws:states:::aws-sdk:s3:getObject"
 
 CONDITIONAL_FAILED = "DynamoDB.ConditionalCheckFailedException"
-RESERVED_VARIABLES = frozenset({"msg", "ctx", "params", "failure", "item", "item_failure", "states"})
+RESERVED_VARIABLES = frozenset({"msg", "ctx", "params", "failure", "item", "item_index", "item_failure", "states"})
 
 
 def child_placeholder(state_machine: str) -> str:
@@ -106,10 +106,20 @@ class Expander:
 
     # -- constructs ----------------------------------------------------------------------------
     def x_normalize(self, c: m.Normalize, path: PathKey, nxt: str | None, scope: Scope) -> list[ir.State]:
-        assign: dict[str, Any] = {"msg": js.wrap(js.NORMALIZE)}
-        if scope.failure_var == "failure" and not scope.in_map:
-            assign["failure"] = None
-        state = ir.Pass(c.name, self.span(path), self.comment(path, "normalize"), assign=assign)
+        # A Pass state cannot catch, and $parse of malformed text raises: the unwrapping runs as the one
+        # iteration of an inline Map, whose Catch turns unparseable input into $msg = null (ignored later).
+        unwrap = ir.Pass(c.unwrap, self.span(path), self.comment(path, "normalize: unwrap"),
+                         output=js.wrap(js.NORMALIZE), end=True)
+        assign: dict[str, Any] = {"msg": js.wrap("$states.result[0]")}
+        on_error: dict[str, Any] = {"msg": None}
+        if not scope.in_map:
+            assign["failure"] = on_error["failure"] = None
+        state = ir.Map(
+            c.name, self.span(path), self.comment(path, "normalize"),
+            items=js.wrap('[{"payload": $states.input}]'), max_concurrency=1,
+            processor=ir.Graph(start_at=unwrap.name, states=[unwrap]), assign=assign,
+            catch=[ir.Catcher(["States.ALL"], nxt or scope.fail_to, assign=on_error)],
+        )
         return [self.link(state, nxt)]
 
     def x_parse_context(self, c: m.ParseContext, path: PathKey, nxt: str | None, scope: Scope) -> list[ir.State]:
@@ -292,10 +302,12 @@ class Expander:
         attempts = c.poll.max_attempts or polling.max_attempts
         s = c.states
         v = c.id
-        bind = "$item := $states.input; " if scope.first_in_map else ""
+        # Inside a Map, the ItemSelector hands the first state {index, value}; later states read variables.
+        bind = "$item := $states.input.value; " if scope.first_in_map else ""
         token_src = f"$states.context.Execution.Id & '/{s.start}'"
         if scope.in_map:
-            token_src += " & '/' & $string($states.context.Map.Item.Index)"
+            index = "$states.input.index" if scope.first_in_map else "$item_index"
+            token_src += f" & '/' & $string({index})"
         params = [
             {"Name": name, "Value": js.wrap(f"({bind}$string({js.inner(expr)}))")}
             for name, expr in c.parameters.items()
@@ -309,7 +321,8 @@ class Expander:
             f"{v}_poll_attempt": 0,
         }
         if scope.first_in_map:
-            assign["item"] = js.wrap("$states.input")
+            assign["item"] = js.wrap("$states.input.value")
+            assign["item_index"] = js.wrap("$states.input.index")
         start = ir.Task(
             s.start, self.span(path), self.comment(path, f"run_pipeline {c.pipeline}: start"),
             resource=SAGEMAKER_START,
@@ -405,6 +418,8 @@ class Expander:
         graph = ir.Graph(start_at=first.name, states=[*inner, succeeded, failed])
         state = ir.Map(
             c.name, self.span(path), self.comment(path, "map"), items=js.template(c.items),
+            item_selector={"index": js.wrap("$states.context.Map.Item.Index"),
+                           "value": js.wrap("$states.context.Map.Item.Value")},
             max_concurrency=c.max_concurrency, processor=graph,
             assign={c.into: js.wrap("$states.result")}, catch=self.catch(c.name, scope),
         )

@@ -17,6 +17,7 @@ class Normalize(Strict):
     """Unwrap the inbound payload (EventBridge event, SQS records, SNS envelope, JSON string) into ``$msg``."""
 
     name: StateName
+    unwrap: StateName = Field(default="UnwrapIncomingMessage", description="the state inside that unwraps")
 
 
 class ParseContext(Strict):

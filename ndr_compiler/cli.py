@@ -13,6 +13,8 @@ import click
 
 from ndr_compiler.compile import Compilation, compile_specs
 from ndr_compiler.emit import emit
+from ndr_compiler.report import FORMATS, select
+from ndr_compiler.report import render as render_report
 
 
 class DefaultGroup(click.Group):
@@ -67,10 +69,52 @@ def compile_cmd(paths: tuple[Path, ...], out_dir: Path, check: bool) -> None:
 
 @main.command("lint")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-def lint_cmd(paths: tuple[Path, ...]) -> None:
-    """Check specs without writing anything."""
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="text: file:line:col CODE message; json; github: workflow annotations; sarif: code scanning.")
+@click.option("--select", "selected", multiple=True, metavar="CODE",
+              help="Report only these codes or prefixes (E3, E301); repeatable.")
+@click.option("--ignore", "ignored", multiple=True, metavar="CODE",
+              help="Do not report these codes or prefixes; repeatable.")
+@click.option("--output", type=click.Path(path_type=Path), help="Write the report to a file instead of stdout.")
+def lint_cmd(paths: tuple[Path, ...], fmt: str, selected: tuple[str, ...], ignored: tuple[str, ...],
+             output: Path | None) -> None:
+    """Check specs without writing anything (never imports the SageMaker SDK).
+
+    Exit codes: 0 no errors; 1 errors reported; 2 usage error.
+    """
+    result = compile_specs(paths or (Path("specs"),), render=False)
+    diags = select(result.diagnostics, selected, ignored)
+    text = render_report(diags, fmt)
+    if output:
+        output.write_text(text, encoding="utf-8")
+    elif text:
+        click.echo(text, nl=False)
+    errors = sum(d.severity == "error" for d in diags)
+    if fmt == "text":
+        if errors:
+            click.echo(f"{errors} error(s)", err=True)
+        else:
+            click.echo(f"{len(result.specs.specs)} spec(s) checked, no problems")
+    if errors:
+        sys.exit(1)
+
+
+@main.command("diff")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--base", default="HEAD", show_default=True, help="Git ref whose committed generated/ is the base.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
+def diff_cmd(paths: tuple[Path, ...], base: str, fmt: str) -> None:
+    """Semantic diff of generated/ between a git ref and what the working tree's specs compile to."""
+    from ndr_compiler import semantic_diff
+
     result = compile_specs(paths or (Path("specs"),))
     _report(result)
     if not result.ok:
         sys.exit(1)
-    click.echo(f"{len(result.specs.specs)} spec(s) checked, no problems")
+    try:
+        before = semantic_diff.artifacts_at(base)
+    except Exception as exc:  # not a git checkout, unknown ref
+        click.echo(f"error: cannot read generated/ at {base!r}: {exc}", err=True)
+        sys.exit(2)
+    after = {a.relpath: a.text for a in result.artifacts}
+    click.echo(semantic_diff.render(semantic_diff.diff_artifacts(before, after), fmt, base), nl=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,19 +10,24 @@ from pathlib import Path
 from ndr_compiler import ir
 from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.emit import Artifact, to_json
+from ndr_compiler.expand.pipeline import default_pipeline_name, expand_pipeline
 from ndr_compiler.expand.state_machine import expand_state_machine
 from ndr_compiler.lint import lint_ir
+from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
 from ndr_compiler.lint.refs import state_machine_refs
 from ndr_compiler.render.asl import render_state_machine
+from ndr_compiler.render.mermaid import pipeline_diagram, state_machine_diagram
+from ndr_compiler.render.schema import spec_schema
 from ndr_compiler.specs import SpecSet, load_specs
 
-MAX_DEFINITION_BYTES = 1_048_576
+MAX_DEFINITION_BYTES = 1_048_576  # Step Functions and SageMaker pipeline definitions alike
 
 
 @dataclass
 class Compilation:
     specs: SpecSet
     machines: list[ir.StateMachineIR] = field(default_factory=list)
+    pipelines: dict[str, ir.PipelineIR] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
@@ -30,10 +36,30 @@ class Compilation:
         return not any(d.severity == "error" for d in self.diagnostics)
 
 
-def compile_specs(paths: Iterable[Path]) -> Compilation:
+def _size_check(text: str, what: str, origin: ir.Span) -> Diagnostic | None:
+    size = len(text.encode())
+    if size > MAX_DEFINITION_BYTES:
+        return Diagnostic("E402", f"definition of {what} is {size} bytes; the limit is {MAX_DEFINITION_BYTES}", origin)
+    return None
+
+
+def compile_specs(paths: Iterable[Path], render: bool = True) -> Compilation:
+    """Load, check and expand every spec; with ``render``, also build the artifacts of ``generated/``.
+
+    ``render=False`` is the lint path: it never imports the SageMaker SDK.
+    """
     specs, diags = load_specs(list(paths))
     result = Compilation(specs, diagnostics=list(diags))
     projects = specs.projects()
+
+    pipeline_specs = sorted(specs.of_kind("Pipeline"), key=lambda s: s.name)
+    result.diagnostics.extend(duplicate_placeholders(pipeline_specs))
+    for p in pipeline_specs:
+        p_diags = list(pipeline_spec_rules(specs, p))
+        result.diagnostics.extend(p_diags)
+        if not any(d.severity == "error" for d in p_diags):
+            result.pipelines[p.name] = expand_pipeline(p.doc, p.model, projects[p.model.spec.project].model)
+
     for sm in specs.state_machines():
         ref_diags = list(state_machine_refs(specs, sm))
         result.diagnostics.extend(ref_diags)
@@ -41,17 +67,32 @@ def compile_specs(paths: Iterable[Path]) -> Compilation:
         if project is None or ref_diags:
             continue
         machine = expand_state_machine(sm.doc, sm.model, project.model)
-        ir_diags = lint_ir(machine)
+        ir_diags = lint_ir(machine) + list(start_rules(specs, machine, result.pipelines))
         result.diagnostics.extend(ir_diags)
         result.machines.append(machine)
-        if ir_diags:
+        if ir_diags or not render:
             continue
         text = to_json(render_state_machine(machine))
-        if len(text.encode()) > MAX_DEFINITION_BYTES:
-            result.diagnostics.append(Diagnostic(
-                "E402", f"definition of '{machine.name}' is {len(text.encode())} bytes; the limit is "
-                        f"{MAX_DEFINITION_BYTES}", machine.origin))
+        too_big = _size_check(text, f"state machine '{machine.name}'", machine.origin)
+        if too_big:
+            result.diagnostics.append(too_big)
             continue
         result.artifacts.append(Artifact(f"state_machines/{machine.name}.asl.json", text))
+        result.artifacts.append(Artifact(f"diagrams/{machine.name}.md", state_machine_diagram(machine)))
+
+    if render:
+        result.artifacts.append(Artifact("schema/ndr-spec.schema.json", to_json(spec_schema())))
+    if render and result.ok:
+        from ndr_compiler.render.sagemaker_pipeline import render_pipeline  # the SDK: compile path only
+
+        for name, p in sorted(result.pipelines.items()):
+            definition = render_pipeline(p, default_pipeline_name(name))
+            text = json.dumps(definition, indent=2, ensure_ascii=False) + "\n"
+            too_big = _size_check(text, f"pipeline '{name}'", p.origin)
+            if too_big:
+                result.diagnostics.append(too_big)
+                continue
+            result.artifacts.append(Artifact(f"pipelines/{name}.json", text))
+            result.artifacts.append(Artifact(f"diagrams/{name}.md", pipeline_diagram(p)))
     result.diagnostics = sorted(set(result.diagnostics), key=Diagnostic.sort_key)
     return result

@@ -120,6 +120,8 @@ class PlaceholderRef:
     origin: Span
     #: pipeline parameters passed at this start, by name (for cross-spec checks)
     parameters: dict[str, Span] = field(default_factory=dict)
+    #: the values of those parameters that are literals (not JSONata), for type checks
+    literals: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -147,3 +149,70 @@ def successors(state: State) -> list[str]:
     if isinstance(state, Task | Map):
         out.extend(c.next for c in state.catch)
     return list(dict.fromkeys(out))
+
+
+# -- SageMaker pipelines ------------------------------------------------------------------------------
+
+
+@dataclass
+class PipelineParameter:
+    name: str
+    type: str  # String | Integer | Float | Boolean
+    default: str | int | float | bool | None
+    origin: Span
+    required: bool = True
+
+
+@dataclass
+class ParamRef:
+    """An argument value bound to a pipeline parameter (rendered as ``{"Get": "Parameters.<name>"}``)."""
+
+    name: str
+
+
+@dataclass
+class Processor:
+    image_uri: str
+    instance_type: str
+    instance_count: int
+    volume_size_gb: int
+    max_runtime_seconds: int
+    role_arn: str
+    environment: dict[str, str] = field(default_factory=dict)
+    #: run on the SageMaker Processing Spark container (instance_count > 1 is a Spark cluster)
+    spark: bool = False
+    spark_config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RetryPolicy:
+    exception_types: list[str]
+    max_attempts: int
+    interval_seconds: int
+    backoff_rate: float
+
+
+@dataclass
+class PipelineStep:
+    name: str
+    origin: Span
+    module: str
+    #: the command line after ``python -m <module>``: flags and values, in order
+    arguments: list[tuple[str, str | ParamRef]]
+    processor: Processor
+    depends_on: list[str] = field(default_factory=list)
+    retry: RetryPolicy | None = None
+    cache_expire_after: str | None = None  # ISO 8601 duration; None: caching off
+    description: str | None = None
+
+
+@dataclass
+class PipelineIR:
+    name: str  # the spec's metadata.name
+    file: str
+    origin: Span
+    builder: str  # the seed's build_* function name
+    placeholders: list[str]
+    parameters: list[PipelineParameter]
+    steps: list[PipelineStep]
+    description: str | None = None

@@ -18,3 +18,23 @@ def spec_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "specs"
     shutil.copytree(SPECS, dst)
     return dst
+
+
+PIPELINE_SCHEMA = SHARED / "vendor" / "sagemaker-pipeline-definition.schema.json"
+
+
+def aws_pipeline_schema() -> dict:
+    """The AWS pipeline-definition schema (read from shared/vendor, never copied), with one correction.
+
+    ``RetryPolicy.ExceptionType`` is a string in the vendor schema, but the service takes (and documents, and
+    the SDK writes) a list of exception types: the correction keeps the enum and accepts the list.
+    """
+    import copy
+    import json
+
+    if not PIPELINE_SCHEMA.exists():
+        pytest.skip(f"{PIPELINE_SCHEMA} is not present")
+    s = copy.deepcopy(json.loads(PIPELINE_SCHEMA.read_text()))
+    exception_type = s["definitions"]["RetryPolicy"]["properties"]["ExceptionType"]
+    s["definitions"]["RetryPolicy"]["properties"]["ExceptionType"] = {"type": "array", "items": exception_type}
+    return s

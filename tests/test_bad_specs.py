@@ -13,7 +13,11 @@ from tests.conftest import SPECS
 
 BAD = Path(__file__).parent / "bad_specs"
 NO_HEADER = {"empty.yaml": "E104", "binary.yaml": "E106"}
-CONTEXT = [SPECS / "project.yaml", SPECS / "state_machines" / "sfn_ndr_prediction_publication.yaml"]
+CONTEXT = [
+    SPECS / "project.yaml",
+    SPECS / "state_machines" / "sfn_ndr_prediction_publication.yaml",
+    SPECS / "pipelines",
+]
 LINE = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+) (?P<code>[EW]\d{3}) (?P<msg>\S.*)$")
 
 
@@ -28,7 +32,7 @@ CASES = sorted(BAD.glob("*.yaml"))
 
 
 def test_corpus_is_substantial():
-    assert len(CASES) >= 28
+    assert len(CASES) >= 40
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)

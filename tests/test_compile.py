@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from ndr_compiler.cli import main
 from ndr_compiler.compile import compile_specs
-from tests.conftest import GENERATED, ROOT, SHARED, SPECS
+from tests.conftest import GENERATED, ROOT, SHARED, SPECS, aws_pipeline_schema
 
 SEED = SHARED / "seed" / "ndr_pipelines_flow.md"
 MACHINES = [
@@ -24,8 +24,18 @@ MACHINES = [
     "sfn_ndr_backfill_reprocessing",
 ]
 # JSONata-mode ASL: JSONPath-only fields must never appear
-JSONPATH_FIELDS = {"Parameters", "ResultPath", "ResultSelector", "InputPath", "OutputPath", "ItemsPath",
-                   "Variable", "StringEquals", "TimestampPath", "SecondsPath"}
+JSONPATH_FIELDS = {
+    "Parameters",
+    "ResultPath",
+    "ResultSelector",
+    "InputPath",
+    "OutputPath",
+    "ItemsPath",
+    "Variable",
+    "StringEquals",
+    "TimestampPath",
+    "SecondsPath",
+}
 
 
 def seed_states() -> dict[str, list[str]]:
@@ -63,10 +73,12 @@ def test_generated_is_fresh_and_compiling_twice_is_byte_identical(tmp_path: Path
     runner = CliRunner()
     assert runner.invoke(main, [str(SPECS), "--out", str(out1)]).exit_code == 0
     assert runner.invoke(main, [str(SPECS), "--out", str(out2)]).exit_code == 0
-    for f in sorted((out1 / "state_machines").iterdir()):
-        data = f.read_bytes()
-        assert data == (out2 / "state_machines" / f.name).read_bytes()
-        assert data == (GENERATED / "state_machines" / f.name).read_bytes(), f"{f.name} is stale"
+    files = sorted(p.relative_to(out1) for p in out1.rglob("*") if p.is_file())
+    assert len(files) == 27
+    for rel in files:
+        data = (out1 / rel).read_bytes()
+        assert data == (out2 / rel).read_bytes()
+        assert data == (GENERATED / rel).read_bytes(), f"{rel} is stale"
         assert data.endswith(b"\n") and b"\t" not in data
 
 
@@ -128,8 +140,10 @@ def test_integrations_are_the_ones_the_platform_uses():
 
 def test_duplicate_lock_is_caught_by_name():
     acquire = load("sfn_ndr_15m_features_inference")["States"]["AcquireMiniBatchLock"]
-    assert acquire["Catch"][0] == {"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
-                                   "Next": "DuplicateMiniBatch"}
+    assert acquire["Catch"][0] == {
+        "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
+        "Next": "DuplicateMiniBatch",
+    }
     pub = load("sfn_ndr_prediction_publication")["States"]
     assert pub["AcquirePublicationLock"]["Catch"][0]["Next"] == "DuplicatePublicationSuppressed"
     assert pub["DuplicatePublicationSuppressed"]["Type"] == "Succeed"
@@ -138,15 +152,26 @@ def test_duplicate_lock_is_caught_by_name():
 def test_pipeline_names_stay_placeholders():
     text = "".join((GENERATED / "state_machines" / f"{n}.asl.json").read_text() for n in MACHINES)
     names = set(re.findall(r'"PipelineName": "([^"]+)"', text))
-    assert names == {"${PipelineName15m}", "${PipelineNameInference}", "${PipelineNamePredictionJoin}",
-                     "${PipelineNameMachineInventory}", "${PipelineNameFGB}", "${PipelineNameIFTraining}",
-                     "${PipelineNameBackfillHistoricalExtractor}", "${PipelineNameBackfill15m}"}
+    assert names == {
+        "${PipelineName15m}",
+        "${PipelineNameInference}",
+        "${PipelineNamePredictionJoin}",
+        "${PipelineNameMachineInventory}",
+        "${PipelineNameFGB}",
+        "${PipelineNameIFTraining}",
+        "${PipelineNameBackfillHistoricalExtractor}",
+        "${PipelineNameBackfill15m}",
+    }
 
 
 def test_compile_reports_no_diagnostics_on_the_real_specs():
     result = compile_specs([SPECS])
     assert result.diagnostics == []
-    assert len(result.artifacts) == 5
+    kinds = sorted(a.relpath.split("/")[0] for a in result.artifacts)
+    assert kinds.count("state_machines") == 5
+    assert kinds.count("pipelines") == 8
+    assert kinds.count("diagrams") == 13
+    assert kinds.count("schema") == 1
 
 
 def test_asl_validator_accepts_every_generated_file():
@@ -157,3 +182,65 @@ def test_asl_validator_accepts_every_generated_file():
         path = GENERATED / "state_machines" / f"{name}.asl.json"
         proc = subprocess.run([str(validator), "--json-path", str(path)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+PIPELINES = [
+    "features_15m",
+    "delta_builder",
+    "inference",
+    "prediction_feature_join",
+    "machine_inventory_unload",
+    "fg_b_baselines",
+    "if_training",
+    "backfill_historical_extractor",
+]
+
+
+def test_every_generated_pipeline_validates_against_the_aws_schema():
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(aws_pipeline_schema())
+    names = sorted(p.stem for p in (GENERATED / "pipelines").glob("*.json"))
+    assert names == sorted(PIPELINES)
+    for name in names:
+        validator.validate(json.loads((GENERATED / "pipelines" / f"{name}.json").read_text()))
+
+
+def test_seed_pipeline_steps_and_entrypoints():
+    steps = {
+        n: [
+            (s["Name"], s["Arguments"]["AppSpecification"]["ContainerEntrypoint"][-1])
+            for s in json.loads((GENERATED / "pipelines" / f"{n}.json").read_text())["Steps"]
+        ]
+        for n in PIPELINES
+    }
+    assert [s for s, _ in steps["features_15m"]] == [
+        "DeltaBuilderStep",
+        "FGABuilderStep",
+        "PairCountsBuilderStep",
+        "FGCCorrBuilderStep",
+    ]
+    assert [s for s, _ in steps["if_training"]] == [
+        "TrainingDataVerifierStep",
+        "MissingFeatureCreationStep",
+        "PostRemediationVerificationStep",
+        "IFTrainingStep",
+        "ModelPublishStep",
+        "ModelAttributesStep",
+        "ModelDeployStep",
+    ]
+    assert steps["delta_builder"] == [("DeltaBuilderStep", "ndr_jobs.scripts.run_delta_builder")]
+    assert steps["inference"] == [("InferencePredictionsStep", "ndr_jobs.scripts.run_inference_predictions")]
+    assert steps["prediction_feature_join"] == [
+        ("PredictionFeatureJoinStep", "ndr_jobs.scripts.run_prediction_feature_join")
+    ]
+    assert steps["machine_inventory_unload"] == [
+        ("MachineInventoryUnloadStep", "ndr_jobs.scripts.run_machine_inventory_unload")
+    ]
+    assert steps["fg_b_baselines"] == [("FGBaselineBuilderStep", "ndr_jobs.scripts.run_fg_b_builder")]
+    assert steps["backfill_historical_extractor"] == [
+        ("HistoricalWindowsExtractorStep", "ndr_jobs.scripts.run_historical_windows_extractor")
+    ]
+    training = json.loads((GENERATED / "pipelines" / "if_training.json").read_text())["Steps"]
+    stages = [s["Arguments"]["AppSpecification"]["ContainerArguments"][1] for s in training]
+    assert stages == ["verify", "remediate", "reverify", "train", "publish", "attributes", "deploy"]

@@ -315,6 +315,7 @@ class Expander:
         self.placeholders.append(ir.PlaceholderRef(
             c.pipeline.removeprefix("${").removesuffix("}"), s.start, self.span((*path, "pipeline")),
             parameters={n: self.span((*path, "parameters", n)) for n in c.parameters},
+            literals={n: v for n, v in c.parameters.items() if not js.is_expr(v)},
         ))
         assign: dict[str, Any] = {
             f"{v}_execution_arn": js.wrap("$states.result.PipelineExecutionArn"),

@@ -40,6 +40,19 @@ class ParametersItem(Strict):
     values: dict[str, Scalar] = Field(default_factory=dict)
 
 
+class ProcessorProfile(Strict):
+    """Processing defaults shared by pipeline steps (a step names a profile and may override fields)."""
+
+    image_uri: str = Field(description="container image; a ${Placeholder} resolved per environment at deploy")
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: Annotated[int, Field(ge=1, le=100)] = 1
+    volume_size_gb: Annotated[int, Field(ge=1, le=16384)] = 30
+    max_runtime_seconds: Annotated[int, Field(ge=1, le=432000)] = 3600
+    spark: bool = Field(default=False, description="SageMaker Processing Spark container (cluster when count > 1)")
+    spark_config: dict[str, str] = Field(default_factory=dict)
+    environment: dict[str, str] = Field(default_factory=dict)
+
+
 class ProjectSpec(Strict):
     tables: Tables
     event_bus: str
@@ -49,6 +62,8 @@ class ProjectSpec(Strict):
     defaults: dict[str, Scalar] = Field(
         default_factory=dict, description="runtime defaults, overridden by the parameters table at run time"
     )
+    pipeline_role_arn: str = "${SageMakerPipelineRoleArn}"
+    processors: dict[str, ProcessorProfile] = Field(default_factory=dict)
     routing: list[RoutingItem] = Field(default_factory=list)
     parameters: list[ParametersItem] = Field(default_factory=list)
 

@@ -1,0 +1,236 @@
+"""Pipeline rules: references between state machines, pipelines and the job library (E5xx), limits (E4xx).
+
+Entry points are checked by importing the script (scripts import no Spark) and parsing the step's exact
+command line with the script's own ``build_parser()``: a flag the script does not take, or a required one
+the step does not pass, is reported with argparse's own words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import io
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from ndr_compiler import ir
+from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.expand.snippets import is_expr
+from ndr_compiler.models.pipeline import param_ref
+from ndr_compiler.specs import Spec, SpecSet
+
+SAGEMAKER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$")
+MAX_PARAMETER_VALUE = 1024
+SAMPLES = ("2026-01-01T00:00:00Z", "2026-01", "[]", "x", "0")
+
+
+def pipeline_spec_rules(specs: SpecSet, p: Spec) -> Iterator[Diagnostic]:
+    """Rules on one Pipeline spec, before expansion."""
+    spec = p.model.spec
+    doc = p.doc
+    projects = specs.projects()
+    project = projects.get(spec.project)
+    if project is None:
+        yield Diagnostic(
+            "E501",
+            f"project '{spec.project}' is not defined (known: {', '.join(sorted(projects)) or 'none'})",
+            doc.span(("spec", "project")),
+        )
+    if not PIPELINE_NAME.match(f"ndr-{p.name.replace('_', '-')}"):
+        yield Diagnostic(
+            "E406", f"pipeline '{p.name}' does not give a valid SageMaker pipeline name", doc.span(("metadata", "name"))
+        )
+    for name, prm in spec.parameters.items():
+        where = doc.span(("spec", "parameters", name))
+        if not SAGEMAKER_NAME.match(name):
+            yield Diagnostic("E403", f"parameter name '{name}' must match [A-Za-z0-9_-]{{1,64}}", where)
+        if prm.default is not None and len(str(prm.default)) > MAX_PARAMETER_VALUE:
+            yield Diagnostic("E404", f"default of parameter '{name}' is over {MAX_PARAMETER_VALUE} characters", where)
+        if prm.default is not None and not _fits(prm.type, prm.default):
+            yield Diagnostic("E506", f"default {prm.default!r} of parameter '{name}' is not a {prm.type}", where)
+    names = [s.name for s in spec.steps]
+    seen: set[str] = set()
+    for i, step in enumerate(spec.steps):
+        path = ("spec", "steps", i)
+        if not SAGEMAKER_NAME.match(step.name):
+            yield Diagnostic(
+                "E403", f"step name '{step.name}' must match [A-Za-z0-9_-]{{1,64}}", doc.span((*path, "name"))
+            )
+        if step.name in seen:
+            yield Diagnostic("E201", f"step name '{step.name}' is used twice", doc.span((*path, "name")))
+        seen.add(step.name)
+        for dep in step.depends_on:
+            if dep not in names:
+                yield Diagnostic(
+                    "E510",
+                    f"step '{step.name}' depends on '{dep}', which is not a step of this pipeline",
+                    doc.span((*path, "depends_on")),
+                )
+            elif names.index(dep) >= i:
+                yield Diagnostic(
+                    "E510",
+                    f"step '{step.name}' depends on '{dep}', declared after it; steps are "
+                    "declared in dependency order, so this is a cycle or a misordering",
+                    doc.span((*path, "depends_on")),
+                )
+        if project is not None and step.processor not in project.model.spec.processors:
+            known = ", ".join(sorted(project.model.spec.processors)) or "none"
+            yield Diagnostic(
+                "E510",
+                f"processor profile '{step.processor}' is not defined in project '{spec.project}' (known: {known})",
+                doc.span((*path, "processor")),
+            )
+        for flag, value in step.arguments.items():
+            ref = param_ref(value)
+            if ref is not None and ref not in spec.parameters:
+                yield Diagnostic(
+                    "E507",
+                    f"argument {flag} is bound to '{ref}', which is not a parameter of this pipeline",
+                    doc.span((*path, "arguments", flag)),
+                )
+        yield from entrypoint_rules(p, i)
+
+
+def _fits(kind: str, value: Any) -> bool:
+    text = str(value)
+    try:
+        if kind == "Integer":
+            int(text)
+        elif kind == "Float":
+            float(text)
+        elif kind == "Boolean":
+            return text.lower() in ("true", "false")
+    except ValueError:
+        return False
+    return True
+
+
+def _sample(action: argparse.Action) -> str:
+    for candidate in [str(c) for c in action.choices] if action.choices else SAMPLES:
+        if action.type is None or not callable(action.type):
+            return candidate
+        try:
+            action.type(candidate)
+        except Exception:
+            continue
+        return candidate
+    return "x"
+
+
+def entrypoint_rules(p: Spec, index: int) -> Iterator[Diagnostic]:
+    step = p.model.spec.steps[index]
+    path = ("spec", "steps", index)
+    module = step.entrypoint
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        yield Diagnostic(
+            "E508", f"entrypoint module '{module}' does not exist in ndr_jobs", p.doc.span((*path, "entrypoint"))
+        )
+        return
+    try:
+        script = importlib.import_module(module)
+    except Exception as exc:
+        yield Diagnostic(
+            "E508",
+            f"entrypoint module '{module}' fails to import: {type(exc).__name__}: {exc}",
+            p.doc.span((*path, "entrypoint")),
+        )
+        return
+    build = getattr(script, "build_parser", None)
+    if not callable(build):
+        yield Diagnostic(
+            "E508",
+            f"entrypoint module '{module}' has no build_parser() to check its command line",
+            p.doc.span((*path, "entrypoint")),
+        )
+        return
+    parser: argparse.ArgumentParser = build()
+    actions = {opt: a for a in parser._actions for opt in a.option_strings}
+    argv: list[str] = []
+    for flag, value in step.arguments.items():
+        argv.append(flag)
+        if param_ref(value) is not None:
+            action = actions.get(flag)
+            argv.append(_sample(action) if action else "x")
+        else:
+            argv.append(str(value).lower() if isinstance(value, bool) else str(value))
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            parser.parse_args(argv)
+    except SystemExit:
+        message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else "rejected"
+        message = message.split("error: ", 1)[-1]
+        yield Diagnostic(
+            "E509",
+            f"step '{step.name}': {module} rejects its command line: {message}",
+            p.doc.span((*path, "arguments")),
+        )
+
+
+def start_rules(
+    specs: SpecSet, machine: ir.StateMachineIR, pipelines: dict[str, ir.PipelineIR]
+) -> Iterator[Diagnostic]:
+    """Each ``${PipelineName...}`` start of a state machine against the pipeline spec serving it."""
+    declared_elsewhere = {ph for p in specs.of_kind("Pipeline") for ph in p.model.spec.placeholders}
+    by_placeholder: dict[str, ir.PipelineIR] = {}
+    for p in pipelines.values():
+        for ph in p.placeholders:
+            by_placeholder[ph] = p
+    for ref in machine.placeholders:
+        p = by_placeholder.get(ref.name)
+        if p is None and ref.name in declared_elsewhere:
+            continue  # its pipeline spec has errors of its own, reported there
+        if p is None:
+            known = ", ".join(sorted(by_placeholder)) or "none"
+            yield Diagnostic(
+                "E503", f"${{{ref.name}}} is served by no Pipeline spec (declared placeholders: {known})", ref.origin
+            )
+            continue
+        declared = {prm.name: prm for prm in p.parameters}
+        for name, span in ref.parameters.items():
+            if name not in declared:
+                yield Diagnostic(
+                    "E504",
+                    f"'{ref.state}' passes '{name}', which pipeline '{p.name}' ({p.file}) does not declare",
+                    span,
+                )
+            elif ref.literals.get(name) is not None and not _fits(declared[name].type, ref.literals[name]):
+                yield Diagnostic(
+                    "E506",
+                    f"'{ref.state}' passes {ref.literals[name]!r} for '{name}', which is a {declared[name].type}",
+                    span,
+                )
+        for prm in p.parameters:
+            if prm.required and prm.name not in ref.parameters:
+                yield Diagnostic(
+                    "E505",
+                    f"'{ref.state}' does not pass required parameter '{prm.name}' of pipeline '{p.name}' ({p.file})",
+                    ref.origin,
+                )
+
+
+def duplicate_placeholders(pipelines: list[Spec]) -> Iterator[Diagnostic]:
+    owner: dict[str, Spec] = {}
+    for p in pipelines:
+        for i, ph in enumerate(p.model.spec.placeholders):
+            if ph in owner:
+                yield Diagnostic(
+                    "E511",
+                    f"${{{ph}}} is already served by pipeline '{owner[ph].name}'",
+                    p.doc.span(("spec", "placeholders", i)),
+                )
+            else:
+                owner[ph] = p
+
+
+def literal_of(value: Any) -> Any:
+    """A state machine parameter value that is a literal (not JSONata), else None."""
+    return None if is_expr(value) else value

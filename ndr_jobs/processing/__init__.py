@@ -1,0 +1,1 @@
+"""Processing jobs: ``run_*_from_runtime_config(runtime)`` functions taking typed runtime configs."""

@@ -1,0 +1,9 @@
+"""Compute FG-C correlation features."""
+
+from __future__ import annotations
+
+from ndr_jobs.runtime import BatchRuntime, JobNotImplementedError
+
+
+def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> None:
+    raise JobNotImplementedError("fg_c_builder is not implemented yet (issue #6)")

@@ -1,0 +1,51 @@
+"""``python -m ndr_jobs.scripts.run_if_training --stage ...``: one stage of the Isolation Forest lifecycle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ndr_jobs.runtime import TrainingRuntime, iso_timestamp, json_list
+from ndr_jobs.scripts._cli import project_arguments, run
+
+STAGES = ("verify", "remediate", "reverify", "train", "publish", "attributes", "deploy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.scripts.run_if_training", description=__doc__)
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    project_arguments(parser)
+    parser.add_argument("--training-start-ts-iso", required=True, type=iso_timestamp)
+    parser.add_argument("--training-end-ts-iso", required=True, type=iso_timestamp)
+    parser.add_argument("--run-key", required=True, help="idempotency key of the training run")
+    parser.add_argument(
+        "--missing-windows-override",
+        type=json_list,
+        default=[],
+        help="JSON array of window start timestamps to remediate instead of the verifier's list",
+    )
+    return parser
+
+
+def parse_runtime(argv: Sequence[str] | None = None) -> TrainingRuntime:
+    a = build_parser().parse_args(argv)
+    return TrainingRuntime(
+        project_name=a.project_name,
+        feature_spec_version=a.feature_spec_version,
+        stage=a.stage,
+        training_start_ts=a.training_start_ts_iso,
+        training_end_ts=a.training_end_ts_iso,
+        run_key=a.run_key,
+        missing_windows_override=list(a.missing_windows_override),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from ndr_jobs.processing.if_training_job import run_if_training_from_runtime_config
+
+    run_if_training_from_runtime_config(parse_runtime(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

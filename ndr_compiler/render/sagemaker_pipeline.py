@@ -161,6 +161,7 @@ def render_pipeline(p: ir.PipelineIR, pipeline_name: str) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message="Running within a PipelineSession")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"sagemaker\.")  # SDK-internal shims
         sdk = _import_sdk()
+        _silence_sdk_loggers()
         session = _offline_session(sdk, boto_session)
         parameters = {prm.name: _parameter(sdk, prm) for prm in p.parameters}
         steps = [_step(sdk, session, s, parameters) for s in p.steps]
@@ -259,6 +260,14 @@ def _quiet_sdk_logs() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, saved, strict=True):
             lg.setLevel(level)
+
+
+def _silence_sdk_loggers() -> None:
+    """The SDK gives its own loggers levels at import (``sagemaker.config`` logs at INFO which defaults files
+    it skipped); a compiler's output is its diagnostics, so those loggers say only errors."""
+    for name in list(logging.root.manager.loggerDict):
+        if name == "sagemaker" or name.startswith("sagemaker."):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _refuse_request(request: Any, **_: Any) -> None:

@@ -46,8 +46,19 @@ def _size_check(text: str, what: str, origin: ir.Span) -> Diagnostic | None:
 def compile_specs(paths: Iterable[Path], render: bool = True) -> Compilation:
     """Load, check and expand every spec; with ``render``, also build the artifacts of ``generated/``.
 
-    ``render=False`` is the lint path: it never imports the SageMaker SDK.
+    ``render=False`` is the lint path: it never imports the SageMaker SDK. Never raises on bad input: a
+    crash inside a layer is reported as ``E001`` at the spec being processed.
     """
+    try:
+        return _compile(list(paths), render)
+    except Exception as exc:
+        specs = SpecSet()
+        where = ir.Span(", ".join(str(p) for p in paths))
+        return Compilation(specs, diagnostics=[Diagnostic("E001", f"compiler crashed: {type(exc).__name__}: {exc}",
+                                                          where)])
+
+
+def _compile(paths: list[Path], render: bool) -> Compilation:
     specs, diags = load_specs(list(paths))
     result = Compilation(specs, diagnostics=list(diags))
     projects = specs.projects()
@@ -55,10 +66,14 @@ def compile_specs(paths: Iterable[Path], render: bool = True) -> Compilation:
     pipeline_specs = sorted(specs.of_kind("Pipeline"), key=lambda s: s.name)
     result.diagnostics.extend(duplicate_placeholders(pipeline_specs))
     for p in pipeline_specs:
-        p_diags = list(pipeline_spec_rules(specs, p))
-        result.diagnostics.extend(p_diags)
-        if not any(d.severity == "error" for d in p_diags):
-            result.pipelines[p.name] = expand_pipeline(p.doc, p.model, projects[p.model.spec.project].model)
+        try:
+            p_diags = list(pipeline_spec_rules(specs, p))
+            result.diagnostics.extend(p_diags)
+            if not any(d.severity == "error" for d in p_diags):
+                result.pipelines[p.name] = expand_pipeline(p.doc, p.model, projects[p.model.spec.project].model)
+        except Exception as exc:
+            result.diagnostics.append(Diagnostic("E001", f"pipeline checks crashed: {type(exc).__name__}: {exc}",
+                                                 p.doc.span()))
 
     for sm in specs.state_machines():
         ref_diags = list(state_machine_refs(specs, sm))
@@ -66,8 +81,13 @@ def compile_specs(paths: Iterable[Path], render: bool = True) -> Compilation:
         project = projects.get(sm.model.spec.project)
         if project is None or ref_diags:
             continue
-        machine = expand_state_machine(sm.doc, sm.model, project.model)
-        ir_diags = lint_ir(machine) + list(start_rules(specs, machine, result.pipelines))
+        try:
+            machine = expand_state_machine(sm.doc, sm.model, project.model)
+            ir_diags = lint_ir(machine) + list(start_rules(specs, machine, result.pipelines))
+        except Exception as exc:
+            result.diagnostics.append(Diagnostic("E001", f"expansion crashed: {type(exc).__name__}: {exc}",
+                                                 sm.doc.span()))
+            continue
         result.diagnostics.extend(ir_diags)
         result.machines.append(machine)
         if ir_diags or not render:

@@ -86,11 +86,11 @@ def validate_document(doc: Document) -> Any:
     supported = ", ".join(SUPPORTED_API_VERSIONS)
     if api is None:
         raise DiagnosticError([Diagnostic("E120", f"missing apiVersion; supported: {supported}", doc.span())])
-    if api not in SUPPORTED_API_VERSIONS:
+    if not isinstance(api, str) or api not in SUPPORTED_API_VERSIONS:
         raise DiagnosticError([Diagnostic(
             "E120", f"unsupported apiVersion '{api}'; supported: {supported}", doc.span(("apiVersion",)))])
     kind = data.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         kinds = ", ".join(sorted(KINDS))
         raise DiagnosticError([Diagnostic(
             "E121", f"unknown kind '{kind}'; expected one of: {kinds}", doc.span(("kind",)))])
@@ -112,11 +112,16 @@ def load_specs(paths: Iterable[Path]) -> tuple[SpecSet, list[Diagnostic]]:
         except DiagnosticError as exc:
             diags.extend(exc.diagnostics)
             continue
+        except Exception as exc:  # a bug of ours: still a diagnostic, never a traceback
+            diags.append(Diagnostic("E001", f"loading crashed: {type(exc).__name__}: {exc}", Span(str(file))))
+            continue
         for doc in docs:
             try:
                 specs.specs.append(Spec(doc, validate_document(doc)))
             except DiagnosticError as exc:
                 diags.extend(exc.diagnostics)
+            except Exception as exc:  # a bug of ours: still a diagnostic, never a traceback
+                diags.append(Diagnostic("E001", f"validation crashed: {type(exc).__name__}: {exc}", doc.span()))
     seen: dict[tuple[str, str], Spec] = {}
     for spec in specs.specs:
         key = (spec.model.kind, spec.name)

@@ -62,3 +62,35 @@ def test_diagnostic_points_at_the_offending_key():
 def test_unsupported_api_version_lists_the_supported_ones():
     result = CliRunner().invoke(main, ["lint", str(BAD / "unsupported_api_version.yaml")])
     assert "unsupported apiVersion 'ndr/v9'; supported: ndr/v1" in result.output
+
+
+def test_no_specs(tmp_path: Path):
+    result = CliRunner().invoke(main, ["lint", str(tmp_path)])
+    assert result.exit_code == 1 and " E108 " in result.output
+
+
+def test_definition_over_the_size_limit(spec_copy: Path):
+    path = spec_copy / "state_machines" / "huge.yaml"
+    blob = "x" * 1_100_000
+    path.write_text(
+        "apiVersion: ndr/v1\nkind: StateMachine\nmetadata: {name: huge}\nspec:\n  project: ndr\n"
+        "  on_failure: {name: WorkflowFailed}\n  steps:\n    - normalize: {name: NormalizeIncomingMessage}\n"
+        f"    - resolve: {{name: Resolve, values: {{blob: \"{blob}\"}}}}\n"
+    )
+    from ndr_compiler.compile import compile_specs
+
+    result = compile_specs([path, spec_copy / "project.yaml"])
+    assert [d.code for d in result.diagnostics] == ["E402"]
+
+
+def test_a_crashing_rule_is_a_diagnostic(monkeypatch):
+    from ndr_compiler import lint
+
+    def broken(machine):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(lint, "IR_RULES", [*lint.IR_RULES, broken])
+    result = CliRunner().invoke(main, ["lint", str(SPECS)])
+    assert result.exit_code == 1
+    assert " E001 rule broken crashed: KeyError" in result.output
+    assert "Traceback" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -53,6 +54,7 @@ def _fields(state: ir.State) -> Iterator[tuple[str, Any]]:
             yield "Catch.Output", c.output
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_error(src: str) -> str | None:
     try:
         jsonata.Jsonata(src)

@@ -1,0 +1,140 @@
+"""Review tooling: output formats, the spec schema, diagrams, and the semantic diff."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ndr_compiler.cli import main
+from tests.conftest import GENERATED, ROOT, SPECS
+
+BAD = ROOT / "tests" / "bad_specs" / "lock_not_released.yaml"
+CONTEXT = [str(SPECS / "project.yaml")]
+
+
+def lint(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["lint", *args])
+    return result.exit_code, result.output
+
+
+def test_json_format():
+    code, out = lint(str(BAD), *CONTEXT, "--format", "json")
+    rows = json.loads(out)
+    assert code == 1
+    assert {"file", "line", "column", "code", "name", "severity", "message"} <= set(rows[0])
+    assert any(r["code"] == "E301" and r["name"] == "lock-not-released" for r in rows)
+
+
+def test_github_format_is_workflow_annotations():
+    code, out = lint(str(BAD), *CONTEXT, "--format", "github")
+    assert code == 1
+    for line in out.strip().splitlines():
+        assert re.match(r"^::error file=[^,]+,line=\d+,col=\d+,title=E\d{3}::E\d{3} .+$", line), line
+
+
+def test_sarif_format():
+    code, out = lint(str(BAD), *CONTEXT, "--format", "sarif")
+    doc = json.loads(out)
+    assert doc["version"] == "2.1.0"
+    run = doc["runs"][0]
+    ids = [r["id"] for r in run["tool"]["driver"]["rules"]]
+    for result in run["results"]:
+        assert ids[result["ruleIndex"]] == result["ruleId"]
+        region = result["locations"][0]["physicalLocation"]["region"]
+        assert region["startLine"] >= 1 and region["startColumn"] >= 1
+
+
+def test_select_and_ignore():
+    code, out = lint(str(BAD), *CONTEXT, "--select", "E301")
+    assert code == 1 and " E301 " in out and " E203 " not in out
+    code, out = lint(str(BAD), *CONTEXT, "--ignore", "E2", "--ignore", "E3")
+    assert code == 0
+
+
+def test_schema_accepts_every_spec_and_rejects_a_broken_one():
+    schema = json.loads((GENERATED / "schema" / "ndr-spec.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted(SPECS.rglob("*.yaml")):
+        assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# yaml-language-server: $schema=") and first.endswith("ndr-spec.schema.json")
+        target = (path.parent / first.split("=", 1)[1]).resolve()
+        assert target == (GENERATED / "schema" / "ndr-spec.schema.json").resolve()
+    broken = yaml.safe_load((SPECS / "pipelines" / "inference.yaml").read_text())
+    broken["spec"]["colour"] = "blue"
+    assert list(validator.iter_errors(broken))
+
+
+def test_diagrams_show_every_state_and_step():
+    for asl_path in (GENERATED / "state_machines").glob("*.asl.json"):
+        asl = json.loads(asl_path.read_text())
+        diagram = (GENERATED / "diagrams" / asl_path.name.replace(".asl.json", ".md")).read_text()
+        assert "```mermaid\nflowchart TD\n" in diagram
+        for name in asl["States"]:
+            assert f'"{name}<br/>' in diagram, name
+    for p in (GENERATED / "pipelines").glob("*.json"):
+        diagram = (GENERATED / "diagrams" / f"{p.stem}.md").read_text()
+        for step in json.loads(p.read_text())["Steps"]:
+            assert f'"{step["Name"]}<br/>' in diagram
+
+
+def test_every_state_comment_names_its_spec_line():
+    for asl_path in (GENERATED / "state_machines").glob("*.asl.json"):
+        asl = json.loads(asl_path.read_text())
+        for name, state in asl["States"].items():
+            file, line = state["Comment"].split(" ")[0].split(":")
+            assert (ROOT / file).exists()
+            assert 1 <= int(line) <= len((ROOT / file).read_text().splitlines()), name
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository holding specs/ and generated/ as committed, for the semantic diff."""
+    shutil.copytree(SPECS, tmp_path / "specs")
+    shutil.copytree(GENERATED, tmp_path / "generated")
+    run = lambda *a: subprocess.run(a, cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "-q")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    return tmp_path
+
+
+def test_semantic_diff_names_states_steps_and_fields(repo: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(repo)
+    sm = repo / "specs" / "state_machines" / "sfn_ndr_15m_features_inference.yaml"
+    sm.write_text(
+        sm.read_text().replace(
+            "poll: {every_seconds: 20, max_attempts: 45}", "poll: {every_seconds: 10, max_attempts: 45}", 1
+        )
+    )
+    pl = repo / "specs" / "pipelines" / "inference.yaml"
+    pl.write_text(pl.read_text().replace("processor: spark", "processor: spark\n      overrides: {instance_count: 4}"))
+    result = CliRunner().invoke(main, ["diff", "specs/", "--base", "HEAD"])
+    assert result.exit_code == 0, result.output
+    assert "changed  state_machines/sfn_ndr_15m_features_inference.asl.json" in result.output
+    assert "~ state `WaitBeforeDescribe15mFeatures`: Seconds" in result.output
+    assert "~ state `FeaturesPipelineStatusChoice`: Choices" in result.output  # the exhausted-cause text
+    assert "changed  pipelines/inference.json" in result.output
+    assert "~ step `InferencePredictionsStep`: processor" in result.output
+    md = CliRunner().invoke(main, ["diff", "specs/", "--base", "HEAD", "--format", "markdown"]).output
+    assert md.startswith("### ndr: generated changes since `HEAD`")
+
+
+def test_semantic_diff_with_no_change(repo: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(repo)
+    result = CliRunner().invoke(main, ["diff", "specs/"])
+    assert result.exit_code == 0 and "No change to generated/ since HEAD." in result.output
+
+
+def test_semantic_diff_bad_ref(repo: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(repo)
+    result = CliRunner().invoke(main, ["diff", "specs/", "--base", "no-such-ref"])
+    assert result.exit_code == 2 and "cannot read generated/" in result.output

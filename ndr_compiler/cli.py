@@ -45,12 +45,17 @@ def main() -> None:
 @click.option("--out", "out_dir", default="generated", type=click.Path(path_type=Path), show_default=True,
               help="Output directory.")
 @click.option("--check", is_flag=True, help="Do not write; exit 1 with a diff if generated/ is stale.")
-def compile_cmd(paths: tuple[Path, ...], out_dir: Path, check: bool) -> None:
+@click.option("--deploy", is_flag=True, help="Deploy to --env after checking generated/ is fresh and lint passes.")
+@click.option("--env", "env_name", help="Environment spec name (specs/environments/<env>.yaml) for --deploy.")
+def compile_cmd(paths: tuple[Path, ...], out_dir: Path, check: bool, deploy: bool, env_name: str | None) -> None:
     """Validate specs and render them into OUT (default: generated/)."""
     result = compile_specs(paths or (Path("specs"),))
     _report(result)
     if not result.ok:
         sys.exit(1)
+    if deploy:
+        _deploy(result, out_dir, env_name, apply=True)
+        return
     res = emit(result.artifacts, out_dir, check=check)
     if check:
         if res.stale:
@@ -118,3 +123,55 @@ def diff_cmd(paths: tuple[Path, ...], base: str, fmt: str) -> None:
         sys.exit(2)
     after = {a.relpath: a.text for a in result.artifacts}
     click.echo(semantic_diff.render(semantic_diff.diff_artifacts(before, after), fmt, base), nl=False)
+
+
+def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: bool) -> None:
+    import boto3
+
+    from ndr_compiler.deploy.engine import Deployer, DeployError
+
+    envs = {s.name: s for s in result.specs.of_kind("Environment")}
+    if not env_name or env_name not in envs:
+        known = ", ".join(sorted(envs)) or "none"
+        click.echo(f"error: --env must name an Environment spec (known: {known})", err=True)
+        sys.exit(2)
+    fresh = emit(result.artifacts, out_dir, check=True)
+    if fresh.stale:
+        click.echo(f"error: refusing to deploy: {out_dir}/ is stale ({len(fresh.stale)} file(s)); run "
+                   "`ndr-compile specs/`, review and commit", err=True)
+        sys.exit(1)
+    env = envs[env_name].model
+    project = result.specs.projects()[env.spec.project].model
+    deployer = Deployer(result, env, project, boto3.session.Session())
+    changes = deployer.plan()
+    for ch in changes:
+        click.echo(ch.line())
+        for line in ch.details:
+            click.echo(f"    {line}")
+    todo = [c for c in changes if c.action != "unchanged"]
+    creates = sum(c.action == "create" for c in todo)
+    click.echo(f"plan: {creates} to create, {len(todo) - creates} to update, {len(changes) - len(todo)} unchanged")
+    if not apply:
+        return
+    try:
+        applied = deployer.apply(todo)
+    except DeployError as exc:
+        for ch in exc.applied:
+            click.echo(f"applied  {ch.kind} {ch.name}")
+        click.echo(f"error: {exc}; {len(exc.applied)} change(s) applied before it. Run the deploy again to "
+                   "converge.", err=True)
+        sys.exit(1)
+    click.echo(f"deployed to {env_name}: {len(applied)} changed")
+
+
+@main.command("plan")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--env", "env_name", required=True, help="Environment spec name.")
+@click.option("--out", "out_dir", default="generated", type=click.Path(path_type=Path), show_default=True)
+def plan_cmd(paths: tuple[Path, ...], env_name: str, out_dir: Path) -> None:
+    """What --deploy would create, update or leave unchanged in ENV (drift included); changes nothing."""
+    result = compile_specs(paths or (Path("specs"),))
+    _report(result)
+    if not result.ok:
+        sys.exit(1)
+    _deploy(result, out_dir, env_name, apply=False)

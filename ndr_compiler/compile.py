@@ -16,6 +16,7 @@ from ndr_compiler.lint import lint_ir
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
 from ndr_compiler.lint.refs import state_machine_refs
 from ndr_compiler.render.asl import render_state_machine
+from ndr_compiler.render.iam import pipelines_policy, state_machine_policy
 from ndr_compiler.render.mermaid import pipeline_diagram, state_machine_diagram
 from ndr_compiler.render.schema import spec_schema
 from ndr_compiler.specs import SpecSet, load_specs
@@ -99,9 +100,13 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
             continue
         result.artifacts.append(Artifact(f"state_machines/{machine.name}.asl.json", text))
         result.artifacts.append(Artifact(f"diagrams/{machine.name}.md", state_machine_diagram(machine)))
+        result.artifacts.append(Artifact(f"iam/{machine.name}.json",
+                                         to_json(state_machine_policy(machine, project.model.spec.event_bus))))
 
     if render:
         result.artifacts.append(Artifact("schema/ndr-spec.schema.json", to_json(spec_schema())))
+    if render and result.ok and result.pipelines:
+        result.artifacts.append(Artifact("iam/sagemaker_pipelines.json", to_json(pipelines_policy())))
     if render and result.ok:
         from ndr_compiler.render.sagemaker_pipeline import render_pipeline  # the SDK: compile path only
 

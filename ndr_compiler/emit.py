@@ -48,7 +48,7 @@ class EmitResult:
     diff: str
 
 
-MANAGED_DIRS = ("state_machines", "pipelines", "diagrams", "schema")
+MANAGED_DIRS = ("state_machines", "pipelines", "diagrams", "schema", "iam")
 
 
 def emit(artifacts: list[Artifact], out_dir: Path, check: bool = False) -> EmitResult:

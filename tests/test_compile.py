@@ -74,7 +74,7 @@ def test_generated_is_fresh_and_compiling_twice_is_byte_identical(tmp_path: Path
     assert runner.invoke(main, [str(SPECS), "--out", str(out1)]).exit_code == 0
     assert runner.invoke(main, [str(SPECS), "--out", str(out2)]).exit_code == 0
     files = sorted(p.relative_to(out1) for p in out1.rglob("*") if p.is_file())
-    assert len(files) == 27
+    assert len(files) == 33
     for rel in files:
         data = (out1 / rel).read_bytes()
         assert data == (out2 / rel).read_bytes()
@@ -172,6 +172,7 @@ def test_compile_reports_no_diagnostics_on_the_real_specs():
     assert kinds.count("pipelines") == 8
     assert kinds.count("diagrams") == 13
     assert kinds.count("schema") == 1
+    assert kinds.count("iam") == 6
 
 
 def test_asl_validator_accepts_every_generated_file():

@@ -512,3 +512,15 @@ def test_backfill_reports_a_failed_window():
         assert event["detail"]["windows_failed"] == 1
         assert event["detail"]["status"] == "PARTIAL"
         assert len(event["detail"]["failed_windows"]) == 1
+
+
+def test_training_on_a_schedule_trains_on_the_30_days_before_the_run(platform: OfflinePlatform,
+                                                                     scripted: ScriptedPipelines):
+    result = platform.run(TRAINING, {"project_name": "ndr-prod", "feature_spec_version": "v1"})
+    assert result.status == "SUCCEEDED", result.cause
+    (params,) = starts(scripted, "PipelineNameIFTraining")
+    started = platform.executions(TRAINING)[0]["startDate"]
+    end = started.strftime("%Y-%m-%dT00:00:00Z")
+    assert params["TrainingEndTsIso"] == end
+    start = datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp() - 30 * 86400
+    assert params["TrainingStartTsIso"] == datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,10 +1,13 @@
 """Models layer: pydantic models of the ``ndr/v1`` spec language (unknown keys are rejected)."""
 
 from ndr_compiler.models.base import SUPPORTED_API_VERSIONS, Metadata
+from ndr_compiler.models.environment import Environment
 from ndr_compiler.models.pipeline import Pipeline
 from ndr_compiler.models.project import Project
 from ndr_compiler.models.state_machine import StateMachine
 
-KINDS: dict[str, type] = {"Project": Project, "StateMachine": StateMachine, "Pipeline": Pipeline}
+KINDS: dict[str, type] = {
+    "Project": Project, "StateMachine": StateMachine, "Pipeline": Pipeline, "Environment": Environment,
+}
 
-__all__ = ["KINDS", "SUPPORTED_API_VERSIONS", "Metadata", "Pipeline", "Project", "StateMachine"]
+__all__ = ["Environment", "KINDS", "SUPPORTED_API_VERSIONS", "Metadata", "Pipeline", "Project", "StateMachine"]

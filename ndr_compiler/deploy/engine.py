@@ -1,0 +1,557 @@
+"""Plan and apply: every resource the project needs, compared with what is deployed, through boto3.
+
+Each resource knows its desired state (normalised), how to read the deployed one (normalised the same
+way), and how to create or update it. ``plan`` reads only; ``apply`` runs the creates and updates in
+dependency order (tables, roles, pipelines, state machines children first, then triggers) and reports
+what it applied when one fails, so that running again converges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ndr_compiler import semantic_diff
+from ndr_compiler.compile import Compilation
+from ndr_compiler.deploy.dynamodb import seed_items, table_definitions
+from ndr_compiler.deploy.placeholders import resolve
+from ndr_compiler.expand.pipeline import default_pipeline_name
+from ndr_compiler.models.environment import Environment
+from ndr_compiler.models.project import Project
+
+SFN_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+SAGEMAKER_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+EVENTS_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+POLICY_NAME = "ndr-generated"
+
+
+@dataclass
+class Resource:
+    kind: str
+    name: str
+    desired: Any
+    read: Callable[[], Any]
+    create: Callable[[], None]
+    update: Callable[[Any], None]
+    describe_diff: Callable[[Any, Any], list[str]] | None = None
+    drift: Callable[[Any], bool] | None = None
+
+
+@dataclass
+class Change:
+    kind: str
+    name: str
+    action: str  # create | update | unchanged
+    details: list[str] = field(default_factory=list)
+    drift: bool = False
+    resource: Resource | None = field(default=None, repr=False)
+
+    def line(self) -> str:
+        mark = " (drift: changed outside ndr)" if self.drift else ""
+        return f"{self.action:9} {self.kind:20} {self.name}{mark}"
+
+
+class DeployError(Exception):
+    def __init__(self, message: str, applied: list[Change]):
+        super().__init__(message)
+        self.applied = applied
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value
+        if text.startswith("%7B") or text.startswith("%7b"):
+            text = urllib.parse.unquote(text)
+        return json.loads(text)
+    return value
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _missing(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    return code in (
+        "ResourceNotFoundException",
+        "NoSuchEntity",
+        "StateMachineDoesNotExist",
+        "ValidationException",
+        "ResourceNotFound",
+    )
+
+
+class Deployer:
+    def __init__(
+        self, compilation: Compilation, env: Environment, project: Project, session: Any, commit: str | None = None
+    ):
+        self.c = compilation
+        self.env = env.spec
+        self.project = project
+        self.session = session
+        self.commit = commit or git_commit()
+        self.clients: dict[str, Any] = {}
+        e = self.env
+        self.pipeline_names = {
+            name: e.pipelines.get(name, f"{e.prefix}-{default_pipeline_name(name).removeprefix('ndr-')}")
+            for name in compilation.pipelines
+        }
+        self.machine_names = {
+            m.name: e.state_machines.get(m.name, f"{e.prefix}-{m.name.removeprefix('sfn_ndr_').replace('_', '-')}")
+            for m in compilation.machines
+        }
+        self.values = self._values()
+
+    # -- names and values ------------------------------------------------------------------------------
+    def client(self, service: str) -> Any:
+        if service not in self.clients:
+            self.clients[service] = self.session.client(service, region_name=self.env.region)
+        return self.clients[service]
+
+    def role_name(self, what: str) -> str:
+        return f"{self.env.prefix}-{what}"[:64]
+
+    def role_arn(self, what: str, ref: Any) -> str:
+        return ref.arn or f"arn:aws:iam::{self.env.account}:role/{self.role_name(what)}"
+
+    def machine_arn(self, spec_name: str) -> str:
+        return f"arn:aws:states:{self.env.region}:{self.env.account}:stateMachine:{self.machine_names[spec_name]}"
+
+    def _values(self) -> dict[str, str]:
+        e = self.env
+        values = {"Region": e.region, "AccountId": e.account, **e.values}
+        values["SageMakerPipelineRoleArn"] = self.role_arn("sagemaker-pipelines", e.roles.pipelines)
+        for name, p in self.c.pipelines.items():
+            for ph in p.placeholders:
+                values[ph] = self.pipeline_names[name]
+        for m in self.c.machines:
+            values[f"StateMachineArn_{m.name}"] = self.machine_arn(m.name)
+            values[f"StateMachineName_{m.name}"] = self.machine_names[m.name]
+        return values
+
+    def artifact(self, relpath: str) -> str:
+        for a in self.c.artifacts:
+            if a.relpath == relpath:
+                return resolve(a.text, self.values)
+        raise KeyError(relpath)
+
+    # -- resources -------------------------------------------------------------------------------------
+    def resources(self) -> list[Resource]:
+        out = [
+            *self._tables(),
+            *self._roles(),
+            *self._event_bus(),
+            *self._pipelines(),
+            *self._machines(),
+            *self._triggers(),
+        ]
+        return out
+
+    def _tables(self) -> list[Resource]:
+        ddb = self.client("dynamodb")
+        out = []
+        for d in table_definitions(self.project):
+            name = d["TableName"]
+            ttl = "expires_at" if name == self.project.spec.tables.locks else None
+            desired = {"KeySchema": d["KeySchema"], "BillingMode": d["BillingMode"], "TTL": ttl}
+
+            def read(name: str = name) -> Any:
+                try:
+                    t = ddb.describe_table(TableName=name)["Table"]
+                except ClientError as exc:
+                    if _missing(exc):
+                        return None
+                    raise
+                ttl_desc = ddb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
+                on = ttl_desc.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
+                return {
+                    "KeySchema": t["KeySchema"],
+                    "BillingMode": t.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED"),
+                    "TTL": ttl_desc.get("AttributeName") if on else None,
+                }
+
+            def create(d: dict = d, ttl: str | None = ttl) -> None:
+                ddb.create_table(**d)
+                ddb.get_waiter("table_exists").wait(TableName=d["TableName"])
+                if ttl:
+                    ddb.update_time_to_live(
+                        TableName=d["TableName"], TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl}
+                    )
+
+            def update(current: Any, d: dict = d, ttl: str | None = ttl) -> None:
+                if current["KeySchema"] != d["KeySchema"]:
+                    raise RuntimeError(f"table {d['TableName']} has another key schema; it must be replaced by hand")
+                if current["BillingMode"] != d["BillingMode"]:
+                    ddb.update_table(TableName=d["TableName"], BillingMode=d["BillingMode"])
+                if ttl and current["TTL"] != ttl:
+                    ddb.update_time_to_live(
+                        TableName=d["TableName"], TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl}
+                    )
+
+            out.append(Resource("dynamodb-table", name, desired, read, create, update))
+        for table, items in seed_items(self.project).items():
+            for item in items:
+                keys = [
+                    k["AttributeName"]
+                    for d in table_definitions(self.project)
+                    if d["TableName"] == table
+                    for k in d["KeySchema"]
+                ]
+                key = {k: item[k] for k in keys}
+
+                def read_item(table: str = table, key: dict = key) -> Any:
+                    try:
+                        return ddb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+                    except ClientError as exc:
+                        if _missing(exc):
+                            return None
+                        raise
+
+                def put(table: str = table, item: dict = item) -> None:
+                    ddb.put_item(TableName=table, Item=item)
+
+                label = "/".join(next(iter(v.values())) for v in key.values())
+                out.append(
+                    Resource("dynamodb-item", f"{table}[{label}]", item, read_item, put, lambda _c, put=put: put())
+                )
+        return out
+
+    def _role(self, what: str, trust: dict, policy: dict) -> Resource:
+        iam = self.client("iam")
+        name = self.role_name(what)
+        desired = {"Trust": trust, "Policy": policy}
+
+        def read() -> Any:
+            try:
+                role = iam.get_role(RoleName=name)["Role"]
+                doc = iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"]
+            except ClientError as exc:
+                if _missing(exc):
+                    return None
+                raise
+            return {"Trust": _json(role["AssumeRolePolicyDocument"]), "Policy": _json(doc)}
+
+        def create() -> None:
+            try:
+                iam.create_role(
+                    RoleName=name,
+                    AssumeRolePolicyDocument=json.dumps(trust),
+                    Tags=[{"Key": "ndr:environment", "Value": self.env.prefix}],
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+                    raise
+            iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))
+
+        def update(current: Any) -> None:
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+            iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))
+
+        return Resource("iam-role", name, desired, read, create, update)
+
+    def _roles(self) -> list[Resource]:
+        out = []
+        roles = self.env.roles
+        if roles.pipelines.arn is None and self.c.pipelines:
+            out.append(
+                self._role(
+                    "sagemaker-pipelines", SAGEMAKER_TRUST, json.loads(self.artifact("iam/sagemaker_pipelines.json"))
+                )
+            )
+        if roles.state_machines.arn is None:
+            for m in self.c.machines:
+                short = m.name.removeprefix("sfn_ndr_").replace("_", "-")
+                out.append(self._role(f"sfn-{short}", SFN_TRUST, json.loads(self.artifact(f"iam/{m.name}.json"))))
+        if roles.events.arn is None and (self.env.triggers.events or self.env.triggers.schedules):
+            targets = sorted(
+                {t.state_machine for t in [*self.env.triggers.events.values(), *self.env.triggers.schedules.values()]}
+            )
+            arns = [self.machine_arn(t) for t in targets]
+            policy = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "StartTriggeredWorkflows",
+                        "Effect": "Allow",
+                        "Action": ["states:StartExecution"],
+                        "Resource": sorted(arns + [f"{a}:{self.env.alias}" for a in arns]),
+                    }
+                ],
+            }
+            out.append(self._role("events-invoke", EVENTS_TRUST, policy))
+        return out
+
+    def sfn_role_arn(self, spec_name: str) -> str:
+        if self.env.roles.state_machines.arn:
+            return self.env.roles.state_machines.arn
+        return self.role_arn(
+            f"sfn-{spec_name.removeprefix('sfn_ndr_').replace('_', '-')}", self.env.roles.state_machines
+        )
+
+    def _event_bus(self) -> list[Resource]:
+        events = self.client("events")
+        bus = self.project.spec.event_bus
+
+        def read() -> Any:
+            try:
+                events.describe_event_bus(Name=bus)
+            except ClientError as exc:
+                if _missing(exc):
+                    return None
+                raise
+            return {"Name": bus}
+
+        return [
+            Resource("event-bus", bus, {"Name": bus}, read, lambda: events.create_event_bus(Name=bus), lambda _c: None)
+        ]
+
+    def _pipelines(self) -> list[Resource]:
+        sm = self.client("sagemaker")
+        out = []
+        role = self.values["SageMakerPipelineRoleArn"]
+        for spec_name in sorted(self.c.pipelines):
+            name = self.pipeline_names[spec_name]
+            definition = json.loads(self.artifact(f"pipelines/{spec_name}.json"))
+            desired = {"Definition": definition, "RoleArn": role}
+            tags = [
+                {"Key": "ndr:spec", "Value": spec_name},
+                {"Key": "ndr:api-version", "Value": "ndr/v1"},
+                {"Key": "ndr:git-commit", "Value": self.commit},
+                {"Key": "ndr:definition-sha256", "Value": _sha(json.dumps(definition, sort_keys=True))},
+            ]
+
+            def read(name: str = name) -> Any:
+                try:
+                    d = sm.describe_pipeline(PipelineName=name)
+                except ClientError as exc:
+                    if _missing(exc):
+                        return None
+                    raise
+                return {"Definition": _json(d["PipelineDefinition"]), "RoleArn": d.get("RoleArn")}
+
+            def create(name: str = name, definition: dict = definition, tags: list = tags) -> None:
+                sm.create_pipeline(
+                    PipelineName=name, PipelineDefinition=json.dumps(definition), RoleArn=role, Tags=tags
+                )
+
+            def update(current: Any, name: str = name, definition: dict = definition, tags: list = tags) -> None:
+                arn = sm.update_pipeline(PipelineName=name, PipelineDefinition=json.dumps(definition), RoleArn=role)[
+                    "PipelineArn"
+                ]
+                sm.add_tags(ResourceArn=arn, Tags=tags)
+
+            def diff(old: Any, new: Any) -> list[str]:
+                lines = semantic_diff._pipeline(old["Definition"], new["Definition"])
+                return lines + (["~ RoleArn"] if old["RoleArn"] != new["RoleArn"] else [])
+
+            out.append(Resource("sagemaker-pipeline", name, desired, read, create, update, diff))
+        return out
+
+    def _children_first(self) -> list[str]:
+        order: list[str] = []
+        by_name = {m.name: m for m in self.c.machines}
+
+        def visit(name: str) -> None:
+            if name in order:
+                return
+            for child in by_name[name].child_state_machines:
+                if child.name in by_name:
+                    visit(child.name)
+            order.append(name)
+
+        for name in sorted(by_name):
+            visit(name)
+        return order
+
+    def _machines(self) -> list[Resource]:
+        sfn = self.client("stepfunctions")
+        out = []
+        alias = self.env.alias
+        for spec_name in self._children_first():
+            name = self.machine_names[spec_name]
+            arn = self.machine_arn(spec_name)
+            definition = json.loads(self.artifact(f"state_machines/{spec_name}.asl.json"))
+            role = self.sfn_role_arn(spec_name)
+            sha = _sha(json.dumps(definition, sort_keys=True))
+            desired = {"Definition": definition, "RoleArn": role, "Alias": True}
+
+            def read(arn: str = arn) -> Any:
+                try:
+                    d = sfn.describe_state_machine(stateMachineArn=arn)
+                except ClientError as exc:
+                    if _missing(exc) or "DoesNotExist" in exc.response["Error"]["Code"]:
+                        return None
+                    raise
+                aliases = sfn.list_state_machine_aliases(stateMachineArn=arn).get("stateMachineAliases", [])
+                tags = {t["key"]: t["value"] for t in sfn.list_tags_for_resource(resourceArn=arn).get("tags", [])}
+                return {
+                    "Definition": _json(d["definition"]),
+                    "RoleArn": d["roleArn"],
+                    "Alias": any(a["stateMachineAliasArn"].endswith(f":{alias}") for a in aliases),
+                    "_sha": tags.get("ndr:definition-sha256"),
+                }
+
+            def point_alias(arn: str, version_arn: str) -> None:
+                aliases = sfn.list_state_machine_aliases(stateMachineArn=arn).get("stateMachineAliases", [])
+                routing = [{"stateMachineVersionArn": version_arn, "weight": 100}]
+                existing = [
+                    a["stateMachineAliasArn"] for a in aliases if a["stateMachineAliasArn"].endswith(f":{alias}")
+                ]
+                if existing:
+                    sfn.update_state_machine_alias(stateMachineAliasArn=existing[0], routingConfiguration=routing)
+                else:
+                    sfn.create_state_machine_alias(name=alias, routingConfiguration=routing)
+
+            def tag(arn: str, sha: str) -> None:
+                sfn.tag_resource(
+                    resourceArn=arn,
+                    tags=[
+                        {"key": "ndr:definition-sha256", "value": sha},
+                        {"key": "ndr:git-commit", "value": self.commit},
+                        {"key": "ndr:api-version", "value": "ndr/v1"},
+                    ],
+                )
+
+            def create(name: str = name, definition: dict = definition, role: str = role, sha: str = sha) -> None:
+                r = sfn.create_state_machine(
+                    name=name, definition=json.dumps(definition), roleArn=role, type="STANDARD", publish=True
+                )
+                tag(r["stateMachineArn"], sha)
+                point_alias(r["stateMachineArn"], r["stateMachineVersionArn"])
+
+            def update(
+                current: Any, arn: str = arn, definition: dict = definition, role: str = role, sha: str = sha
+            ) -> None:
+                r = sfn.update_state_machine(
+                    stateMachineArn=arn, definition=json.dumps(definition), roleArn=role, publish=True
+                )
+                tag(arn, sha)
+                point_alias(arn, r["stateMachineVersionArn"])
+
+            def diff(old: Any, new: Any) -> list[str]:
+                lines = semantic_diff._state_machine(old["Definition"], new["Definition"])
+                if old["RoleArn"] != new["RoleArn"]:
+                    lines.append("~ roleArn")
+                if not old["Alias"]:
+                    lines.append(f"+ alias {alias}")
+                return lines
+
+            def drift(current: Any, definition: dict = definition) -> bool:
+                deployed = _sha(json.dumps(current["Definition"], sort_keys=True))
+                return current.get("_sha") is not None and current["_sha"] != deployed
+
+            out.append(Resource("state-machine", name, desired, read, create, update, diff, drift))
+        return out
+
+    def _triggers(self) -> list[Resource]:
+        events = self.client("events")
+        out = []
+        role = self.role_arn("events-invoke", self.env.roles.events)
+        rules: list[tuple[str, str, dict, dict]] = []
+        for key, t in sorted(self.env.triggers.events.items()):
+            target: dict[str, Any] = {
+                "Id": "state-machine",
+                "Arn": f"{self.machine_arn(t.state_machine)}:{self.env.alias}",
+                "RoleArn": role,
+            }
+            if t.input_path:
+                target["InputPath"] = t.input_path
+            pattern = {"source": t.source, "detail-type": t.detail_type}
+            rules.append(
+                (f"{self.env.prefix}-{key}", t.event_bus, {"EventPattern": json.dumps(pattern, sort_keys=True)}, target)
+            )
+        for key, s in sorted(self.env.triggers.schedules.items()):
+            target = {
+                "Id": "state-machine",
+                "Arn": f"{self.machine_arn(s.state_machine)}:{self.env.alias}",
+                "RoleArn": role,
+                "Input": json.dumps(s.input, sort_keys=True),
+            }
+            rules.append((f"{self.env.prefix}-{key}", "default", {"ScheduleExpression": s.schedule}, target))
+        for name, bus, spec, target in rules:
+            desired = {**spec, "State": "ENABLED", "Targets": [target]}
+
+            def read(name: str = name, bus: str = bus) -> Any:
+                try:
+                    r = events.describe_rule(Name=name, EventBusName=bus)
+                except ClientError as exc:
+                    if _missing(exc):
+                        return None
+                    raise
+                targets = events.list_targets_by_rule(Rule=name, EventBusName=bus).get("Targets", [])
+                got = {k: r[k] for k in ("EventPattern", "ScheduleExpression") if r.get(k)}
+                if "EventPattern" in got:
+                    got["EventPattern"] = json.dumps(json.loads(got["EventPattern"]), sort_keys=True)
+                return {**got, "State": r.get("State"), "Targets": targets}
+
+            def put(name: str = name, bus: str = bus, spec: dict = spec, target: dict = target) -> None:
+                events.put_rule(Name=name, EventBusName=bus, State="ENABLED", **spec)
+                events.put_targets(Rule=name, EventBusName=bus, Targets=[target])
+
+            out.append(Resource("events-rule", name, desired, read, put, lambda _c, put=put: put()))
+        return out
+
+    # -- plan and apply --------------------------------------------------------------------------------
+    def plan(self) -> list[Change]:
+        changes = []
+        for r in self.resources():
+            current = r.read()
+            if current is None:
+                changes.append(Change(r.kind, r.name, "create", resource=r))
+                continue
+            comparable = (
+                {k: v for k, v in current.items() if not k.startswith("_")} if isinstance(current, dict) else current
+            )
+            if comparable == r.desired:
+                changes.append(Change(r.kind, r.name, "unchanged", resource=r))
+                continue
+            details = (
+                r.describe_diff(comparable, r.desired)
+                if r.describe_diff
+                else [
+                    f"~ {k}" for k in sorted(set(comparable) | set(r.desired)) if comparable.get(k) != r.desired.get(k)
+                ]
+                if isinstance(comparable, dict)
+                else ["~ value"]
+            )
+            drift = bool(r.drift and r.drift(current))
+            changes.append(Change(r.kind, r.name, "update", details, drift, resource=r))
+        return changes
+
+    def apply(self, changes: list[Change]) -> list[Change]:
+        applied: list[Change] = []
+        for ch in changes:
+            if ch.action == "unchanged" or ch.resource is None:
+                continue
+            try:
+                if ch.action == "create":
+                    ch.resource.create()
+                else:
+                    ch.resource.update(ch.resource.read())
+            except Exception as exc:
+                raise DeployError(f"{ch.action} {ch.kind} {ch.name} failed: {exc}", applied) from exc
+            applied.append(ch)
+        return applied

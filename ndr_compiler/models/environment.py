@@ -1,0 +1,65 @@
+"""``kind: Environment``: where and how the project deploys (account, region, roles, images, names)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from ndr_compiler.models.base import Metadata, Strict
+
+
+class RoleRef(Strict):
+    """Either an existing role (``arn``) or one the deploy creates with the generated policy."""
+
+    arn: str | None = None
+    create: bool = True
+
+
+class Roles(Strict):
+    state_machines: RoleRef = RoleRef()
+    pipelines: RoleRef = RoleRef()
+    events: RoleRef = RoleRef()
+
+
+class EventTrigger(Strict):
+    state_machine: str
+    event_bus: str = "default"
+    source: list[str]
+    detail_type: list[str]
+    input_path: str | None = Field(default=None, description="e.g. $.detail: hand only the detail to the machine")
+
+
+class ScheduleTrigger(Strict):
+    state_machine: str
+    schedule: Annotated[str, Field(pattern=r"^(cron|rate)\(.+\)$")]
+    input: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class Triggers(Strict):
+    events: dict[str, EventTrigger] = Field(default_factory=dict)
+    schedules: dict[str, ScheduleTrigger] = Field(default_factory=dict)
+
+
+class EnvironmentSpec(Strict):
+    project: str
+    account: Annotated[str, Field(pattern=r"^\d{12}$")]
+    region: str
+    prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,20}$")] = Field(
+        description="prefix of every resource name this environment creates")
+    roles: Roles = Roles()
+    values: dict[str, str] = Field(default_factory=dict, description="values of ${...} placeholders")
+    pipelines: dict[str, str] = Field(default_factory=dict,
+                                      description="pipeline spec name -> SageMaker pipeline name (default: prefixed)")
+    state_machines: dict[str, str] = Field(default_factory=dict,
+                                           description="state machine spec name -> deployed name (default: prefixed)")
+    alias: str = "live"
+    triggers: Triggers = Triggers()
+    on_missing_value: Literal["error"] = "error"
+
+
+class Environment(Strict):
+    apiVersion: Literal["ndr/v1"]
+    kind: Literal["Environment"]
+    metadata: Metadata
+    spec: EnvironmentSpec

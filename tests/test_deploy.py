@@ -1,0 +1,185 @@
+"""Deploy and plan against moto in server mode, over real HTTP with boto3 (AWS_ENDPOINT_URL)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from click.testing import CliRunner
+from moto.server import ThreadedMotoServer
+
+from ndr_compiler.cli import main
+from tests.conftest import GENERATED, SPECS
+
+ACCOUNT = "123456789012"
+
+
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    # moto's backends are process-global: start every test from an empty account
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
+    for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(SPECS, tmp_path / "specs")
+    shutil.copytree(GENERATED, tmp_path / "generated")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+def deploy() -> tuple[int, str]:
+    return run("specs/", "--deploy", "--env", "dev")
+
+
+def sfn():
+    return boto3.client("stepfunctions", region_name="us-east-1")
+
+
+def test_first_deploy_creates_everything_then_nothing_changes(aws: str, workdir: Path):
+    code, out = run("plan", "--env", "dev")
+    assert code == 0, out
+    assert "0 to update, 0 unchanged" in out
+    code, out = deploy()
+    assert code == 0, out
+    assert "deployed to dev:" in out
+    # the resources exist, with placeholders resolved
+    machines = {m["name"]: m["stateMachineArn"] for m in sfn().list_state_machines()["stateMachines"]}
+    assert "ndr-dev-15m-features-inference" in machines
+    definition = sfn().describe_state_machine(stateMachineArn=machines["ndr-dev-15m-features-inference"])["definition"]
+    assert "${" not in definition
+    assert '"PipelineName": "ndr-dev-features-15m"' in definition
+    assert f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:ndr-dev-prediction-publication" in definition
+    aliases = sfn().list_state_machine_aliases(stateMachineArn=machines["ndr-dev-15m-features-inference"])
+    assert [a["stateMachineAliasArn"].rsplit(":", 1)[1] for a in aliases["stateMachineAliases"]] == ["live"]
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    pipeline = sm.describe_pipeline(PipelineName="ndr-dev-features-15m")
+    assert "${" not in pipeline["PipelineDefinition"]
+    assert pipeline["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/ndr-dev-sagemaker-pipelines"
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    assert ddb.describe_time_to_live(TableName="ndr-idempotency-locks")["TimeToLiveDescription"]["AttributeName"] \
+        == "expires_at"
+    assert ddb.get_item(TableName="ndr-project-routing", Key={"org_id": {"S": "acme"}})["Item"]["project_name"] \
+        == {"S": "ndr-prod"}
+    events = boto3.client("events", region_name="us-east-1")
+    rule = events.describe_rule(Name="ndr-dev-batch-completed")
+    assert json.loads(rule["EventPattern"]) == {"detail-type": ["Batch Completed"], "source": ["ndr.ingestion"]}
+    (target,) = events.list_targets_by_rule(Rule="ndr-dev-batch-completed")["Targets"]
+    assert target["Arn"].endswith(":stateMachine:ndr-dev-15m-features-inference:live")
+    assert events.describe_rule(Name="ndr-dev-monthly-baselines")["ScheduleExpression"] == "cron(0 2 1 * ? *)"
+    # deploying unchanged specs again changes nothing
+    code, out = deploy()
+    assert code == 0 and "plan: 0 to create, 0 to update" in out and "deployed to dev: 0 changed" in out
+
+
+def test_iam_policies_name_only_what_each_role_touches(aws: str, workdir: Path):
+    assert deploy()[0] == 0
+    iam = boto3.client("iam", region_name="us-east-1")
+    doc = iam.get_role_policy(RoleName="ndr-dev-sfn-training-orchestrator", PolicyName="ndr-generated")
+    policy = doc["PolicyDocument"] if isinstance(doc["PolicyDocument"], dict) else json.loads(doc["PolicyDocument"])
+    resources = sorted(r for s in policy["Statement"] for r in s["Resource"])
+    assert f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:pipeline/ndr-dev-if-training" in resources
+    assert not any("features-15m" in r or "locks" in r or "event-bus" in r for r in resources)
+    assert all("*" not in r or r.endswith("/execution/*") for r in resources)
+
+
+def test_update_after_a_spec_change_publishes_a_version_and_moves_the_alias(aws: str, workdir: Path):
+    assert deploy()[0] == 0
+    arn = next(m["stateMachineArn"] for m in sfn().list_state_machines()["stateMachines"]
+               if m["name"] == "ndr-dev-training-orchestrator")
+    before = sfn().describe_state_machine_alias(stateMachineAliasArn=f"{arn}:live")["routingConfiguration"]
+    spec = workdir / "specs" / "state_machines" / "sfn_ndr_training_orchestrator.yaml"
+    spec.write_text(spec.read_text().replace("every_seconds: 120", "every_seconds: 300"))
+    code, out = deploy()
+    assert code == 1 and "refusing to deploy" in out  # generated/ is stale until recompiled
+    assert run("specs/")[0] == 0
+    code, out = run("plan", "--env", "dev")
+    assert "update    state-machine        ndr-dev-training-orchestrator" in out
+    assert "~ state `WaitBeforeTrainingDescribe`: Seconds" in out
+    assert "plan: 0 to create, 1 to update" in out
+    code, out = deploy()
+    assert code == 0 and "deployed to dev: 1 changed" in out
+    after = sfn().describe_state_machine_alias(stateMachineAliasArn=f"{arn}:live")["routingConfiguration"]
+    assert after != before
+    assert '"Seconds": 300' in sfn().describe_state_machine(stateMachineArn=arn)["definition"]
+
+
+def test_out_of_band_change_shows_as_drift_and_deploy_repairs_it(aws: str, workdir: Path):
+    assert deploy()[0] == 0
+    arn = next(m["stateMachineArn"] for m in sfn().list_state_machines()["stateMachines"]
+               if m["name"] == "ndr-dev-monthly-fg-b-baselines")
+    definition = json.loads(sfn().describe_state_machine(stateMachineArn=arn)["definition"])
+    definition["States"]["WaitBeforeFGBDescribe"]["Seconds"] = 5
+    sfn().update_state_machine(stateMachineArn=arn, definition=json.dumps(definition))
+    code, out = run("plan", "--env", "dev")
+    assert "update    state-machine        ndr-dev-monthly-fg-b-baselines (drift: changed outside ndr)" in out
+    assert "~ state `WaitBeforeFGBDescribe`: Seconds" in out
+    assert deploy()[0] == 0
+    assert "plan: 0 to create, 0 to update" in run("plan", "--env", "dev")[1]
+
+
+def test_a_failure_half_way_reports_what_was_applied_and_a_rerun_converges(aws: str, workdir: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    from ndr_compiler.deploy import engine
+
+    original = engine.Deployer._machines
+
+    def broken_machines(self):
+        resources = original(self)
+        victim = resources[2]
+
+        def fail():
+            raise RuntimeError("injected failure")
+
+        victim.create = fail
+        return resources
+
+    monkeypatch.setattr(engine.Deployer, "_machines", broken_machines)
+    code, out = deploy()
+    assert code == 1
+    assert "injected failure" in out and "change(s) applied before it" in out
+    assert "applied  dynamodb-table ndr-idempotency-locks" in out
+    monkeypatch.setattr(engine.Deployer, "_machines", original)
+    code, out = deploy()
+    assert code == 0, out
+    assert "deployed to dev:" in out and "0 changed" not in out
+    assert "plan: 0 to create, 0 to update" in deploy()[1]
+
+
+def test_unknown_environment(aws: str, workdir: Path):
+    code, out = run("plan", "--env", "prod")
+    assert code == 2 and "known: dev" in out

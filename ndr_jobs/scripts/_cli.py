@@ -6,10 +6,12 @@ Exit codes: 0 success; 2 bad arguments (argparse); 3 job not implemented; 1 job 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from ndr_jobs.runtime import JobNotImplementedError, iso_timestamp
+from ndr_jobs.runtime import BatchRuntime, JobNotImplementedError, iso_timestamp
 
 
 def project_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,3 +33,45 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
         print(f"error: {exc}", file=sys.stderr)
         return 3
     return 0
+
+
+class BatchScript:
+    """A ``run_*`` script over one mini-batch window: the batch arguments, optional extras, one job function.
+
+    ``extra`` adds script-specific arguments; ``fields`` maps the parsed namespace to the extra runtime fields.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        doc: str | None,
+        job: str,
+        function: str,
+        runtime: type[BatchRuntime] = BatchRuntime,
+        extra: Callable[[argparse.ArgumentParser], None] | None = None,
+        fields: Callable[[argparse.Namespace], dict[str, Any]] | None = None,
+    ) -> None:
+        self.module, self.doc, self.job, self.function = module, doc, job, function
+        self.runtime, self.extra, self.fields = runtime, extra, fields
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog=f"python -m {self.module}", description=self.doc)
+        batch_arguments(parser)
+        if self.extra:
+            self.extra(parser)
+        return parser
+
+    def parse_runtime(self, argv: Sequence[str] | None = None) -> BatchRuntime:
+        a = self.build_parser().parse_args(argv)
+        return self.runtime(
+            project_name=a.project_name,
+            feature_spec_version=a.feature_spec_version,
+            mini_batch_id=a.mini_batch_id,
+            batch_start_ts=a.batch_start_ts_iso,
+            batch_end_ts=a.batch_end_ts_iso,
+            **(self.fields(a) if self.fields else {}),
+        )
+
+    def main(self, argv: Sequence[str] | None = None) -> None:
+        job = importlib.import_module(self.job)  # processing modules may import Spark: only when run
+        getattr(job, self.function)(self.parse_runtime(argv))

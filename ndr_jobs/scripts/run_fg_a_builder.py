@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
 
-from ndr_jobs.runtime import BatchRuntime
-from ndr_jobs.scripts._cli import batch_arguments, run
+from ndr_jobs.scripts._cli import BatchScript, run
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.scripts.run_fg_a_builder", description=__doc__)
-    batch_arguments(parser)
-    return parser
-
-
-def parse_runtime(argv: Sequence[str] | None = None) -> BatchRuntime:
-    a = build_parser().parse_args(argv)
-    return BatchRuntime(
-        project_name=a.project_name,
-        feature_spec_version=a.feature_spec_version,
-        mini_batch_id=a.mini_batch_id,
-        batch_start_ts=a.batch_start_ts_iso,
-        batch_end_ts=a.batch_end_ts_iso,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    from ndr_jobs.processing.fg_a_builder_job import run_fg_a_builder_from_runtime_config
-
-    run_fg_a_builder_from_runtime_config(parse_runtime(argv))
-
+SCRIPT = BatchScript(
+    __name__.replace("__main__", "ndr_jobs.scripts.run_fg_a_builder"),
+    __doc__,
+    "ndr_jobs.processing.fg_a_builder_job",
+    "run_fg_a_builder_from_runtime_config",
+)
+build_parser, parse_runtime, main = SCRIPT.build_parser, SCRIPT.parse_runtime, SCRIPT.main
 
 if __name__ == "__main__":
     sys.exit(run(main))

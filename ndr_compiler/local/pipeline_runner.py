@@ -1,0 +1,143 @@
+"""Run a compiled SageMaker pipeline on this machine: its steps in dependency order, each as
+``python -m <module> <arguments>`` exactly as the generated definition says (parameters resolved, the
+Spark launcher replaced by the local interpreter and local Spark), with the step's environment.
+
+This is the local stand-in for a SageMaker pipeline execution; the offline Step Functions runtime uses it
+so that ``startPipelineExecution`` really runs the jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ndr_compiler.deploy.placeholders import PLACEHOLDER
+
+SPARK_SUBMIT = "smspark-submit"
+
+
+class PipelineRunError(Exception):
+    pass
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # Succeeded | Failed | NotStarted
+    seconds: float = 0.0
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineRun:
+    pipeline: str
+    status: str  # Succeeded | Failed
+    steps: list[StepResult]
+
+    @property
+    def failure_reason(self) -> str | None:
+        for s in self.steps:
+            if s.status == "Failed":
+                tail = (s.stderr.strip().splitlines() or [f"exit code {s.exit_code}"])[-1]
+                return f"step {s.name} failed (exit {s.exit_code}): {tail}"
+        return None
+
+
+def load_definition(generated: Path, pipeline: str) -> dict[str, Any]:
+    path = generated / "pipelines" / f"{pipeline}.json"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in (generated / "pipelines").glob("*.json")))
+        raise PipelineRunError(f"no compiled pipeline '{pipeline}' in {generated}/pipelines (known: {known})")
+    return json.loads(path.read_text())
+
+
+def resolve_parameters(definition: dict[str, Any], given: Mapping[str, str]) -> dict[str, str]:
+    declared = {p["Name"]: p for p in definition.get("Parameters", [])}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise PipelineRunError(f"unknown parameter(s): {', '.join(unknown)} (declared: {', '.join(declared)})")
+    values = {}
+    for name, p in declared.items():
+        if name in given:
+            values[name] = str(given[name])
+        elif "DefaultValue" in p:
+            v = p["DefaultValue"]
+            values[name] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+        else:
+            raise PipelineRunError(f"parameter '{name}' is required (no default)")
+    return values
+
+
+def _value(arg: Any, params: Mapping[str, str]) -> str:
+    if isinstance(arg, dict) and "Get" in arg and str(arg["Get"]).startswith("Parameters."):
+        return params[arg["Get"].removeprefix("Parameters.")]
+    if isinstance(arg, str):
+        return arg
+    raise PipelineRunError(f"unsupported argument expression {arg!r}")
+
+
+def step_command(step: dict[str, Any], params: Mapping[str, str]) -> list[str]:
+    app = step["Arguments"]["AppSpecification"]
+    entry = list(app["ContainerEntrypoint"])
+    args = [_value(a, params) for a in app.get("ContainerArguments", [])]
+    if entry and entry[0] == SPARK_SUBMIT:
+        module = entry[-1]  # smspark-submit <launcher> <module>: locally, the module on local Spark
+    elif entry[:2] in (["python3", "-m"], ["python", "-m"]):
+        module = entry[2]
+    else:
+        raise PipelineRunError(f"step {step['Name']}: unsupported entrypoint {entry}")
+    return [sys.executable, "-m", module, *args]
+
+
+def _order(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_name = {s["Name"]: s for s in steps}
+    done: list[str] = []
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        if name in trail:
+            raise PipelineRunError(f"dependency cycle: {' -> '.join([*trail, name])}")
+        for dep in by_name[name].get("DependsOn", []):
+            visit(dep, (*trail, name))
+        done.append(name)
+
+    for s in steps:
+        visit(s["Name"], ())
+    return [by_name[n] for n in done]
+
+
+def run_pipeline(generated: Path, pipeline: str, given: Mapping[str, str], values: Mapping[str, str],
+                 cwd: Path | None = None, echo: Any = None) -> PipelineRun:
+    """Run every step; ``values`` resolves ``${...}`` in step environments (e.g. NdrStorageRoot)."""
+    definition = load_definition(generated, pipeline)
+    params = resolve_parameters(definition, given)
+    results: list[StepResult] = []
+    failed = False
+    for step in _order(definition["Steps"]):
+        argv = step_command(step, params)
+        if failed:
+            results.append(StepResult(step["Name"], "NotStarted", argv=argv))
+            continue
+        env = dict(os.environ)
+        for key, raw in step["Arguments"].get("Environment", {}).items():
+            env[key] = PLACEHOLDER.sub(lambda m: values.get(m.group(1), os.environ.get(m.group(1), m.group(0))), raw)
+        if echo:
+            echo(f"  {pipeline} / {step['Name']}: {' '.join(argv[1:])}")
+        t = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
+        status = "Succeeded" if proc.returncode == 0 else "Failed"
+        failed = failed or status == "Failed"
+        results.append(StepResult(step["Name"], status, time.perf_counter() - t, proc.returncode, proc.stdout,
+                                  proc.stderr, argv))
+    return PipelineRun(pipeline, "Failed" if failed else "Succeeded", results)

@@ -1,0 +1,111 @@
+"""The local pipeline runner: compiled definitions run step by step, exactly as written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ndr_compiler.cli import main
+from ndr_compiler.local.pipeline_runner import PipelineRunError, run_pipeline, step_command
+from tests.conftest import GENERATED
+
+TRAINING = {
+    "ProjectName": "ndr-prod",
+    "FeatureSpecVersion": "v1",
+    "TrainingStartTsIso": "2026-09-01T00:00:00Z",
+    "TrainingEndTsIso": "2026-10-01T00:00:00Z",
+    "RunKey": "r1",
+}
+
+
+def test_spark_step_runs_its_module_with_the_definitions_arguments():
+    definition = json.loads((GENERATED / "pipelines" / "features_15m.json").read_text())
+    step = definition["Steps"][0]
+    assert step["Arguments"]["AppSpecification"]["ContainerEntrypoint"][0] == "smspark-submit"
+    params = {
+        "ProjectName": "p",
+        "FeatureSpecVersion": "v1",
+        "MiniBatchId": "m",
+        "BatchStartTsIso": "s",
+        "BatchEndTsIso": "e",
+        "RawBatchFolder": "f",
+    }
+    assert step_command(step, params) == [
+        sys.executable,
+        "-m",
+        "ndr_jobs.scripts.run_delta_builder",
+        "--project-name",
+        "p",
+        "--feature-spec-version",
+        "v1",
+        "--mini-batch-id",
+        "m",
+        "--batch-start-ts-iso",
+        "s",
+        "--batch-end-ts-iso",
+        "e",
+        "--raw-batch-folder",
+        "f",
+    ]
+
+
+def test_a_failing_step_fails_the_pipeline_and_its_dependents_never_start():
+    run = run_pipeline(GENERATED, "if_training", TRAINING, {})
+    assert run.status == "Failed"
+    assert [s.status for s in run.steps] == ["Failed"] + ["NotStarted"] * 6
+    assert run.steps[0].exit_code == 3
+    assert "not implemented" in run.failure_reason
+
+
+def test_defaults_fill_parameters_and_mistakes_are_refused():
+    with pytest.raises(PipelineRunError, match="parameter 'RunKey' is required"):
+        run_pipeline(GENERATED, "if_training", {k: v for k, v in TRAINING.items() if k != "RunKey"}, {})
+    with pytest.raises(PipelineRunError, match="unknown parameter"):
+        run_pipeline(GENERATED, "if_training", {**TRAINING, "Colour": "blue"}, {})
+    with pytest.raises(PipelineRunError, match="no compiled pipeline 'nope'"):
+        run_pipeline(GENERATED, "nope", {}, {})
+
+
+def test_steps_run_in_dependency_order_with_resolved_environment(tmp_path: Path):
+    out = tmp_path / "order.txt"
+    code = "import os, sys; open(os.environ['OUT'], 'a').write(sys.argv[-1] + ':' + os.environ['ROOT'] + '\\n')"
+    script = tmp_path / "probe_step.py"
+    script.write_text(code)
+
+    def step(name: str, deps: list[str]) -> dict:
+        return {
+            "Name": name,
+            "Type": "Processing",
+            "DependsOn": deps,
+            "Arguments": {
+                "AppSpecification": {
+                    "ContainerEntrypoint": ["python3", "-m", "probe_step"],
+                    "ContainerArguments": ["--name", {"Get": "Parameters.Tag"}, name],
+                },
+                "Environment": {"OUT": str(out), "ROOT": "${NdrStorageRoot}"},
+            },
+        }
+
+    gen = tmp_path / "generated" / "pipelines"
+    gen.mkdir(parents=True)
+    steps = [step("C", ["B"]), step("A", []), step("B", ["A"])]
+    (gen / "probe.json").write_text(
+        json.dumps({"Parameters": [{"Name": "Tag", "Type": "String", "DefaultValue": "t"}], "Steps": steps})
+    )
+    run = run_pipeline(tmp_path / "generated", "probe", {}, {"NdrStorageRoot": "/data/ndr"}, cwd=tmp_path)
+    assert run.status == "Succeeded", run.steps
+    assert out.read_text().splitlines() == ["A:/data/ndr", "B:/data/ndr", "C:/data/ndr"]
+
+
+def test_cli(tmp_path: Path):
+    args = ["run-pipeline", "if_training", *[f"--param={k}={v}" for k, v in TRAINING.items()]]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "Failed      TrainingDataVerifierStep" in result.output
+    assert "pipeline if_training: Failed" in result.output
+    bad = CliRunner().invoke(main, ["run-pipeline", "if_training", "--param", "oops"])
+    assert bad.exit_code == 2

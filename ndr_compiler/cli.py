@@ -209,3 +209,58 @@ def run_pipeline_cmd(pipeline: str, params: tuple[str, ...], values: tuple[str, 
     click.echo(f"pipeline {pipeline}: {run.status}")
     if run.status != "Succeeded":
         sys.exit(1)
+
+
+@main.command("run")
+@click.argument("state_machine")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The execution input (JSON), e.g. an event of shared/contracts.")
+@click.option("--specs", "specs_dir", default="specs", type=click.Path(path_type=Path), show_default=True)
+@click.option("--generated", default="generated", type=click.Path(path_type=Path), show_default=True)
+@click.option("--value", "values", multiple=True, metavar="NAME=VALUE",
+              help="A ${NAME} of step environments; NdrStorageRoot defaults to var/ndr.")
+@click.option("--timeout", default=1800.0, show_default=True, help="Seconds to wait for the execution.")
+@click.option("--wait-scale", default=0.1, show_default=True,
+              help="Wait states last this fraction of their seconds (poll budgets shrink alike).")
+def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Path, values: tuple[str, ...],
+            timeout: float, wait_scale: float) -> None:
+    """Run a compiled state machine offline; its pipelines run the real jobs on this machine."""
+    import json
+
+    from ndr_compiler.local.platform import stand_up
+    from ndr_compiler.local.runner import LocalPipelines, local_pipeline_names
+    from ndr_compiler.local.sfn_runtime import offline_aws
+
+    result = compile_specs([specs_dir], render=False)
+    _report(result)
+    if not result.ok:
+        sys.exit(1)
+    machines = {m.name for m in result.machines}
+    if state_machine not in machines:
+        click.echo(f"error: no state machine '{state_machine}' (known: {', '.join(sorted(machines))})", err=True)
+        sys.exit(2)
+    try:
+        payload = json.loads(input_path.read_text())
+    except ValueError as exc:
+        click.echo(f"error: {input_path} is not JSON: {exc}", err=True)
+        sys.exit(2)
+    env_values = {"NdrStorageRoot": str(Path("var/ndr").resolve())}
+    env_values.update(dict(v.split("=", 1) for v in values if "=" in v))
+    placeholders, names = local_pipeline_names(result.pipelines)
+    pipelines = LocalPipelines(generated, names, env_values, echo=click.echo)
+    sm_spec = next(s for s in result.specs.state_machines() if s.name == state_machine)
+    project = result.specs.projects()[sm_spec.model.spec.project].model
+    with offline_aws(pipelines, wait_time_scale=wait_scale):
+        platform = stand_up(generated, project, placeholders)
+        run = platform.run(state_machine, payload, timeout_s=timeout)
+        events = platform.events()
+    click.echo(f"execution: {run.status}")
+    click.echo("path: " + " -> ".join(run.path))
+    if run.output is not None:
+        click.echo("output: " + json.dumps(run.output, sort_keys=True))
+    if run.error:
+        click.echo(f"error: {run.error}: {run.cause}")
+    for e in events:
+        click.echo(f"event: {e['detail-type']} {json.dumps(e['detail'], sort_keys=True)}")
+    if run.status != "SUCCEEDED":
+        sys.exit(1)

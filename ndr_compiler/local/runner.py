@@ -1,0 +1,66 @@
+"""``ndr-compile run``: a compiled state machine executed offline, its pipelines running the real jobs.
+
+Step Functions is moto's interpreter (see ``sfn_runtime``); DynamoDB tables are seeded from the project
+spec; ``startPipelineExecution`` starts :func:`run_pipeline` on a background thread, so an execution moves
+Executing -> Succeeded or Failed as the jobs do; events go to a capture queue.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ndr_compiler.expand.pipeline import default_pipeline_name
+from ndr_compiler.local.pipeline_runner import PipelineRun, run_pipeline
+
+
+@dataclass
+class LocalPipelines:
+    """A :class:`~ndr_compiler.local.sfn_runtime.PipelineRuntime` that runs the compiled pipelines' jobs."""
+
+    generated: Path
+    names: dict[str, str]  # SageMaker pipeline name -> pipeline spec name
+    values: Mapping[str, str]
+    echo: Callable[[str], None] | None = None
+    runs: list[tuple[str, dict[str, str], PipelineRun | None]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _state: dict[str, PipelineRun | None] = field(default_factory=dict)
+
+    def start(self, pipeline_name: str, execution_arn: str, parameters: dict[str, str]) -> None:
+        spec = self.names[pipeline_name]
+        with self._lock:
+            self._state[execution_arn] = None
+        if self.echo:
+            self.echo(f"pipeline {spec} started ({parameters.get('MiniBatchId') or parameters.get('RunKey') or ''})")
+
+        def work() -> None:
+            run = run_pipeline(self.generated, spec, parameters, self.values)
+            with self._lock:
+                self._state[execution_arn] = run
+                self.runs.append((spec, dict(parameters), run))
+            if self.echo:
+                steps = ", ".join(f"{s.name} {s.status}" for s in run.steps)
+                self.echo(f"pipeline {spec} {run.status}: {steps}")
+
+        threading.Thread(target=work, name=f"pipeline-{spec}", daemon=True).start()
+
+    def describe(self, execution_arn: str) -> tuple[str, str | None]:
+        with self._lock:
+            run = self._state[execution_arn]
+        if run is None:
+            return "Executing", None
+        return run.status, run.failure_reason
+
+
+def local_pipeline_names(pipelines: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(placeholder -> local SageMaker name, local SageMaker name -> pipeline spec name)."""
+    placeholders, names = {}, {}
+    for spec_name, p in pipelines.items():
+        local = default_pipeline_name(spec_name)
+        names[local] = spec_name
+        for ph in p.placeholders:
+            placeholders[ph] = local
+    return placeholders, names

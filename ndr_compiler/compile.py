@@ -22,6 +22,8 @@ from ndr_compiler.render.schema import spec_schema
 from ndr_compiler.specs import SpecSet, load_specs
 
 MAX_DEFINITION_BYTES = 1_048_576  # Step Functions and SageMaker pipeline definitions alike
+#: pipeline definitions already rendered in this process (the SDK takes about a second per pipeline)
+_RENDERED: dict[str, str] = {}
 
 
 @dataclass
@@ -111,7 +113,10 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
         from ndr_compiler.render.sagemaker_pipeline import render_pipeline  # the SDK: compile path only
 
         for name, p in sorted(result.pipelines.items()):
-            definition = render_pipeline(p, default_pipeline_name(name))
+            key = repr(p)  # the IR is plain dataclasses: equal repr, equal definition
+            if key not in _RENDERED:
+                _RENDERED[key] = json.dumps(render_pipeline(p, default_pipeline_name(name)))
+            definition = json.loads(_RENDERED[key])
             text = json.dumps(definition, indent=2, ensure_ascii=False) + "\n"
             too_big = _size_check(text, f"pipeline '{name}'", p.origin)
             if too_big:

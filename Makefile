@@ -7,6 +7,16 @@ NODE_STAMP := node_modules/.installed
 
 .PHONY: run test lint compile check bench clean
 
+# Spark (the job library) needs a Java 17+ runtime: install Debian's when the machine has none.
+JAVA_STAMP := $(VENV)/.java
+$(JAVA_STAMP):
+	@mkdir -p $(VENV)
+	@if ! java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])'; then \
+		echo "installing a Java 17 runtime for Spark"; \
+		apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; \
+	fi
+	@touch $@
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +30,7 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
 
-run: $(STAMP)
+run: $(STAMP) $(JAVA_STAMP)
 	$(VENV)/bin/ndr-compile specs/
 
 compile: $(STAMP)
@@ -33,12 +43,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check ndr_compiler ndr_jobs tests
 	$(VENV)/bin/ndr-compile lint specs/
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
 	$(VENV)/bin/ruff check ndr_compiler ndr_jobs tests
 	$(VENV)/bin/ndr-compile specs/ --check
 	$(PY) -m pytest
 
-bench: $(STAMP) $(NODE_STAMP)
+bench: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
 	$(PY) -m ndr_compiler.bench
 
 clean:

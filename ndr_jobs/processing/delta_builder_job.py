@@ -1,9 +1,265 @@
-"""Build the 15-minute delta tables from PAN-OS TRAFFIC logs."""
+"""Build the 15-minute delta table from PAN-OS TRAFFIC logs.
+
+One run reads one raw mini-batch folder and writes, for its window ``[batch_start, batch_end)``:
+
+``$NDR_STORAGE_ROOT/delta/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
+    one row per (src_ip, dst_ip, dst_port, protocol, app, action, from_zone, to_zone) seen in the window:
+    :data:`DELTA_COLUMNS`. Counts are sessions (a log's ``repeat_count``, at least 1, is its number of
+    sessions); ``log_records`` counts log lines. Times are UTC.
+``$NDR_STORAGE_ROOT/quarantine/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
+    every line that is not a usable TRAFFIC record: reason code, detail, source file and the raw line.
+
+Rows whose event time falls outside the window (late or early arrivals) are counted in the summary and
+not written. Blank lines are counted and skipped. Each partition is replaced as a whole, atomically
+(:func:`ndr_jobs.storage.write_partition`): re-running a batch replaces its output, a failed run leaves
+the previous output. The quarantine partition is written before the delta one, so a delta partition is
+never newer than its quarantine; the two are not one transaction, and a retried run makes them agree.
+The summary (a dict, also printed as one JSON line on stdout) says what was read, parsed, quarantined
+(by reason), kept and written, with the seconds each phase took.
+
+Where the raw batch is: ``runtime.raw_batch_folder`` when given; otherwise
+``$NDR_RAW_ROOT/pan-traffic/<org_id>/<project_name>/<feature_spec_version>/YYYY/MM/DD/HHMM/`` (the
+ingestion contract), with ``org_id`` from ``$NDR_ORG_ID`` or else from the mini-batch id
+(``<org_id>-<project_name>-<feature_spec_version>-<YYYYMMDDTHHMM>``).
+"""
 
 from __future__ import annotations
 
-from ndr_jobs.runtime import BatchRuntime, JobNotImplementedError
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ndr_jobs import storage
+from ndr_jobs.runtime import BatchRuntime
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+DELTA_DATASET = "delta"
+QUARANTINE_DATASET = "quarantine"
+DELTA_KEYS: tuple[str, ...] = ("src_ip", "dst_ip", "dst_port", "protocol", "app", "action", "from_zone", "to_zone")
+#: the session end reasons counted in their own column; any other reason counts in ``end_other``
+END_REASON_COLUMNS: dict[str, str] = {
+    "tcp-fin": "end_tcp_fin",
+    "tcp-rst-from-client": "end_tcp_rst_from_client",
+    "tcp-rst-from-server": "end_tcp_rst_from_server",
+    "aged-out": "end_aged_out",
+    "policy-deny": "end_policy_deny",
+    "threat": "end_threat",
+}
+DELTA_COLUMNS: tuple[str, ...] = (
+    *DELTA_KEYS,
+    "sessions",
+    "log_records",
+    "bytes_sent",
+    "bytes_received",
+    "packets",
+    "packets_sent",
+    "packets_received",
+    "deny_count",
+    "duration_sum",
+    "duration_max",
+    *END_REASON_COLUMNS.values(),
+    "end_other",
+    "first_seen",
+    "last_seen",
+    "batch_start_ts",
+    "batch_end_ts",
+)
+QUARANTINE_COLUMNS: tuple[str, ...] = ("reason", "detail", "source_file", "raw_line", "mini_batch_id")
+#: the parsed columns the delta needs (the only ones kept in memory between the job's passes)
+DELTA_INPUTS: tuple[str, ...] = (
+    *DELTA_KEYS, "repeat_count", "bytes_sent", "bytes_received", "packets", "packets_sent", "packets_received",
+    "elapsed_seconds", "session_end_reason", "event_time",
+)  # fmt: skip
+#: an action that lets the session through; every other action (deny, drop, reset-*) counts as a deny
+ALLOW_ACTION = "allow"
 
 
-def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> None:
-    raise JobNotImplementedError("delta_builder is not implemented yet (issue #6)")
+def parse_utc(value: str) -> datetime:
+    """An ISO-8601 timestamp as an aware UTC datetime (naive values are UTC)."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def batch_stamp(start: datetime) -> str:
+    """The batch's partition value and mini-batch id suffix: ``YYYYMMDDTHHMM`` (UTC)."""
+    return start.astimezone(UTC).strftime("%Y%m%dT%H%M")
+
+
+def org_id_for(runtime: BatchRuntime, start: datetime) -> str:
+    """``$NDR_ORG_ID``, or the org id the mini-batch id starts with."""
+    if os.environ.get("NDR_ORG_ID"):
+        return os.environ["NDR_ORG_ID"]
+    suffix = f"-{runtime.project_name}-{runtime.feature_spec_version}-{batch_stamp(start)}"
+    if runtime.mini_batch_id.endswith(suffix) and len(runtime.mini_batch_id) > len(suffix):
+        return runtime.mini_batch_id[: -len(suffix)]
+    raise ValueError(
+        f"cannot tell the org id: mini-batch id {runtime.mini_batch_id!r} does not end with {suffix!r} "
+        "and NDR_ORG_ID is not set"
+    )
+
+
+def raw_batch_folder(runtime: BatchRuntime, start: datetime) -> str:
+    """The raw mini-batch folder: the runtime's, or the contract layout under ``$NDR_RAW_ROOT``."""
+    if runtime.raw_batch_folder:
+        return runtime.raw_batch_folder
+    root = os.environ.get("NDR_RAW_ROOT")
+    if not root:
+        raise ValueError("no --raw-batch-folder given and NDR_RAW_ROOT is not set")
+    org_id = org_id_for(runtime, start)
+    day_time = start.astimezone(UTC).strftime("%Y/%m/%d/%H%M")
+    return storage.join(root, "pan-traffic", org_id, runtime.project_name, runtime.feature_spec_version, day_time) + "/"
+
+
+def build_delta(events: DataFrame, start: datetime, end: datetime) -> DataFrame:
+    """The delta rows (:data:`DELTA_COLUMNS`) of parsed TRAFFIC records already inside the window."""
+    from pyspark.sql import functions as F
+
+    sessions = F.greatest(F.col("repeat_count"), F.lit(1)).cast("BIGINT")
+    zero = F.lit(0).cast("BIGINT")
+    reason = F.col("session_end_reason")
+    known = list(END_REASON_COLUMNS)
+    return events.groupBy(*DELTA_KEYS).agg(
+        F.sum(sessions).alias("sessions"),
+        F.count(F.lit(1)).cast("BIGINT").alias("log_records"),
+        F.sum("bytes_sent").alias("bytes_sent"),
+        F.sum("bytes_received").alias("bytes_received"),
+        F.sum("packets").alias("packets"),
+        F.sum("packets_sent").alias("packets_sent"),
+        F.sum("packets_received").alias("packets_received"),
+        F.sum(F.when(F.coalesce(F.col("action"), F.lit("")) != ALLOW_ACTION, sessions).otherwise(zero)).alias(
+            "deny_count"
+        ),
+        F.sum("elapsed_seconds").alias("duration_sum"),
+        F.max("elapsed_seconds").alias("duration_max"),
+        *(F.sum(F.when(reason == name, sessions).otherwise(zero)).alias(c) for name, c in END_REASON_COLUMNS.items()),
+        F.sum(F.when(reason.isNull() | ~reason.isin(known), sessions).otherwise(zero)).alias("end_other"),
+        F.min("event_time").alias("first_seen"),
+        F.max("event_time").alias("last_seen"),
+        F.lit(start).cast("TIMESTAMP").alias("batch_start_ts"),
+        F.lit(end).cast("TIMESTAMP").alias("batch_end_ts"),
+    ).select(*DELTA_COLUMNS)
+
+
+def _status(start: datetime, end: datetime) -> Any:
+    from pyspark.sql import functions as F
+
+    return (
+        F.when(F.col("_blank"), F.lit("blank"))
+        .when(F.col("quarantine_reason").isNotNull(), F.lit("quarantined"))
+        .when(F.col("event_time") < F.lit(start), F.lit("before_window"))
+        .when(F.col("event_time") >= F.lit(end), F.lit("after_window"))
+        .otherwise(F.lit("in_window"))
+    )
+
+
+def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
+    """Build and write the batch's delta and quarantine partitions; print and return the summary."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from ndr_jobs.panos import parse_traffic
+    from ndr_jobs.spark import spark_session
+
+    began = time.perf_counter()
+    start, end = parse_utc(runtime.batch_start_ts), parse_utc(runtime.batch_end_ts)
+    if end <= start:
+        raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
+    if start.second or start.microsecond:
+        raise ValueError(f"batch start {runtime.batch_start_ts} is not on a whole minute")
+    storage_root = os.environ.get("NDR_STORAGE_ROOT")
+    if not storage_root:
+        raise ValueError("NDR_STORAGE_ROOT is not set")
+    folder = raw_batch_folder(runtime, start)
+    objects = storage.list_objects(folder)
+    if not objects:
+        raise FileNotFoundError(f"no raw objects under {folder}")
+
+    phases: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = round(now - mark, 3)
+        mark = now
+
+    spark = spark_session("ndr-delta-builder")
+    phase("spark_session")
+    raw = spark.read.text([storage.spark_uri(o.path) for o in objects]).select(
+        F.col("value"),
+        F.col("_metadata.file_path").alias("source_file"),
+        F.col("value").rlike(r"^[ \t]*$").alias("_blank"),
+    )
+    wanted = ["quarantine_reason", "quarantine_detail", "raw_line", "source_file", *DELTA_INPUTS]
+    parsed = (
+        parse_traffic(raw)
+        .select(*wanted, _status(start, end).alias("status"))
+        .persist(StorageLevel.MEMORY_AND_DISK_DESER)
+    )
+    try:
+        counts: dict[tuple[str, str | None], int] = {
+            (row["status"], row["quarantine_reason"]): row["count"]
+            for row in parsed.groupBy("status", "quarantine_reason").count().collect()
+        }
+        by_status: dict[str, int] = {}
+        for (status, _), count in counts.items():
+            by_status[status] = by_status.get(status, 0) + count
+        by_reason = dict(sorted((reason, n) for (status, reason), n in counts.items() if status == "quarantined"))
+        phase("read_parse_count")
+
+        # quarantine first: a delta partition (what the next steps read) never precedes its quarantine
+        partition = [("feature_spec_version", runtime.feature_spec_version), ("batch_start", batch_stamp(start))]
+        quarantine = parsed.filter(F.col("status") == "quarantined").select(
+            F.col("quarantine_reason").alias("reason"),
+            F.col("quarantine_detail").alias("detail"),
+            "source_file",
+            "raw_line",
+            F.lit(runtime.mini_batch_id).alias("mini_batch_id"),
+        )
+        quarantined = by_status.get("quarantined", 0)
+        quarantine_out = storage.write_partition(
+            quarantine, storage_root, QUARANTINE_DATASET, partition, list(QUARANTINE_COLUMNS[:4]),
+            storage.files_for(quarantined), quarantined,
+        )  # fmt: skip
+        phase("quarantine")
+        delta = build_delta(parsed.filter(F.col("status") == "in_window"), start, end).persist()
+        delta_rows = delta.count()
+        delta_out = storage.write_partition(
+            delta, storage_root, DELTA_DATASET, partition, list(DELTA_KEYS), storage.files_for(delta_rows), delta_rows
+        )
+        delta.unpersist()
+        phase("delta")
+    finally:
+        parsed.unpersist()
+
+    blank = by_status.get("blank", 0)
+    summary: dict[str, Any] = {
+        "job": "delta_builder",
+        "mini_batch_id": runtime.mini_batch_id,
+        "project_name": runtime.project_name,
+        "feature_spec_version": runtime.feature_spec_version,
+        "batch_start_ts": start.isoformat().replace("+00:00", "Z"),
+        "batch_end_ts": end.isoformat().replace("+00:00", "Z"),
+        "raw_batch_folder": folder,
+        "raw_files": len(objects),
+        "raw_bytes": sum(o.size for o in objects),
+        "rows_read": sum(by_status.values()) - blank,
+        "blank_lines": blank,
+        "rows_parsed": sum(by_status.get(s, 0) for s in ("in_window", "before_window", "after_window")),
+        "rows_quarantined": quarantined,
+        "quarantined_by_reason": by_reason,
+        "rows_in_window": by_status.get("in_window", 0),
+        "rows_before_window": by_status.get("before_window", 0),
+        "rows_after_window": by_status.get("after_window", 0),
+        "delta_rows": delta_rows,
+        "outputs": {"delta": delta_out.path, "quarantine": quarantine_out.path},
+        "output_files": {"delta": len(delta_out.files), "quarantine": len(quarantine_out.files)},
+        "seconds": round(time.perf_counter() - began, 3),
+        "phase_seconds": phases,
+    }
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return summary

@@ -1,0 +1,115 @@
+"""One Spark session per process, configured the same way for every job.
+
+* Under ``spark-submit`` (the SageMaker Processing Spark container, where ``spark_launcher`` has already
+  created the session with the step's ``NDR_SPARK_CONF``) the existing session is returned: only the
+  session time zone (UTC) and the Parquet timestamp type (``TIMESTAMP_MICROS``, not the legacy INT96)
+  are forced, nothing else is overridden.
+* Otherwise a local session is started: ``local[*]`` (or ``NDR_SPARK_MASTER``), UTC, a few shuffle
+  partitions (AQE coalesces them further), no UI, quiet logs (on stderr), Python workers on this
+  interpreter, ``NDR_SPARK_DRIVER_MEMORY`` (default 2g), extra JVM options from
+  ``NDR_SPARK_JAVA_OPTIONS``; then the step's ``NDR_SPARK_CONF`` (JSON, as on a cluster) on top.
+
+Java 17 or later is required (PySpark 4.x).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+#: log4j2 configuration of a local session: warnings and errors of Spark itself, nothing from the noisy
+#: start-up loggers (native Hadoop, loopback address), all on stderr so stdout stays for job summaries
+_LOG4J2 = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = stderr
+appender.stderr.type = Console
+appender.stderr.name = stderr
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+logger.spark.name = org.apache.spark
+logger.spark.level = error
+"""
+
+
+#: the step's Spark settings (JSON object), as the compiler renders ``processor.spark_config``
+SPARK_CONF_ENV = "NDR_SPARK_CONF"
+#: settings every session gets, even one created by someone else: data written is UTC, standard Parquet
+_FORCED = {"spark.sql.session.timeZone": "UTC", "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+
+
+def _log4j2_file() -> Path:
+    path = Path(tempfile.gettempdir()) / "ndr-spark-log4j2.properties"
+    if not path.exists() or path.read_text() != _LOG4J2:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(_LOG4J2)
+        tmp.replace(path)
+    return path
+
+
+def local_conf(cores: int | None = None) -> dict[str, str]:
+    """The configuration of a local session (exposed for tests and benchmarks)."""
+    cores = cores or os.cpu_count() or 2
+    master = os.environ.get("NDR_SPARK_MASTER", "local[*]")
+    java_options = f"-Dlog4j2.configurationFile=file:{_log4j2_file()} {os.environ.get('NDR_SPARK_JAVA_OPTIONS', '')}"
+    loopback = {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
+    return {
+        "spark.master": master,
+        "spark.driver.memory": os.environ.get("NDR_SPARK_DRIVER_MEMORY", "2g"),
+        "spark.driver.extraJavaOptions": java_options,
+        **(loopback if master.startswith("local") else {}),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(max(2, 2 * cores)),
+        "spark.default.parallelism": str(max(2, 2 * cores)),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.sources.partitionOverwriteMode": "static",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        # small local jobs: no need to wait for locality
+        "spark.locality.wait": "0s",
+    }
+
+
+def _under_spark_submit() -> bool:
+    """True when this Python process was started by ``spark-submit`` (its JVM is already running)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def spark_session(app_name: str = "ndr", conf: Mapping[str, str] | None = None) -> SparkSession:
+    """The process's Spark session, created on first use (see the module doc); ``conf`` adds settings.
+
+    Settings in ``conf`` apply when the session is created; on an existing session only runtime SQL
+    settings (``spark.sql.*``) can change, and they are set.
+    """
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is None and SparkContext._active_spark_context is None and not _under_spark_submit():
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = SparkSession.builder.appName(app_name)
+        step_conf = json.loads(os.environ.get(SPARK_CONF_ENV, "{}"))  # as spark_launcher applies it on a cluster
+        for key, value in sorted({**local_conf(), **step_conf, **(conf or {})}.items()):
+            builder = builder.config(key, value)
+        session = builder.getOrCreate()
+        session.sparkContext.setLogLevel("ERROR")
+        return session
+    session = active or SparkSession.builder.appName(app_name).getOrCreate()
+    for key, value in _FORCED.items():
+        session.conf.set(key, value)
+    for key, value in (conf or {}).items():
+        if key.startswith("spark.sql."):
+            session.conf.set(key, value)
+    return session

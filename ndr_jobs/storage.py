@@ -1,0 +1,357 @@
+"""One path layer for S3 and local directories, and the atomic partition writer of every dataset.
+
+Paths are strings: ``s3://bucket/key``, ``file:///abs/dir`` or a plain local path. Local operations use
+the file system, ``s3://`` ones boto3; Spark reads and writes through :func:`spark_uri` (``s3a://`` for S3,
+``file://`` for local paths).
+
+Partition writes (:func:`write_partition`) own exactly one partition directory
+``<root>/<dataset>/<k1>=<v1>/<k2>=<v2>/`` and replace it as a whole:
+
+1. Spark writes the DataFrame, sorted and in a fixed number of files, to a staging directory
+   ``<root>/<dataset>/_staging/<k1>=<v1>/<k2>=<v2>/<run-id>/`` (a ``_`` directory: readers skip it);
+2. the files get deterministic names (``part-00000.snappy.parquet``, ...); Hadoop checksum files go;
+3. the staging directory is swapped in.
+
+   * Locally: the old partition is renamed into ``_trash``, the staging directory renamed into place, the
+     trash deleted. A reader sees the old or the new partition (or, for the instant between the two
+     renames, none); a crash in that instant is repaired by the next write (:func:`recover_partition`).
+   * On S3 (no rename): the new objects are copied over the old keys, then stale objects and the staging
+     prefix are deleted. This is not atomic: a reader listing during the copy can see old and new files.
+
+A failure before the swap (the usual case: a Spark job that fails) leaves the previous partition as it was
+and removes the staging directory. Re-running a window replaces its partition, never adds to it. The same
+input gives the same file names, rows and row order; the Parquet bytes can differ between JVMs (parquet-mr
+writes each column's encoding list from a hash set).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+S3_SCHEMES = ("s3", "s3a", "s3n")
+#: partition values must be plain path segments (no escaping needed, same on S3 and locally)
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+STAGING_DIR = "_staging"
+TRASH_DIR = "_trash"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object (file) under a prefix: its full path and size in bytes."""
+
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PartitionWrite:
+    """What :func:`write_partition` wrote: the partition path, its data files (sorted names) and rows."""
+
+    path: str
+    files: tuple[str, ...]
+    rows: int | None
+
+
+# --- paths ---------------------------------------------------------------------------------------------
+
+
+def is_s3(path: str) -> bool:
+    """True for ``s3://``, ``s3a://`` and ``s3n://`` paths."""
+    return urlparse(path).scheme in S3_SCHEMES
+
+
+def _split_s3(path: str) -> tuple[str, str]:
+    parsed = urlparse(path)
+    if not parsed.netloc:
+        raise ValueError(f"not an S3 path with a bucket: {path!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def local_path(path: str) -> Path:
+    """The local file-system path of a plain path or a ``file://`` URI."""
+    parsed = urlparse(path)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme == "":
+        return Path(path)
+    raise ValueError(f"not a local path: {path!r}")
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path segments with ``/`` (no normalisation; a trailing slash of ``base`` is absorbed)."""
+    out = base.rstrip("/") if base not in ("/", "") else base
+    for part in parts:
+        part = part.strip("/")
+        if part:
+            out = f"{out}/{part}" if out and not out.endswith("/") else f"{out}{part}"
+    return out
+
+
+def spark_uri(path: str) -> str:
+    """The URI Spark reads and writes: ``s3a://`` for S3, an absolute ``file://`` URI for local paths."""
+    if is_s3(path):
+        bucket, key = _split_s3(path)
+        return f"s3a://{bucket}/{key}"
+    return f"file://{local_path(path).resolve()}"  # not as_uri(): Hadoop takes '%3D' literally, not as '='"
+
+
+def _s3_client() -> Any:
+    import boto3
+
+    return boto3.client("s3")
+
+
+# --- objects -------------------------------------------------------------------------------------------
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(("_", "."))
+
+
+def list_objects(prefix: str, include_hidden: bool = False) -> list[ObjectInfo]:
+    """Every object (file) under ``prefix``, recursively, sorted by path.
+
+    Files and directories whose name starts with ``_`` or ``.`` (``_SUCCESS``, ``.crc``, staging) are left
+    out unless ``include_hidden``. A missing prefix lists as empty.
+    """
+    out: list[ObjectInfo] = []
+    if is_s3(prefix):
+        bucket, key = _split_s3(prefix)
+        key = key.rstrip("/") + "/" if key else ""
+        scheme = urlparse(prefix).scheme
+        for page in _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(key) :]
+                if relative and (include_hidden or not any(_hidden(p) for p in relative.split("/"))):
+                    out.append(ObjectInfo(f"{scheme}://{bucket}/{item['Key']}", int(item["Size"])))
+    else:
+        root = local_path(prefix)
+        if root.is_file():
+            return [ObjectInfo(str(prefix), root.stat().st_size)]
+        for dirpath, dirnames, filenames in os.walk(root):
+            if not include_hidden:
+                dirnames[:] = [d for d in dirnames if not _hidden(d)]
+            for name in filenames:
+                if include_hidden or not _hidden(name):
+                    file = Path(dirpath) / name
+                    out.append(ObjectInfo(join(prefix, str(file.relative_to(root))), file.stat().st_size))
+    return sorted(out, key=lambda o: o.path)
+
+
+def exists(path: str) -> bool:
+    """True if ``path`` is a file/object or a non-empty prefix/directory."""
+    if is_s3(path):
+        bucket, key = _split_s3(path)
+        response = _s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        return response.get("KeyCount", 0) > 0
+    return local_path(path).exists()
+
+
+def read_bytes(path: str) -> bytes:
+    """The bytes of one file/object."""
+    if is_s3(path):
+        bucket, key = _split_s3(path)
+        return _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return local_path(path).read_bytes()
+
+
+def read_text(path: str, encoding: str = "utf-8") -> str:
+    """The text of one file/object."""
+    return read_bytes(path).decode(encoding)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write one file/object (locally through a temporary file and a rename: never half-written)."""
+    if is_s3(path):
+        bucket, key = _split_s3(path)
+        _s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    target = local_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str, text: str, encoding: str = "utf-8") -> None:
+    """Write one text file/object."""
+    write_bytes(path, text.encode(encoding))
+
+
+def delete_prefix(prefix: str) -> None:
+    """Delete everything under ``prefix`` (a missing prefix is fine)."""
+    if is_s3(prefix):
+        bucket, key = _split_s3(prefix)
+        key = key.rstrip("/") + "/"
+        client = _s3_client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        return
+    target = local_path(prefix)
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+
+
+# --- partitions ----------------------------------------------------------------------------------------
+
+
+def partition_path(root: str, dataset: str, partition: list[tuple[str, str]]) -> str:
+    """``<root>/<dataset>/<k1>=<v1>/...``, with every key and value checked to be a plain segment."""
+    if not partition:
+        raise ValueError("a partition needs at least one key=value")
+    segments = []
+    for key, value in partition:
+        for part in (key, value):
+            if not _SEGMENT.match(part):
+                raise ValueError(f"partition segment {part!r} must match {_SEGMENT.pattern}")
+        segments.append(f"{key}={value}")
+    if not _SEGMENT.match(dataset):
+        raise ValueError(f"dataset {dataset!r} must match {_SEGMENT.pattern}")
+    return join(root, dataset, *segments)
+
+
+def files_for(rows: int, rows_per_file: int = 1_000_000) -> int:
+    """How many files hold ``rows`` rows at ``rows_per_file`` per file (at least one)."""
+    return max(1, -(-rows // rows_per_file))
+
+
+def _final_names(staging_files: list[str]) -> dict[str, str]:
+    """Spark's part files (``part-00003-<uuid>-c000.snappy.parquet``) -> ``part-00000.snappy.parquet``, ..."""
+    parts = sorted(f for f in staging_files if Path(f).name.startswith("part-"))
+    names = {}
+    for i, source in enumerate(parts):
+        name = Path(source).name
+        suffix = name[name.index(".") :] if "." in name else ""
+        names[source] = f"part-{i:05d}{suffix}"
+    return names
+
+
+def _partition_paths(root: str, dataset: str, partition: list[tuple[str, str]]) -> tuple[str, str, str]:
+    """(target, staging parent, trash) of a partition."""
+    target = partition_path(root, dataset, partition)
+    relative = target[len(join(root, dataset)) + 1 :]
+    return target, join(root, dataset, STAGING_DIR, relative), join(root, dataset, TRASH_DIR, relative)
+
+
+def recover_partition(root: str, dataset: str, partition: list[tuple[str, str]]) -> bool:
+    """Repair a local swap interrupted between its two renames; True if the previous partition was restored.
+
+    The next :func:`write_partition` of the partition calls this first. On S3 there is nothing to repair.
+    """
+    target_path, _, trash_path = _partition_paths(root, dataset, partition)
+    if is_s3(target_path):
+        return False
+    target, trash = local_path(target_path), local_path(trash_path)
+    if not trash.is_dir():
+        return False
+    leftovers = sorted(trash.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    restored = bool(leftovers) and not target.exists()
+    if restored:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        leftovers[-1].rename(target)
+    shutil.rmtree(trash, ignore_errors=True)
+    _prune_empty(trash.parent, stop=local_path(join(root, dataset)))
+    return restored
+
+
+def _swap_local(staging: str, target_path: str, trash_path: str, run_id: str) -> None:
+    staging_dir, target, trash = local_path(staging), local_path(target_path), local_path(trash_path)
+    for file in staging_dir.rglob("*"):
+        if file.name.endswith(".crc"):
+            file.unlink()
+    for source, final in _final_names([str(p) for p in staging_dir.iterdir()]).items():
+        Path(source).rename(staging_dir / final)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        trash.mkdir(parents=True, exist_ok=True)
+        target.rename(trash / run_id)
+    staging_dir.rename(target)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _swap_s3(staging: str, target: str) -> None:
+    client = _s3_client()
+    s_bucket, s_key = _split_s3(staging)
+    t_bucket, t_key = _split_s3(target)
+    staged = [o.path for o in list_objects(staging, include_hidden=True)]
+    renames = _final_names(staged)
+    wanted: dict[str, str] = {}
+    for source in staged:
+        name = renames.get(source, Path(source).name)
+        if not name.endswith(".crc"):
+            wanted[join(t_key, name)] = _split_s3(source)[1]
+    for key, source_key in sorted(wanted.items()):
+        client.copy({"Bucket": s_bucket, "Key": source_key}, t_bucket, key)
+    for obj in list_objects(target, include_hidden=True):
+        key = _split_s3(obj.path)[1]
+        if key not in wanted:
+            client.delete_object(Bucket=t_bucket, Key=key)
+    delete_prefix(staging)
+
+
+def swap_in(staging: str, target: str, trash: str, run_id: str) -> None:
+    """Replace the partition ``target`` by the staging directory (see the module doc)."""
+    if is_s3(target):
+        _swap_s3(staging, target)
+    else:
+        _swap_local(staging, target, trash, run_id)
+
+
+def write_partition(
+    df: DataFrame,
+    root: str,
+    dataset: str,
+    partition: list[tuple[str, str]],
+    sort_by: list[str],
+    num_files: int = 1,
+    rows: int | None = None,
+) -> PartitionWrite:
+    """Replace one partition of ``<root>/<dataset>`` by ``df`` as Parquet, atomically and deterministically.
+
+    ``sort_by`` orders rows within (and, for ``num_files > 1``, across) files so that the same input gives
+    the same files. ``rows`` (when the caller knows it) is reported back.
+    """
+    target, staging_parent, trash = _partition_paths(root, dataset, partition)
+    run_id = uuid.uuid4().hex
+    staging = join(staging_parent, run_id)
+    recover_partition(root, dataset, partition)
+    ordered = df.coalesce(1) if num_files <= 1 else df.repartitionByRange(num_files, *sort_by)
+    try:
+        ordered.sortWithinPartitions(*sort_by).write.mode("errorifexists").parquet(spark_uri(staging))
+        swap_in(staging, target, trash, run_id)
+    finally:
+        if exists(staging):
+            delete_prefix(staging)
+        if not is_s3(target):
+            _prune_empty(local_path(staging).parent, stop=local_path(join(root, dataset)))
+            _prune_empty(local_path(trash), stop=local_path(join(root, dataset)))
+    files = tuple(o.path for o in list_objects(target))
+    return PartitionWrite(target, files, rows)
+
+
+def _prune_empty(path: Path, stop: Path) -> None:
+    """Remove ``path`` and its parents while they are empty directories, up to (not including) ``stop``."""
+    while path != stop and stop in path.parents:
+        try:
+            path.rmdir()
+        except OSError:  # not empty (another writer's staging), or already gone
+            if path.exists():
+                return
+        path = path.parent

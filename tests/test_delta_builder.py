@@ -1,0 +1,343 @@
+"""The 15-minute delta builder on a hand-made batch: exact aggregates, window, quarantine, idempotence,
+failed writes, the storage layer (local and S3) and the real script in a subprocess."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from ndr_jobs import storage
+from ndr_jobs.processing.delta_builder_job import (
+    DELTA_COLUMNS,
+    QUARANTINE_COLUMNS,
+    raw_batch_folder,
+    run_delta_builder_from_runtime_config,
+)
+from ndr_jobs.runtime import BatchRuntime
+from tests.test_panos import traffic_line
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "2026-10-01T12:00:00Z", "2026-10-01T12:15:00Z"
+BATCH_ID = "acme-ndr-prod-v1-20261001T1200"
+PARTITION = "feature_spec_version=v1/batch_start=20261001T1200"
+A, B, SERVER = "10.0.0.1", "10.0.0.9", "10.0.0.2"
+
+
+def session(src: str, dst: str, port: int, at: str, **fields: str | int) -> str:
+    """A TRAFFIC line of one session at ``at`` (high-resolution time, ``HH:MM:SS.fff`` on 2026-10-01)."""
+    values = {
+        7: src, 8: dst, 25: port, 102: f"2026-10-01T{at}+00:00", 29: "tcp", 14: "ssl", 30: "allow", 16: "trust",
+        17: "untrust", 23: 1, 32: 0, 33: 0, 31: 0, 34: 0, 44: 0, 45: 0, 36: 0, 46: "tcp-fin",
+    }  # fmt: skip
+    names = {"proto": 29, "app": 14, "action": 30, "repeat": 23, "sent": 32, "received": 33, "packets": 34,
+             "pkts_sent": 44, "pkts_received": 45, "elapsed": 36, "end": 46}  # fmt: skip
+    for name, value in fields.items():
+        values[names[name]] = value
+    values[31] = int(values[32]) + int(values[33])
+    return traffic_line({k: str(v) for k, v in values.items()})
+
+
+# A: 3 sessions to 2 destinations (two to SERVER:443, one DNS), plus a denied SMTP log repeated 3 times;
+# B: a reset session to SERVER:443 and a DNS session whose end reason is not one of the named ones.
+IN_WINDOW = [
+    session(A, SERVER, 443, "12:01:00.000", sent=100, received=1000, packets=10, pkts_sent=4, pkts_received=6,
+            elapsed=5, end="tcp-fin"),
+    session(A, SERVER, 443, "12:05:30.500", sent=200, received=2000, packets=20, pkts_sent=8, pkts_received=12,
+            elapsed=7, end="tcp-rst-from-server"),
+    session(A, "8.8.8.8", 53, "12:14:59.999", proto="udp", app="dns-base", sent=70, received=150, packets=2,
+            pkts_sent=1, pkts_received=1, end="aged-out"),
+    session(A, "1.2.3.4", 25, "12:07:00.000", app="smtp", action="deny", repeat=3, sent=74, packets=1, pkts_sent=1,
+            end="policy-deny"),
+    session(B, SERVER, 443, "12:10:00.000", action="reset-both", sent=5, received=6, packets=2, pkts_sent=1,
+            pkts_received=1, elapsed=1, end="threat"),
+    session(B, "8.8.4.4", 53, "12:11:00.000", proto="udp", app="dns-base", sent=60, received=0, packets=1,
+            pkts_sent=1, end="n/a"),
+]  # fmt: skip
+OUT_OF_WINDOW = [
+    session(A, SERVER, 443, "11:59:59.999", sent=1, received=1),  # late arrival: before the window
+    session(A, SERVER, 443, "12:15:00.000", sent=1, received=1),  # the window is half-open: after it
+]
+MALFORMED = [
+    (traffic_line(n_fields=30), "too_few_fields", "30"),
+    (traffic_line({3: "THREAT"}), "not_traffic", "THREAT"),
+    (traffic_line({25: "https"}), "bad_number", "dst_port"),
+    (traffic_line({6: "2026/13/01 00:00:00"}), "bad_timestamp", "generated_time"),
+]
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def delta_row(src: str, dst: str, port: int, proto: str, app: str, action: str, **values: object) -> dict:
+    row = dict.fromkeys(DELTA_COLUMNS, 0)
+    row.update(src_ip=src, dst_ip=dst, dst_port=port, protocol=proto, app=app, action=action, from_zone="trust",
+               to_zone="untrust", batch_start_ts=utc(2026, 10, 1, 12), batch_end_ts=utc(2026, 10, 1, 12, 15))
+    row.update(values)
+    return row
+
+
+EXPECTED_DELTA = [
+    delta_row(A, "1.2.3.4", 25, "tcp", "smtp", "deny", sessions=3, log_records=1, bytes_sent=74, packets=1,
+              packets_sent=1, deny_count=3, end_policy_deny=3, first_seen=utc(2026, 10, 1, 12, 7),
+              last_seen=utc(2026, 10, 1, 12, 7)),
+    delta_row(A, SERVER, 443, "tcp", "ssl", "allow", sessions=2, log_records=2, bytes_sent=300, bytes_received=3000,
+              packets=30, packets_sent=12, packets_received=18, duration_sum=12, duration_max=7, end_tcp_fin=1,
+              end_tcp_rst_from_server=1, first_seen=utc(2026, 10, 1, 12, 1),
+              last_seen=utc(2026, 10, 1, 12, 5, 30, 500000)),
+    delta_row(A, "8.8.8.8", 53, "udp", "dns-base", "allow", sessions=1, log_records=1, bytes_sent=70,
+              bytes_received=150, packets=2, packets_sent=1, packets_received=1, end_aged_out=1,
+              first_seen=utc(2026, 10, 1, 12, 14, 59, 999000), last_seen=utc(2026, 10, 1, 12, 14, 59, 999000)),
+    delta_row(B, SERVER, 443, "tcp", "ssl", "reset-both", sessions=1, log_records=1, bytes_sent=5, bytes_received=6,
+              packets=2, packets_sent=1, packets_received=1, deny_count=1, duration_sum=1, duration_max=1,
+              end_threat=1, first_seen=utc(2026, 10, 1, 12, 10), last_seen=utc(2026, 10, 1, 12, 10)),
+    delta_row(B, "8.8.4.4", 53, "udp", "dns-base", "allow", sessions=1, log_records=1, bytes_sent=60, packets=1,
+              packets_sent=1, end_other=1, first_seen=utc(2026, 10, 1, 12, 11), last_seen=utc(2026, 10, 1, 12, 11)),
+]  # fmt: skip
+
+
+def write_batch(folder: Path) -> None:
+    """The hand-made batch in two files (one gzipped), blank lines and a hidden file that must be ignored."""
+    folder.mkdir(parents=True, exist_ok=True)
+    first = [*IN_WINDOW[:4], "", OUT_OF_WINDOW[0], MALFORMED[0][0], MALFORMED[1][0]]
+    second = [*IN_WINDOW[4:], "   ", OUT_OF_WINDOW[1], MALFORMED[2][0], MALFORMED[3][0]]
+    (folder / "traffic-00.log").write_text("\n".join(first) + "\n")
+    (folder / "traffic-01.log.gz").write_bytes(gzip.compress(("\n".join(second) + "\n").encode(), mtime=0))
+    (folder / "_SUCCESS").write_text("")
+    (folder / ".upload.tmp").write_text("not a log line\n")
+
+
+def runtime(folder: Path | str = "") -> BatchRuntime:
+    return BatchRuntime(project_name="ndr-prod", feature_spec_version="v1", mini_batch_id=BATCH_ID,
+                        batch_start_ts=START, batch_end_ts=END, raw_batch_folder=str(folder))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def spark():  # noqa: ANN201 - the module's SparkSession (shared: spark_session() reuses it)
+    from ndr_jobs.spark import spark_session
+
+    return spark_session()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    raw, store = tmp_path / "raw", tmp_path / "store"
+    monkeypatch.setenv("NDR_STORAGE_ROOT", str(store))
+    monkeypatch.setenv("NDR_RAW_ROOT", str(raw))
+    monkeypatch.delenv("NDR_ORG_ID", raising=False)
+    folder = raw / "pan-traffic/acme/ndr-prod/v1/2026/10/01/1200"
+    write_batch(folder)
+    return {"raw": raw, "store": store, "folder": folder}
+
+
+def read(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def files(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+# --- the job -----------------------------------------------------------------------------------------------
+
+
+def test_exact_delta_rows_and_summary(spark, env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    summary = run_delta_builder_from_runtime_config(runtime(env["folder"]))
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == summary
+    assert {k: v for k, v in summary.items() if k not in ("seconds", "phase_seconds", "raw_bytes")} == {
+        "job": "delta_builder",
+        "mini_batch_id": BATCH_ID,
+        "project_name": "ndr-prod",
+        "feature_spec_version": "v1",
+        "batch_start_ts": START,
+        "batch_end_ts": END,
+        "raw_batch_folder": str(env["folder"]),
+        "raw_files": 2,
+        "rows_read": 12,
+        "blank_lines": 2,
+        "rows_parsed": 8,
+        "rows_quarantined": 4,
+        "quarantined_by_reason": {"bad_number": 1, "bad_timestamp": 1, "not_traffic": 1, "too_few_fields": 1},
+        "rows_in_window": 6,
+        "rows_before_window": 1,
+        "rows_after_window": 1,
+        "delta_rows": 5,
+        "outputs": {name: f"{env['store']}/{name}/{PARTITION}" for name in ("delta", "quarantine")},
+        "output_files": {"delta": 1, "quarantine": 1},
+    }
+    delta = env["store"] / "delta" / PARTITION
+    assert sorted(p.name for p in delta.iterdir()) == ["_SUCCESS", "part-00000.snappy.parquet"]
+    assert pq.read_schema(delta / "part-00000.snappy.parquet").names == list(DELTA_COLUMNS)
+    assert read(delta) == EXPECTED_DELTA  # sorted by the key columns
+    assert not (env["store"] / "delta" / "_staging").exists() and not (env["store"] / "delta" / "_trash").exists()
+
+
+def test_quarantine_keeps_each_malformed_line_with_its_reason(spark, env: dict[str, Path]) -> None:  # noqa: ANN001
+    run_delta_builder_from_runtime_config(runtime(env["folder"]))
+    rows = read(env["store"] / "quarantine" / PARTITION)
+    assert [tuple(r[c] for c in QUARANTINE_COLUMNS if c != "source_file") for r in rows] == sorted(
+        (reason, detail, line, BATCH_ID) for line, reason, detail in MALFORMED
+    )
+    assert {Path(r["source_file"]).name for r in rows} == {"traffic-00.log", "traffic-01.log.gz"}
+
+
+def test_rerun_replaces_never_duplicates(spark, env: dict[str, Path]) -> None:  # noqa: ANN001
+    run_delta_builder_from_runtime_config(runtime(env["folder"]))
+    delta, quarantine = env["store"] / "delta" / PARTITION, env["store"] / "quarantine" / PARTITION
+    first = read(delta), read(quarantine), sorted(p.name for p in delta.iterdir())
+    run_delta_builder_from_runtime_config(runtime(env["folder"]))
+    assert (read(delta), read(quarantine), sorted(p.name for p in delta.iterdir())) == first
+    # the batch is re-delivered without its second file: the partitions shrink to what is left
+    (env["folder"] / "traffic-01.log.gz").unlink()
+    summary = run_delta_builder_from_runtime_config(runtime(env["folder"]))
+    assert summary["delta_rows"] == 3 and summary["rows_quarantined"] == 2
+    assert read(delta) == [r for r in EXPECTED_DELTA if r["src_ip"] == A]
+    assert [r["reason"] for r in read(quarantine)] == ["not_traffic", "too_few_fields"]
+
+
+def test_a_failing_run_leaves_the_previous_output(spark, env: dict[str, Path]) -> None:  # noqa: ANN001
+    run_delta_builder_from_runtime_config(runtime(env["folder"]))
+    delta, quarantine = env["store"] / "delta" / PARTITION, env["store"] / "quarantine" / PARTITION
+    before = files(delta), files(quarantine)
+    (env["folder"] / "traffic-02.log.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not gzip")  # a torn upload
+    with pytest.raises(Exception, match="(?i)gzip|header|EOF|corrupt"):
+        run_delta_builder_from_runtime_config(runtime(env["folder"]))
+    assert (files(delta), files(quarantine)) == before
+    assert not (env["store"] / "delta" / "_staging").exists()
+
+
+def test_a_write_that_fails_midway_leaves_the_partition_and_no_staging(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    from pyspark.sql import functions as F
+
+    part = [("feature_spec_version", "v1"), ("batch_start", "20261001T1200")]
+    good = spark.range(100).select(F.col("id"), (F.col("id") * 2).alias("twice"))
+    written = storage.write_partition(good, str(tmp_path), "demo", part, ["id"])
+    target = Path(written.path)
+    before = files(target)
+    failing = spark.range(100).select(
+        F.col("id"), F.when(F.col("id") == 57, F.raise_error(F.lit("boom"))).otherwise(F.col("id")).alias("twice")
+    )
+    with pytest.raises(Exception, match="boom"):
+        storage.write_partition(failing, str(tmp_path), "demo", part, ["id"])
+    assert files(target) == before
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["feature_spec_version=v1"]
+    # more rows than one file holds: several deterministic files, rows in key order across them
+    again = storage.write_partition(good, str(tmp_path), "demo", part, ["id"], num_files=3, rows=100)
+    assert [Path(f).name for f in again.files] == [f"part-0000{i}.snappy.parquet" for i in range(3)]
+    assert [r["id"] for r in read(target)] == list(range(100))
+
+
+def test_an_interrupted_swap_is_repaired_by_the_next_write(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    part = [("feature_spec_version", "v1"), ("batch_start", "20261001T1200")]
+    target = Path(storage.write_partition(spark.range(3), str(tmp_path), "demo", part, ["id"]).path)
+    trash = tmp_path / "demo" / storage.TRASH_DIR / "feature_spec_version=v1" / "batch_start=20261001T1200"
+    trash.mkdir(parents=True)
+    target.rename(trash / "run-1")  # the process died between the two renames of a swap
+    assert storage.recover_partition(str(tmp_path), "demo", part)
+    assert [r["id"] for r in read(target)] == [0, 1, 2]
+    assert not (tmp_path / "demo" / storage.TRASH_DIR).exists()
+
+
+def test_a_batch_with_nothing_in_the_window_writes_empty_partitions_with_the_schema(
+    spark, env: dict[str, Path]  # noqa: ANN001
+) -> None:
+    folder = env["raw"] / "quiet"
+    folder.mkdir()
+    (folder / "only-late.log").write_text(OUT_OF_WINDOW[0] + "\n")
+    summary = run_delta_builder_from_runtime_config(runtime(folder))
+    assert (summary["delta_rows"], summary["rows_before_window"], summary["rows_quarantined"]) == (0, 1, 0)
+    for dataset, columns in (("delta", DELTA_COLUMNS), ("quarantine", QUARANTINE_COLUMNS)):
+        table = pq.read_table(env["store"] / dataset / PARTITION)
+        assert (table.num_rows, table.column_names) == (0, list(columns))
+
+
+# --- where the raw batch is --------------------------------------------------------------------------------
+
+
+def test_the_raw_folder_follows_the_contract_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    start = datetime(2026, 10, 1, 12, tzinfo=UTC)
+    monkeypatch.setenv("NDR_RAW_ROOT", "s3://acme-ndr-raw")
+    monkeypatch.delenv("NDR_ORG_ID", raising=False)
+    expected = "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/10/01/1200/"
+    assert raw_batch_folder(runtime(), start) == expected
+    assert raw_batch_folder(runtime("s3://elsewhere/batch/"), start) == "s3://elsewhere/batch/"
+    odd = BatchRuntime("ndr-prod", "v1", "my-org-ndr-prod-v1-20261001T1200", START, END)
+    assert raw_batch_folder(odd, start) == expected.replace("/acme/", "/my-org/")  # dashes in the org id
+    mismatched = BatchRuntime("ndr-prod", "v1", "acme-ndr-prod-v1-20261001T1215", START, END)
+    with pytest.raises(ValueError, match="cannot tell the org id"):
+        raw_batch_folder(mismatched, start)
+    monkeypatch.setenv("NDR_ORG_ID", "globex")
+    assert raw_batch_folder(mismatched, start) == expected.replace("/acme/", "/globex/")
+    monkeypatch.delenv("NDR_RAW_ROOT")
+    with pytest.raises(ValueError, match="NDR_RAW_ROOT"):
+        raw_batch_folder(runtime(), start)
+
+
+def test_the_script_runs_in_a_subprocess_and_prints_the_summary(env: dict[str, Path]) -> None:
+    args = ["--project-name", "ndr-prod", "--feature-spec-version", "v1", "--mini-batch-id", BATCH_ID,
+            "--batch-start-ts-iso", START, "--batch-end-ts-iso", END]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "ndr_jobs.scripts.run_delta_builder", *args],  # the folder from NDR_RAW_ROOT
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["raw_batch_folder"], summary["delta_rows"], summary["rows_quarantined"]) == (
+        str(env["folder"]) + "/", 5, 4,
+    )  # fmt: skip
+    assert read(env["store"] / "delta" / PARTITION) == EXPECTED_DELTA
+
+
+# --- the storage layer on S3 (moto) ------------------------------------------------------------------------
+
+
+def test_s3_objects_and_the_partition_swap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    with mock_aws():
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="store")
+        root = "s3://store/ndr"
+        storage.write_text(f"{root}/raw/b/1.log", "one\n")
+        storage.write_bytes(f"{root}/raw/a.log", b"two\n")
+        storage.write_text(f"{root}/raw/_SUCCESS", "")
+        assert [o.path for o in storage.list_objects(f"{root}/raw")] == [f"{root}/raw/a.log", f"{root}/raw/b/1.log"]
+        assert storage.read_text(f"{root}/raw/b/1.log") == "one\n" and storage.exists(f"{root}/raw/b")
+        assert storage.spark_uri(f"{root}/x") == "s3a://store/ndr/x"
+
+        target = storage.partition_path(root, "delta", [("feature_spec_version", "v1"), ("batch_start", "b1")])
+        storage.write_text(f"{target}/part-00000.snappy.parquet", "old-0")
+        storage.write_text(f"{target}/part-00001.snappy.parquet", "old-1")  # the previous run had two files
+        staging = f"{root}/delta/_staging/x/run"
+        storage.write_text(f"{staging}/part-00000-6b1c-c000.snappy.parquet", "new-0")
+        storage.write_text(f"{staging}/_SUCCESS", "")
+        storage.swap_in(staging, target, "", "run")
+        assert {o.path.rsplit("/", 1)[1]: storage.read_text(o.path)
+                for o in storage.list_objects(target, include_hidden=True)} == {
+            "_SUCCESS": "", "part-00000.snappy.parquet": "new-0"}  # fmt: skip
+        assert not storage.exists(staging)
+        storage.delete_prefix(f"{root}/raw")
+        assert storage.list_objects(f"{root}/raw") == []
+
+
+def test_local_paths_and_file_uris(tmp_path: Path) -> None:
+    storage.write_text(str(tmp_path / "a" / "x.txt"), "hi")
+    uri = f"file://{tmp_path}/a"
+    assert [o.path for o in storage.list_objects(uri)] == [f"{uri}/x.txt"]
+    assert storage.read_text(f"{uri}/x.txt") == "hi" and storage.exists(uri)
+    assert storage.spark_uri(str(tmp_path / "k=v")) == f"file://{tmp_path}/k=v"
+    with pytest.raises(ValueError, match="partition segment"):
+        storage.partition_path(str(tmp_path), "delta", [("batch_start", "../escape")])

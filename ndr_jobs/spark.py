@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-#: log4j2 configuration of a local session: warnings and errors of Spark itself, nothing from the noisy
-#: start-up loggers (native Hadoop, loopback address), all on stderr so stdout stays for job summaries
+#: log4j2 configuration of a local session: errors only (not the start-up warnings about native Hadoop or the
+#: loopback address), on stderr, so that stdout carries nothing but what jobs print (their JSON summaries)
 _LOG4J2 = """\
 rootLogger.level = error
 rootLogger.appenderRef.stderr.ref = stderr

@@ -2,7 +2,9 @@
 
 Paths are strings: ``s3://bucket/key``, ``file:///abs/dir`` or a plain local path. Local operations use
 the file system, ``s3://`` ones boto3; Spark reads and writes through :func:`spark_uri` (``s3a://`` for S3,
-``file://`` for local paths).
+``file://`` for local paths). With ``NDR_LOCAL_S3_ROOT`` set, S3 is a local directory (the embedded
+default of local runs): ``s3://bucket/key`` is ``$NDR_LOCAL_S3_ROOT/bucket/key`` for every operation here
+and for Spark, while the paths callers see and report stay ``s3://`` ones.
 
 Partition writes (:func:`write_partition`) own exactly one partition directory
 ``<root>/<dataset>/<k1>=<v1>/<k2>=<v2>/`` and replace it as a whole:
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 S3_SCHEMES = ("s3", "s3a", "s3n")
+#: a local directory standing in for S3 (one sub-directory per bucket)
+LOCAL_S3_ENV = "NDR_LOCAL_S3_ROOT"
 #: partition values must be plain path segments (no escaping needed, same on S3 and locally)
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 STAGING_DIR = "_staging"
@@ -77,6 +81,15 @@ def _split_s3(path: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def backing(path: str) -> str:
+    """Where a path really is: itself, or under ``$NDR_LOCAL_S3_ROOT`` for an S3 path when that is set."""
+    root = os.environ.get(LOCAL_S3_ENV)
+    if root and is_s3(path):
+        bucket, key = _split_s3(path)
+        return join(root, bucket, key)
+    return path
+
+
 def local_path(path: str) -> Path:
     """The local file-system path of a plain path or a ``file://`` URI."""
     parsed = urlparse(path)
@@ -99,6 +112,7 @@ def join(base: str, *parts: str) -> str:
 
 def spark_uri(path: str) -> str:
     """The URI Spark reads and writes: ``s3a://`` for S3, an absolute ``file://`` URI for local paths."""
+    path = backing(path)
     if is_s3(path):
         bucket, key = _split_s3(path)
         return f"s3a://{bucket}/{key}"
@@ -125,7 +139,8 @@ def list_objects(prefix: str, include_hidden: bool = False) -> list[ObjectInfo]:
     out unless ``include_hidden``. A missing prefix lists as empty.
     """
     out: list[ObjectInfo] = []
-    if is_s3(prefix):
+    real = backing(prefix)
+    if is_s3(real):
         bucket, key = _split_s3(prefix)
         key = key.rstrip("/") + "/" if key else ""
         scheme = urlparse(prefix).scheme
@@ -135,7 +150,7 @@ def list_objects(prefix: str, include_hidden: bool = False) -> list[ObjectInfo]:
                 if relative and (include_hidden or not any(_hidden(p) for p in relative.split("/"))):
                     out.append(ObjectInfo(f"{scheme}://{bucket}/{item['Key']}", int(item["Size"])))
     else:
-        root = local_path(prefix)
+        root = local_path(real)
         if root.is_file():
             return [ObjectInfo(str(prefix), root.stat().st_size)]
         for dirpath, dirnames, filenames in os.walk(root):
@@ -150,6 +165,7 @@ def list_objects(prefix: str, include_hidden: bool = False) -> list[ObjectInfo]:
 
 def exists(path: str) -> bool:
     """True if ``path`` is a file/object or a non-empty prefix/directory."""
+    path = backing(path)
     if is_s3(path):
         bucket, key = _split_s3(path)
         response = _s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
@@ -159,6 +175,7 @@ def exists(path: str) -> bool:
 
 def read_bytes(path: str) -> bytes:
     """The bytes of one file/object."""
+    path = backing(path)
     if is_s3(path):
         bucket, key = _split_s3(path)
         return _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -172,6 +189,7 @@ def read_text(path: str, encoding: str = "utf-8") -> str:
 
 def write_bytes(path: str, data: bytes) -> None:
     """Write one file/object (locally through a temporary file and a rename: never half-written)."""
+    path = backing(path)
     if is_s3(path):
         bucket, key = _split_s3(path)
         _s3_client().put_object(Bucket=bucket, Key=key, Body=data)
@@ -193,6 +211,7 @@ def write_text(path: str, text: str, encoding: str = "utf-8") -> None:
 
 def delete_prefix(prefix: str) -> None:
     """Delete everything under ``prefix`` (a missing prefix is fine)."""
+    prefix = backing(prefix)
     if is_s3(prefix):
         bucket, key = _split_s3(prefix)
         key = key.rstrip("/") + "/"
@@ -255,7 +274,7 @@ def recover_partition(root: str, dataset: str, partition: list[tuple[str, str]])
 
     The next :func:`write_partition` of the partition calls this first. On S3 there is nothing to repair.
     """
-    target_path, _, trash_path = _partition_paths(root, dataset, partition)
+    target_path, _, trash_path = (backing(p) for p in _partition_paths(root, dataset, partition))
     if is_s3(target_path):
         return False
     target, trash = local_path(target_path), local_path(trash_path)
@@ -267,7 +286,7 @@ def recover_partition(root: str, dataset: str, partition: list[tuple[str, str]])
         target.parent.mkdir(parents=True, exist_ok=True)
         leftovers[-1].rename(target)
     shutil.rmtree(trash, ignore_errors=True)
-    _prune_empty(trash.parent, stop=local_path(join(root, dataset)))
+    _prune_empty(trash.parent, stop=local_path(backing(join(root, dataset))))
     return restored
 
 
@@ -308,6 +327,7 @@ def _swap_s3(staging: str, target: str) -> None:
 
 def swap_in(staging: str, target: str, trash: str, run_id: str) -> None:
     """Replace the partition ``target`` by the staging directory (see the module doc)."""
+    staging, target, trash = backing(staging), backing(target), backing(trash)
     if is_s3(target):
         _swap_s3(staging, target)
     else:
@@ -339,9 +359,10 @@ def write_partition(
     finally:
         if exists(staging):
             delete_prefix(staging)
-        if not is_s3(target):
-            _prune_empty(local_path(staging).parent, stop=local_path(join(root, dataset)))
-            _prune_empty(local_path(trash), stop=local_path(join(root, dataset)))
+        if not is_s3(backing(target)):
+            top = local_path(backing(join(root, dataset)))
+            _prune_empty(local_path(backing(staging)).parent, stop=top)
+            _prune_empty(local_path(backing(trash)), stop=top)
     files = tuple(o.path for o in list_objects(target))
     return PartitionWrite(target, files, rows)
 

@@ -107,7 +107,7 @@ EXPECTED_DELTA = [
 def write_batch(folder: Path) -> None:
     """The hand-made batch in two files (one gzipped), blank lines and a hidden file that must be ignored."""
     folder.mkdir(parents=True, exist_ok=True)
-    first = [*IN_WINDOW[:4], "", OUT_OF_WINDOW[0], MALFORMED[0][0], MALFORMED[1][0]]
+    first = [*IN_WINDOW[:4], "", OUT_OF_WINDOW[0], MALFORMED[0][0], MALFORMED[1][0], MALFORMED[1][0]]
     second = [*IN_WINDOW[4:], "   ", OUT_OF_WINDOW[1], MALFORMED[2][0], MALFORMED[3][0]]
     (folder / "traffic-00.log").write_text("\n".join(first) + "\n")
     (folder / "traffic-01.log.gz").write_bytes(gzip.compress(("\n".join(second) + "\n").encode(), mtime=0))
@@ -127,19 +127,55 @@ def spark():  # noqa: ANN201 - the module's SparkSession (shared: spark_session(
     return spark_session()
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    raw, store = tmp_path / "raw", tmp_path / "store"
+def use(monkeypatch: pytest.MonkeyPatch, base: Path) -> dict[str, Path]:
+    """Point the job at ``base/raw`` and ``base/store``."""
+    raw, store = base / "raw", base / "store"
     monkeypatch.setenv("NDR_STORAGE_ROOT", str(store))
     monkeypatch.setenv("NDR_RAW_ROOT", str(raw))
     monkeypatch.delenv("NDR_ORG_ID", raising=False)
-    folder = raw / "pan-traffic/acme/ndr-prod/v1/2026/10/01/1200"
-    write_batch(folder)
-    return {"raw": raw, "store": store, "folder": folder}
+    return {"raw": raw, "store": store, "folder": raw / "pan-traffic/acme/ndr-prod/v1/2026/10/01/1200"}
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """The hand-made batch in its contract folder, nothing built yet."""
+    paths = use(monkeypatch, tmp_path)
+    write_batch(paths["folder"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def built(spark, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:  # noqa: ANN001
+    """One run of the job on the hand-made batch: (its base directory, its summary, what it printed)."""
+    import contextlib
+    import io
+
+    base = tmp_path_factory.mktemp("built")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        paths = use(monkeypatch, base)
+        write_batch(paths["folder"])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            summary = run_delta_builder_from_runtime_config(runtime(paths["folder"]))
+    return base, summary, out.getvalue()
+
+
+@pytest.fixture
+def rebuilt(built: tuple[Path, dict, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A private copy of the built batch (raw and output), for tests that change it."""
+    import shutil
+
+    shutil.copytree(built[0], tmp_path / "copy")
+    return use(monkeypatch, tmp_path / "copy")
 
 
 def read(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
+
+
+def read_quarantine(path: Path) -> list[dict]:
+    """Quarantine rows, with each source file's name only (copies of a batch live in other directories)."""
+    return [{**r, "source_file": Path(r["source_file"]).name} for r in read(path)]
 
 
 def files(path: Path) -> dict[str, bytes]:
@@ -149,10 +185,10 @@ def files(path: Path) -> dict[str, bytes]:
 # --- the job -----------------------------------------------------------------------------------------------
 
 
-def test_exact_delta_rows_and_summary(spark, env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
-    summary = run_delta_builder_from_runtime_config(runtime(env["folder"]))
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed == summary
+def test_exact_delta_rows_and_summary(built: tuple[Path, dict, str]) -> None:
+    base, summary, printed = built
+    store, folder = base / "store", base / "raw/pan-traffic/acme/ndr-prod/v1/2026/10/01/1200"
+    assert json.loads(printed.strip().splitlines()[-1]) == summary
     assert {k: v for k, v in summary.items() if k not in ("seconds", "phase_seconds", "raw_bytes")} == {
         "job": "delta_builder",
         "mini_batch_id": BATCH_ID,
@@ -160,59 +196,56 @@ def test_exact_delta_rows_and_summary(spark, env: dict[str, Path], capsys: pytes
         "feature_spec_version": "v1",
         "batch_start_ts": START,
         "batch_end_ts": END,
-        "raw_batch_folder": str(env["folder"]),
+        "raw_batch_folder": str(folder),
         "raw_files": 2,
-        "rows_read": 12,
+        "rows_read": 13,
         "blank_lines": 2,
         "rows_parsed": 8,
-        "rows_quarantined": 4,
-        "quarantined_by_reason": {"bad_number": 1, "bad_timestamp": 1, "not_traffic": 1, "too_few_fields": 1},
+        "rows_quarantined": 5,
+        "quarantined_by_reason": {"bad_number": 1, "bad_timestamp": 1, "not_traffic": 2, "too_few_fields": 1},
         "rows_in_window": 6,
         "rows_before_window": 1,
         "rows_after_window": 1,
         "delta_rows": 5,
-        "outputs": {name: f"{env['store']}/{name}/{PARTITION}" for name in ("delta", "quarantine")},
+        "outputs": {name: f"{store}/{name}/{PARTITION}" for name in ("delta", "quarantine")},
         "output_files": {"delta": 1, "quarantine": 1},
     }
-    delta = env["store"] / "delta" / PARTITION
+    delta = store / "delta" / PARTITION
     assert sorted(p.name for p in delta.iterdir()) == ["_SUCCESS", "part-00000.snappy.parquet"]
     assert pq.read_schema(delta / "part-00000.snappy.parquet").names == list(DELTA_COLUMNS)
     assert read(delta) == EXPECTED_DELTA  # sorted by the key columns
-    assert not (env["store"] / "delta" / "_staging").exists() and not (env["store"] / "delta" / "_trash").exists()
+    assert sorted(p.name for p in (store / "delta").iterdir()) == ["feature_spec_version=v1"]  # no staging left
 
 
-def test_quarantine_keeps_each_malformed_line_with_its_reason(spark, env: dict[str, Path]) -> None:  # noqa: ANN001
-    run_delta_builder_from_runtime_config(runtime(env["folder"]))
-    rows = read(env["store"] / "quarantine" / PARTITION)
+def test_quarantine_keeps_each_malformed_line_with_its_reason(built: tuple[Path, dict, str]) -> None:
+    rows = read(built[0] / "store" / "quarantine" / PARTITION)
     assert [tuple(r[c] for c in QUARANTINE_COLUMNS if c != "source_file") for r in rows] == sorted(
-        (reason, detail, line, BATCH_ID) for line, reason, detail in MALFORMED
-    )
+        (reason, detail, line, BATCH_ID) for line, reason, detail in [*MALFORMED, MALFORMED[1]]
+    )  # the THREAT line came twice: it is quarantined twice
     assert {Path(r["source_file"]).name for r in rows} == {"traffic-00.log", "traffic-01.log.gz"}
 
 
-def test_rerun_replaces_never_duplicates(spark, env: dict[str, Path]) -> None:  # noqa: ANN001
-    run_delta_builder_from_runtime_config(runtime(env["folder"]))
-    delta, quarantine = env["store"] / "delta" / PARTITION, env["store"] / "quarantine" / PARTITION
-    first = read(delta), read(quarantine), sorted(p.name for p in delta.iterdir())
-    run_delta_builder_from_runtime_config(runtime(env["folder"]))
-    assert (read(delta), read(quarantine), sorted(p.name for p in delta.iterdir())) == first
+def test_rerun_replaces_never_duplicates(rebuilt: dict[str, Path]) -> None:
+    delta, quarantine = rebuilt["store"] / "delta" / PARTITION, rebuilt["store"] / "quarantine" / PARTITION
+    first = read(delta), read_quarantine(quarantine), sorted(p.name for p in delta.iterdir())
+    run_delta_builder_from_runtime_config(runtime(rebuilt["folder"]))
+    assert (read(delta), read_quarantine(quarantine), sorted(p.name for p in delta.iterdir())) == first
     # the batch is re-delivered without its second file: the partitions shrink to what is left
-    (env["folder"] / "traffic-01.log.gz").unlink()
-    summary = run_delta_builder_from_runtime_config(runtime(env["folder"]))
-    assert summary["delta_rows"] == 3 and summary["rows_quarantined"] == 2
+    (rebuilt["folder"] / "traffic-01.log.gz").unlink()
+    summary = run_delta_builder_from_runtime_config(runtime(rebuilt["folder"]))
+    assert summary["delta_rows"] == 3 and summary["rows_quarantined"] == 3
     assert read(delta) == [r for r in EXPECTED_DELTA if r["src_ip"] == A]
-    assert [r["reason"] for r in read(quarantine)] == ["not_traffic", "too_few_fields"]
+    assert [r["reason"] for r in read(quarantine)] == ["not_traffic", "not_traffic", "too_few_fields"]
 
 
-def test_a_failing_run_leaves_the_previous_output(spark, env: dict[str, Path]) -> None:  # noqa: ANN001
-    run_delta_builder_from_runtime_config(runtime(env["folder"]))
-    delta, quarantine = env["store"] / "delta" / PARTITION, env["store"] / "quarantine" / PARTITION
+def test_a_failing_run_leaves_the_previous_output(rebuilt: dict[str, Path]) -> None:
+    delta, quarantine = rebuilt["store"] / "delta" / PARTITION, rebuilt["store"] / "quarantine" / PARTITION
     before = files(delta), files(quarantine)
-    (env["folder"] / "traffic-02.log.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not gzip")  # a torn upload
+    (rebuilt["folder"] / "traffic-02.log.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not gzip")  # a torn upload
     with pytest.raises(Exception, match="(?i)gzip|header|EOF|corrupt"):
-        run_delta_builder_from_runtime_config(runtime(env["folder"]))
+        run_delta_builder_from_runtime_config(runtime(rebuilt["folder"]))
     assert (files(delta), files(quarantine)) == before
-    assert not (env["store"] / "delta" / "_staging").exists()
+    assert sorted(p.name for p in (rebuilt["store"] / "delta").iterdir()) == ["feature_spec_version=v1"]
 
 
 def test_a_write_that_fails_midway_leaves_the_partition_and_no_staging(spark, tmp_path: Path) -> None:  # noqa: ANN001
@@ -282,19 +315,24 @@ def test_the_raw_folder_follows_the_contract_layout(monkeypatch: pytest.MonkeyPa
         raw_batch_folder(runtime(), start)
 
 
-def test_the_script_runs_in_a_subprocess_and_prints_the_summary(env: dict[str, Path]) -> None:
+def test_the_script_runs_in_a_subprocess_on_the_contract_layout(tmp_path: Path) -> None:
+    """The real script, its folder derived from the mini-batch (NDR_RAW_ROOT), S3 standing in as a directory."""
+    s3 = tmp_path / "s3"
+    write_batch(s3 / "acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/10/01/1200")
+    env = {**os.environ, "NDR_LOCAL_S3_ROOT": str(s3), "NDR_RAW_ROOT": "s3://acme-ndr-raw",
+           "NDR_STORAGE_ROOT": "s3://acme-ndr-features/ndr-prod"}  # fmt: skip
+    env.pop("NDR_ORG_ID", None)
     args = ["--project-name", "ndr-prod", "--feature-spec-version", "v1", "--mini-batch-id", BATCH_ID,
             "--batch-start-ts-iso", START, "--batch-end-ts-iso", END]  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "ndr_jobs.scripts.run_delta_builder", *args],  # the folder from NDR_RAW_ROOT
-        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "ndr_jobs.scripts.run_delta_builder", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert (summary["raw_batch_folder"], summary["delta_rows"], summary["rows_quarantined"]) == (
-        str(env["folder"]) + "/", 5, 4,
+        "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/10/01/1200/", 5, 5,
     )  # fmt: skip
-    assert read(env["store"] / "delta" / PARTITION) == EXPECTED_DELTA
+    assert summary["outputs"]["delta"] == f"s3://acme-ndr-features/ndr-prod/delta/{PARTITION}"
+    assert read(s3 / "acme-ndr-features/ndr-prod/delta" / PARTITION) == EXPECTED_DELTA
 
 
 # --- the storage layer on S3 (moto) ------------------------------------------------------------------------
@@ -341,3 +379,14 @@ def test_local_paths_and_file_uris(tmp_path: Path) -> None:
     assert storage.spark_uri(str(tmp_path / "k=v")) == f"file://{tmp_path}/k=v"
     with pytest.raises(ValueError, match="partition segment"):
         storage.partition_path(str(tmp_path), "delta", [("batch_start", "../escape")])
+
+
+def test_a_local_directory_can_stand_in_for_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(storage.LOCAL_S3_ENV, str(tmp_path))
+    storage.write_text("s3://bucket/raw/x.log", "line\n")
+    assert (tmp_path / "bucket/raw/x.log").read_text() == "line\n"
+    assert [o.path for o in storage.list_objects("s3://bucket/raw/")] == ["s3://bucket/raw/x.log"]
+    assert storage.read_text("s3://bucket/raw/x.log") == "line\n" and storage.exists("s3://bucket/raw")
+    assert storage.spark_uri("s3://bucket/raw") == f"file://{tmp_path}/bucket/raw"
+    storage.delete_prefix("s3://bucket/raw")
+    assert not (tmp_path / "bucket/raw").exists()

@@ -9,6 +9,12 @@ One run reads one raw mini-batch folder and writes, for its window ``[batch_star
 ``$NDR_STORAGE_ROOT/quarantine/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
     every line that is not a usable TRAFFIC record: reason code, detail, source file and the raw line.
 
+How: the lines are read (``spark.read.text``, gzip or not) and parsed once (:func:`ndr_jobs.panos.parse_traffic`);
+one aggregation groups every line by its status (in the window, before, after, quarantined, blank), by its
+quarantine fields when quarantined, and by the delta key. Those groups (the delta rows plus one per
+distinct malformed line) are cached; the counts, the quarantine and the delta are read from them. On 2
+cores this is ~17 s per million lines once the JVM is warm (parsing is ~60 % of it).
+
 Rows whose event time falls outside the window (late or early arrivals) are counted in the summary and
 not written. Blank lines are counted and skipped. Each partition is replaced as a whole, atomically
 (:func:`ndr_jobs.storage.write_partition`): re-running a batch replaces its output, a failed run leaves
@@ -69,7 +75,9 @@ DELTA_COLUMNS: tuple[str, ...] = (
     "batch_end_ts",
 )
 QUARANTINE_COLUMNS: tuple[str, ...] = ("reason", "detail", "source_file", "raw_line", "mini_batch_id")
-#: the parsed columns the delta needs (the only ones kept in memory between the job's passes)
+#: the parser's columns that identify a quarantined line
+_QUARANTINE_FIELDS = ("quarantine_reason", "quarantine_detail", "source_file", "raw_line")
+#: the parsed columns the delta needs
 DELTA_INPUTS: tuple[str, ...] = (
     *DELTA_KEYS, "repeat_count", "bytes_sent", "bytes_received", "packets", "packets_sent", "packets_received",
     "elapsed_seconds", "session_end_reason", "event_time",
@@ -114,15 +122,18 @@ def raw_batch_folder(runtime: BatchRuntime, start: datetime) -> str:
     return storage.join(root, "pan-traffic", org_id, runtime.project_name, runtime.feature_spec_version, day_time) + "/"
 
 
-def build_delta(events: DataFrame, start: datetime, end: datetime) -> DataFrame:
-    """The delta rows (:data:`DELTA_COLUMNS`) of parsed TRAFFIC records already inside the window."""
+def build_delta(events: DataFrame, start: datetime, end: datetime, extra_keys: tuple[str, ...] = ()) -> DataFrame:
+    """The delta rows (:data:`DELTA_COLUMNS`) of parsed TRAFFIC records already inside the window.
+
+    ``extra_keys`` are grouped on first and kept in front (the job groups every line of a batch in one pass).
+    """
     from pyspark.sql import functions as F
 
     sessions = F.greatest(F.col("repeat_count"), F.lit(1)).cast("BIGINT")
     zero = F.lit(0).cast("BIGINT")
     reason = F.col("session_end_reason")
     known = list(END_REASON_COLUMNS)
-    return events.groupBy(*DELTA_KEYS).agg(
+    return events.groupBy(*extra_keys, *DELTA_KEYS).agg(
         F.sum(sessions).alias("sessions"),
         F.count(F.lit(1)).cast("BIGINT").alias("log_records"),
         F.sum("bytes_sent").alias("bytes_sent"),
@@ -141,7 +152,7 @@ def build_delta(events: DataFrame, start: datetime, end: datetime) -> DataFrame:
         F.max("event_time").alias("last_seen"),
         F.lit(start).cast("TIMESTAMP").alias("batch_start_ts"),
         F.lit(end).cast("TIMESTAMP").alias("batch_end_ts"),
-    ).select(*DELTA_COLUMNS)
+    ).select(*extra_keys, *DELTA_COLUMNS)
 
 
 def _status(start: datetime, end: datetime) -> Any:
@@ -194,47 +205,55 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
         F.col("_metadata.file_path").alias("source_file"),
         F.col("value").rlike(r"^[ \t]*$").alias("_blank"),
     )
-    wanted = ["quarantine_reason", "quarantine_detail", "raw_line", "source_file", *DELTA_INPUTS]
-    parsed = (
-        parse_traffic(raw)
-        .select(*wanted, _status(start, end).alias("status"))
-        .persist(StorageLevel.MEMORY_AND_DISK_DESER)
+    # One pass over the lines: every line lands in one group of (status, its quarantine fields if it is
+    # quarantined, the delta key). The groups are few (the delta rows, plus one per distinct malformed line)
+    # and cached; the counts, the delta and the quarantine all come from them.
+    quarantined = F.col("status") == "quarantined"
+    lines = parse_traffic(raw).withColumn("status", _status(start, end))
+    keyed = lines.select(
+        "status", *(F.when(quarantined, F.col(c)).alias(c) for c in _QUARANTINE_FIELDS), *DELTA_INPUTS
     )
+    groups = build_delta(keyed, start, end, extra_keys=("status", *_QUARANTINE_FIELDS))
+    groups = groups.persist(StorageLevel.MEMORY_AND_DISK_DESER)
     try:
-        counts: dict[tuple[str, str | None], int] = {
-            (row["status"], row["quarantine_reason"]): row["count"]
-            for row in parsed.groupBy("status", "quarantine_reason").count().collect()
-        }
+        tally = groups.groupBy("status", "quarantine_reason").agg(
+            F.sum("log_records").alias("lines"), F.count(F.lit(1)).alias("groups")
+        )
         by_status: dict[str, int] = {}
-        for (status, _), count in counts.items():
-            by_status[status] = by_status.get(status, 0) + count
-        by_reason = dict(sorted((reason, n) for (status, reason), n in counts.items() if status == "quarantined"))
-        phase("read_parse_count")
+        by_reason: dict[str, int] = {}
+        delta_rows = 0
+        for row in tally.collect():
+            by_status[row["status"]] = by_status.get(row["status"], 0) + row["lines"]
+            if row["status"] == "quarantined":
+                by_reason[row["quarantine_reason"]] = row["lines"]
+            if row["status"] == "in_window":
+                delta_rows = row["groups"]
+        by_reason = dict(sorted(by_reason.items()))
+        phase("read_parse_group")
 
         # quarantine first: a delta partition (what the next steps read) never precedes its quarantine
         partition = [("feature_spec_version", runtime.feature_spec_version), ("batch_start", batch_stamp(start))]
-        quarantine = parsed.filter(F.col("status") == "quarantined").select(
+        quarantine = groups.filter(quarantined).select(
             F.col("quarantine_reason").alias("reason"),
             F.col("quarantine_detail").alias("detail"),
             "source_file",
             "raw_line",
             F.lit(runtime.mini_batch_id).alias("mini_batch_id"),
-        )
-        quarantined = by_status.get("quarantined", 0)
+            F.explode(F.array_repeat(F.lit(0), F.col("log_records").cast("INT"))).alias("_occurrence"),
+        ).drop("_occurrence")  # a line that came n times is quarantined n times
+        n_quarantined = by_status.get("quarantined", 0)
         quarantine_out = storage.write_partition(
             quarantine, storage_root, QUARANTINE_DATASET, partition, list(QUARANTINE_COLUMNS[:4]),
-            storage.files_for(quarantined), quarantined,
+            storage.files_for(n_quarantined), n_quarantined,
         )  # fmt: skip
         phase("quarantine")
-        delta = build_delta(parsed.filter(F.col("status") == "in_window"), start, end).persist()
-        delta_rows = delta.count()
+        delta = groups.filter(F.col("status") == "in_window").select(*DELTA_COLUMNS)
         delta_out = storage.write_partition(
             delta, storage_root, DELTA_DATASET, partition, list(DELTA_KEYS), storage.files_for(delta_rows), delta_rows
         )
-        delta.unpersist()
         phase("delta")
     finally:
-        parsed.unpersist()
+        groups.unpersist()
 
     blank = by_status.get("blank", 0)
     summary: dict[str, Any] = {
@@ -250,7 +269,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
         "rows_read": sum(by_status.values()) - blank,
         "blank_lines": blank,
         "rows_parsed": sum(by_status.get(s, 0) for s in ("in_window", "before_window", "after_window")),
-        "rows_quarantined": quarantined,
+        "rows_quarantined": n_quarantined,
         "quarantined_by_reason": by_reason,
         "rows_in_window": by_status.get("in_window", 0),
         "rows_before_window": by_status.get("before_window", 0),

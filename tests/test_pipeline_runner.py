@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -109,3 +110,66 @@ def test_cli(tmp_path: Path):
     assert "pipeline if_training: Failed" in result.output
     bad = CliRunner().invoke(main, ["run-pipeline", "if_training", "--param", "oops"])
     assert bad.exit_code == 2
+
+
+# --- the warm executor: one reused process, the same contract as a fresh `python -m` ----------------------
+
+STEP_MODULES = {
+    "step_ok": "import os, sys\nprint('args', sys.argv[1:], os.environ.get('NDR_X'))\n",
+    "step_exit": "import sys\nprint('partial')\nsys.exit(3)\n",
+    "step_message": "import sys\nsys.exit('bad arguments')\n",
+    "step_raise": "raise RuntimeError('job blew up')\n",
+    "step_env": "import os\nos.environ['NDR_LEAK'] = '1'\nprint(os.environ.get('NDR_LEAK_BEFORE', 'clean'))\n",
+    "step_die": "import os\nos._exit(9)\n",
+    "step_pid": "import os\nprint(os.getpid())\n",
+}
+
+
+@pytest.fixture
+def step_dir(tmp_path: Path) -> Path:
+    for name, body in STEP_MODULES.items():
+        (tmp_path / f"{name}.py").write_text(body)
+    return tmp_path
+
+
+def _both(step_dir: Path, module: str, *args: str, env: dict[str, str] | None = None):
+    from ndr_compiler.local.step_worker import SubprocessExecutor, WarmExecutor
+
+    argv = [sys.executable, "-m", module, *args]
+    full_env = {**os.environ, **(env or {})}
+    with WarmExecutor(step_dir / "worker.log") as warm:
+        return warm.run(argv, full_env, str(step_dir)), SubprocessExecutor().run(argv, full_env, str(step_dir))
+
+
+@pytest.mark.parametrize(
+    ("module", "code", "out", "err"),
+    [
+        ("step_ok", 0, "args ['--a', 'b'] x1\n", ""),
+        ("step_exit", 3, "partial\n", ""),
+        ("step_message", 1, "", "bad arguments\n"),
+        ("step_raise", 1, "", "RuntimeError: job blew up\n"),
+    ],
+)
+def test_a_warm_step_exits_and_prints_as_a_fresh_process_does(step_dir: Path, module, code, out, err):
+    warm, fresh = _both(step_dir, module, "--a", "b", env={"NDR_X": "x1"})
+    assert (warm.exit_code, warm.stdout) == (fresh.exit_code, fresh.stdout) == (code, out)
+    assert warm.stderr.endswith(err) and fresh.stderr.endswith(err)
+
+
+def test_the_warm_worker_is_reused_isolates_environments_and_survives_a_dying_step(step_dir: Path):
+    from ndr_compiler.local.step_worker import WarmExecutor
+
+    env = dict(os.environ)
+    argv = [sys.executable, "-m"]
+    with WarmExecutor(step_dir / "worker.log") as warm:
+        first = warm.run([*argv, "step_pid"], env, str(step_dir)).stdout
+        assert warm.run([*argv, "step_pid"], env, str(step_dir)).stdout == first  # the same process
+        assert first.strip() != str(os.getpid())
+        assert warm.run([*argv, "step_env"], env, str(step_dir)).stdout == "clean\n"
+        leaked = warm.run([*argv, "step_env"], {**env, "NDR_LEAK_BEFORE": "given"}, str(step_dir))
+        assert leaked.stdout == "given\n"  # the step's environment is exactly the one given
+        assert warm.run([*argv, "step_ok"], env, str(step_dir)).stdout == "args [] None\n"  # NDR_LEAK gone
+        died = warm.run([*argv, "step_die"], env, str(step_dir))
+        assert died.exit_code == 1 and "step worker died (exit code 9)" in died.stderr
+        again = warm.run([*argv, "step_pid"], env, str(step_dir)).stdout
+        assert again and again != first  # a new worker took over

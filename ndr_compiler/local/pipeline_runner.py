@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -19,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ndr_compiler.deploy.placeholders import PLACEHOLDER
+from ndr_compiler.local.step_worker import StepOutcome, SubprocessExecutor, WarmExecutor
+
+Executor = SubprocessExecutor | WarmExecutor
 
 SPARK_SUBMIT = "smspark-submit"
 
@@ -36,6 +38,18 @@ class StepResult:
     stdout: str = ""
     stderr: str = ""
     argv: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The job's summary: the last stdout line when it is a JSON object (every ndr job prints one)."""
+        lines = self.stdout.strip().splitlines()
+        if not lines:
+            return None
+        try:
+            value = json.loads(lines[-1])
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
 
 @dataclass
@@ -118,8 +132,13 @@ def _order(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_pipeline(generated: Path, pipeline: str, given: Mapping[str, str], values: Mapping[str, str],
-                 cwd: Path | None = None, echo: Any = None) -> PipelineRun:
-    """Run every step; ``values`` resolves ``${...}`` in step environments (e.g. NdrStorageRoot)."""
+                 cwd: Path | None = None, echo: Any = None, executor: Executor | None = None) -> PipelineRun:
+    """Run every step; ``values`` resolves ``${...}`` in step environments (e.g. NdrStorageRoot).
+
+    ``executor`` runs each ``python -m`` command: a fresh process per step by default, or a
+    :class:`~ndr_compiler.local.step_worker.WarmExecutor` that keeps one Spark JVM across steps.
+    """
+    executor = executor or SubprocessExecutor()
     definition = load_definition(generated, pipeline)
     params = resolve_parameters(definition, given)
     results: list[StepResult] = []
@@ -135,9 +154,9 @@ def run_pipeline(generated: Path, pipeline: str, given: Mapping[str, str], value
         if echo:
             echo(f"  {pipeline} / {step['Name']}: {' '.join(argv[1:])}")
         t = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
-        status = "Succeeded" if proc.returncode == 0 else "Failed"
+        outcome: StepOutcome = executor.run(argv, env, str(cwd) if cwd else None)
+        status = "Succeeded" if outcome.exit_code == 0 else "Failed"
         failed = failed or status == "Failed"
-        results.append(StepResult(step["Name"], status, time.perf_counter() - t, proc.returncode, proc.stdout,
-                                  proc.stderr, argv))
+        results.append(StepResult(step["Name"], status, time.perf_counter() - t, outcome.exit_code, outcome.stdout,
+                                  outcome.stderr, argv))
     return PipelineRun(pipeline, "Failed" if failed else "Succeeded", results)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ndr_compiler.expand.pipeline import default_pipeline_name
-from ndr_compiler.local.pipeline_runner import PipelineRun, run_pipeline
+from ndr_compiler.local.pipeline_runner import Executor, PipelineRun, run_pipeline
 
 
 @dataclass
@@ -25,6 +25,7 @@ class LocalPipelines:
     names: dict[str, str]  # SageMaker pipeline name -> pipeline spec name
     values: Mapping[str, str]
     echo: Callable[[str], None] | None = None
+    executor: Executor | None = None
     runs: list[tuple[str, dict[str, str], PipelineRun | None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _state: dict[str, PipelineRun | None] = field(default_factory=dict)
@@ -37,7 +38,7 @@ class LocalPipelines:
             self.echo(f"pipeline {spec} started ({parameters.get('MiniBatchId') or parameters.get('RunKey') or ''})")
 
         def work() -> None:
-            run = run_pipeline(self.generated, spec, parameters, self.values)
+            run = run_pipeline(self.generated, spec, parameters, self.values, executor=self.executor)
             with self._lock:
                 self._state[execution_arn] = run
                 self.runs.append((spec, dict(parameters), run))

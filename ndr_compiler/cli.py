@@ -183,9 +183,13 @@ def plan_cmd(paths: tuple[Path, ...], env_name: str, out_dir: Path) -> None:
 @click.option("--value", "values", multiple=True, metavar="NAME=VALUE",
               help="A ${NAME} placeholder of step environments (e.g. NdrStorageRoot=/tmp/ndr); repeatable.")
 @click.option("--generated", default="generated", type=click.Path(path_type=Path), show_default=True)
-def run_pipeline_cmd(pipeline: str, params: tuple[str, ...], values: tuple[str, ...], generated: Path) -> None:
+@click.option("--isolated", is_flag=True,
+              help="A fresh process (and Spark JVM) per step, as on SageMaker; default: one warm worker for all steps.")
+def run_pipeline_cmd(pipeline: str, params: tuple[str, ...], values: tuple[str, ...], generated: Path,
+                     isolated: bool) -> None:
     """Run a compiled pipeline's steps locally, in dependency order, exactly as its definition says."""
     from ndr_compiler.local.pipeline_runner import PipelineRunError, run_pipeline
+    from ndr_compiler.local.step_worker import SubprocessExecutor, WarmExecutor
 
     def pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
         out = {}
@@ -197,11 +201,15 @@ def run_pipeline_cmd(pipeline: str, params: tuple[str, ...], values: tuple[str, 
             out[k] = v
         return out
 
+    executor = SubprocessExecutor() if isolated else WarmExecutor()
     try:
-        run = run_pipeline(generated, pipeline, pairs(params, "--param"), pairs(values, "--value"), echo=click.echo)
+        run = run_pipeline(generated, pipeline, pairs(params, "--param"), pairs(values, "--value"), echo=click.echo,
+                           executor=executor)
     except PipelineRunError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    finally:
+        executor.close()
     for s in run.steps:
         click.echo(f"{s.status:11} {s.name} ({s.seconds:.1f} s)")
         if s.status == "Failed":
@@ -222,14 +230,17 @@ def run_pipeline_cmd(pipeline: str, params: tuple[str, ...], values: tuple[str, 
 @click.option("--timeout", default=1800.0, show_default=True, help="Seconds to wait for the execution.")
 @click.option("--wait-scale", default=0.1, show_default=True,
               help="Wait states last this fraction of their seconds (poll budgets shrink alike).")
+@click.option("--isolated", is_flag=True,
+              help="A fresh process (and Spark JVM) per step, as on SageMaker; default: one warm worker for all steps.")
 def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Path, values: tuple[str, ...],
-            timeout: float, wait_scale: float) -> None:
+            timeout: float, wait_scale: float, isolated: bool) -> None:
     """Run a compiled state machine offline; its pipelines run the real jobs on this machine."""
     import json
 
     from ndr_compiler.local.platform import stand_up
     from ndr_compiler.local.runner import LocalPipelines, local_pipeline_names
     from ndr_compiler.local.sfn_runtime import offline_aws
+    from ndr_compiler.local.step_worker import SubprocessExecutor, WarmExecutor
 
     result = compile_specs([specs_dir], render=False)
     _report(result)
@@ -247,13 +258,17 @@ def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Pa
     env_values = {"NdrStorageRoot": str(Path("var/ndr").resolve())}
     env_values.update(dict(v.split("=", 1) for v in values if "=" in v))
     placeholders, names = local_pipeline_names(result.pipelines)
-    pipelines = LocalPipelines(generated, names, env_values, echo=click.echo)
+    executor = SubprocessExecutor() if isolated else WarmExecutor()
+    pipelines = LocalPipelines(generated, names, env_values, echo=click.echo, executor=executor)
     sm_spec = next(s for s in result.specs.state_machines() if s.name == state_machine)
     project = result.specs.projects()[sm_spec.model.spec.project].model
-    with offline_aws(pipelines, wait_time_scale=wait_scale):
-        platform = stand_up(generated, project, placeholders)
-        run = platform.run(state_machine, payload, timeout_s=timeout)
-        events = platform.events()
+    try:
+        with offline_aws(pipelines, wait_time_scale=wait_scale):
+            platform = stand_up(generated, project, placeholders)
+            run = platform.run(state_machine, payload, timeout_s=timeout)
+            events = platform.events()
+    finally:
+        executor.close()
     click.echo(f"execution: {run.status}")
     click.echo("path: " + " -> ".join(run.path))
     if run.output is not None:
@@ -263,4 +278,34 @@ def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Pa
     for e in events:
         click.echo(f"event: {e['detail-type']} {json.dumps(e['detail'], sort_keys=True)}")
     if run.status != "SUCCEEDED":
+        sys.exit(1)
+
+
+@main.command("demo")
+@click.option("--workdir", default="var/demo", type=click.Path(path_type=Path), show_default=True,
+              help="Where the local S3, the DuckDB Redshift stand-in and the logs go (replaced on each run).")
+@click.option("--specs", "specs_dir", default="specs", type=click.Path(path_type=Path), show_default=True)
+@click.option("--generated", default="generated", type=click.Path(path_type=Path), show_default=True)
+@click.option("--hosts", default=40, show_default=True, help="Hosts in the synthetic estate.")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--live-hours", default=1.5, show_default=True, help="Hours of live 15-minute batches (with attacks).")
+@click.option("--top", default=10, show_default=True, help="How many top anomalies to print.")
+def demo_cmd(workdir: Path, specs_dir: Path, generated: Path, hosts: int, seed: int, live_hours: float,
+             top: int) -> None:
+    """The whole platform on this machine (make run): synthetic estate -> backfill -> baselines -> training ->
+    live batches with attacks -> publication, all driven by the generated state machines."""
+    from ndr_compiler.local.demo import DemoConfig, DemoError, render, run_demo
+
+    config = DemoConfig(workdir=workdir, specs=specs_dir, generated=generated, hosts=hosts, seed=seed,
+                        live_hours=live_hours, top=top)
+    try:
+        report = run_demo(config, echo=click.echo)
+    except DemoError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    render(report, echo=click.echo)
+    for failure in report.failures:
+        click.echo(f"error: {failure}", err=True)
+    click.echo(f"\noutputs: {workdir}/ (see docs/quickstart.md)")
+    if not report.ok:
         sys.exit(1)

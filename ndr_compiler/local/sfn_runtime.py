@@ -47,6 +47,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import botocore.session
@@ -657,6 +658,23 @@ def _patch_aws_sdk_integration(patches: _Patches) -> None:
     patches.set(aws_sdk.StateTaskServiceAwsSdk, "_normalise_response", _normalise_response)
 
 
+def _patch_s3_read_through(patches: _Patches, local_s3_root: Path) -> None:
+    """S3 objects the jobs wrote reach the state machines: the jobs run in other processes and write
+    ``s3://bucket/key`` to ``<local_s3_root>/bucket/key`` (``NDR_LOCAL_S3_ROOT``); a read of moto's S3 (e.g. a
+    ``read_json`` state's ``s3:getObject``) first copies the local file, when there is one, into moto."""
+    from moto.s3.models import S3Backend
+
+    original = S3Backend.get_object
+
+    def get_object(self: S3Backend, bucket_name: str, key_name: str, *args: Any, **kwargs: Any) -> Any:
+        local = local_s3_root / bucket_name / key_name
+        if local.is_file() and bucket_name in self.buckets:
+            self.put_object(bucket_name, key_name, local.read_bytes())
+        return original(self, bucket_name, key_name, *args, **kwargs)
+
+    patches.set(S3Backend, "get_object", get_object)
+
+
 def _patch_time(patches: _Patches, wait_time_scale: float) -> None:
     """Wait states, retry intervals and ``.sync`` polling sleep for real in moto; compress them
     so executions that poll a pipeline every few minutes finish in milliseconds."""
@@ -775,6 +793,7 @@ def offline_aws(
     region: str = "us-east-1",
     *,
     wait_time_scale: float = 0.0,
+    local_s3_root: Path | None = None,
 ) -> Iterator[None]:
     """moto mock_aws with the SFN interpreter on, JSONata evaluated by jsonata-python with the AWS
     extension functions, nested startExecution(.sync:2) normalisation fixed, Wait states not actually
@@ -783,6 +802,7 @@ def offline_aws(
 
     ``region`` becomes ``AWS_DEFAULT_REGION`` inside the block. ``wait_time_scale``
     multiplies every Wait state / retry interval (``0`` = no sleeping at all).
+    ``local_s3_root`` (the jobs' ``NDR_LOCAL_S3_ROOT``) makes S3 reads see the objects jobs wrote there.
     ``pipelines`` defaults to :class:`ScriptedPipelines` (every execution succeeds).
     The patches are process-wide, so blocks can neither nest nor run concurrently
     (``RuntimeError``). Executions still running when the block exits are stopped.
@@ -810,6 +830,8 @@ def offline_aws(
         _patch_execution_output_serialisation(patches)
         _patch_time(patches, wait_time_scale)
         _patch_sagemaker_pipelines(patches, runtime)
+        if local_s3_root is not None:
+            _patch_s3_read_through(patches, Path(local_s3_root))
 
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         stack.callback(_stop_running_executions)

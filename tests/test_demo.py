@@ -1,0 +1,65 @@
+"""``make run``'s pieces: local events shaped exactly as the upstream contracts, and the demo end to end."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from ndr_compiler.local import events
+from tests.conftest import CONTRACTS
+
+pytestmark = pytest.mark.skipif(not CONTRACTS.exists(), reason="shared contracts not present")
+START = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
+
+
+def shape(value: Any) -> Any:
+    """Keys, nesting and value types, not values; JSON strings that hold JSON are compared by their shape."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return {"json": shape(json.loads(value))}
+        except ValueError:
+            pass
+    return type(value).__name__
+
+
+def contract(name: str) -> Any:
+    return json.loads((CONTRACTS / name).read_text())
+
+
+def test_the_batch_event_has_the_contracts_shape_and_values():
+    event = events.batch_completed("acme-ndr-raw", "acme", "ndr-prod", "v1", START, 4, 51234567)
+    expected = contract("15m_batch_completed.eventbridge.json")
+    assert shape(event) == shape(expected)
+    assert event["detail"] == expected["detail"]  # the contract's example batch, value for value
+    assert {k: event[k] for k in ("detail-type", "source", "time")} == {
+        k: expected[k] for k in ("detail-type", "source", "time")
+    }
+
+
+@pytest.mark.parametrize(("wrap", "name"), [(events.as_sqs, "15m_batch_completed.sqs.json"),
+                                            (events.as_sns, "15m_batch_completed.sns.json")])
+def test_the_wrapped_batch_events_have_the_contracts_shapes(wrap, name):
+    event = events.batch_completed("acme-ndr-raw", "acme", "ndr-prod", "v1", START, 4, 51234567)
+    assert shape(wrap(event)) == shape(contract(name))
+
+
+@pytest.mark.parametrize(
+    ("built", "name"),
+    [
+        (events.monthly_baselines("ndr-prod", "v1", "2026-09"), "monthly_baselines.scheduler.json"),
+        (events.training_request("ndr-prod", "v1", datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC)),
+         "training.request.json"),
+        (events.backfill_request("ndr-prod", "v1", datetime(2026, 9, 14, tzinfo=UTC),
+                                 datetime(2026, 9, 14, 6, tzinfo=UTC), "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/",
+                                 "analyst@acme.example"), "backfill.request.json"),
+    ],
+)
+def test_the_operator_requests_are_the_contracts(built, name):
+    assert built == contract(name)

@@ -62,7 +62,7 @@ class DemoConfig:
     live_start: datetime = _utc("2026-10-01T12:00:00Z")
     live_hours: float = 1.5
     noise_rate: float = 0.002
-    wait_scale: float = 0.02
+    wait_scale: float = 0.05
     top: int = 10
 
 
@@ -251,11 +251,10 @@ def _make_estate(config: DemoConfig, raw_bucket: str, work: Path, echo: Callable
         echo(f"   {name}: {result.batches} batches, {result.rows:,} lines"
              + (f", attacks {', '.join(attacks)}, {sum(result.noise_rows.values())} malformed" if attacks else ""))
     shutil.copyfile(work / "labels-live.jsonl", labels)
-    try:
-        from ndr_jobs.synth.inventory import write_inventory_duckdb
-    except ImportError:  # the inventory helper has not landed
-        return labels
-    write_inventory_duckdb(config.hosts, config.seed, Path(os.environ["NDR_INVENTORY_DUCKDB"]))
+    from ndr_jobs.synth.inventory import create_inventory_duckdb
+
+    machines = create_inventory_duckdb(os.environ["NDR_INVENTORY_DUCKDB"], config.hosts, config.seed)
+    echo(f"   inventory: {machines} machines in {os.environ['NDR_INVENTORY_DUCKDB']} (the Redshift stand-in)")
     return labels
 
 

@@ -162,8 +162,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRep
         log = work / "logs"
         log.mkdir()
         executor = WarmExecutor(log / "step-worker.log")
-        pipelines = LocalPipelines(config.generated, names, {"NdrStorageRoot": storage_root},
-                                   echo=lambda m: echo(f"   {m}"), executor=executor)
+        values = {"NdrStorageRoot": storage_root, "NdrRawRoot": f"s3://{raw_bucket}", "NdrOrgId": ORG}
+        pipelines = LocalPipelines(config.generated, names, values, echo=lambda m: echo(f"   {m}"), executor=executor)
         try:
             with offline_aws(pipelines, wait_time_scale=config.wait_scale, local_s3_root=s3):
                 platform = stand_up(config.generated, project, placeholders)

@@ -150,7 +150,9 @@ def run_pipeline(generated: Path, pipeline: str, given: Mapping[str, str], value
             continue
         env = dict(os.environ)
         for key, raw in step["Arguments"].get("Environment", {}).items():
-            env[key] = PLACEHOLDER.sub(lambda m: values.get(m.group(1), os.environ.get(m.group(1), m.group(0))), raw)
+            resolved = PLACEHOLDER.sub(lambda m: values.get(m.group(1), os.environ.get(m.group(1), m.group(0))), raw)
+            if not PLACEHOLDER.search(resolved):  # a value nobody gave stays unset, never a literal ${...}
+                env[key] = resolved
         if echo:
             echo(f"  {pipeline} / {step['Name']}: {' '.join(argv[1:])}")
         t = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 
@@ -91,9 +92,11 @@ def test_bad_arguments_exit_2(bad: list[str]):
     assert proc.returncode == 2 and "error:" in proc.stderr
 
 
-def test_a_job_that_is_not_implemented_exits_non_zero_and_says_so():
+def test_a_job_that_fails_exits_1_and_its_last_line_says_why():
+    env = {k: v for k, v in os.environ.items() if k != "NDR_STORAGE_ROOT"}
     proc = subprocess.run(
-        [sys.executable, "-m", "ndr_jobs.scripts.run_fg_a_builder", *BATCH], capture_output=True, text=True
+        [sys.executable, "-m", "ndr_jobs.scripts.run_fg_a_builder", *BATCH], capture_output=True, text=True, env=env
     )
-    assert proc.returncode == 3
-    assert "fg_a_builder is not implemented yet" in proc.stderr
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr  # for the logs
+    assert proc.stderr.strip().splitlines()[-1] == "error: ValueError: NDR_STORAGE_ROOT is not set"

@@ -1,9 +1,410 @@
-"""Unload the active machine inventory (Redshift -> S3; DuckDB locally)."""
+"""Unload the machines active in a reference month (Redshift -> S3 in AWS; a DuckDB file locally).
+
+One run writes, replacing it as a whole:
+
+``$NDR_STORAGE_ROOT/inventory/feature_spec_version=<v>/reference_month=<YYYY-MM>/part-00000.parquet``
+    one row per machine active at any time in the reference month: :data:`INVENTORY_COLUMNS`
+    (``ip_address, hostname, segment, zone, os, role, criticality``, all strings), sorted by
+    ``ip_address``. ``ip_address`` is never null and unique within the partition (checked before the
+    partition is replaced: a source that breaks this fails the run and leaves the previous partition).
+
+The query (the same shape in both engines)
+    ``SELECT CAST(<col> AS VARCHAR) AS <col>, ... FROM (<source>) AS inventory ORDER BY ip_address``, where
+    ``<source>`` is ``$NDR_INVENTORY_QUERY`` when set (any SELECT producing the seven columns; the
+    placeholders ``{reference_month}``, ``{month_start}`` and ``{month_end}`` are replaced by
+    ``'YYYY-MM'``, ``CAST('YYYY-MM-01' AS DATE)`` and the first day of the next month, likewise), otherwise
+    ``SELECT * FROM $NDR_INVENTORY_TABLE WHERE valid_from < <month_end> AND (valid_to IS NULL OR valid_to >
+    <month_start>)`` (table default ``machine_inventory``: the seven columns plus the validity interval
+    ``valid_from`` inclusive, ``valid_to`` exclusive / NULL while active; :mod:`ndr_jobs.synth.inventory`
+    creates one). These environment variables are the job's configuration; a deployment sets them in the
+    step's environment from the project parameters.
+
+AWS (the default: ``NDR_INVENTORY_DUCKDB`` unset)
+    ``redshift-data`` ``ExecuteStatement`` of ``UNLOAD ('<query>') TO 's3://<staging>/part-' IAM_ROLE
+    '<role>' FORMAT PARQUET PARALLEL OFF ALLOWOVERWRITE`` (quotes in the query doubled), then
+    ``DescribeStatement`` every ``$NDR_INVENTORY_POLL_SECONDS`` (5) until ``FINISHED``; ``FAILED`` or
+    ``ABORTED`` raise :class:`RedshiftStatementError` with Redshift's ``Error`` text and the statement id;
+    after ``$NDR_INVENTORY_TIMEOUT_SECONDS`` (1800) the statement is cancelled and :class:`TimeoutError`
+    raised. Connection, from the environment:
+
+    ==============================  ===================================================================
+    ``NDR_REDSHIFT_WORKGROUP``      Redshift Serverless workgroup, or
+    ``NDR_REDSHIFT_CLUSTER_ID``     a provisioned cluster (exactly one of the two)
+    ``NDR_REDSHIFT_DATABASE``       database (required)
+    ``NDR_REDSHIFT_SECRET_ARN``     Secrets Manager secret with the credentials (optional), or
+    ``NDR_REDSHIFT_DB_USER``        database user for temporary credentials (provisioned clusters only)
+    ``NDR_INVENTORY_UNLOAD_ROLE``   the ``IAM_ROLE`` of the UNLOAD: a role ARN or ``default`` (required)
+    ==============================  ===================================================================
+
+Locally (``NDR_INVENTORY_DUCKDB=<file.duckdb>``, the embedded default)
+    the same query in DuckDB (the file opened read-only): ``COPY (<query>) TO '<tmp>' (FORMAT parquet)``.
+
+Atomicity (both paths): the engine writes into a staging prefix
+``inventory/_staging/feature_spec_version=<v>/reference_month=<m>/<run-id>/`` (a ``_`` directory, skipped by
+readers), the staged files are checked (columns, rows, ``ip_address``), and
+:func:`ndr_jobs.storage.swap_in` replaces the partition by them: the same swap as every other dataset
+(a rename locally; copy-then-delete on S3). Unloading into staging rather than straight into the partition
+(``ALLOWOVERWRITE`` overwrites same-named objects but leaves a previous run's extra ones) means a failed or
+empty unload never touches the previous month's partition, and a re-run leaves exactly one file.
+The summary (a dict, also printed as one JSON line on stdout) says where from, how many rows, where to.
+"""
 
 from __future__ import annotations
 
-from ndr_jobs.runtime import JobNotImplementedError, MonthlyRuntime
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ndr_jobs import storage
+from ndr_jobs.runtime import MonthlyRuntime
+
+INVENTORY_DATASET = "inventory"
+INVENTORY_COLUMNS: tuple[str, ...] = ("ip_address", "hostname", "segment", "zone", "os", "role", "criticality")
+DEFAULT_TABLE = "machine_inventory"
+
+DUCKDB_ENV = "NDR_INVENTORY_DUCKDB"
+TABLE_ENV = "NDR_INVENTORY_TABLE"
+QUERY_ENV = "NDR_INVENTORY_QUERY"
+WORKGROUP_ENV = "NDR_REDSHIFT_WORKGROUP"
+CLUSTER_ENV = "NDR_REDSHIFT_CLUSTER_ID"
+DATABASE_ENV = "NDR_REDSHIFT_DATABASE"
+SECRET_ENV = "NDR_REDSHIFT_SECRET_ARN"
+DB_USER_ENV = "NDR_REDSHIFT_DB_USER"
+ROLE_ENV = "NDR_INVENTORY_UNLOAD_ROLE"
+TIMEOUT_ENV = "NDR_INVENTORY_TIMEOUT_SECONDS"
+POLL_ENV = "NDR_INVENTORY_POLL_SECONDS"
+
+#: a (schema-qualified) table name: plain identifiers only, nothing to quote
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+FINAL_STATUSES = ("FINISHED", "FAILED", "ABORTED")
 
 
-def run_machine_inventory_unload_from_runtime_config(runtime: MonthlyRuntime) -> None:
-    raise JobNotImplementedError("machine_inventory_unload is not implemented yet (issue #7)")
+class RedshiftStatementError(RuntimeError):
+    """A Redshift Data API statement that ended FAILED or ABORTED (its error text and id in the message)."""
+
+
+# --- the query ------------------------------------------------------------------------------------------
+
+
+def month_bounds(reference_month: str) -> tuple[date, date]:
+    """``YYYY-MM`` -> (first day of the month, first day of the next month)."""
+    try:
+        first = datetime.strptime(reference_month, "%Y-%m").date()
+    except ValueError:
+        raise ValueError(f"reference month {reference_month!r} is not YYYY-MM") from None
+    following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    return first, following
+
+
+def _date_literal(day: date) -> str:
+    return f"CAST('{day.isoformat()}' AS DATE)"
+
+
+def source_query(reference_month: str) -> str:
+    """The inner SELECT: ``$NDR_INVENTORY_QUERY`` (placeholders filled) or the default over the table."""
+    start, end = month_bounds(reference_month)
+    custom = os.environ.get(QUERY_ENV, "").strip()
+    if custom:
+        return (
+            custom.rstrip(";")
+            .replace("{reference_month}", f"'{reference_month}'")
+            .replace("{month_start}", _date_literal(start))
+            .replace("{month_end}", _date_literal(end))
+        )
+    table = os.environ.get(TABLE_ENV, "").strip() or DEFAULT_TABLE
+    if not _TABLE.match(table):
+        raise ValueError(f"{TABLE_ENV}={table!r} is not a plain (schema-qualified) table name")
+    return (
+        f"SELECT * FROM {table} WHERE valid_from < {_date_literal(end)} "
+        f"AND (valid_to IS NULL OR valid_to > {_date_literal(start)})"
+    )
+
+
+def inventory_select(reference_month: str) -> str:
+    """The full SELECT both engines run: the seven columns as strings, sorted by ``ip_address``."""
+    columns = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in INVENTORY_COLUMNS)
+    return f"SELECT {columns} FROM ({source_query(reference_month)}) AS inventory ORDER BY ip_address"
+
+
+def quote_literal(text: str) -> str:
+    """A SQL string literal: single quotes, embedded ones doubled."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def unload_sql(select: str, s3_prefix: str, iam_role: str) -> str:
+    """The Redshift UNLOAD of ``select`` to ``s3_prefix`` (an ``s3://`` key prefix) as one Parquet file."""
+    return (
+        f"UNLOAD ({quote_literal(select)}) TO {quote_literal(s3_prefix)} IAM_ROLE {quote_literal(iam_role)} "
+        "FORMAT PARQUET PARALLEL OFF ALLOWOVERWRITE"
+    )
+
+
+# --- Redshift -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedshiftConfig:
+    """Where the UNLOAD runs and how long to wait for it (see the module doc for the variables)."""
+
+    database: str
+    iam_role: str
+    workgroup: str = ""
+    cluster_id: str = ""
+    secret_arn: str = ""
+    db_user: str = ""
+    timeout_seconds: float = 1800.0
+    poll_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls) -> RedshiftConfig:
+        env = {k: os.environ.get(k, "").strip() for k in (WORKGROUP_ENV, CLUSTER_ENV, DATABASE_ENV, SECRET_ENV,
+                                                         DB_USER_ENV, ROLE_ENV, TIMEOUT_ENV, POLL_ENV)}  # fmt: skip
+        problems = []
+        if bool(env[WORKGROUP_ENV]) == bool(env[CLUSTER_ENV]):
+            problems.append(f"set exactly one of {WORKGROUP_ENV} and {CLUSTER_ENV}")
+        if not env[DATABASE_ENV]:
+            problems.append(f"set {DATABASE_ENV}")
+        if env[DB_USER_ENV] and (env[WORKGROUP_ENV] or env[SECRET_ENV]):
+            problems.append(f"{DB_USER_ENV} goes with {CLUSTER_ENV} only, and not with {SECRET_ENV}")
+        role = env[ROLE_ENV]
+        if not role:
+            problems.append(f"set {ROLE_ENV} (the UNLOAD's IAM role ARN, or 'default')")
+        elif role != "default" and not _ROLE_ARN.match(role):
+            problems.append(f"{ROLE_ENV}={role!r} is neither an IAM role ARN nor 'default'")
+        timeout = _positive(env[TIMEOUT_ENV], TIMEOUT_ENV, 1800.0, problems)
+        poll = _positive(env[POLL_ENV], POLL_ENV, 5.0, problems)
+        if problems:
+            raise ValueError(
+                f"machine_inventory_unload: Redshift is not configured ({'; '.join(problems)}); "
+                f"for a local run set {DUCKDB_ENV} to a DuckDB file instead"
+            )
+        return cls(env[DATABASE_ENV], role, env[WORKGROUP_ENV], env[CLUSTER_ENV], env[SECRET_ENV], env[DB_USER_ENV],
+                   timeout, poll)  # fmt: skip
+
+    def execute_arguments(self, sql: str) -> dict[str, str]:
+        """The ``ExecuteStatement`` arguments."""
+        args = {"Sql": sql, "Database": self.database}
+        if self.workgroup:
+            args["WorkgroupName"] = self.workgroup
+        else:
+            args["ClusterIdentifier"] = self.cluster_id
+        if self.secret_arn:
+            args["SecretArn"] = self.secret_arn
+        if self.db_user:
+            args["DbUser"] = self.db_user
+        return args
+
+    def describe(self) -> str:
+        where = f"workgroup {self.workgroup}" if self.workgroup else f"cluster {self.cluster_id}"
+        return f"redshift {where} database {self.database}"
+
+
+def _positive(raw: str, name: str, default: float, problems: list[str]) -> float:
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        problems.append(f"{name}={raw!r} is not a positive number of seconds")
+    return value
+
+
+def run_statement(
+    client: Any,
+    config: RedshiftConfig,
+    sql: str,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Execute ``sql`` through the Redshift Data API and wait for it; the final ``DescribeStatement`` answer.
+
+    FAILED/ABORTED raise :class:`RedshiftStatementError`; a statement still running after
+    ``config.timeout_seconds`` is cancelled and :class:`TimeoutError` raised.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        statement_id = client.execute_statement(**config.execute_arguments(sql))["Id"]
+    except ClientError as exc:
+        raise RedshiftStatementError(f"{config.describe()}: ExecuteStatement was refused: {exc}") from exc
+    deadline = clock() + config.timeout_seconds
+    while True:
+        described = client.describe_statement(Id=statement_id)
+        status = described.get("Status", "")
+        if status == "FINISHED":
+            return described
+        if status in ("FAILED", "ABORTED"):
+            error = described.get("Error") or "no error text"
+            raise RedshiftStatementError(f"{config.describe()}: statement {statement_id} {status}: {error}")
+        if clock() >= deadline:
+            try:
+                client.cancel_statement(Id=statement_id)
+                cancelled = "cancel requested"
+            except ClientError as exc:
+                cancelled = f"cancel failed: {exc}"
+            raise TimeoutError(
+                f"{config.describe()}: statement {statement_id} still {status or 'without a status'} after "
+                f"{config.timeout_seconds:g} s ({TIMEOUT_ENV}); {cancelled}"
+            )
+        sleep(config.poll_seconds)
+
+
+def _s3_uri(path: str) -> str:
+    parsed = urlparse(path)
+    return f"s3://{parsed.netloc}{parsed.path}"
+
+
+def _unload_redshift(select: str, staging: str, client: Any, sleep: Callable[[float], None],
+                     clock: Callable[[], float]) -> dict[str, Any]:  # fmt: skip
+    config = RedshiftConfig.from_env()
+    if not storage.is_s3(staging) or not storage.is_s3(storage.backing(staging)):
+        raise ValueError(
+            f"Redshift UNLOAD writes to S3 only, but the inventory would go to {storage.backing(staging)} "
+            f"(NDR_STORAGE_ROOT / NDR_LOCAL_S3_ROOT); for a local run set {DUCKDB_ENV}"
+        )
+    if client is None:
+        import boto3
+
+        client = boto3.client("redshift-data")
+    described = run_statement(client, config, unload_sql(select, _s3_uri(storage.join(staging, "part-")),
+                                                         config.iam_role), sleep, clock)  # fmt: skip
+    return {"engine": "redshift", "source": config.describe(), "statement_id": described.get("Id"),
+            "redshift_result_rows": described.get("ResultRows")}  # fmt: skip
+
+
+# --- DuckDB ---------------------------------------------------------------------------------------------
+
+
+def _unload_duckdb(select: str, staging: str, database: str) -> dict[str, Any]:
+    import duckdb
+
+    if not Path(database).is_file():
+        raise FileNotFoundError(f"{DUCKDB_ENV}={database}: no such DuckDB file")
+    work = Path(tempfile.mkdtemp(prefix="ndr-inventory-"))
+    try:
+        out = work / "part-00000.parquet"
+        con = duckdb.connect(database, read_only=True)
+        try:
+            con.execute(f"COPY ({select}) TO {quote_literal(str(out))} (FORMAT parquet)")
+        except duckdb.Error as exc:
+            raise ValueError(f"the inventory query failed in DuckDB {database}: {exc}\nquery: {select}") from exc
+        finally:
+            con.close()
+        storage.write_bytes(storage.join(staging, out.name), out.read_bytes())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"engine": "duckdb", "source": f"duckdb {database}"}
+
+
+# --- staging, checks, swap ------------------------------------------------------------------------------
+
+
+def check_staged(staging: str) -> tuple[int, list[str]]:
+    """(rows, files) of the staged Parquet files, after checking columns, rows and ``ip_address``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = [o.path for o in storage.list_objects(staging)]
+    if not files:
+        raise ValueError(f"the unload wrote no files under {staging}: the inventory query returned no rows?")
+    tables = []
+    for path in files:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(path)))
+        if tuple(table.column_names) != INVENTORY_COLUMNS:
+            raise ValueError(f"{path}: columns {table.column_names}, expected {list(INVENTORY_COLUMNS)}")
+        wrong = [f.name for f in table.schema if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
+        if wrong:
+            raise ValueError(f"{path}: columns {wrong} are not strings")
+        tables.append(table.select(["ip_address"]).cast(pa.schema([("ip_address", pa.string())])))
+    ips = pa.concat_tables(tables).column("ip_address")
+    if len(ips) == 0:
+        raise ValueError(f"the inventory query returned no rows (staged under {staging}); previous partition kept")
+    if ips.null_count:
+        raise ValueError(f"{ips.null_count} inventory rows have no ip_address")
+    duplicates = sorted(ip for ip, n in Counter(ips.to_pylist()).items() if n > 1)
+    if duplicates:
+        shown = ", ".join(duplicates[:5]) + (", ..." if len(duplicates) > 5 else "")
+        raise ValueError(f"{len(duplicates)} ip_address values appear more than once in the inventory: {shown}")
+    return len(ips), files
+
+
+def _prune_empty(path: Path, stop: Path) -> None:
+    while path != stop and stop in path.parents:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
+
+
+def unload_inventory(
+    runtime: MonthlyRuntime,
+    redshift_client: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """The job (see the module doc); the Redshift client and the clock can be given (tests)."""
+    began = time.perf_counter()
+    month_bounds(runtime.reference_month)
+    root = os.environ.get("NDR_STORAGE_ROOT")
+    if not root:
+        raise ValueError("NDR_STORAGE_ROOT is not set")
+    partition = [("feature_spec_version", runtime.feature_spec_version), ("reference_month", runtime.reference_month)]
+    target = storage.partition_path(root, INVENTORY_DATASET, partition)
+    base = storage.join(root, INVENTORY_DATASET)
+    relative = target[len(base) + 1 :]
+    run_id = uuid.uuid4().hex
+    staging = storage.join(base, storage.STAGING_DIR, relative, run_id)
+    trash = storage.join(base, storage.TRASH_DIR, relative)
+    storage.recover_partition(root, INVENTORY_DATASET, partition)
+    select = inventory_select(runtime.reference_month)
+    duckdb_file = os.environ.get(DUCKDB_ENV, "").strip()
+    try:
+        if duckdb_file:
+            source = _unload_duckdb(select, staging, duckdb_file)
+        else:
+            source = _unload_redshift(select, staging, redshift_client, sleep, clock)
+        rows, _ = check_staged(staging)
+        storage.swap_in(staging, target, trash, run_id)
+    finally:
+        if storage.exists(staging):
+            storage.delete_prefix(staging)
+        if not storage.is_s3(storage.backing(target)):
+            stop = storage.local_path(storage.backing(base))
+            _prune_empty(storage.local_path(storage.backing(staging)).parent, stop)
+            _prune_empty(storage.local_path(storage.backing(trash)), stop)
+    files = [o.path for o in storage.list_objects(target)]
+    summary: dict[str, Any] = {
+        "job": "machine_inventory_unload",
+        "project_name": runtime.project_name,
+        "feature_spec_version": runtime.feature_spec_version,
+        "reference_month": runtime.reference_month,
+        **source,
+        "query": select,
+        "rows": rows,
+        "output": target,
+        "output_files": len(files),
+        "seconds": round(time.perf_counter() - began, 3),
+    }
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return summary
+
+
+def run_machine_inventory_unload_from_runtime_config(runtime: MonthlyRuntime) -> dict[str, Any]:
+    """Unload the reference month's active machines into the inventory partition; print and return the summary."""
+    return unload_inventory(runtime)

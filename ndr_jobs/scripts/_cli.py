@@ -1,6 +1,7 @@
 """What every ``run_*`` script shares: argument groups and the exit-code contract.
 
-Exit codes: 0 success; 2 bad arguments (argparse); 3 job not implemented; 1 job failed.
+Exit codes: 0 success; 2 bad arguments (argparse); 3 job not implemented; 1 job failed (the traceback, then
+one last ``error:`` line that the local runner and the state machines' failure causes show).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +34,10 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     except JobNotImplementedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except Exception as exc:  # the traceback for the logs, then one line saying what went wrong
+        traceback.print_exc()
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

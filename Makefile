@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint compile check bench clean
+.PHONY: run test lint compile check bench eval clean
 
 # Spark (the job library) needs a Java 17+ runtime: install Debian's when the machine has none.
 JAVA_STAMP := $(VENV)/.java
@@ -30,8 +30,11 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
 
+# The whole platform on this machine: compile, then drive a synthetic estate through the generated state
+# machines (backfill, baselines, training, live batches with attacks, publication). See docs/quickstart.md.
 run: $(STAMP) $(JAVA_STAMP)
 	$(VENV)/bin/ndr-compile specs/
+	$(VENV)/bin/ndr-compile demo
 
 compile: $(STAMP)
 	$(VENV)/bin/ndr-compile specs/
@@ -49,7 +52,12 @@ test: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
+	$(PY) -m ndr_jobs.bench --out docs/benchmarks-data.md
 	$(PY) -m ndr_compiler.bench
+
+# Detection quality on labelled synthetic traffic: AUC and recall at fixed FPR per attack class.
+eval: $(STAMP) $(JAVA_STAMP)
+	$(PY) -m ndr_jobs.eval --out docs/detection.md
 
 clean:
 	rm -rf $(VENV) node_modules

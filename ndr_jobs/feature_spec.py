@@ -152,7 +152,7 @@ class FgAFeature(Strict):
 class Rarity(Strict):
     """A port/app is rare when at most ``max(min_hosts, host_fraction x active hosts)`` internal hosts used it."""
 
-    reference_window: str = "24h"
+    reference_window: str | None = None  # default: the longest FG-A window
     port_max_hosts: Annotated[int, Field(ge=1)] = 2
     app_max_hosts: Annotated[int, Field(ge=1)] = 2
     host_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
@@ -193,7 +193,7 @@ class FgA(Strict):
             bad = sorted(set(f.windows) - set(self.windows))
             if bad:
                 raise ValueError(f"feature {f.name!r} uses windows {bad} not declared in fg_a.windows")
-        if self.rarity.reference_window not in self.windows:
+        if self.rarity.reference_window is not None and self.rarity.reference_window not in self.windows:
             raise ValueError(f"rarity.reference_window {self.rarity.reference_window!r} is not in fg_a.windows")
         return self
 
@@ -204,6 +204,10 @@ class FgA(Strict):
     @property
     def max_window(self) -> str:
         return self.windows[-1]
+
+    @property
+    def rarity_window(self) -> str:
+        return self.rarity.reference_window or self.max_window
 
 
 class FgB(Strict):

@@ -1,72 +1,47 @@
-"""``ndr-compile run``: the compiled state machines drive the real jobs through the local pipeline runner.
-
-Failure drill: a job that raises -> pipeline Failed -> lock released -> WorkflowFailed, and the next
-announcement of the batch runs again.
-"""
+"""``ndr-compile run``: one compiled state machine executed offline from the command line, its pipelines
+running the real jobs (the failure drills, with a whole platform, are in ``test_drills.py``)."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from ndr_compiler.cli import main
-from ndr_compiler.local import offline_aws
-from ndr_compiler.local.platform import stand_up
-from ndr_compiler.local.runner import LocalPipelines, local_pipeline_names
-from ndr_compiler.specs import load_specs
+from ndr_jobs.synth.generator import SynthConfig, generate
 from tests.conftest import CONTRACTS, GENERATED, SPECS
 
 pytestmark = pytest.mark.skipif(not CONTRACTS.exists(), reason="shared contracts not present")
 
 
-def test_cli_runs_the_training_machine_with_the_real_pipeline(tmp_path: Path):
-    result = CliRunner().invoke(
-        main,
-        [
-            "run",
-            "sfn_ndr_training_orchestrator",
-            "--input",
-            str(CONTRACTS / "training.request.json"),
-            "--specs",
-            str(SPECS),
-            "--generated",
-            str(GENERATED),
-            "--wait-scale",
-            "0.01",
-            "--value",
-            f"NdrStorageRoot={tmp_path}",
-        ],
-    )
-    # the training jobs are not implemented yet: the pipeline fails at its first step, honestly
-    assert result.exit_code == 1
-    assert "pipeline if_training Failed: TrainingDataVerifierStep Failed" in result.output
-    assert "execution: FAILED" in result.output
-    assert "not implemented yet" in result.output
+def test_cli_runs_the_backfill_machine_on_the_contract_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    request = json.loads((CONTRACTS / "backfill.request.json").read_text())
+    request["end_ts"] = "2026-09-14T00:30:00Z"  # the contract's request, over two windows
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    s3 = tmp_path / "s3"
+    monkeypatch.setenv("NDR_LOCAL_S3_ROOT", str(s3))
+    generate(SynthConfig(start=datetime(2026, 9, 14, tzinfo=UTC), hours=0.5, hosts=5, seed=3), "s3://acme-ndr-raw")
+    result = CliRunner().invoke(main, [
+        "run", "sfn_ndr_backfill_reprocessing", "--input", str(tmp_path / "request.json"), "--specs", str(SPECS),
+        "--generated", str(GENERATED), "--wait-scale", "0.05",
+        "--value", "NdrStorageRoot=s3://acme-ndr-features/ndr-prod", "--value", "NdrOrgId=acme",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "execution: SUCCEEDED" in result.output
+    assert result.output.count("pipeline features_15m Succeeded") == 2
+    assert '"status": "COMPLETE"' in result.output and '"windows_succeeded": 2' in result.output
+    fg_a = s3 / "acme-ndr-features" / "ndr-prod" / "fg_a" / "feature_spec_version=v1"
+    assert sorted(p.name for p in fg_a.iterdir()) == ["batch_start=20260914T0000", "batch_start=20260914T0015"]
 
 
-def test_a_failing_job_releases_the_lock_and_the_batch_can_run_again(tmp_path: Path):
-    specs, _ = load_specs([SPECS])
-    project = specs.projects()["ndr"].model
-    from ndr_compiler.compile import compile_specs
-
-    compiled = compile_specs([SPECS], render=False)
-    placeholders, names = local_pipeline_names(compiled.pipelines)
-    pipelines = LocalPipelines(GENERATED, names, {"NdrStorageRoot": str(tmp_path)})
-    event = json.loads((CONTRACTS / "15m_batch_completed.eventbridge.json").read_text())
-    with offline_aws(pipelines, wait_time_scale=0.01):
-        platform = stand_up(GENERATED, project, placeholders)
-        first = platform.run("sfn_ndr_15m_features_inference", event, timeout_s=300)
-        assert first.status == "FAILED"
-        assert first.path[-2:] == ["ReleaseMiniBatchLockOnFailure", "WorkflowFailed"]
-        assert json.loads(first.cause)["error"] == "NDR.PipelineFailed"
-        assert platform.lock("acme-ndr-prod-v1-20261001T1200") is None
-        ((spec, params, run),) = pipelines.runs
-        assert spec == "features_15m" and params["MiniBatchId"] == "acme-ndr-prod-v1-20261001T1200"
-        assert run.status == "Failed"
-        # the lock was freed: the same batch announced again is not a duplicate, it runs (and fails alike)
-        again = platform.run("sfn_ndr_15m_features_inference", event, timeout_s=300)
-        assert "DuplicateMiniBatch" not in again.path
-        assert len(pipelines.runs) == 2
+def test_cli_reports_an_unknown_machine_and_a_bad_input(tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    unknown = CliRunner().invoke(main, ["run", "sfn_nope", "--input", str(bad), "--specs", str(SPECS)])
+    assert unknown.exit_code == 2 and "no state machine 'sfn_nope'" in unknown.output
+    broken = CliRunner().invoke(main, ["run", "sfn_ndr_backfill_reprocessing", "--input", str(bad), "--specs",
+                                       str(SPECS)])
+    assert broken.exit_code == 2 and "is not JSON" in broken.output

@@ -54,12 +54,13 @@ def test_spark_step_runs_its_module_with_the_definitions_arguments():
     ]
 
 
-def test_a_failing_step_fails_the_pipeline_and_its_dependents_never_start():
+def test_a_failing_step_fails_the_pipeline_and_its_dependents_never_start(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("NDR_STORAGE_ROOT", raising=False)  # the verify step cannot know where the features are
     run = run_pipeline(GENERATED, "if_training", TRAINING, {})
     assert run.status == "Failed"
     assert [s.status for s in run.steps] == ["Failed"] + ["NotStarted"] * 6
-    assert run.steps[0].exit_code == 3
-    assert "not implemented" in run.failure_reason
+    assert run.steps[0].exit_code == 1
+    assert run.failure_reason.endswith("error: ValueError: NDR_STORAGE_ROOT is not set")
 
 
 def test_defaults_fill_parameters_and_mistakes_are_refused():
@@ -102,7 +103,8 @@ def test_steps_run_in_dependency_order_with_resolved_environment(tmp_path: Path)
     assert out.read_text().splitlines() == ["A:/data/ndr", "B:/data/ndr", "C:/data/ndr"]
 
 
-def test_cli(tmp_path: Path):
+def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("NDR_STORAGE_ROOT", raising=False)
     args = ["run-pipeline", "if_training", *[f"--param={k}={v}" for k, v in TRAINING.items()]]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1

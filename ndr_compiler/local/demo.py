@@ -33,7 +33,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,110 +117,145 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+class LocalRun:
+    """The offline platform of one local run: the environment, the warm step worker, moto with the generated
+    state machines, and the pipelines running the real jobs. ``with LocalRun(config) as run: run.execute(...)``.
+
+    The demo drives it stage by stage; the failure drills (``tests/test_drills.py``) use it directly.
+    """
+
+    def __init__(self, config: DemoConfig, echo: Callable[[str], None] = print) -> None:
+        from ndr_compiler.compile import compile_specs
+
+        self.config, self.echo = config, echo
+        self.work = config.workdir.resolve()
+        self.s3 = self.work / "s3"
+        self.log = self.work / "logs"
+        compiled = compile_specs([config.specs], render=False)
+        if not compiled.ok:
+            raise DemoError("the specs do not compile: run `ndr-compile lint specs/`")
+        self.compiled = compiled
+        self.project = compiled.specs.projects()["ndr"].model
+        routing = next(r for r in self.project.spec.routing if r.org_id == ORG).model_dump()
+        self.raw_bucket = str(routing["raw_bucket"])
+        self.storage_root = str(routing["feature_root"])
+        self.raw_prefix = f"s3://{self.raw_bucket}/pan-traffic/{ORG}/{PROJECT}/{FSV}/"
+        self._stack = ExitStack()
+
+    def __enter__(self) -> LocalRun:
+        from ndr_compiler.local.platform import stand_up
+        from ndr_compiler.local.runner import LocalPipelines, local_pipeline_names
+        from ndr_compiler.local.sfn_runtime import offline_aws
+        from ndr_compiler.local.step_worker import WarmExecutor
+
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.s3.mkdir(parents=True)
+        self.log.mkdir()
+        env = {
+            "NDR_LOCAL_S3_ROOT": str(self.s3),
+            "NDR_INVENTORY_DUCKDB": str(self.work / "redshift.duckdb"),
+            "NDR_PUBLICATION_DUCKDB": str(self.work / "redshift.duckdb"),
+        }
+        stack = self._stack
+        stack.enter_context(_environment(env))
+        executor = stack.enter_context(WarmExecutor(self.log / "step-worker.log"))
+        placeholders, names = local_pipeline_names(self.compiled.pipelines)
+        values = {"NdrStorageRoot": self.storage_root, "NdrRawRoot": f"s3://{self.raw_bucket}", "NdrOrgId": ORG}
+        self.pipelines = LocalPipelines(self.config.generated, names, values, echo=lambda m: self.echo(f"   {m}"),
+                                        executor=executor)
+        stack.enter_context(offline_aws(self.pipelines, wait_time_scale=self.config.wait_scale,
+                                        local_s3_root=self.s3))
+        self.platform = stand_up(self.config.generated, self.project, placeholders)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def execute(self, machine: str, payload: Any, what: str, expect: str | None = "SUCCEEDED") -> Any:
+        """Run one execution to its end; :class:`DemoError` when it does not end ``expect`` (None: any)."""
+        run = self.platform.run(machine, payload, timeout_s=1800)
+        if expect is not None and run.status != expect:
+            failed = [r for _, _, r in self.pipelines.runs if r is not None and r.status == "Failed"]
+            why = failed[-1].failure_reason if failed else f"{run.error}: {run.cause}"
+            raise DemoError(f"{what}: {machine} ended {run.status} ({why}); logs in {self.log}")
+        return run
+
+    def dataset(self, name: str) -> Path:
+        """The local directory of a dataset (``fg_a``, ``publication``, ...)."""
+        return self.s3 / self.storage_root.removeprefix("s3://") / name
+
+    def generate(self, name: str, start: datetime, hours: float, attacks: tuple[str, ...] = (),
+                 noise_rate: float = 0.0) -> Any:
+        """Synthetic raw batches of the estate into the local raw bucket; labels in ``labels-<name>.jsonl``."""
+        from ndr_jobs.synth.generator import SynthConfig, generate
+
+        return generate(
+            SynthConfig(start=start, hours=hours, hosts=self.config.hosts, seed=self.config.seed, attacks=attacks,
+                        org_id=ORG, project_name=PROJECT, feature_spec_version=FSV, noise_rate=noise_rate),
+            f"s3://{self.raw_bucket}", labels_path=str(self.work / f"labels-{name}.jsonl"),
+        )  # fmt: skip
+
+    def batch_event(self, start: datetime) -> dict[str, Any]:
+        """The ingestion's batch-completed event of the batch starting at ``start`` (its objects counted)."""
+        folder = self.s3 / self.raw_bucket / "pan-traffic" / ORG / PROJECT / FSV / start.strftime("%Y/%m/%d/%H%M")
+        files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        return events.batch_completed(self.raw_bucket, ORG, PROJECT, FSV, start, len(files),
+                                      sum(p.stat().st_size for p in files))
+
+    def backfill(self, start: datetime, end: datetime) -> Any:
+        return self.execute("sfn_ndr_backfill_reprocessing",
+                            events.backfill_request(PROJECT, FSV, start, end, self.raw_prefix), "backfill")
+
+    def baselines(self, month: str) -> Any:
+        return self.execute("sfn_ndr_monthly_fg_b_baselines", events.monthly_baselines(PROJECT, FSV, month),
+                            "baselines")
+
+    def train(self, start: datetime, end: datetime) -> Any:
+        return self.execute("sfn_ndr_training_orchestrator", events.training_request(PROJECT, FSV, start, end),
+                            "training")
+
+
 def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoReport:
     """Run every stage (see the module doc); raises :class:`DemoError` when a stage fails."""
-    from ndr_compiler.compile import compile_specs
-    from ndr_compiler.local.platform import stand_up
-    from ndr_compiler.local.runner import LocalPipelines, local_pipeline_names
-    from ndr_compiler.local.sfn_runtime import offline_aws
-    from ndr_compiler.local.step_worker import WarmExecutor
-
     report = DemoReport()
-    work = config.workdir.resolve()
-    if work.exists():
-        shutil.rmtree(work)
-    s3 = work / "s3"
-    s3.mkdir(parents=True)
-    compiled = compile_specs([config.specs], render=False)
-    if not compiled.ok:
-        raise DemoError("the specs do not compile: run `ndr-compile lint specs/`")
-    project = compiled.specs.projects()["ndr"].model
-    routing = next(r for r in project.spec.routing if r.org_id == ORG)
-    raw_bucket = routing.model_dump()["raw_bucket"]
-    storage_root = str(routing.model_dump()["feature_root"])
-    env = {
-        "NDR_LOCAL_S3_ROOT": str(s3),
-        "NDR_RAW_ROOT": f"s3://{raw_bucket}",
-        "NDR_INVENTORY_DUCKDB": str(work / "redshift.duckdb"),
-        "NDR_PUBLICATION_DUCKDB": str(work / "redshift.duckdb"),
-    }
 
-    def stage(name: str) -> Stage:
+    @contextmanager
+    def stage(name: str) -> Iterator[Stage]:
         s = Stage(name)
         report.stages.append(s)
         echo(f"\n== {name}")
-        return s
+        began = time.perf_counter()
+        yield s
+        s.seconds = time.perf_counter() - began
 
-    with _environment(env):
-        # 1. the estate
-        s = stage("estate: synthetic PAN-OS traffic and inventory")
-        t = time.perf_counter()
-        labels = _make_estate(config, raw_bucket, work, echo)
-        s.seconds = time.perf_counter() - t
-
-        placeholders, names = local_pipeline_names(compiled.pipelines)
-        log = work / "logs"
-        log.mkdir()
-        executor = WarmExecutor(log / "step-worker.log")
-        values = {"NdrStorageRoot": storage_root, "NdrRawRoot": f"s3://{raw_bucket}", "NdrOrgId": ORG}
-        pipelines = LocalPipelines(config.generated, names, values, echo=lambda m: echo(f"   {m}"), executor=executor)
-        try:
-            with offline_aws(pipelines, wait_time_scale=config.wait_scale, local_s3_root=s3):
-                platform = stand_up(config.generated, project, placeholders)
-
-                def execute(machine: str, payload: Any, what: str, expect: str = "SUCCEEDED") -> Any:
-                    run = platform.run(machine, payload, timeout_s=1800)
-                    if run.status != expect:
-                        failed = [r for _, _, r in pipelines.runs if r is not None and r.status == "Failed"]
-                        why = failed[-1].failure_reason if failed else f"{run.error}: {run.cause}"
-                        raise DemoError(f"{what}: {machine} ended {run.status} ({why}); logs in {log}")
-                    return run
-
-                raw_prefix = f"s3://{raw_bucket}/pan-traffic/{ORG}/{PROJECT}/{FSV}/"
-                hist_end = config.history_start + timedelta(hours=config.history_hours)
-                s = stage(f"backfill: history {events._iso(config.history_start)} .. {events._iso(hist_end)}")
-                t = time.perf_counter()
-                execute("sfn_ndr_backfill_reprocessing",
-                        events.backfill_request(PROJECT, FSV, config.history_start, hist_end, raw_prefix), "backfill")
-                s.seconds = time.perf_counter() - t
-
-                month = config.history_start.strftime("%Y-%m")
-                s = stage(f"baselines: inventory and FG-B for {month}")
-                t = time.perf_counter()
-                execute("sfn_ndr_monthly_fg_b_baselines", events.monthly_baselines(PROJECT, FSV, month), "baselines")
-                s.seconds = time.perf_counter() - t
-
-                train_end = config.training_start + timedelta(hours=config.training_hours)
-                s = stage(f"training: {events._iso(config.training_start)} .. {events._iso(train_end)}")
-                t = time.perf_counter()
-                execute("sfn_ndr_training_orchestrator",
-                        events.training_request(PROJECT, FSV, config.training_start, train_end), "training")
-                s.seconds = time.perf_counter() - t
-
-                s = stage("live: 15-minute batches with injected attacks")
-                t = time.perf_counter()
-                live = _live_events(config, raw_bucket, s3)
-                first_payload = None
-                for i, (wrapper, payload) in enumerate(live):
-                    echo(f"   batch {i + 1}/{len(live)} ({wrapper}) {payload_folder(payload)}")
-                    execute("sfn_ndr_15m_features_inference", payload, f"live batch {i + 1}")
-                    first_payload = first_payload or payload
-                    report.batches += 1
-                s.seconds = time.perf_counter() - t
-
-                s = stage("duplicate: the first live event again")
-                t = time.perf_counter()
-                before = _tree_digest(s3)
-                run = execute("sfn_ndr_15m_features_inference", first_payload, "duplicate", expect="FAILED")
-                report.duplicate_rejected = "DuplicateMiniBatch" in run.path
-                report.duplicate_wrote_nothing = _tree_digest(s3) == before
-                s.detail = f"{run.status} at {run.path[-1]}; outputs unchanged: {report.duplicate_wrote_nothing}"
-                echo(f"   {s.detail}")
-                s.seconds = time.perf_counter() - t
-        finally:
-            executor.close()
-
-    _summarise(report, pipelines.runs, storage_root, s3, labels, config)
+    c = config
+    hist_end = c.history_start + timedelta(hours=c.history_hours)
+    train_end = c.training_start + timedelta(hours=c.training_hours)
+    with LocalRun(config, echo) as run:
+        with stage("estate: synthetic PAN-OS traffic and inventory"):
+            _make_estate(run, echo)
+        with stage(f"backfill: history {events._iso(c.history_start)} .. {events._iso(hist_end)}"):
+            run.backfill(c.history_start, hist_end)
+        month = c.history_start.strftime("%Y-%m")
+        with stage(f"baselines: inventory and FG-B for {month}"):
+            run.baselines(month)
+        with stage(f"training: {events._iso(c.training_start)} .. {events._iso(train_end)}"):
+            run.train(c.training_start, train_end)
+        with stage("live: 15-minute batches with injected attacks, through the three contract wrappers"):
+            live = _live_events(run)
+            for i, (wrapper, payload) in enumerate(live):
+                echo(f"   batch {i + 1}/{len(live)} ({wrapper}) {payload_folder(payload)}")
+                run.execute("sfn_ndr_15m_features_inference", payload, f"live batch {i + 1}")
+                report.batches += 1
+        with stage("duplicate: the first live event again") as s:
+            before = _tree_digest(run.s3)
+            again = run.execute("sfn_ndr_15m_features_inference", live[0][1], "duplicate", expect="FAILED")
+            report.duplicate_rejected = "DuplicateMiniBatch" in again.path
+            report.duplicate_wrote_nothing = _tree_digest(run.s3) == before
+            s.detail = f"{again.status} at {again.path[-1]}; outputs unchanged: {report.duplicate_wrote_nothing}"
+            echo(f"   {s.detail}")
+        _summarise(report, run)
     if not report.duplicate_rejected or not report.duplicate_wrote_nothing:
         report.failures.append("the duplicate batch event was not rejected cleanly")
     return report
@@ -232,74 +267,55 @@ def payload_folder(payload: Any) -> str:
     return text[start : text.find("/", start + 40) + 6] if start >= 0 else ""
 
 
-def _make_estate(config: DemoConfig, raw_bucket: str, work: Path, echo: Callable[[str], None]) -> Path:
-    from ndr_jobs.synth.generator import ATTACK_CLASSES, SynthConfig, generate
-
-    out = f"s3://{raw_bucket}"
-    labels = work / "labels.jsonl"
-    spans = [
-        ("history", config.history_start, config.history_hours, (), 0.0),
-        ("training", config.training_start, config.training_hours, (), 0.0),
-        ("live", config.live_start, config.live_hours, ATTACK_CLASSES, config.noise_rate),
-    ]
-    for name, start, hours, attacks, noise in spans:
-        result = generate(
-            SynthConfig(start=start, hours=hours, hosts=config.hosts, seed=config.seed, attacks=tuple(attacks),
-                        org_id=ORG, project_name=PROJECT, feature_spec_version=FSV, noise_rate=noise),
-            out, labels_path=str(work / f"labels-{name}.jsonl"),
-        )  # fmt: skip
-        echo(f"   {name}: {result.batches} batches, {result.rows:,} lines"
-             + (f", attacks {', '.join(attacks)}, {sum(result.noise_rows.values())} malformed" if attacks else ""))
-    shutil.copyfile(work / "labels-live.jsonl", labels)
+def _make_estate(run: LocalRun, echo: Callable[[str], None]) -> None:
+    from ndr_jobs.synth.generator import ATTACK_CLASSES
     from ndr_jobs.synth.inventory import create_inventory_duckdb
 
-    machines = create_inventory_duckdb(os.environ["NDR_INVENTORY_DUCKDB"], config.hosts, config.seed)
+    c = run.config
+    spans = [
+        ("history", c.history_start, c.history_hours, (), 0.0),
+        ("training", c.training_start, c.training_hours, (), 0.0),
+        ("live", c.live_start, c.live_hours, ATTACK_CLASSES, c.noise_rate),
+    ]
+    for name, start, hours, attacks, noise in spans:
+        result = run.generate(name, start, hours, tuple(attacks), noise)
+        echo(f"   {name}: {result.batches} batches, {result.rows:,} lines"
+             + (f", attacks {', '.join(attacks)}, {sum(result.noise_rows.values())} malformed" if attacks else ""))
+    machines = create_inventory_duckdb(os.environ["NDR_INVENTORY_DUCKDB"], c.hosts, c.seed)
     echo(f"   inventory: {machines} machines in {os.environ['NDR_INVENTORY_DUCKDB']} (the Redshift stand-in)")
-    return labels
 
 
-def _live_events(config: DemoConfig, raw_bucket: str, s3: Path) -> list[tuple[str, Any]]:
+def _live_events(run: LocalRun) -> list[tuple[str, Any]]:
     """One event per live batch, cycling through the contract's three wrappers."""
     out: list[tuple[str, Any]] = []
-    n = max(1, round(config.live_hours * 4))
-    for i in range(n):
-        start = config.live_start + timedelta(minutes=15 * i)
-        folder = s3 / raw_bucket / "pan-traffic" / ORG / PROJECT / FSV / start.strftime("%Y/%m/%d/%H%M")
-        files = sorted(p for p in folder.iterdir() if p.is_file())
-        event = events.batch_completed(raw_bucket, ORG, PROJECT, FSV, start, len(files),
-                                       sum(p.stat().st_size for p in files))
+    for i in range(max(1, round(run.config.live_hours * 4))):
+        event = run.batch_event(run.config.live_start + timedelta(minutes=15 * i))
         wrapper = ("eventbridge", "sqs", "sns")[i % 3]
-        if wrapper == "sqs":
-            out.append((wrapper, events.as_sqs(event)))
-        elif wrapper == "sns":
-            out.append((wrapper, events.as_sns(event)))
-        else:
-            out.append((wrapper, event))
+        out.append((wrapper, events.as_sqs(event) if wrapper == "sqs" else events.as_sns(event)
+                    if wrapper == "sns" else event))
     return out
 
 
-def _summarise(report: DemoReport, runs: list[Any], storage_root: str, s3: Path, labels: Path,
-               config: DemoConfig) -> None:
+def _summarise(report: DemoReport, run: LocalRun) -> None:
     """Counts from the jobs' own summaries, and the top anomalies from the published dataset."""
-    for _spec, _params, run in runs:
-        if run is None:
+    for spec, _params, pipeline_run in run.pipelines.runs:
+        if pipeline_run is None or spec != "features_15m":
             continue
-        for step in run.steps:
+        for step in pipeline_run.steps:
             summary = step.summary or {}
-            if step.name == "DeltaBuilderStep" and _spec == "features_15m":
+            if step.name == "DeltaBuilderStep" and _params.get("BatchStartTsIso", "") >= events._iso(
+                run.config.live_start
+            ):
                 report.lines += int(summary.get("lines_read", 0) or 0)
                 report.quarantined += int(summary.get("lines_quarantined", 0) or 0)
-    report.top, report.alerts = _top_anomalies(storage_root, s3, labels, config)
+    report.top, report.alerts = _top_anomalies(run.dataset("publication"), run.work / "labels-live.jsonl",
+                                               run.config)
 
 
-def _local(uri: str, s3: Path) -> Path:
-    return s3 / uri.removeprefix("s3://")
-
-
-def _top_anomalies(storage_root: str, s3: Path, labels: Path, config: DemoConfig) -> tuple[list[dict[str, Any]], int]:
+def _top_anomalies(publication: Path, labels: Path, config: DemoConfig) -> tuple[list[dict[str, Any]], int]:
     import duckdb
 
-    published = _local(storage_root, s3) / "publication" / f"feature_spec_version={FSV}"
+    published = publication / f"feature_spec_version={FSV}"
     files = sorted(published.rglob("*.parquet"))
     if not files:
         return [], 0

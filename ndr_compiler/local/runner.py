@@ -43,7 +43,8 @@ class LocalPipelines:
                 self._state[execution_arn] = run
                 self.runs.append((spec, dict(parameters), run))
             if self.echo:
-                steps = ", ".join(f"{s.name} {s.status}" for s in run.steps)
+                steps = ", ".join(f"{s.name} {s.status}" + (f" {s.seconds:.1f}s" if s.status != "NotStarted" else "")
+                                  for s in run.steps)
                 self.echo(f"pipeline {spec} {run.status}: {steps}")
 
         threading.Thread(target=work, name=f"pipeline-{spec}", daemon=True).start()

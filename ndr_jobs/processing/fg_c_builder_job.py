@@ -1,9 +1,359 @@
-"""Compute FG-C correlation features."""
+"""FG-C: correlation features per host of a batch — FG-A against FG-B baselines, pair novelty, prevalence.
+
+One run, for the batch ``[batch_start, batch_end)``, reads the batch's FG-A and pair-count partitions, the
+pair counts of the ``fg_c.novelty.periodicity_window`` (24h) ending at the batch end, and the FG-B snapshot
+of horizon ``fg_c.baseline_horizon`` (7d) of the latest reference month whose horizon end (the first instant
+of the month after it) is at or before the batch start. It writes
+
+``$NDR_STORAGE_ROOT/fg_c/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
+    one row per FG-A host of the batch, sorted by ``host_ip``. Columns, in order:
+
+    * ``host_ip``, ``segment`` (strings; segment from the host baseline, else the snapshot month's
+      inventory, else the spec's CIDR map);
+    * ``z_host_<c>`` then ``z_segment_<c>`` (double) for every FG-A column ``<c>`` of
+      :meth:`ndr_jobs.feature_spec.FeatureSpecBody.zscore_columns` (v1: the 15m and 1h columns): the robust
+      z-score ``(x - median) / scale`` against the host's (segment's) baseline, ``scale`` = 1.4826 x MAD,
+      or the baseline's std when the MAD is 0, or ``fg_c.zscore.min_scale`` when both are 0; clipped to
+      +-``fg_c.zscore.clip``; 0 when the baseline is missing;
+    * the spec's ``fg_c.features`` (double), from the catalogue
+      (:data:`ndr_jobs.feature_spec.FG_C_CATALOGUE`): pair novelty against the host's pair baseline
+      (``pairs``, ``novel_pairs``, ``novel_pair_fraction``, ``novel_pair_bytes_out_log``, ``novel_dsts``,
+      ``novel_external_dsts``, ``novel_dst_bytes_out_log``) and the segment's (``segment_novel_pairs``);
+      destination prevalence from the IP metadata (``max_dst_rarity`` = max 1 / (1 + prevalence),
+      ``min_dst_prevalence_log``, ``low_prevalence_dsts`` and ``low_prevalence_bytes_out_log`` for
+      prevalence <= ``fg_c.novelty.low_prevalence_max_hosts``) over external destinations; periodicity of
+      the host's series to *rare* external destinations (novel for the host, or low prevalence) over the
+      periodicity window (``rare_dst_periodic_score``, and ``rare_dst_active_fraction``: that series'
+      active slices / covered slices); ``bytes_out_vs_host_p99`` (the batch's ``bytes_out_log_15m`` minus
+      the host's baseline p99 of it);
+    * ``host_baseline_missing``, ``segment_baseline_missing``, ``pair_baseline_missing``,
+      ``ip_baseline_missing`` (double 0/1): cold-start flags. A host (segment) baseline with fewer than
+      ``fg_b.min_windows`` windows counts as missing. Features that need a missing baseline are 0;
+    * ``baseline_reference_month`` (string, ``""`` without a snapshot), ``batch_start_ts``, ``batch_end_ts``.
+
+Destination-level features (novel destinations, prevalence, periodicity) count only pairs with at least
+one allowed session (``sessions > deny_count``), so that blocked outbound noise does not look like
+contact with a new address; ``pairs``/``novel_pairs`` count every pair. Every feature column is a
+non-null double. Re-running a batch replaces its partition. The summary (one JSON line on stdout) gives
+hosts, the snapshot used, which baselines were missing, coverage of the periodicity window and seconds.
+"""
 
 from __future__ import annotations
 
-from ndr_jobs.runtime import BatchRuntime, JobNotImplementedError
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ndr_jobs import datasets, storage
+from ndr_jobs.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration
+from ndr_jobs.processing.fg_a_builder_job import batch_window
+from ndr_jobs.processing.fg_b_builder_job import horizon_end, snapshot_partition, table_location
+from ndr_jobs.runtime import BatchRuntime
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+FLAGS = ("host_baseline_missing", "segment_baseline_missing", "pair_baseline_missing", "ip_baseline_missing")
+MAD_SCALE = 1.4826
 
 
-def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> None:
-    raise JobNotImplementedError("fg_c_builder is not implemented yet (issue #6)")
+def latest_snapshot(root: str, feature_spec_version: str, horizon: str, before: datetime) -> str | None:
+    """The latest reference month with an FG-B host snapshot whose horizon end is at or before ``before``."""
+    table_root, name = table_location(root, "host")
+    prefix = storage.join(table_root, name, f"feature_spec_version={feature_spec_version}",
+                          f"baseline_horizon={horizon}")  # fmt: skip
+    months = set()
+    for obj in storage.list_objects(prefix):
+        first = obj.path[len(prefix) :].lstrip("/").split("/", 1)[0]
+        if first.startswith("reference_month="):
+            months.add(first.split("=", 1)[1])
+    eligible = []
+    for month in months:
+        try:
+            if horizon_end(month) <= before:
+                eligible.append(month)
+        except ValueError:
+            continue
+    return max(eligible) if eligible else None
+
+
+def read_snapshot(
+    spark: SparkSession, root: str, table: str, feature_spec_version: str, horizon: str, month: str | None
+) -> DataFrame | None:
+    """One FG-B table of a snapshot, or None when it is missing or empty."""
+    if month is None:
+        return None
+    table_root, name = table_location(root, table)
+    path = storage.partition_path(table_root, name, snapshot_partition(feature_spec_version, horizon, month))
+    if not storage.list_objects(path):
+        return None
+    frame = spark.read.parquet(storage.spark_uri(path))
+    return None if frame.isEmpty() else frame
+
+
+def robust_z(x: Column, median: Column, mad: Column, std: Column, min_scale: float, clip: float) -> Column:
+    """Clipped robust z-score (see the module doc); null when the baseline is null."""
+    from pyspark.sql import functions as F
+
+    scale = (
+        F.when(mad * MAD_SCALE > 0, mad * MAD_SCALE)
+        .when(F.coalesce(std, F.lit(0.0)) > 0, std)
+        .otherwise(F.lit(min_scale))
+    )
+    z = (x - median) / scale
+    return F.greatest(F.least(z, F.lit(clip)), F.lit(-clip))
+
+
+def build_fg_c(
+    spark: SparkSession,
+    spec: FeatureSpecBody,
+    fg_a: DataFrame,
+    batch_pairs: DataFrame,
+    window_pairs: DataFrame | None,
+    covered: list[datetime],
+    baselines: dict[str, DataFrame | None],
+    inventory: DataFrame | None,
+    start: datetime,
+    end: datetime,
+    month: str | None,
+) -> DataFrame:
+    """FG-C rows (see the module doc). ``baselines``: FG-B tables by name (None when missing)."""
+    from pyspark.sql import functions as F
+
+    from ndr_jobs.features.common import is_internal, ln1p, pair_periodicity, ratio, with_segment
+
+    fg_c, network = spec.fg_c, spec.network
+    min_windows = spec.fg_b.min_windows
+    z_columns = spec.zscore_columns()
+    host_base, seg_base = baselines.get("host"), baselines.get("segment")
+    pair_base, seg_pair_base = baselines.get("pair/host"), baselines.get("pair/segment")
+    ip_base = baselines.get("ip_metadata")
+
+    extra = ["bytes_out_log_15m"] if "bytes_out_log_15m" in fg_a.columns else []
+    hosts = fg_a.select("host_ip", *dict.fromkeys([*z_columns, *extra]))
+    # --- host baseline and segment ------------------------------------------------------------------------
+    if host_base is not None:
+        wanted = ["host_ip", "segment", "n_windows"]
+        for c in z_columns:
+            wanted += [f"{c}_median", f"{c}_mad", f"{c}_std"]
+        if "bytes_out_log_15m_p99" in host_base.columns:
+            wanted.append("bytes_out_log_15m_p99")
+        hb = host_base.select(*(c for c in dict.fromkeys(wanted) if c in host_base.columns))
+        hb = hb.select("host_ip", *(F.col(c).alias(f"_h_{c}") for c in hb.columns if c != "host_ip"))
+        hosts = hosts.join(F.broadcast(hb), "host_ip", "left")
+        host_ok = F.coalesce(F.col("_h_n_windows"), F.lit(0)) >= min_windows
+        hosts = with_segment(hosts, "host_ip", "_seg_fallback", network, inventory)
+        hosts = hosts.withColumn("segment", F.coalesce(F.col("_h_segment"), F.col("_seg_fallback")))
+    else:
+        host_ok = F.lit(False)
+        hosts = with_segment(hosts, "host_ip", "segment", network, inventory)
+    if seg_base is not None:
+        wanted = ["segment", "n_windows"] + [f"{c}_{s}" for c in z_columns for s in ("median", "mad", "std")]
+        sb = seg_base.select(*(c for c in wanted if c in seg_base.columns))
+        sb = sb.select("segment", *(F.col(c).alias(f"_s_{c}") for c in sb.columns if c != "segment"))
+        hosts = hosts.join(F.broadcast(sb), "segment", "left")
+        seg_ok = F.coalesce(F.col("_s_n_windows"), F.lit(0)) >= min_windows
+    else:
+        seg_ok = F.lit(False)
+    hosts = hosts.withColumn("_host_ok", host_ok).withColumn("_seg_ok", seg_ok)
+
+    z_exprs = []
+    for prefix, ok, tag in (("z_host", "_host_ok", "_h_"), ("z_segment", "_seg_ok", "_s_")):
+        for c in z_columns:
+            present = all(f"{tag}{c}_{s}" in hosts.columns for s in ("median", "mad", "std"))
+            if present:
+                z = robust_z(F.col(c), F.col(f"{tag}{c}_median"), F.col(f"{tag}{c}_mad"), F.col(f"{tag}{c}_std"),
+                             fg_c.zscore.min_scale, fg_c.zscore.clip)  # fmt: skip
+                z_exprs.append(F.when(F.col(ok), z).otherwise(F.lit(0.0)).alias(f"{prefix}_{c}"))
+            else:
+                z_exprs.append(F.lit(0.0).alias(f"{prefix}_{c}"))
+    if "_h_bytes_out_log_15m_p99" in hosts.columns and "bytes_out_log_15m" in hosts.columns:
+        vs_p99 = F.when(F.col("_host_ok"), F.col("bytes_out_log_15m") - F.col("_h_bytes_out_log_15m_p99"))
+    else:
+        vs_p99 = F.lit(0.0)
+    base = hosts.select(
+        "host_ip", "segment", *z_exprs, vs_p99.alias("bytes_out_vs_host_p99"),
+        F.when(F.col("_host_ok"), 0.0).otherwise(1.0).alias("host_baseline_missing"),
+        F.when(F.col("_seg_ok"), 0.0).otherwise(1.0).alias("segment_baseline_missing"),
+    )  # fmt: skip
+
+    # --- pairs of the batch against the pair baselines and the IP metadata -----------------------------
+    pairs = (
+        batch_pairs.select(F.col("src_ip").alias("host_ip"), "dst_ip", "dst_port", "sessions", "bytes_sent",
+                           "deny_count")
+        .join(base.select("host_ip", "segment"), "host_ip")
+        .withColumn("_allowed", F.col("sessions") > F.coalesce(F.col("deny_count"), F.lit(0)))
+        .withColumn("_external", ~is_internal("dst_ip", network))
+    )  # fmt: skip
+    if pair_base is not None:
+        pb = pair_base.select(F.col("src_ip").alias("host_ip"), "dst_ip", "dst_port")
+        known_pairs = pb.withColumn("_known_pair", F.lit(True))
+        known_dsts = pb.select("host_ip", "dst_ip").distinct().withColumn("_known_dst", F.lit(True))
+        with_base = pb.select("host_ip").distinct().withColumn("_has_pair_base", F.lit(True))
+        pairs = (
+            pairs.join(known_pairs, ["host_ip", "dst_ip", "dst_port"], "left")
+            .join(known_dsts, ["host_ip", "dst_ip"], "left")
+            .join(F.broadcast(with_base), "host_ip", "left")
+        )
+    else:
+        pairs = pairs.select("*", *(F.lit(None).cast("BOOLEAN").alias(c)
+                                    for c in ("_known_pair", "_known_dst", "_has_pair_base")))  # fmt: skip
+    if seg_pair_base is not None:
+        sp = seg_pair_base.select(F.col("src_segment").alias("segment"), "dst_ip", "dst_port").withColumn(
+            "_seg_known", F.lit(True)
+        )
+        seg_pairs_exist = seg_pair_base.select(F.col("src_segment").alias("segment")).distinct()
+        pairs = pairs.join(sp, ["segment", "dst_ip", "dst_port"], "left").join(
+            F.broadcast(seg_pairs_exist.withColumn("_seg_has_pairs", F.lit(True))), "segment", "left"
+        )
+    else:
+        pairs = pairs.select("*", F.lit(None).cast("BOOLEAN").alias("_seg_known"),
+                             F.lit(None).cast("BOOLEAN").alias("_seg_has_pairs"))  # fmt: skip
+    if ip_base is not None:
+        pairs = pairs.join(
+            ip_base.select(F.col("ip").alias("dst_ip"), F.col("prevalence").alias("_prevalence")), "dst_ip", "left"
+        ).withColumn("_prevalence", F.coalesce(F.col("_prevalence"), F.lit(0)))
+        ip_ok = F.lit(True)
+    else:
+        pairs = pairs.withColumn("_prevalence", F.lit(None).cast("BIGINT"))
+        ip_ok = F.lit(False)
+
+    has_pair_base = F.coalesce(F.col("_has_pair_base"), F.lit(False))
+    novel_pair = has_pair_base & ~F.coalesce(F.col("_known_pair"), F.lit(False))
+    novel_dst = has_pair_base & ~F.coalesce(F.col("_known_dst"), F.lit(False)) & F.col("_allowed")
+    low_prev = ip_ok & (F.col("_prevalence") <= fg_c.novelty.low_prevalence_max_hosts)
+    ext_allowed = F.col("_external") & F.col("_allowed")
+    rare_dst = ext_allowed & (novel_dst | low_prev)
+    pairs = pairs.withColumn("_novel_pair", novel_pair).withColumn("_novel_dst", novel_dst).withColumn(
+        "_low_prev", ext_allowed & low_prev
+    ).withColumn("_rare_dst", rare_dst)
+
+    def count_if(cond: Column) -> Column:
+        return F.sum(F.when(cond, 1).otherwise(0)).cast("DOUBLE")
+
+    def bytes_if(cond: Column) -> Column:
+        return ln1p(F.sum(F.when(cond, F.col("bytes_sent")).otherwise(0)))
+
+    def distinct_if(cond: Column) -> Column:
+        return F.count_distinct(F.when(cond, F.col("dst_ip"))).cast("DOUBLE")
+
+    seg_has = F.coalesce(F.col("_seg_has_pairs"), F.lit(False))
+    per_host = pairs.groupBy("host_ip").agg(
+        F.count(F.lit(1)).cast("DOUBLE").alias("pairs"),
+        count_if(F.col("_novel_pair")).alias("novel_pairs"),
+        bytes_if(F.col("_novel_pair")).alias("novel_pair_bytes_out_log"),
+        distinct_if(F.col("_novel_dst")).alias("novel_dsts"),
+        distinct_if(F.col("_novel_dst") & F.col("_external")).alias("novel_external_dsts"),
+        bytes_if(F.col("_novel_dst")).alias("novel_dst_bytes_out_log"),
+        count_if(seg_has & ~F.coalesce(F.col("_seg_known"), F.lit(False))).alias("segment_novel_pairs"),
+        F.max(F.when(ip_ok & ext_allowed, 1.0 / (1.0 + F.col("_prevalence")))).alias("max_dst_rarity"),
+        ln1p(F.min(F.when(ip_ok & ext_allowed, F.col("_prevalence")))).alias("min_dst_prevalence_log"),
+        distinct_if(F.col("_low_prev")).alias("low_prevalence_dsts"),
+        bytes_if(F.col("_low_prev")).alias("low_prevalence_bytes_out_log"),
+        F.max(has_pair_base).alias("_has_pair_base"),
+    )
+    per_host = per_host.withColumn("novel_pair_fraction", ratio(F.col("novel_pairs"), F.col("pairs")))
+
+    # --- periodicity of series to rare external destinations ---------------------------------------------
+    window = fg_c.novelty.periodicity_window
+    window_start = end - parse_duration(window)
+    covered_in_window = [s for s in covered if s >= window_start]
+    if window_pairs is not None:
+        rare = pairs.where(F.col("_rare_dst")).select("host_ip", "dst_ip").distinct()
+        series = (
+            window_pairs.where(F.col("batch_start_ts") >= F.lit(window_start))
+            .select(F.col("src_ip").alias("host_ip"), "dst_ip", F.col("batch_start_ts").alias("slice_ts"),
+                    (F.col("sessions") - F.coalesce(F.col("deny_count"), F.lit(0))).alias("sessions"))
+            .where(F.col("sessions") > 0)
+            .join(rare, ["host_ip", "dst_ip"], "left_semi")
+        )  # fmt: skip
+        scored = pair_periodicity(series, covered_in_window, spec.fg_a.periodicity)
+        n_covered = float(max(1, len(covered_in_window)))
+        periodic = scored.groupBy("host_ip").agg(
+            F.max_by(F.struct("score", "active_slices"), F.struct("score", "active_slices", "dst_ip")).alias("_top")
+        ).select(
+            "host_ip",
+            F.col("_top.score").alias("rare_dst_periodic_score"),
+            (F.col("_top.active_slices") / F.lit(n_covered)).alias("rare_dst_active_fraction"),
+        )
+    else:
+        periodic = spark.createDataFrame([], "host_ip STRING, rare_dst_periodic_score DOUBLE, "
+                                             "rare_dst_active_fraction DOUBLE")  # fmt: skip
+
+    out = base.join(per_host, "host_ip", "left").join(periodic, "host_ip", "left")
+    pair_missing = F.when(F.coalesce(F.col("_has_pair_base"), F.lit(False)), 0.0).otherwise(1.0)
+    out = out.withColumn("pair_baseline_missing", pair_missing).withColumn(
+        "ip_baseline_missing", F.lit(0.0 if ip_base is not None else 1.0)
+    )
+    z_names = [f"z_host_{c}" for c in z_columns] + [f"z_segment_{c}" for c in z_columns]
+    return out.select(
+        "host_ip",
+        "segment",
+        *(F.coalesce(F.col(c).cast("DOUBLE"), F.lit(0.0)).alias(c) for c in z_names),
+        *(F.coalesce(F.col(c).cast("DOUBLE"), F.lit(0.0)).alias(c) for c in fg_c.features),
+        *(F.col(c) for c in FLAGS),
+        F.lit(month or "").alias("baseline_reference_month"),
+        F.lit(start).cast("TIMESTAMP").alias("batch_start_ts"),
+        F.lit(end).cast("TIMESTAMP").alias("batch_end_ts"),
+    )
+
+
+def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
+    """Build and write the batch's FG-C partition; print and return the summary."""
+    from ndr_jobs.features.common import Phases, emit, iso, read_inventory
+    from ndr_jobs.spark import spark_session
+
+    phase = Phases()
+    start, end = batch_window(runtime)
+    spec = load_feature_spec(runtime.feature_spec_version)
+    root, fsv = datasets.storage_root(), runtime.feature_spec_version
+    spark = spark_session("ndr-fg-c-builder")
+    phase("spark_session")
+
+    fg_a = datasets.read_batches(spark, root, datasets.FG_A, fsv, [start])
+    batch_pairs = datasets.read_batches(spark, root, datasets.PAIR_COUNTS, fsv, [start])
+    for name, frame in (("fg_a", fg_a), ("pair_counts", batch_pairs)):
+        if frame is None:
+            raise FileNotFoundError(f"no {name} partition for {datasets.stamp(start)} (feature spec version {fsv})")
+    window = spec.fg_c.novelty.periodicity_window
+    wanted = datasets.batch_starts(end - parse_duration(window), end)
+    covered = [s for s in datasets.existing_batches(root, datasets.PAIR_COUNTS, fsv) if wanted[0] <= s < end]
+    window_pairs = datasets.read_batches(spark, root, datasets.PAIR_COUNTS, fsv, covered)
+    horizon = spec.fg_c.baseline_horizon
+    month = latest_snapshot(root, fsv, horizon, start)
+    baselines = {
+        t: read_snapshot(spark, root, t, fsv, horizon, month)
+        for t in ("host", "segment", "pair/host", "pair/segment", "ip_metadata")
+    }
+    inventory = read_inventory(spark, root, fsv, month) if month else None
+    phase("read")
+
+    frame = build_fg_c(spark, spec, fg_a, batch_pairs, window_pairs, covered, baselines, inventory, start, end, month)
+    frame = frame.persist()
+    try:
+        hosts = frame.count()
+        phase("features")
+        written = storage.write_partition(
+            frame, root, datasets.FG_C, datasets.batch_partition(fsv, start), ["host_ip"],
+            storage.files_for(hosts, 200_000), hosts,
+        )  # fmt: skip
+        phase("write")
+    finally:
+        frame.unpersist()
+    return emit(
+        {
+            "job": "fg_c_builder",
+            "mini_batch_id": runtime.mini_batch_id,
+            "project_name": runtime.project_name,
+            "feature_spec_version": fsv,
+            "batch_start_ts": iso(start),
+            "batch_end_ts": iso(end),
+            "hosts": hosts,
+            "baseline_horizon": horizon,
+            "baseline_reference_month": month,
+            "baselines_missing": sorted(t for t, f in baselines.items() if f is None),
+            "periodicity_window_coverage": round(len(covered) / len(wanted), 6),
+            "output": written.path,
+            "seconds": phase.total(),
+            "phase_seconds": phase.seconds,
+        }
+    )

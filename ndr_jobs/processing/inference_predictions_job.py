@@ -1,9 +1,165 @@
-"""Score the mini-batch window with the promoted model."""
+"""Score the mini-batch window with the promoted model.
+
+One run reads, for its window ``[batch_start, batch_end)``, the window's FG-A and FG-C partitions and the
+promoted model of its project and feature spec version
+(``$NDR_STORAGE_ROOT/model_registry/<project>/feature_spec_version=<v>/promoted.json``, written by the
+training pipeline's deploy stage), and writes
+
+``$NDR_STORAGE_ROOT/predictions/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
+    one row per FG-A row (host active in the window), :data:`PREDICTION_COLUMNS`, ordered by rank:
+
+    ``host_ip`` string; ``batch_start_ts``, ``batch_end_ts`` timestamp (UTC);
+    ``score`` double in (0, 1], higher is more anomalous (:mod:`ndr_jobs.model.forest`);
+    ``rank`` int, 1 = the window's most anomalous host (ties: by host_ip);
+    ``alert`` boolean, score at or above the model's alert threshold;
+    ``model_version`` int (the model store version), ``model_run_key`` string (the training run);
+    ``top_features`` array of struct ``{feature, value, deviation}``: the :data:`TOP_K` features farthest
+    from their training median, ``value`` the raw feature value, ``deviation`` the signed scaled distance
+    (robust standard deviations above (+) or below (-) the median) -- why the host scored as it did.
+
+FG-A and FG-C are joined as in training (:mod:`ndr_jobs.model.features`). Errors: no promoted model
+(:class:`~ndr_jobs.model.registry.NoPromotedModelError`), the window's FG-A or FG-C partition missing
+(:class:`~ndr_jobs.model.features.FeatureDataError`: build the features first), or the data lacking a
+model feature. A window whose FG-A partition is empty gets an empty predictions partition. The partition
+is replaced atomically (:func:`ndr_jobs.storage.write_partition`): re-running a window replaces it.
+
+The batch is small (hosts x 1 row): the features are read with pyarrow through :mod:`ndr_jobs.storage`
+(:func:`ndr_jobs.model.features.load_features`) and scored with numpy on the driver; Spark only writes the
+partition (the one atomic partition writer of every dataset).
+"""
 
 from __future__ import annotations
 
-from ndr_jobs.runtime import BatchRuntime, JobNotImplementedError
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ndr_jobs import datasets, storage
+from ndr_jobs.model import forest, registry
+from ndr_jobs.model.features import FeatureDataError, explain, load_features, matrix
+from ndr_jobs.runtime import BatchRuntime
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+TOP_K = 5
+PREDICTION_COLUMNS: tuple[str, ...] = (
+    "host_ip", "batch_start_ts", "batch_end_ts", "score", "rank", "alert", "model_version", "model_run_key",
+    "top_features",
+)  # fmt: skip
 
 
-def run_inference_predictions_from_runtime_config(runtime: BatchRuntime) -> None:
-    raise JobNotImplementedError("inference_predictions is not implemented yet (issue #7)")
+def prediction_schema() -> Any:
+    from pyspark.sql import types as T
+
+    top = T.StructType(
+        [
+            T.StructField("feature", T.StringType(), False),
+            T.StructField("value", T.DoubleType(), False),
+            T.StructField("deviation", T.DoubleType(), False),
+        ]
+    )
+    return T.StructType(
+        [
+            T.StructField("host_ip", T.StringType(), False),
+            T.StructField("batch_start_ts", T.TimestampType(), False),
+            T.StructField("batch_end_ts", T.TimestampType(), False),
+            T.StructField("score", T.DoubleType(), False),
+            T.StructField("rank", T.IntegerType(), False),
+            T.StructField("alert", T.BooleanType(), False),
+            T.StructField("model_version", T.IntegerType(), False),
+            T.StructField("model_run_key", T.StringType(), False),
+            T.StructField("top_features", T.ArrayType(top, False), False),
+        ]
+    )
+
+
+def score_frame(
+    frame: pd.DataFrame, bundle: forest.ModelBundle, pointer: dict[str, Any], top_k: int = TOP_K
+) -> list[dict[str, Any]]:
+    """Prediction rows (dicts, in rank order) of a joined feature frame; see the module doc."""
+    if frame.empty:
+        return []
+    x = matrix(frame, bundle.features)
+    z = bundle.preprocessor.transform(x)
+    scores = forest.score(bundle.forest, z)
+    reasons = explain(z, x, bundle.features, top_k)
+    hosts = frame["host_ip"].astype(str).to_numpy()
+    order = np.lexsort((hosts, -scores))  # score descending, then host
+    out = []
+    for rank, i in enumerate(order.tolist(), start=1):
+        out.append(
+            {
+                "host_ip": hosts[i],
+                "score": float(scores[i]),
+                "rank": rank,
+                "alert": bool(scores[i] >= bundle.alert_threshold),
+                "model_version": int(pointer["model_version"]),
+                "model_run_key": str(pointer["run_key"]),
+                "top_features": reasons[i],
+            }
+        )
+    return out
+
+
+def predictions_frame(spark: SparkSession, rows: list[dict[str, Any]], start: Any, end: Any) -> DataFrame:
+    """The Spark DataFrame of prediction rows for the window ``[start, end)``."""
+    records = [
+        (
+            r["host_ip"], start.replace(tzinfo=None), end.replace(tzinfo=None), r["score"], r["rank"], r["alert"],
+            r["model_version"], r["model_run_key"],
+            [(t["feature"], float(t["value"]), float(t["deviation"])) for t in r["top_features"]],
+        )
+        for r in rows
+    ]  # fmt: skip
+    # the session is UTC, so naive datetimes are UTC wall-clock times
+    return spark.createDataFrame(records, prediction_schema())
+
+
+def run_inference_predictions_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
+    """Score the window and write its predictions partition; print and return the summary."""
+    from ndr_jobs.spark import spark_session
+
+    began = time.perf_counter()
+    start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
+    if end <= start:
+        raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
+    root = datasets.storage_root()
+    fsv = runtime.feature_spec_version
+    store = registry.ModelStore(root, runtime.project_name, fsv)
+    pointer, model = store.load_promoted_model()
+    bundle = forest.ModelBundle.from_bytes(model)
+    for dataset in (datasets.FG_A, datasets.FG_C):
+        if start not in datasets.existing_batches(root, dataset, fsv):
+            raise FeatureDataError(
+                f"{dataset} has no partition for window {datasets.iso(start)} "
+                f"({datasets.dataset_dir(root, dataset, fsv)}/batch_start={datasets.stamp(start)}): "
+                "run the 15-minute features pipeline for this window first"
+            )
+    loaded = load_features(root, fsv, [start])
+    frame = loaded[0] if loaded else pd.DataFrame()
+    rows = score_frame(frame, bundle, pointer)
+    spark = spark_session("ndr-inference-predictions")
+    out = storage.write_partition(
+        predictions_frame(spark, rows, start, end), root, datasets.PREDICTIONS,
+        datasets.batch_partition(fsv, start), ["rank"], 1, len(rows),
+    )  # fmt: skip
+    summary = {
+        "job": "inference_predictions",
+        "mini_batch_id": runtime.mini_batch_id,
+        "project_name": runtime.project_name,
+        "feature_spec_version": fsv,
+        "batch_start_ts": datasets.iso(start),
+        "batch_end_ts": datasets.iso(end),
+        "model_version": pointer["model_version"],
+        "model_run_key": pointer["run_key"],
+        "hosts_scored": len(rows),
+        "alerts": sum(r["alert"] for r in rows),
+        "output": out.path,
+        "seconds": round(time.perf_counter() - began, 3),
+    }
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return summary

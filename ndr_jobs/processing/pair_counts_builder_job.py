@@ -1,9 +1,101 @@
-"""Count (src_ip, dst_ip, dst_port) per 15-minute slice."""
+"""Count (src_ip, dst_ip, dst_port) per 15-minute slice.
+
+One run reads the batch's delta partition and writes
+
+``$NDR_STORAGE_ROOT/pair_counts/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
+    one row per (src_ip, dst_ip, dst_port) with delta rows in the batch (every source, internal or not;
+    protocols, apps, actions and zones summed together). Columns (:data:`PAIR_COUNTS_COLUMNS`):
+
+    ``src_ip``, ``dst_ip`` (string), ``dst_port`` (int), ``sessions``, ``bytes_sent``, ``bytes_received``,
+    ``deny_count`` (bigint: sums of the delta's), ``first_seen``, ``last_seen`` (timestamps: earliest and
+    latest session), ``batch_start_ts``, ``batch_end_ts`` (timestamps).
+
+    Rows are sorted by (src_ip, dst_ip, dst_port). A batch whose delta partition exists but is empty gets an
+    empty partition; a batch without a delta partition is an error (the delta builder runs first).
+    Re-running a batch replaces its partition.
+
+FG-B reads these slices for its pair baselines; FG-C for pair novelty and the periodicity of
+(host, destination) series. The summary (printed as one JSON line) gives rows and seconds per phase.
+"""
 
 from __future__ import annotations
 
-from ndr_jobs.runtime import BatchRuntime, JobNotImplementedError
+from typing import TYPE_CHECKING, Any
+
+from ndr_jobs import datasets, storage
+from ndr_jobs.processing.fg_a_builder_job import batch_window
+from ndr_jobs.runtime import BatchRuntime
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+PAIR_KEYS: tuple[str, ...] = ("src_ip", "dst_ip", "dst_port")
+PAIR_COUNTS_COLUMNS: tuple[str, ...] = (
+    *PAIR_KEYS, "sessions", "bytes_sent", "bytes_received", "deny_count", "first_seen", "last_seen",
+    "batch_start_ts", "batch_end_ts",
+)  # fmt: skip
 
 
-def run_pair_counts_builder_from_runtime_config(runtime: BatchRuntime) -> None:
-    raise JobNotImplementedError("pair_counts_builder is not implemented yet (issue #6)")
+def build_pair_counts(delta: DataFrame) -> DataFrame:
+    """The pair-count rows of one batch's delta rows."""
+    from pyspark.sql import functions as F
+
+    def total(name: str) -> Any:
+        return F.coalesce(F.sum(name), F.lit(0)).cast("BIGINT").alias(name)
+
+    return (
+        delta.groupBy(*PAIR_KEYS)
+        .agg(
+            total("sessions"),
+            total("bytes_sent"),
+            total("bytes_received"),
+            total("deny_count"),
+            F.min("first_seen").alias("first_seen"),
+            F.max("last_seen").alias("last_seen"),
+            F.min("batch_start_ts").alias("batch_start_ts"),
+            F.max("batch_end_ts").alias("batch_end_ts"),
+        )
+        .select(*PAIR_COUNTS_COLUMNS)
+    )
+
+
+def run_pair_counts_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
+    """Build and write the batch's pair-count partition; print and return the summary."""
+    from ndr_jobs.features.common import Phases, emit, iso
+    from ndr_jobs.spark import spark_session
+
+    phase = Phases()
+    start, end = batch_window(runtime)
+    root, fsv = datasets.storage_root(), runtime.feature_spec_version
+    spark = spark_session("ndr-pair-counts-builder")
+    phase("spark_session")
+    delta = datasets.read_batches(spark, root, datasets.DELTA, fsv, [start])
+    if delta is None:
+        raise FileNotFoundError(
+            f"no delta partition for {datasets.stamp(start)} under {datasets.dataset_dir(root, datasets.DELTA, fsv)}"
+        )
+    pairs = build_pair_counts(delta).persist()
+    try:
+        rows = pairs.count()
+        phase("count")
+        written = storage.write_partition(
+            pairs, root, datasets.PAIR_COUNTS, datasets.batch_partition(fsv, start), list(PAIR_KEYS),
+            storage.files_for(rows), rows,
+        )  # fmt: skip
+        phase("write")
+    finally:
+        pairs.unpersist()
+    return emit(
+        {
+            "job": "pair_counts_builder",
+            "mini_batch_id": runtime.mini_batch_id,
+            "project_name": runtime.project_name,
+            "feature_spec_version": fsv,
+            "batch_start_ts": iso(start),
+            "batch_end_ts": iso(end),
+            "pairs": rows,
+            "output": written.path,
+            "seconds": phase.total(),
+            "phase_seconds": phase.seconds,
+        }
+    )

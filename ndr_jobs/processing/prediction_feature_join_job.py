@@ -1,9 +1,240 @@
-"""Join predictions with their features and publish them."""
+"""Join predictions with their features and publish them (``s3`` or staged ``redshift``).
+
+One run takes the window's ``predictions`` partition (required) and its FG-A and FG-C partitions and builds
+the publication rows: every prediction left-joined on ``(host_ip, batch_start_ts)`` with the FG-A columns
+and the FG-C columns (an FG-C column whose name FG-A has is ``fg_c__<name>``; ``batch_end_ts`` comes from
+the prediction). Columns, in order: ``host_ip, batch_start_ts, batch_end_ts, score, rank, alert,
+model_version, model_run_key, top_features_json`` (the explanation as a JSON array of
+``{"feature", "value", "deviation"}``: a plain string loads into any warehouse), then the FG-A columns and
+the FG-C columns, each sorted by name. Rows are ordered by rank.
+
+Targets (``--publication-target``):
+
+``s3``
+    ``$NDR_STORAGE_ROOT/publication/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``, replaced
+    atomically per window (:func:`ndr_jobs.storage.write_partition`): a re-run overwrites, never appends.
+``redshift``
+    The rows plus ``feature_spec_version`` and ``batch_start`` (``YYYYMMDDTHHMM``) columns are staged as
+    Parquet at ``$NDR_STORAGE_ROOT/publication_staged/feature_spec_version=<v>/batch_start=<...>/`` (same
+    atomic writer), then loaded in one transaction that first deletes the window's rows, so that a re-run
+    replaces the window (idempotent per mini-batch):
+
+    * in AWS (``NDR_REDSHIFT_WORKGROUP`` or ``NDR_REDSHIFT_CLUSTER_ID`` set, with ``NDR_REDSHIFT_DATABASE``,
+      optionally ``NDR_REDSHIFT_SECRET_ARN`` / ``NDR_REDSHIFT_DB_USER`` and ``NDR_REDSHIFT_IAM_ROLE``
+      (default: the cluster's default role)): Redshift Data API ``BatchExecuteStatement`` (one transaction)
+      of ``DELETE FROM <table> WHERE feature_spec_version = '<v>' AND batch_start = '<stamp>'`` and
+      ``COPY <table> FROM '<staged prefix>/' IAM_ROLE ... FORMAT AS PARQUET``, polled with
+      ``DescribeStatement`` until it finishes (bounded: ``NDR_REDSHIFT_MAX_POLLS`` x ``NDR_REDSHIFT_POLL_SECONDS``).
+      The table must exist with the staged columns in the staged order;
+    * locally (``NDR_PUBLICATION_DUCKDB``, a DuckDB file): ``BEGIN; CREATE TABLE IF NOT EXISTS`` (from the
+      staged schema); ``DELETE ... WHERE feature_spec_version = ? AND batch_start = ?; INSERT INTO <table>
+      BY NAME SELECT * FROM read_parquet(<staged files>); COMMIT``.
+
+    The table is ``NDR_PUBLICATION_TABLE`` (default ``ndr_publication``).
+"""
 
 from __future__ import annotations
 
-from ndr_jobs.runtime import JobNotImplementedError, PublicationRuntime
+import json
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from ndr_jobs import datasets, storage
+from ndr_jobs.model.features import FG_C_PREFIX, KEYS, NON_FEATURES, FeatureDataError
+from ndr_jobs.runtime import PublicationRuntime
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+STAGED_DATASET = "publication_staged"
+TABLE_ENV = "NDR_PUBLICATION_TABLE"
+DUCKDB_ENV = "NDR_PUBLICATION_DUCKDB"
+DEFAULT_TABLE = "ndr_publication"
+PREDICTION_PART: tuple[str, ...] = (
+    "host_ip", "batch_start_ts", "batch_end_ts", "score", "rank", "alert", "model_version", "model_run_key",
+    "top_features_json",
+)  # fmt: skip
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
-def run_prediction_feature_join_from_runtime_config(runtime: PublicationRuntime) -> None:
-    raise JobNotImplementedError("prediction_feature_join is not implemented yet (issue #7)")
+class PublicationError(RuntimeError):
+    """The publication could not be loaded into its target."""
+
+
+def table_name() -> str:
+    name = os.environ.get(TABLE_ENV, DEFAULT_TABLE)
+    if not _TABLE.match(name):
+        raise ValueError(f"{TABLE_ENV}={name!r} is not a plain [schema.]table name")
+    return name
+
+
+def _features(spark: SparkSession, root: str, dataset: str, fsv: str, start: Any) -> DataFrame:
+    df = datasets.read_batches(spark, root, dataset, fsv, [start])
+    if df is None:
+        raise FeatureDataError(
+            f"{dataset} has no partition for window {datasets.iso(start)}: run the 15-minute features pipeline first"
+        )
+    return df
+
+
+def joined(spark: SparkSession, root: str, fsv: str, start: Any) -> DataFrame:
+    """The publication rows of a window (see the module doc)."""
+    from pyspark.sql import functions as F
+
+    predictions = datasets.read_batches(spark, root, datasets.PREDICTIONS, fsv, [start])
+    if predictions is None:
+        raise FeatureDataError(
+            f"predictions has no partition for window {datasets.iso(start)}: run inference_predictions first"
+        )
+    fg_a = _features(spark, root, datasets.FG_A, fsv, start)
+    fg_c = _features(spark, root, datasets.FG_C, fsv, start)
+    a_cols = sorted(c for c in fg_a.columns if c not in NON_FEATURES)
+    c_cols = sorted(c for c in fg_c.columns if c not in NON_FEATURES)
+    c_names = {c: (FG_C_PREFIX + c if c in a_cols or c in PREDICTION_PART else c) for c in c_cols}
+    a_names = {c: (f"fg_a__{c}" if c in PREDICTION_PART else c) for c in a_cols}
+    left = predictions.select(
+        *[F.col(c) for c in PREDICTION_PART if c != "top_features_json"],
+        F.to_json(F.col("top_features")).alias("top_features_json"),
+    )
+    a = fg_a.select(*[F.col(k) for k in KEYS], *[F.col(c).alias(a_names[c]) for c in a_cols])
+    c = fg_c.select(*[F.col(k) for k in KEYS], *[F.col(c).alias(c_names[c]) for c in c_cols])
+    out = left.join(a, list(KEYS), "left").join(c, list(KEYS), "left")
+    return out.select(*PREDICTION_PART, *[a_names[x] for x in a_cols], *[c_names[x] for x in c_cols])
+
+
+# --- redshift targets ----------------------------------------------------------------------------------------
+
+
+def load_duckdb(database: str, table: str, staged: list[str], fsv: str, batch_start: str) -> int:
+    """Replace the window's rows of ``table`` by the staged files, in one transaction; the rows loaded."""
+    import duckdb
+
+    if not staged:
+        raise PublicationError("no staged Parquet files to load")
+    files = [str(storage.local_path(storage.backing(f))) for f in staged]
+    con = duckdb.connect(database)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        source = "read_parquet(?, hive_partitioning = false)"
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {source} LIMIT 0", [files])
+        con.execute(f"DELETE FROM {table} WHERE feature_spec_version = ? AND batch_start = ?", [fsv, batch_start])
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {source}", [files])
+        row = con.execute(
+            f"SELECT count(*) FROM {table} WHERE feature_spec_version = ? AND batch_start = ?", [fsv, batch_start]
+        ).fetchone()
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
+
+
+def redshift_statements(table: str, staged_prefix: str, fsv: str, batch_start: str) -> list[str]:
+    """The DELETE + COPY of one window (values are checked plain segments, so inlining them is safe)."""
+    for value in (fsv, batch_start):
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", value):
+            raise ValueError(f"unsafe value {value!r} for a Redshift statement")
+    role = os.environ.get("NDR_REDSHIFT_IAM_ROLE", "")
+    iam = f"IAM_ROLE '{role}'" if role else "IAM_ROLE default"
+    if "'" in staged_prefix or "'" in role:
+        raise ValueError("quotes in the staged prefix or IAM role")
+    s3 = "s3://" + staged_prefix.split("://", 1)[1].rstrip("/") + "/"
+    return [
+        f"DELETE FROM {table} WHERE feature_spec_version = '{fsv}' AND batch_start = '{batch_start}'",
+        f"COPY {table} FROM '{s3}' {iam} FORMAT AS PARQUET",
+    ]
+
+
+def load_redshift(statements: list[str], client: Any = None, sleep: Any = time.sleep) -> dict[str, Any]:
+    """Run the statements through the Redshift Data API in one transaction and wait for them."""
+    if client is None:
+        import boto3
+
+        client = boto3.client("redshift-data")
+    target: dict[str, str] = {}
+    if os.environ.get("NDR_REDSHIFT_WORKGROUP"):
+        target["WorkgroupName"] = os.environ["NDR_REDSHIFT_WORKGROUP"]
+    elif os.environ.get("NDR_REDSHIFT_CLUSTER_ID"):
+        target["ClusterIdentifier"] = os.environ["NDR_REDSHIFT_CLUSTER_ID"]
+    else:
+        raise ValueError("set NDR_REDSHIFT_WORKGROUP or NDR_REDSHIFT_CLUSTER_ID for the Redshift target")
+    database = os.environ.get("NDR_REDSHIFT_DATABASE")
+    if not database:
+        raise ValueError("NDR_REDSHIFT_DATABASE is not set")
+    target["Database"] = database
+    if os.environ.get("NDR_REDSHIFT_SECRET_ARN"):
+        target["SecretArn"] = os.environ["NDR_REDSHIFT_SECRET_ARN"]
+    elif os.environ.get("NDR_REDSHIFT_DB_USER"):
+        target["DbUser"] = os.environ["NDR_REDSHIFT_DB_USER"]
+    statement_id = client.batch_execute_statement(Sqls=statements, **target)["Id"]
+    polls = int(os.environ.get("NDR_REDSHIFT_MAX_POLLS", "120"))
+    every = float(os.environ.get("NDR_REDSHIFT_POLL_SECONDS", "5"))
+    for _ in range(polls):
+        described = client.describe_statement(Id=statement_id)
+        status = described["Status"]
+        if status == "FINISHED":
+            return {"statement_id": statement_id, "status": status}
+        if status in ("FAILED", "ABORTED"):
+            raise PublicationError(f"Redshift load {statement_id} {status}: {described.get('Error', '')}")
+        sleep(every)
+    raise PublicationError(f"Redshift load {statement_id} did not finish after {polls} polls of {every} s")
+
+
+# --- the job -------------------------------------------------------------------------------------------------
+
+
+def run_prediction_feature_join_from_runtime_config(runtime: PublicationRuntime) -> dict[str, Any]:
+    """Join the window's predictions with their features and publish them; print and return the summary."""
+    from pyspark.sql import functions as F
+
+    from ndr_jobs.spark import spark_session
+
+    began = time.perf_counter()
+    start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
+    if end <= start:
+        raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
+    target = runtime.publication_target
+    if target not in ("s3", "redshift"):
+        raise ValueError(f"publication target must be 's3' or 'redshift', not {target!r}")
+    root = datasets.storage_root()
+    fsv = runtime.feature_spec_version
+    spark = spark_session("ndr-prediction-feature-join")
+    rows_df = joined(spark, root, fsv, start).cache()
+    try:
+        rows = rows_df.count()
+        partition = datasets.batch_partition(fsv, start)
+        summary: dict[str, Any] = {
+            "job": "prediction_feature_join", "mini_batch_id": runtime.mini_batch_id,
+            "project_name": runtime.project_name, "feature_spec_version": fsv, "publication_target": target,
+            "batch_start_ts": datasets.iso(start), "batch_end_ts": datasets.iso(end), "rows": rows,
+        }  # fmt: skip
+        if target == "s3":
+            out = storage.write_partition(rows_df, root, datasets.PUBLICATION, partition, ["rank"], 1, rows)
+            summary["output"] = out.path
+        else:
+            stamp = datasets.stamp(start)
+            staged_df = rows_df.withColumn("feature_spec_version", F.lit(fsv)).withColumn("batch_start", F.lit(stamp))
+            staged = storage.write_partition(staged_df, root, STAGED_DATASET, partition, ["rank"], 1, rows)
+            summary["staged"] = staged.path
+            table = table_name()
+            summary["table"] = table
+            if os.environ.get("NDR_REDSHIFT_WORKGROUP") or os.environ.get("NDR_REDSHIFT_CLUSTER_ID"):
+                summary["redshift"] = load_redshift(redshift_statements(table, staged.path, fsv, stamp))
+            elif os.environ.get(DUCKDB_ENV):
+                data_files = [f for f in staged.files if f.endswith(".parquet")]
+                summary["duckdb"] = os.environ[DUCKDB_ENV]
+                summary["rows_in_table"] = load_duckdb(os.environ[DUCKDB_ENV], table, data_files, fsv, stamp)
+            else:
+                raise ValueError(
+                    "the redshift target needs NDR_REDSHIFT_WORKGROUP / NDR_REDSHIFT_CLUSTER_ID (AWS) or "
+                    f"{DUCKDB_ENV} (local DuckDB file)"
+                )
+    finally:
+        rows_df.unpersist()
+    summary["seconds"] = round(time.perf_counter() - began, 3)
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return summary

@@ -1,0 +1,192 @@
+"""Column expressions and small building blocks of the feature jobs (Spark; imported only when a job runs).
+
+* Addresses: :func:`ip_long` (IPv4 dotted quad -> integer, null otherwise), :func:`is_internal` (in one of the
+  spec's internal networks), :func:`cidr_segment` (the spec's CIDR -> segment map, longest prefix first:
+  ``external`` for non-internal addresses, ``unknown`` for internal ones no CIDR matches).
+* Segments: :func:`with_segment` takes the month's machine inventory first (``inventory`` dataset,
+  ``ip_address -> segment``), then the CIDR map.
+* Periodicity of a (host, destination) series over a window of 15-minute slices: :func:`pair_periodicity`.
+* :class:`Phases` times a job's phases; :func:`emit` prints a job summary as one JSON line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ndr_jobs import datasets, storage
+from ndr_jobs.feature_spec import Network, Periodicity
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+
+def ip_long(col: str | Column) -> Column:
+    """An IPv4 dotted quad as a BIGINT (null for anything else: IPv6, garbage)."""
+    from pyspark.sql import functions as F
+
+    c = F.col(col) if isinstance(col, str) else col
+    parts = F.split(c, r"\.")
+    value = sum((parts[i].cast("BIGINT") * (256 ** (3 - i)) for i in range(4)), F.lit(0).cast("BIGINT"))
+    valid = c.rlike(r"^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}$")
+    return F.when(valid, value)
+
+
+def _bounds(cidr: str) -> tuple[int, int]:
+    net = ipaddress.ip_network(cidr)
+    return int(net.network_address), int(net.broadcast_address)
+
+
+def in_cidrs(col: str | Column, cidrs: Sequence[str]) -> Column:
+    """True when the address is in one of ``cidrs`` (false for non-IPv4)."""
+    from pyspark.sql import functions as F
+
+    value = ip_long(col)
+    out = F.lit(False)
+    for cidr in cidrs:
+        lo, hi = _bounds(cidr)
+        out = out | value.between(lo, hi)
+    return F.coalesce(out, F.lit(False))
+
+
+def is_internal(col: str | Column, network: Network) -> Column:
+    return in_cidrs(col, network.internal_networks)
+
+
+def cidr_segment(col: str | Column, network: Network) -> Column:
+    """The segment of an address by the spec's CIDR map (longest prefix wins)."""
+    from pyspark.sql import functions as F
+
+    value = ip_long(col)
+    ordered = sorted(network.segments, key=lambda s: (-ipaddress.ip_network(s.cidr).prefixlen, s.cidr))
+    expr = F.when(~is_internal(col, network), F.lit("external"))
+    for seg in ordered:
+        lo, hi = _bounds(seg.cidr)
+        expr = expr.when(value.between(lo, hi), F.lit(seg.segment))
+    return expr.otherwise(F.lit("unknown"))
+
+
+def read_inventory(spark: SparkSession, root: str, feature_spec_version: str, month: str) -> DataFrame | None:
+    """``inventory/feature_spec_version=<v>/reference_month=<YYYY-MM>/`` as (ip_address, segment), or None."""
+    from pyspark.sql import functions as F
+
+    path = storage.join(root, datasets.INVENTORY, f"feature_spec_version={feature_spec_version}",
+                        f"reference_month={month}")  # fmt: skip
+    if not storage.list_objects(path):
+        return None
+    frame = spark.read.parquet(storage.spark_uri(path))
+    if "ip_address" not in frame.columns or "segment" not in frame.columns:
+        return None
+    return (
+        frame.where(F.col("ip_address").isNotNull() & F.col("segment").isNotNull())
+        .groupBy("ip_address")
+        .agg(F.min("segment").alias("_inventory_segment"))
+    )
+
+
+def with_segment(
+    frame: DataFrame, ip_col: str, out_col: str, network: Network, inventory: DataFrame | None
+) -> DataFrame:
+    """Add ``out_col``: the inventory's segment of ``ip_col``, else the CIDR map's."""
+    from pyspark.sql import functions as F
+
+    if inventory is None:
+        return frame.withColumn(out_col, cidr_segment(ip_col, network))
+    joined = frame.join(
+        F.broadcast(inventory.withColumnRenamed("ip_address", "_inventory_ip")),
+        F.col(ip_col) == F.col("_inventory_ip"),
+        "left",
+    )
+    return joined.withColumn(out_col, F.coalesce(F.col("_inventory_segment"), cidr_segment(ip_col, network))).drop(
+        "_inventory_ip", "_inventory_segment"
+    )
+
+
+def ln1p(col: str | Column) -> Column:
+    """ln(1 + max(x, 0)), 0 for null."""
+    from pyspark.sql import functions as F
+
+    c = F.col(col) if isinstance(col, str) else col
+    return F.log1p(F.greatest(F.coalesce(c.cast("DOUBLE"), F.lit(0.0)), F.lit(0.0)))
+
+
+def ratio(num: Column, den: Column) -> Column:
+    """num / den as a double, 0 when den is 0 or null."""
+    from pyspark.sql import functions as F
+
+    return F.when(F.coalesce(den, F.lit(0)) > 0, num.cast("DOUBLE") / den.cast("DOUBLE")).otherwise(F.lit(0.0))
+
+
+def pair_periodicity(
+    series: DataFrame,
+    covered: Sequence[datetime],
+    settings: Periodicity,
+) -> DataFrame:
+    """Periodicity of each (host_ip, dst_ip) series over the covered 15-minute slices.
+
+    ``series`` has host_ip, dst_ip, slice_ts (a slice start) and sessions (any number of rows per slice).
+    Per series: ``active_slices`` (slices with sessions), ``span_slices`` (covered slices from the first
+    active one to the window end), ``fill`` = active / span, ``cv`` = std / mean of the per-slice session
+    counts over the span (zeros included), and ``score`` = fill / (1 + cv) when the series was active in at
+    least ``min_active_slices`` slices, else 0. A beacon checking in every few minutes fills every slice
+    with nearly the same count (score near 1); ordinary browsing comes in bursts (low fill, high CV).
+    """
+    from pyspark.sql import functions as F
+
+    slice_starts = F.array(*(F.lit(s).cast("TIMESTAMP") for s in sorted(covered)))
+    per_slice = series.groupBy("host_ip", "dst_ip", "slice_ts").agg(F.sum("sessions").cast("DOUBLE").alias("c"))
+    per_pair = per_slice.groupBy("host_ip", "dst_ip").agg(
+        F.min("slice_ts").alias("first_slice"),
+        F.count(F.lit(1)).alias("active_slices"),
+        F.sum("c").alias("total"),
+        F.sum(F.col("c") * F.col("c")).alias("total_sq"),
+    )
+    # covered slices from the series' first to the window end (at least its active ones)
+    covered_since = F.size(F.filter(slice_starts, lambda s: s >= F.col("first_slice")))
+    joined = per_pair.withColumn("span_slices", F.greatest(covered_since, F.col("active_slices")))
+    span = F.col("span_slices").cast("DOUBLE")
+    mean = F.col("total") / span
+    var = F.greatest(F.col("total_sq") / span - mean * mean, F.lit(0.0))
+    cv = F.when(mean > 0, F.sqrt(var) / mean).otherwise(F.lit(0.0))
+    fill = F.col("active_slices").cast("DOUBLE") / span
+    return joined.select(
+        "host_ip",
+        "dst_ip",
+        F.col("active_slices").cast("DOUBLE").alias("active_slices"),
+        span.alias("span_slices"),
+        fill.alias("fill"),
+        cv.alias("cv"),
+        F.when(F.col("active_slices") >= settings.min_active_slices, fill / (1.0 + cv))
+        .otherwise(F.lit(0.0))
+        .alias("score"),
+    )
+
+
+class Phases:
+    """Seconds spent per named phase of a job."""
+
+    def __init__(self) -> None:
+        self.began = self.mark = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.mark, 3)
+        self.mark = now
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.began, 3)
+
+
+def emit(summary: dict[str, Any]) -> dict[str, Any]:
+    """Print the summary as one JSON line on stdout and return it."""
+    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+    return summary
+
+
+def iso(moment: datetime) -> str:
+    return datasets.iso(moment)

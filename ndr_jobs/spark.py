@@ -7,7 +7,8 @@
 * Otherwise a local session is started: ``local[*]`` (or ``NDR_SPARK_MASTER``), UTC, a few shuffle
   partitions (AQE coalesces them further), no UI, quiet logs (on stderr), Python workers on this
   interpreter, ``NDR_SPARK_DRIVER_MEMORY`` (default 2g), extra JVM options from
-  ``NDR_SPARK_JAVA_OPTIONS``; then the step's ``NDR_SPARK_CONF`` (JSON, as on a cluster) on top.
+  ``NDR_SPARK_JAVA_OPTIONS``; then the step's ``NDR_SPARK_CONF`` (JSON, as on a cluster) on top, except the settings
+  that size the cluster (shuffle partitions, parallelism, executor and driver resources).
 
 Java 17 or later is required (PySpark 4.x).
 """
@@ -67,8 +68,8 @@ def local_conf(cores: int | None = None) -> dict[str, str]:
         "spark.driver.extraJavaOptions": java_options,
         **(loopback if master.startswith("local") else {}),
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": str(max(2, 2 * cores)),
-        "spark.default.parallelism": str(max(2, 2 * cores)),
+        "spark.sql.shuffle.partitions": str(max(2, cores)),
+        "spark.default.parallelism": str(max(2, cores)),
         "spark.sql.adaptive.enabled": "true",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
@@ -78,6 +79,15 @@ def local_conf(cores: int | None = None) -> dict[str, str]:
         # small local jobs: no need to wait for locality
         "spark.locality.wait": "0s",
     }
+
+
+#: step settings sized for the SageMaker cluster (64 shuffle partitions, executor memory, ...); a local session
+#: keeps its own sizing for this machine's cores: tiny local batches would pay for dozens of empty tasks
+_CLUSTER_SIZING = ("spark.sql.shuffle.partitions", "spark.default.parallelism", "spark.executor.", "spark.driver.")
+
+
+def _sizes_cluster(key: str) -> bool:
+    return key.startswith(_CLUSTER_SIZING)
 
 
 def _under_spark_submit() -> bool:
@@ -100,7 +110,9 @@ def spark_session(app_name: str = "ndr", conf: Mapping[str, str] | None = None) 
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = SparkSession.builder.appName(app_name)
-        step_conf = json.loads(os.environ.get(SPARK_CONF_ENV, "{}"))  # as spark_launcher applies it on a cluster
+        step_conf = {  # as spark_launcher applies it on a cluster, minus the settings that size the cluster
+            k: v for k, v in json.loads(os.environ.get(SPARK_CONF_ENV, "{}")).items() if not _sizes_cluster(k)
+        }
         for key, value in sorted({**local_conf(), **step_conf, **(conf or {})}.items()):
             builder = builder.config(key, value)
         session = builder.getOrCreate()

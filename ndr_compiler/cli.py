@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 diagnostics with errors, or ``--check`` found ``generat
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -226,7 +227,8 @@ def run_pipeline_cmd(pipeline: str, params: tuple[str, ...], values: tuple[str, 
 @click.option("--specs", "specs_dir", default="specs", type=click.Path(path_type=Path), show_default=True)
 @click.option("--generated", default="generated", type=click.Path(path_type=Path), show_default=True)
 @click.option("--value", "values", multiple=True, metavar="NAME=VALUE",
-              help="A ${NAME} of step environments; NdrStorageRoot defaults to var/ndr.")
+              help="A ${NAME} of step environments; NdrStorageRoot defaults to var/ndr. s3:// paths live under "
+                   "$NDR_LOCAL_S3_ROOT (default var/ndr/s3).")
 @click.option("--timeout", default=1800.0, show_default=True, help="Seconds to wait for the execution.")
 @click.option("--wait-scale", default=0.1, show_default=True,
               help="Wait states last this fraction of their seconds (poll budgets shrink alike).")
@@ -262,8 +264,10 @@ def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Pa
     pipelines = LocalPipelines(generated, names, env_values, echo=click.echo, executor=executor)
     sm_spec = next(s for s in result.specs.state_machines() if s.name == state_machine)
     project = result.specs.projects()[sm_spec.model.spec.project].model
+    # there is no real S3 offline: s3://bucket/key is <NDR_LOCAL_S3_ROOT>/bucket/key for the jobs and the machines
+    local_s3 = Path(os.environ.setdefault("NDR_LOCAL_S3_ROOT", str(Path("var/ndr/s3").resolve())))
     try:
-        with offline_aws(pipelines, wait_time_scale=wait_scale):
+        with offline_aws(pipelines, wait_time_scale=wait_scale, local_s3_root=local_s3):
             platform = stand_up(generated, project, placeholders)
             run = platform.run(state_machine, payload, timeout_s=timeout)
             events = platform.events()
@@ -288,7 +292,7 @@ def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Pa
 @click.option("--generated", default="generated", type=click.Path(path_type=Path), show_default=True)
 @click.option("--hosts", default=40, show_default=True, help="Hosts in the synthetic estate.")
 @click.option("--seed", default=7, show_default=True)
-@click.option("--live-hours", default=1.5, show_default=True, help="Hours of live 15-minute batches (with attacks).")
+@click.option("--live-hours", default=1.0, show_default=True, help="Hours of live 15-minute batches (with attacks).")
 @click.option("--top", default=10, show_default=True, help="How many top anomalies to print.")
 def demo_cmd(workdir: Path, specs_dir: Path, generated: Path, hosts: int, seed: int, live_hours: float,
              top: int) -> None:

@@ -74,11 +74,11 @@ def test_a_malformed_batch_quarantines_its_bad_lines_and_the_workflow_succeeds(r
         r for spec, p, r in run.pipelines.runs if spec == "features_15m" and p["MiniBatchId"] == batch_id(LIVE)
     ]
     summary = features.steps[0].summary
-    assert summary["lines_quarantined"] > 0
+    assert summary["rows_quarantined"] > 0
     labels = [json.loads(line) for line in (run.work / "labels-live.jsonl").read_text().splitlines()]
     assert labels == []  # no attacks in this span: every quarantined line is one the generator damaged
     quarantine = run.dataset("quarantine") / "feature_spec_version=v1" / f"batch_start={LIVE:%Y%m%dT%H%M}"
-    assert pq.read_table(quarantine).num_rows == summary["lines_quarantined"]
+    assert pq.read_table(quarantine).num_rows == summary["rows_quarantined"]
     published = run.dataset("publication") / "feature_spec_version=v1" / f"batch_start={LIVE:%Y%m%dT%H%M}"
     assert pq.read_table(published).num_rows > 0  # the batch was still scored and published
 

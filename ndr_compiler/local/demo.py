@@ -55,12 +55,13 @@ class DemoConfig:
     generated: Path = Path("generated")
     hosts: int = 40
     seed: int = 7
-    history_start: datetime = _utc("2026-09-30T09:00:00Z")
-    history_hours: float = 3.0
-    training_start: datetime = _utc("2026-10-01T08:00:00Z")
-    training_hours: float = 4.0
+    # 8 windows of history: the fewest FG-B takes as a baseline (fewer: cold start, every z-score 0)
+    history_start: datetime = _utc("2026-09-30T10:00:00Z")
+    history_hours: float = 2.0
+    training_start: datetime = _utc("2026-10-01T10:00:00Z")
+    training_hours: float = 2.0
     live_start: datetime = _utc("2026-10-01T12:00:00Z")
-    live_hours: float = 1.5
+    live_hours: float = 1.0
     noise_rate: float = 0.002
     wait_scale: float = 0.05
     top: int = 10
@@ -306,8 +307,8 @@ def _summarise(report: DemoReport, run: LocalRun) -> None:
             if step.name == "DeltaBuilderStep" and _params.get("BatchStartTsIso", "") >= events._iso(
                 run.config.live_start
             ):
-                report.lines += int(summary.get("lines_read", 0) or 0)
-                report.quarantined += int(summary.get("lines_quarantined", 0) or 0)
+                report.lines += int(summary.get("rows_read", 0) or 0)
+                report.quarantined += int(summary.get("rows_quarantined", 0) or 0)
     report.top, report.alerts = _top_anomalies(run.dataset("publication"), run.work / "labels-live.jsonl",
                                                run.config)
 
@@ -323,8 +324,8 @@ def _top_anomalies(publication: Path, labels: Path, config: DemoConfig) -> tuple
     rel = con.read_parquet([str(f) for f in files], hive_partitioning=True)
     columns = set(rel.columns)
     alerts = 0
-    if "is_alert" in columns:
-        alerts = int(con.sql("SELECT count(*) FROM rel WHERE is_alert").fetchone()[0])
+    if "alert" in columns:
+        alerts = int(con.sql("SELECT count(*) FROM rel WHERE alert").fetchone()[0])
     rows = con.sql(f"SELECT * FROM rel ORDER BY score DESC, host_ip LIMIT {int(config.top)}").to_arrow_table()
     attacks = _attack_windows(labels)
     top = []
@@ -377,6 +378,8 @@ def render(report: DemoReport, echo: Callable[[str], None] = print) -> None:
 def _drivers(row: dict[str, Any]) -> list[tuple[str, str]]:
     """The features that drove a score, from the prediction's ``top_features`` (name, value, deviation)."""
     found = row.get("top_features") or []
+    if isinstance(found, str):  # published as a JSON string, so that any warehouse loads it
+        found = json.loads(found)
     out = []
     for item in found:
         if isinstance(item, dict):

@@ -58,8 +58,9 @@ class DemoConfig:
     # 8 windows of history: the fewest FG-B takes as a baseline (fewer: cold start, every z-score 0)
     history_start: datetime = _utc("2026-09-30T10:00:00Z")
     history_hours: float = 2.0
-    training_start: datetime = _utc("2026-10-01T10:00:00Z")
-    training_hours: float = 2.0
+    # training remediates (builds) its windows' features in one step: every window costs a 15m chain run
+    training_start: datetime = _utc("2026-10-01T11:00:00Z")
+    training_hours: float = 1.0
     live_start: datetime = _utc("2026-10-01T12:00:00Z")
     live_hours: float = 1.0
     noise_rate: float = 0.002
@@ -246,7 +247,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRep
         with stage("live: 15-minute batches with injected attacks, through the three contract wrappers"):
             live = _live_events(run)
             for i, (wrapper, payload) in enumerate(live):
-                echo(f"   batch {i + 1}/{len(live)} ({wrapper}) {payload_folder(payload)}")
+                start = run.config.live_start + timedelta(minutes=15 * i)
+                echo(f"   batch {i + 1}/{len(live)}: {start:%Y-%m-%d %H:%M} UTC, batch-completed event via {wrapper}")
                 run.execute("sfn_ndr_15m_features_inference", payload, f"live batch {i + 1}")
                 report.batches += 1
         with stage("duplicate: the first live event again") as s:
@@ -260,12 +262,6 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRep
     if not report.duplicate_rejected or not report.duplicate_wrote_nothing:
         report.failures.append("the duplicate batch event was not rejected cleanly")
     return report
-
-
-def payload_folder(payload: Any) -> str:
-    text = json.dumps(payload)
-    start = text.find("pan-traffic/")
-    return text[start : text.find("/", start + 40) + 6] if start >= 0 else ""
 
 
 def _make_estate(run: LocalRun, echo: Callable[[str], None]) -> None:

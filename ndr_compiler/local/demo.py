@@ -64,7 +64,8 @@ class DemoConfig:
     live_start: datetime = _utc("2026-10-01T12:00:00Z")
     live_hours: float = 1.0
     noise_rate: float = 0.002
-    wait_scale: float = 0.05
+    # waits and poll budgets at a tenth: a 15m pipeline has 90 s (not 15 min) before the machine gives up
+    wait_scale: float = 0.1
     top: int = 10
 
 

@@ -113,3 +113,22 @@ def read_batches(
     return frame.withColumn(
         "batch_start_ts", F.to_timestamp(F.col("batch_start").cast("string"), "yyyyMMdd'T'HHmm")
     ).drop("batch_start")
+
+
+def partition_rows(root: str, dataset: str, feature_spec_version: str, start: datetime) -> int | None:
+    """The rows of a 15-minute partition from its Parquet footers, without Spark; None when unknown.
+
+    Only for local storage (or S3 backed by a local directory): elsewhere reading the footers would cost
+    more than the Spark count it saves, and the caller counts with Spark.
+    """
+    path = storage.backing(storage.partition_path(root, dataset, batch_partition(feature_spec_version, start)))
+    if storage.is_s3(path):
+        return None
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        return None
+    objects = [o for o in storage.list_objects(path) if o.path.endswith(".parquet")]
+    if not objects:
+        return None
+    return sum(pq.read_metadata(str(storage.local_path(o.path))).num_rows for o in objects)

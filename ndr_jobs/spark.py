@@ -78,6 +78,9 @@ def local_conf(cores: int | None = None) -> dict[str, str]:
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         # small local jobs: no need to wait for locality
         "spark.locality.wait": "0s",
+        # PySpark 4 records a call site for every DataFrame function (several extra JVM calls each): off locally,
+        # where a small batch's job is mostly driver time
+        "spark.python.sql.dataFrameDebugging.enabled": "false",
     }
 
 

@@ -121,6 +121,34 @@ def ratio(num: Column, den: Column) -> Column:
     return F.when(F.coalesce(den, F.lit(0)) > 0, num.cast("DOUBLE") / den.cast("DOUBLE")).otherwise(F.lit(0.0))
 
 
+def periodicity_scores(
+    first_slice: Column,
+    active: Column,
+    total: Column,
+    total_sq: Column,
+    covered: Sequence[datetime],
+    settings: Periodicity,
+) -> dict[str, Column]:
+    """The periodicity columns of a series from its per-slice aggregates (see :func:`pair_periodicity`).
+
+    ``first_slice`` (its first active slice), ``active`` (active slices, an integer), ``total`` and
+    ``total_sq`` (sum of the per-slice session counts, as doubles, and of their squares) -> ``active_slices``,
+    ``span_slices``, ``fill``, ``cv`` and ``score`` (doubles).
+    """
+    from pyspark.sql import functions as F
+
+    slice_starts = F.array(*(F.lit(s).cast("TIMESTAMP") for s in sorted(covered)))
+    # covered slices from the series' first to the window end (at least its active ones)
+    covered_since = F.size(F.filter(slice_starts, lambda s: s >= first_slice))
+    span = F.greatest(covered_since, active).cast("DOUBLE")
+    mean = total / span
+    var = F.greatest(total_sq / span - mean * mean, F.lit(0.0))
+    cv = F.when(mean > 0, F.sqrt(var) / mean).otherwise(F.lit(0.0))
+    fill = active.cast("DOUBLE") / span
+    score = F.when(active >= settings.min_active_slices, fill / (1.0 + cv)).otherwise(F.lit(0.0))
+    return {"active_slices": active.cast("DOUBLE"), "span_slices": span, "fill": fill, "cv": cv, "score": score}
+
+
 def pair_periodicity(
     series: DataFrame,
     covered: Sequence[datetime],
@@ -137,7 +165,6 @@ def pair_periodicity(
     """
     from pyspark.sql import functions as F
 
-    slice_starts = F.array(*(F.lit(s).cast("TIMESTAMP") for s in sorted(covered)))
     per_slice = series.groupBy("host_ip", "dst_ip", "slice_ts").agg(F.sum("sessions").cast("DOUBLE").alias("c"))
     per_pair = per_slice.groupBy("host_ip", "dst_ip").agg(
         F.min("slice_ts").alias("first_slice"),
@@ -145,25 +172,10 @@ def pair_periodicity(
         F.sum("c").alias("total"),
         F.sum(F.col("c") * F.col("c")).alias("total_sq"),
     )
-    # covered slices from the series' first to the window end (at least its active ones)
-    covered_since = F.size(F.filter(slice_starts, lambda s: s >= F.col("first_slice")))
-    joined = per_pair.withColumn("span_slices", F.greatest(covered_since, F.col("active_slices")))
-    span = F.col("span_slices").cast("DOUBLE")
-    mean = F.col("total") / span
-    var = F.greatest(F.col("total_sq") / span - mean * mean, F.lit(0.0))
-    cv = F.when(mean > 0, F.sqrt(var) / mean).otherwise(F.lit(0.0))
-    fill = F.col("active_slices").cast("DOUBLE") / span
-    return joined.select(
-        "host_ip",
-        "dst_ip",
-        F.col("active_slices").cast("DOUBLE").alias("active_slices"),
-        span.alias("span_slices"),
-        fill.alias("fill"),
-        cv.alias("cv"),
-        F.when(F.col("active_slices") >= settings.min_active_slices, fill / (1.0 + cv))
-        .otherwise(F.lit(0.0))
-        .alias("score"),
+    scores = periodicity_scores(
+        F.col("first_slice"), F.col("active_slices"), F.col("total"), F.col("total_sq"), covered, settings
     )
+    return per_pair.select("host_ip", "dst_ip", *(e.alias(n) for n, e in scores.items()))
 
 
 class Phases:

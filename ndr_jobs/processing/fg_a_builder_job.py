@@ -46,7 +46,7 @@ from ndr_jobs.feature_spec import FeatureSpecBody, load_feature_spec, parse_dura
 from ndr_jobs.runtime import BatchRuntime
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 PERIODIC_FEATURES = ("periodic_max_score", "periodic_top_fill", "periodic_top_cv", "periodic_pairs")
 
@@ -66,23 +66,57 @@ def window_starts(end: datetime, window: str) -> list[datetime]:
     return datasets.batch_starts(end - parse_duration(window), end)
 
 
-def rare_values(rows: DataFrame, spec: FeatureSpecBody, end: datetime) -> tuple[list[int], list[str]]:
-    """The rare destination ports and apps over the rarity reference window (one Spark job)."""
-    from pyspark.sql import functions as F
+def _ts(moment: datetime) -> str:
+    """A SQL timestamp literal of an instant (UTC, whatever the session time zone)."""
+    return f"TIMESTAMP '{datasets.iso(moment)}'"
 
+
+def _str(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _in(column: str, values: list[int] | list[str]) -> str:
+    """``column IN (values)`` as SQL (false, or null for a null column, when there are no values)."""
+    if not values:
+        return f"(CASE WHEN {column} IS NOT NULL THEN false END)"
+    return f"{column} IN ({', '.join(_str(v) if isinstance(v, str) else str(int(v)) for v in values)})"
+
+
+def rare_values(
+    rows: DataFrame, spec: FeatureSpecBody, start: datetime, end: datetime
+) -> tuple[list[int], list[str], int]:
+    """The rare destination ports and apps over the rarity reference window, and the hosts of the batch.
+
+    One aggregation (distinct hosts per port, per app, overall and in the batch slice) and one collect; the
+    last count is the number of FG-A rows of the batch (hosts with delta rows in it).
+    """
     rarity = spec.fg_a.rarity
-    ref = rows.where(F.col("slice_ts") >= F.lit(end - parse_duration(spec.fg_a.rarity_window)))
-    port_users = ref.groupBy(F.lit("port").alias("kind"), F.col("dst_port").cast("STRING").alias("value"))
-    app_users = ref.where(F.col("app").isNotNull()).groupBy(F.lit("app").alias("kind"), F.col("app").alias("value"))
-    hosts = ref.groupBy(F.lit("hosts").alias("kind"), F.lit("").alias("value"))
-    counted = [g.agg(F.count_distinct("host_ip").alias("n")) for g in (port_users, app_users, hosts)]
-    found = counted[0].unionByName(counted[1]).unionByName(counted[2]).collect()
+    in_ref = f"slice_ts >= {_ts(end - parse_duration(spec.fg_a.rarity_window))}"
+    in_batch = f"slice_ts = {_ts(start)}"
+    query = f"""
+        SELECT k.kind AS kind, k.value AS value, count(DISTINCT host_ip) AS n
+        FROM (
+            SELECT host_ip, explode(array(
+                CASE WHEN {in_ref} THEN named_struct('kind', 'port', 'value', CAST(dst_port AS STRING)) END,
+                CASE WHEN {in_ref} AND app IS NOT NULL THEN named_struct('kind', 'app', 'value', app) END,
+                CASE WHEN {in_ref} THEN named_struct('kind', 'hosts', 'value', '') END,
+                CASE WHEN {in_batch} THEN named_struct('kind', 'batch_hosts', 'value', '') END
+            )) AS k
+            FROM {{rows}}
+            WHERE {in_ref} OR {in_batch}
+        )
+        WHERE k IS NOT NULL
+        GROUP BY k.kind, k.value
+    """
+    found = rows.sparkSession.sql(query, rows=rows).collect()
     n_hosts = next((r["n"] for r in found if r["kind"] == "hosts"), 0)
+    batch_hosts = next((r["n"] for r in found if r["kind"] == "batch_hosts"), 0)
     port_limit = max(rarity.port_max_hosts, rarity.host_fraction * n_hosts)
     app_limit = max(rarity.app_max_hosts, rarity.host_fraction * n_hosts)
     ports = sorted(int(r["value"]) for r in found if r["kind"] == "port" and r["n"] <= port_limit)
     apps = sorted(r["value"] for r in found if r["kind"] == "app" and r["n"] <= app_limit)
-    return ports, apps
+    return ports, apps, batch_hosts
 
 
 def build_fg_a(
@@ -93,155 +127,182 @@ def build_fg_a(
     end: datetime,
     covered: list[datetime],
     cached: list[DataFrame] | None = None,
-) -> DataFrame:
-    """FG-A rows (see the module doc) from the delta rows of the longest window (``batch_start_ts`` column).
+) -> tuple[DataFrame, int]:
+    """FG-A rows (see the module doc) from the delta rows of the longest window (``batch_start_ts`` column),
+    and their number (hosts of the batch).
 
     ``covered`` lists the slice starts whose delta partitions exist (for periodicity spans); frames this
     persists are appended to ``cached`` for the caller to unpersist.
 
-    Two aggregation levels and no per-window joins: the rows are summed per (host, dst_ip, slice); from
-    that, per (host, dst_ip) with one conditional sum per window and the last slice seen (a destination is
-    in a window when its last slice is), then per host, where a distinct count over a window is a count of
-    the (host, dst_ip) rows whose last slice is in it. Ports go the same way through (host, dst_port).
+    One shuffle: the (internal-source) rows are hash-partitioned by host and cached, so that every later
+    aggregation is local to a partition. The rarity pre-pass (one more shuffle, one collect) also counts
+    the batch's hosts. Then the rows are summed per (host, dst_ip, slice); from that, per (host, dst_ip)
+    with one conditional sum per window, the last slice seen (a destination is in a window when its last
+    slice is) and the periodicity aggregates of the series per window (the scores of
+    :func:`ndr_jobs.features.common.pair_periodicity`); then per host, where a distinct count over a window
+    is a count of the (host, dst_ip) rows whose last slice is in it, and the best periodic series is a
+    ``max_by``. Ports go the same way through (host, dst_port), joined on the co-partitioned host key. The
+    aggregations are SQL text: a tiny batch's cost is mostly driver round trips per expression.
     """
-    from pyspark.sql import functions as F
 
-    from ndr_jobs.features.common import is_internal, pair_periodicity, ratio
+    from ndr_jobs.features.common import is_internal
 
     fg_a = spec.fg_a
     columns = fg_a.columns()
     out_schema = "host_ip STRING, " + ", ".join(f"{c} DOUBLE" for c in columns)
     out_schema += ", batch_start_ts TIMESTAMP, batch_end_ts TIMESTAMP"
     if delta is None:
-        return spark.createDataFrame([], out_schema)
+        return spark.createDataFrame([], out_schema), 0
 
     network = spec.network
-    rows = delta.select(
-        F.col("src_ip").alias("host_ip"), "dst_ip", "dst_port", "app",
-        F.coalesce(F.col("sessions"), F.lit(0)).alias("sessions"),
-        F.coalesce(F.col("deny_count"), F.lit(0)).alias("deny_count"),
-        F.coalesce(F.col("bytes_sent"), F.lit(0)).alias("bytes_sent"),
-        F.coalesce(F.col("bytes_received"), F.lit(0)).alias("bytes_received"),
-        F.col("batch_start_ts").alias("slice_ts"),
-    ).where(is_internal("host_ip", network))  # fmt: skip
+    rows = (
+        delta.selectExpr(
+            "src_ip AS host_ip", "dst_ip", "dst_port", "app",
+            "coalesce(sessions, 0) AS sessions", "coalesce(deny_count, 0) AS deny_count",
+            "coalesce(bytes_sent, 0) AS bytes_sent", "coalesce(bytes_received, 0) AS bytes_received",
+            "batch_start_ts AS slice_ts",
+        )
+        .where(is_internal("host_ip", network))
+        .repartition("host_ip")
+    )  # fmt: skip
     if cached is not None:
         rows = rows.persist()
         cached.append(rows)
-    rare_ports, rare_apps = rare_values(rows, spec, end)
+    rare_ports, rare_apps, n_hosts = rare_values(rows, spec, start, end)
 
-    zero = F.lit(0).cast("BIGINT")
-    sessions = F.col("sessions")
-    per_slice = (
-        rows.withColumn("_rare_port", F.col("dst_port").isin(rare_ports))
-        .withColumn("_rare_app", F.col("app").isin(rare_apps) if rare_apps else F.lit(False))
-        .withColumn("_admin", F.col("dst_port").isin(list(network.admin_ports)))
-        .groupBy("host_ip", "dst_ip", "slice_ts")
-        .agg(
-            F.sum(sessions).alias("sessions"),
-            F.sum("bytes_sent").alias("bytes_sent"),
-            F.sum("bytes_received").alias("bytes_received"),
-            F.sum("deny_count").alias("deny_count"),
-            F.sum(F.when(F.col("_rare_port"), sessions).otherwise(zero)).alias("rare_port_sessions"),
-            F.sum(F.when(F.coalesce(F.col("_rare_app"), F.lit(False)), sessions).otherwise(zero)).alias(
-                "rare_app_sessions"
-            ),
-            F.max(F.col("_admin")).alias("admin"),
-        )
-        .withColumn("internal", is_internal("dst_ip", network))
-    )
-    if cached is not None:
-        per_slice = per_slice.persist()
-        cached.append(per_slice)
+    zero = "CAST(0 AS BIGINT)"
+    rare_app = f"coalesce({_in('app', rare_apps)}, false)" if rare_apps else "false"
+    per_slice = f"""
+        SELECT host_ip, dst_ip, slice_ts,
+            sum(sessions) AS sessions, sum(bytes_sent) AS bytes_sent, sum(bytes_received) AS bytes_received,
+            sum(deny_count) AS deny_count,
+            sum(CASE WHEN {_in("dst_port", rare_ports)} THEN sessions ELSE {zero} END) AS rare_port_sessions,
+            sum(CASE WHEN {rare_app} THEN sessions ELSE {zero} END) AS rare_app_sessions,
+            max({_in("dst_port", list(network.admin_ports))}) AS admin
+        FROM {{rows}}
+        GROUP BY host_ip, dst_ip, slice_ts
+    """
 
     windows = fg_a.windows
-    since = {w: F.lit(end - parse_duration(w)) for w in windows}
+    since = {w: _ts(end - parse_duration(w)) for w in windows}
+    wanted = {(f.name, w) for f in fg_a.features for w in f.windows}
+    periodic_windows = [w for w in windows if any((n, w) in wanted for n in PERIODIC_FEATURES)]
     summed = ("sessions", "bytes_sent", "bytes_received", "deny_count", "rare_port_sessions", "rare_app_sessions")
-    per_dst = per_slice.groupBy("host_ip", "dst_ip").agg(
-        F.max("slice_ts").alias("last"),
-        F.max(F.when(F.col("admin"), F.col("slice_ts"))).alias("last_admin"),
-        F.first("internal").alias("internal"),
-        *(
-            F.sum(F.when(F.col("slice_ts") >= since[w], F.col(c)).otherwise(zero)).alias(f"{c}_{w}")
-            for w in windows for c in summed
-        ),
-    )  # fmt: skip
+    per_dst_aggs = [
+        f"sum(CASE WHEN slice_ts >= {since[w]} THEN {c} ELSE {zero} END) AS {c}_{w}" for w in windows for c in summed
+    ]
+    count = "CAST(sessions AS DOUBLE)"
+    for w in periodic_windows:
+        in_w = f"slice_ts >= {since[w]}"
+        per_dst_aggs += [
+            f"min(CASE WHEN {in_w} THEN slice_ts END) AS _p_first_{w}",
+            f"count(CASE WHEN {in_w} THEN 1 END) AS _p_active_{w}",
+            f"sum(CASE WHEN {in_w} THEN {count} END) AS _p_total_{w}",
+            f"sum(CASE WHEN {in_w} THEN {count} * {count} END) AS _p_total_sq_{w}",
+        ]
+    per_dst = spark.sql(
+        f"""
+        SELECT host_ip, dst_ip, max(slice_ts) AS last, max(CASE WHEN admin THEN slice_ts END) AS last_admin,
+            {", ".join(per_dst_aggs)}
+        FROM ({per_slice})
+        GROUP BY host_ip, dst_ip
+        """,
+        rows=rows,
+    ).withColumn("internal", is_internal("dst_ip", network))
 
-    def count_if(cond: Column) -> Column:
-        return F.sum(F.when(cond, 1).otherwise(0)).cast("DOUBLE")
+    scored = ["*"]
+    for w in periodic_windows:  # as pair_periodicity, for the window's external series (null for the others)
+        starts = ", ".join(_ts(s) for s in sorted(s for s in covered if s >= end - parse_duration(w)))
+        first, active = f"_p_first_{w}", f"_p_active_{w}"
+        span = f"CAST(greatest(size(filter(array({starts}), s -> s >= {first})), {active}) AS DOUBLE)"
+        mean = f"(_p_total_{w} / {span})"
+        var = f"greatest(_p_total_sq_{w} / {span} - {mean} * {mean}, 0.0D)"
+        cv = f"(CASE WHEN {mean} > 0 THEN sqrt({var}) / {mean} ELSE 0.0D END)"
+        fill = f"(CAST({active} AS DOUBLE) / {span})"
+        score = (
+            f"CASE WHEN {active} >= {int(fg_a.periodicity.min_active_slices)} THEN {fill} / (1.0D + {cv}) ELSE 0.0D END"
+        )
+        series = f"(NOT internal AND {active} > 0)"
+        for name, expr in (
+            ("active_slices", f"CAST({active} AS DOUBLE)"),
+            ("fill", fill),
+            ("cv", cv),
+            ("score", score),
+        ):
+            scored.append(f"CASE WHEN {series} THEN {expr} END AS _p_{name}_{w}")
 
-    def total(col: str, cond: Column | None = None) -> Column:
-        value = F.col(col) if cond is None else F.when(cond, F.col(col)).otherwise(zero)
-        return F.coalesce(F.sum(value), zero).cast("DOUBLE")
+    def count_if(cond: str) -> str:
+        return f"CAST(sum(CASE WHEN {cond} THEN 1 ELSE 0 END) AS DOUBLE)"
 
-    internal = F.col("internal")
-    metrics: dict[tuple[str, str], Column] = {}
+    def total(col: str, cond: str | None = None) -> str:
+        value = col if cond is None else f"CASE WHEN {cond} THEN {col} ELSE {zero} END"
+        return f"CAST(coalesce(sum({value}), {zero}) AS DOUBLE)"
+
+    def ratio(num: str, den: str) -> str:  # as ndr_jobs.features.common.ratio
+        return f"CASE WHEN coalesce({den}, 0) > 0 THEN CAST({num} AS DOUBLE) / CAST({den} AS DOUBLE) ELSE 0.0D END"
+
+    metrics: dict[tuple[str, str], str] = {}
     for w in windows:
-        seen = F.col("last") >= since[w]
+        seen = f"last >= {since[w]}"
         sent, received, n = total(f"bytes_sent_{w}"), total(f"bytes_received_{w}"), total(f"sessions_{w}")
         metrics |= {
             ("sessions", w): n,
             ("fan_out", w): count_if(seen),
-            ("internal_fan_out", w): count_if(seen & internal),
-            ("external_fan_out", w): count_if(seen & ~internal),
-            ("admin_port_fan_out", w): count_if((F.col("last_admin") >= since[w]) & internal),
-            ("bytes_out_log", w): F.log1p(sent),
-            ("bytes_in_log", w): F.log1p(received),
-            ("out_in_ratio", w): ratio(sent, sent + received),
-            ("max_dst_bytes_out_log", w): F.log1p(F.coalesce(F.max(f"bytes_sent_{w}"), zero).cast("DOUBLE")),
-            ("external_bytes_out_log", w): F.log1p(total(f"bytes_sent_{w}", ~internal)),
+            ("internal_fan_out", w): count_if(f"{seen} AND internal"),
+            ("external_fan_out", w): count_if(f"{seen} AND NOT internal"),
+            ("admin_port_fan_out", w): count_if(f"last_admin >= {since[w]} AND internal"),
+            ("bytes_out_log", w): f"log1p({sent})",
+            ("bytes_in_log", w): f"log1p({received})",
+            ("out_in_ratio", w): ratio(sent, f"({sent} + {received})"),
+            ("max_dst_bytes_out_log", w): f"log1p(CAST(coalesce(max(bytes_sent_{w}), {zero}) AS DOUBLE))",
+            ("external_bytes_out_log", w): f"log1p({total(f'bytes_sent_{w}', 'NOT internal')})",
             ("deny_ratio", w): ratio(total(f"deny_count_{w}"), n),
             ("rare_port_sessions", w): total(f"rare_port_sessions_{w}"),
             ("rare_app_sessions", w): total(f"rare_app_sessions_{w}"),
-            ("internal_internal_sessions", w): total(f"sessions_{w}", internal),
+            ("internal_internal_sessions", w): total(f"sessions_{w}", "internal"),
         }
-    wanted = {(f.name, w) for f in fg_a.features for w in f.windows}
-    host_metrics = [e.alias(f"{n}_{w}") for (n, w), e in metrics.items() if (n, w) in wanted]
-    result = (
-        per_dst.groupBy("host_ip")
-        .agg(F.max("last").alias("_last"), *host_metrics)
-        .where(F.col("_last") == F.lit(start))  # hosts active in the batch
-        .drop("_last")
-    )
+    host_metrics = [f"{e} AS {n}_{w}" for (n, w), e in metrics.items() if (n, w) in wanted]
+    for w in periodic_windows:
+        score = f"_p_score_{w}"
+        best = (
+            f"max_by(named_struct('score', {score}, 'fill', _p_fill_{w}, 'cv', _p_cv_{w}), "
+            f"CASE WHEN {score} IS NOT NULL THEN struct({score}, _p_active_slices_{w}, dst_ip) END)"
+        )
+        values = {
+            "periodic_max_score": f"{best}.score",
+            "periodic_top_fill": f"CASE WHEN {best}.score > 0 THEN {best}.fill END",
+            "periodic_top_cv": f"CASE WHEN {best}.score > 0 THEN {best}.cv END",
+            "periodic_pairs": count_if(f"{score} >= CAST('{float(fg_a.periodicity.score_threshold)!r}' AS DOUBLE)"),
+        }
+        host_metrics += [f"{values[n]} AS {n}_{w}" for n in PERIODIC_FEATURES if (n, w) in wanted]
 
     port_windows = [w for w in windows if ("distinct_dst_ports", w) in wanted]
+    ports = ""
     if port_windows:
-        per_port = rows.groupBy("host_ip", "dst_port").agg(F.max("slice_ts").alias("last"))
-        ports = per_port.groupBy("host_ip").agg(
-            *(count_if(F.col("last") >= since[w]).alias(f"distinct_dst_ports_{w}") for w in port_windows)
-        )
-        result = result.join(ports, "host_ip", "left")
-
-    for window in windows:
-        periodic = [n for n in PERIODIC_FEATURES if (n, window) in wanted]
-        if not periodic:
-            continue
-        window_start = end - parse_duration(window)
-        series = per_slice.where(~F.col("internal") & (F.col("slice_ts") >= since[window]))
-        scored = pair_periodicity(
-            series.select("host_ip", "dst_ip", "slice_ts", "sessions"),
-            [s for s in covered if s >= window_start],
-            fg_a.periodicity,
-        )
-        best = scored.groupBy("host_ip").agg(
-            F.max_by(F.struct("score", "fill", "cv"), F.struct("score", "active_slices", "dst_ip")).alias("_top"),
-            count_if(F.col("score") >= fg_a.periodicity.score_threshold).alias("_pairs"),
-        )
-        top_scored = F.col("_top.score") > 0
-        values = {
-            "periodic_max_score": F.col("_top.score"),
-            "periodic_top_fill": F.when(top_scored, F.col("_top.fill")),
-            "periodic_top_cv": F.when(top_scored, F.col("_top.cv")),
-            "periodic_pairs": F.col("_pairs"),
-        }
-        result = result.join(
-            best.select("host_ip", *(values[n].alias(f"{n}_{window}") for n in periodic)), "host_ip", "left"
-        )
-    return result.select(
-        "host_ip",
-        *(F.coalesce(F.col(c).cast("DOUBLE"), F.lit(0.0)).alias(c) for c in columns),
-        F.lit(start).cast("TIMESTAMP").alias("batch_start_ts"),
-        F.lit(end).cast("TIMESTAMP").alias("batch_end_ts"),
+        ports = f"""
+            LEFT JOIN (
+                SELECT host_ip, {", ".join(count_if(f"last >= {since[w]}") + f" AS distinct_dst_ports_{w}"
+                                            for w in port_windows)}
+                FROM (SELECT host_ip, dst_port, max(slice_ts) AS last FROM {{rows}} GROUP BY host_ip, dst_port)
+                GROUP BY host_ip
+            ) p ON h.host_ip = p.host_ip
+        """  # fmt: skip
+    frame = spark.sql(
+        f"""
+        SELECT h.host_ip, {", ".join(f"coalesce(CAST({c} AS DOUBLE), 0.0D) AS {c}" for c in columns)},
+            {_ts(start)} AS batch_start_ts, {_ts(end)} AS batch_end_ts
+        FROM (
+            SELECT host_ip, max(last) AS _last, {", ".join(host_metrics)}
+            FROM (SELECT {", ".join(scored)} FROM {{per_dst}})
+            GROUP BY host_ip
+        ) h
+        {ports}
+        WHERE h._last = {_ts(start)}
+        """,
+        per_dst=per_dst,
+        rows=rows,
     )
+    return frame, n_hosts
 
 
 def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
@@ -264,9 +325,8 @@ def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
     }
     delta = datasets.read_batches(spark, root, datasets.DELTA, fsv, present) if present else None
     cached: list[DataFrame] = []
-    frame = build_fg_a(spark, delta, spec, start, end, present, cached).persist()
     try:
-        hosts = frame.count()
+        frame, hosts = build_fg_a(spark, delta, spec, start, end, present, cached)
         phase("features")
         written = storage.write_partition(
             frame, root, datasets.FG_A, datasets.batch_partition(fsv, start), ["host_ip"],
@@ -274,7 +334,7 @@ def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
         )  # fmt: skip
         phase("write")
     finally:
-        for cached_frame in [frame, *cached]:
+        for cached_frame in cached:
             cached_frame.unpersist()
     return emit(
         {

@@ -223,9 +223,12 @@ def build_fg_c(
     low_prev = ip_ok & (F.col("_prevalence") <= fg_c.novelty.low_prevalence_max_hosts)
     ext_allowed = F.col("_external") & F.col("_allowed")
     rare_dst = ext_allowed & (novel_dst | low_prev)
-    pairs = pairs.withColumn("_novel_pair", novel_pair).withColumn("_novel_dst", novel_dst).withColumn(
-        "_low_prev", ext_allowed & low_prev
-    ).withColumn("_rare_dst", rare_dst)
+    pairs = (
+        pairs.withColumn("_novel_pair", novel_pair)
+        .withColumn("_novel_dst", novel_dst)
+        .withColumn("_low_prev", ext_allowed & low_prev)
+        .withColumn("_rare_dst", rare_dst)
+    )
 
     def count_if(cond: Column) -> Column:
         return F.sum(F.when(cond, 1).otherwise(0)).cast("DOUBLE")
@@ -268,12 +271,16 @@ def build_fg_c(
         )  # fmt: skip
         scored = pair_periodicity(series, covered_in_window, spec.fg_a.periodicity)
         n_covered = float(max(1, len(covered_in_window)))
-        periodic = scored.groupBy("host_ip").agg(
-            F.max_by(F.struct("score", "active_slices"), F.struct("score", "active_slices", "dst_ip")).alias("_top")
-        ).select(
-            "host_ip",
-            F.col("_top.score").alias("rare_dst_periodic_score"),
-            (F.col("_top.active_slices") / F.lit(n_covered)).alias("rare_dst_active_fraction"),
+        periodic = (
+            scored.groupBy("host_ip")
+            .agg(
+                F.max_by(F.struct("score", "active_slices"), F.struct("score", "active_slices", "dst_ip")).alias("_top")
+            )
+            .select(
+                "host_ip",
+                F.col("_top.score").alias("rare_dst_periodic_score"),
+                (F.col("_top.active_slices") / F.lit(n_covered)).alias("rare_dst_active_fraction"),
+            )
         )
     else:
         periodic = spark.createDataFrame([], "host_ip STRING, rare_dst_periodic_score DOUBLE, "
@@ -299,6 +306,9 @@ def build_fg_c(
 
 def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's FG-C partition; print and return the summary."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
     from ndr_jobs.features.common import Phases, emit, iso, read_inventory
     from ndr_jobs.spark import spark_session
 
@@ -328,17 +338,29 @@ def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
     phase("read")
 
     frame = build_fg_c(spark, spec, fg_a, batch_pairs, window_pairs, covered, baselines, inventory, start, end, month)
-    frame = frame.persist()
+    bound = datasets.partition_rows(root, datasets.FG_A, fsv, start)  # one row per FG-A host
+    partition = datasets.batch_partition(fsv, start)
+    cached: list[DataFrame] = []
     try:
-        hosts = frame.count()
-        phase("features")
-        written = storage.write_partition(
-            frame, root, datasets.FG_C, datasets.batch_partition(fsv, start), ["host_ip"],
-            storage.files_for(hosts, 200_000), hosts,
-        )  # fmt: skip
+        if bound is not None and storage.files_for(bound, 200_000) == 1:
+            # one file: no separate count job, the write counts the rows it writes
+            observed = Observation("fg_c")
+            frame = frame.observe(observed, F.count(F.lit(1)).alias("rows"))
+            phase("features")
+            written = storage.write_partition(frame, root, datasets.FG_C, partition, ["host_ip"], 1)
+            hosts = int(observed.get["rows"])
+        else:
+            frame = frame.persist()
+            cached.append(frame)
+            hosts = frame.count()
+            phase("features")
+            written = storage.write_partition(
+                frame, root, datasets.FG_C, partition, ["host_ip"], storage.files_for(hosts, 200_000), hosts
+            )
         phase("write")
     finally:
-        frame.unpersist()
+        for cached_frame in cached:
+            cached_frame.unpersist()
     return emit(
         {
             "job": "fg_c_builder",

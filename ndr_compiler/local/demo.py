@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -162,6 +163,9 @@ class LocalRun:
         }
         stack = self._stack
         stack.enter_context(_environment(env))
+        moto_log = logging.getLogger("moto")  # it logs every Fail state (a rejected duplicate, too) as an error
+        stack.callback(moto_log.setLevel, moto_log.level)
+        moto_log.setLevel(logging.CRITICAL)
         executor = stack.enter_context(WarmExecutor(self.log / "step-worker.log"))
         placeholders, names = local_pipeline_names(self.compiled.pipelines)
         values = {"NdrStorageRoot": self.storage_root, "NdrRawRoot": f"s3://{self.raw_bucket}", "NdrOrgId": ORG}
@@ -318,15 +322,17 @@ def _top_anomalies(publication: Path, labels: Path, config: DemoConfig) -> tuple
     if not files:
         return [], 0
     con = duckdb.connect()
-    rel = con.read_parquet([str(f) for f in files], hive_partitioning=True)
-    columns = set(rel.columns)
+    con.register("published", con.read_parquet([str(f) for f in files], hive_partitioning=True))
+    columns = {c[0] for c in con.execute("SELECT * FROM published LIMIT 0").description}
     alerts = 0
     if "alert" in columns:
-        alerts = int(con.sql("SELECT count(*) FROM rel WHERE alert").fetchone()[0])
-    rows = con.sql(f"SELECT * FROM rel ORDER BY score DESC, host_ip LIMIT {int(config.top)}").to_arrow_table()
+        alerts = int(con.execute("SELECT count(*) FROM published WHERE alert").fetchone()[0])
+    cursor = con.execute(f"SELECT * FROM published ORDER BY score DESC, host_ip LIMIT {int(config.top)}")
+    names = [c[0] for c in cursor.description]
+    rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
     attacks = _attack_windows(labels)
     top = []
-    for row in rows.to_pylist():
+    for row in rows:
         start = row.get("batch_start_ts")
         key = (row.get("host_ip"), start.replace(tzinfo=UTC) if isinstance(start, datetime) else start)
         row["attack"] = attacks.get(key, "")
@@ -373,8 +379,8 @@ def render(report: DemoReport, echo: Callable[[str], None] = print) -> None:
 
 
 def _drivers(row: dict[str, Any]) -> list[tuple[str, str]]:
-    """The features that drove a score, from the prediction's ``top_features`` (name, value, deviation)."""
-    found = row.get("top_features") or []
+    """The features that drove a score: the publication's ``top_features_json`` (feature, value, deviation)."""
+    found = row.get("top_features_json") or row.get("top_features") or []
     if isinstance(found, str):  # published as a JSON string, so that any warehouse loads it
         found = json.loads(found)
     out = []

@@ -63,3 +63,32 @@ def test_the_wrapped_batch_events_have_the_contracts_shapes(wrap, name):
 )
 def test_the_operator_requests_are_the_contracts(built, name):
     assert built == contract(name)
+
+
+def test_the_top_anomalies_come_from_the_publication_with_their_drivers_and_ground_truth(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ndr_compiler.local.demo import DemoConfig, DemoReport, _top_anomalies, render
+
+    part = tmp_path / "publication" / "feature_spec_version=v1" / "batch_start=20261001T1200"
+    part.mkdir(parents=True)
+    drivers = json.dumps([{"feature": "rare_dst_periodic_score", "value": 0.91, "deviation": 7.5}])
+    pq.write_table(pa.table({
+        "host_ip": ["10.10.1.5", "10.10.1.6", "10.10.1.7"],
+        "batch_start_ts": pa.array([START.replace(tzinfo=None)] * 3, pa.timestamp("us", "UTC")),
+        "score": [0.71, 0.52, 0.60],
+        "alert": [True, False, False],
+        "top_features_json": [drivers, "[]", "[]"],
+    }), part / "part-00000.parquet")  # fmt: skip
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"src_ip": "10.10.1.5", "attack": "beacon", "start": "2026-10-01T11:50:00Z",
+                                  "end": "2026-10-01T12:20:00Z"}) + "\n")
+    top, alerts = _top_anomalies(tmp_path / "publication", labels, DemoConfig(top=2))
+    assert alerts == 1
+    assert [(r["host_ip"], r["attack"]) for r in top] == [("10.10.1.5", "beacon"), ("10.10.1.7", "")]
+    lines: list[str] = []
+    render(DemoReport(top=top, alerts=alerts), echo=lines.append)
+    text = "\n".join(lines)
+    assert "10.10.1.5       2026-10-01 12:00  score 0.710  <- injected beacon" in text
+    assert "rare_dst_periodic_score = 0.91 (deviation +7.50)" in text

@@ -276,9 +276,6 @@ def parse_lines(lines: Iterable[str]) -> list[TrafficRecord | QuarantineRecord]:
 
 # --- the vectorised engine (Arrow) ------------------------------------------------------------------------
 
-#: a line whose fields 0..102 hold no quote or brace (and that has more fields) is split on commas as is
-_PLAIN_PREFIX_RE = r'^([^,"{]*,){' + str(CSV_WIDTH) + "}"
-_SPECIAL_RE = r'["{]'
 _ARROW_TYPES = {"STRING": pa.string(), "BIGINT": pa.int64(), "INT": pa.int32(),
                 "TIMESTAMP": pa.timestamp("us", tz="UTC")}  # fmt: skip
 #: what the parser adds to the input columns, in order
@@ -368,22 +365,69 @@ def _first(checks: list[tuple[str, pa.Array]], n: int) -> pa.Array:
     return out
 
 
-def _parse_plain(lines: pa.Array, plain_prefix: pa.Array) -> pa.RecordBatch:
+@dataclass(frozen=True)
+class _Layout:
+    """Where each line's fields are: the comma positions of a batch of lines, found once with NumPy."""
+
+    data: np.ndarray  # the lines' UTF-8 bytes (the Arrow data buffer)
+    starts: np.ndarray  # each line's first byte in ``data``
+    ends: np.ndarray  # each line's end (exclusive)
+    commas: np.ndarray  # every comma's position in ``data``, ascending (one sentinel if there is none)
+    first_comma: np.ndarray  # per line, the index in ``commas`` of its first comma
+    n_commas: np.ndarray  # per line, how many commas it holds
+    plain_prefix: np.ndarray  # fields 0..102 hold no quote or brace (and the line has more fields)
+    plain: np.ndarray  # plain_prefix, or no quote or brace anywhere: split on commas as is
+    rest_quotes: np.ndarray  # per line, the double quotes after its 103rd comma (fields 103..)
+
+    def field(self, position: int) -> pa.Array:
+        """Field ``position`` of every line as strings, null where it is empty or missing."""
+        k = self.first_comma + position
+        start = self.starts if position == 0 else self.commas.take(k - 1, mode="clip") + 1
+        end = np.where(self.n_commas > position, self.commas.take(k, mode="clip"), self.ends)
+        lengths = np.where(self.n_commas >= position, end - start, 0)  # a line with c commas has fields 0..c
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        gather = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        validity = np.packbits(lengths > 0, bitorder="little")
+        buffers = [pa.py_buffer(validity), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(self.data[gather])]
+        return pa.Array.from_buffers(pa.string(), len(lengths), buffers)
+
+
+def _layout(lines: pa.Array) -> _Layout:
+    """The comma layout of non-null string ``lines`` (see :class:`_Layout`)."""
+    n = len(lines)
+    offsets_buffer, data_buffer = lines.buffers()[1], lines.buffers()[2]
+    line_offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[lines.offset : lines.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, dtype=np.uint8)
+    starts, ends = line_offsets[:-1], line_offsets[1:]
+    window = data[line_offsets[0] : line_offsets[-1]] if n else data[:0]
+    base = line_offsets[0] if n else 0
+    commas = np.flatnonzero(window == ord(",")) + base
+    specials = np.flatnonzero((window == ord('"')) | (window == ord("{"))) + base
+    quotes = specials[data[specials] == ord('"')]
+    first_comma = np.searchsorted(commas, starts)
+    n_commas = np.searchsorted(commas, ends) - first_comma
+    # the end of field 102: the 103rd comma where there is one, else the line's end
+    has_rest = n_commas >= CSV_WIDTH
+    if not len(commas):
+        commas = np.zeros(1, dtype=np.int64)  # a sentinel for take(mode="clip"): every use is masked
+    limit = np.where(has_rest, commas.take(first_comma + CSV_WIDTH - 1, mode="clip"), ends)
+    specials_in_prefix = np.searchsorted(specials, limit) - np.searchsorted(specials, starts)
+    specials_in_line = np.searchsorted(specials, ends) - np.searchsorted(specials, starts)
+    plain_prefix = has_rest & (specials_in_prefix == 0)
+    rest_quotes = np.where(has_rest, np.searchsorted(quotes, ends) - np.searchsorted(quotes, limit), 0)
+    return _Layout(data, starts, ends, commas, first_comma, n_commas, plain_prefix,
+                   plain_prefix | (specials_in_line == 0), rest_quotes)  # fmt: skip
+
+
+def _parse_plain(lines: pa.Array, layout: _Layout) -> pa.RecordBatch:
     """The vectorised parse of lines whose fields 0..102 need no CSV unquoting (see :func:`parse_arrow`)."""
     n = len(lines)
-    # padded with commas, every line splits into exactly CSV_WIDTH + 1 parts: fields 0..102 and the rest
-    parts = pc.split_pattern(pc.binary_join_element_wise(lines, "," * CSV_WIDTH, ""), ",", max_splits=CSV_WIDTH)
-    positions = np.array(sorted({p for p, _, _ in FIELDS} | {TYPE_POSITION, CSV_WIDTH}), dtype=np.int64)
-    starts = np.frombuffer(parts.buffers()[1], dtype=np.int32)[parts.offset : parts.offset + n].astype(np.int64)
-    flat = parts.values.take(pa.array((positions[:, None] + starts[None, :]).reshape(-1)))  # one gather
-    value = {int(p): _null_if_empty(flat.slice(i * n, n)) for i, p in enumerate(positions)}
-    rest = pc.fill_null(value.pop(CSV_WIDTH), "")  # fields 103.. and the padding: where quotes may be
-    odd_quotes = pc.equal(pc.bit_wise_and(pc.count_substring(rest, '"'), 1), 1)
+    positions = sorted({p for p, _, _ in FIELDS} | {TYPE_POSITION})
+    value = {p: layout.field(p) for p in positions}
+    odd_quotes = pa.array(layout.rest_quotes % 2 == 1)
     # the field count: exact for lines without quotes/braces, at least 104 for the others
-    if pc.all(plain_prefix).as_py():
-        n_fields = pa.array(np.full(n, CSV_WIDTH + 1, dtype=np.int64))
-    else:
-        n_fields = pc.if_else(plain_prefix, CSV_WIDTH + 1, pc.add(pc.count_substring(lines, ","), 1))
+    n_fields = pa.array(np.where(layout.plain_prefix, CSV_WIDTH + 1, layout.n_commas + 1))
 
     columns: dict[str, pa.Array] = {}
     bad: dict[str, list[tuple[str, pa.Array]]] = {"bad_ip": [], "bad_number": [], "bad_timestamp": []}
@@ -460,17 +504,13 @@ def parse_arrow(lines: pa.Array) -> pa.RecordBatch:
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     lines = pc.fill_null(lines.cast(pa.string()), "")
-    plain_prefix = _flag(pc.match_substring_regex(lines, _PLAIN_PREFIX_RE))
-    plain = plain_prefix
-    if not pc.all(plain_prefix).as_py():
-        no_special = pc.invert(_flag(pc.match_substring_regex(lines, _SPECIAL_RE)))
-        plain = pc.or_(plain_prefix, no_special)
-    if pc.all(plain).as_py():
-        return _parse_plain(lines, plain_prefix)
-    mask = np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool)
-    fast_rows, slow_rows = np.flatnonzero(mask), np.flatnonzero(~mask)
-    fast = _parse_plain(lines.take(fast_rows), plain_prefix.take(fast_rows))
-    slow = _records_batch(lines.take(slow_rows).to_pylist())
+    layout = _layout(lines)
+    if layout.plain.all():
+        return _parse_plain(lines, layout)
+    fast_rows, slow_rows = np.flatnonzero(layout.plain), np.flatnonzero(~layout.plain)
+    fast_lines = lines.take(pa.array(fast_rows))
+    fast = _parse_plain(fast_lines, _layout(fast_lines))
+    slow = _records_batch(lines.take(pa.array(slow_rows)).to_pylist())
     table = pa.Table.from_batches([fast, slow], schema=RESULT_SCHEMA)
     order = np.empty(len(lines), dtype=np.int64)
     order[np.concatenate([fast_rows, slow_rows])] = np.arange(len(lines))
@@ -497,29 +537,34 @@ def to_records(table: pa.Table | pa.RecordBatch) -> list[TrafficRecord | Quarant
 # --- the Spark engine ------------------------------------------------------------------------------------
 
 
-def _result_spark_schema(df: DataFrame, line_col: str) -> Any:
+def _result_spark_schema(df: DataFrame, line_col: str, columns: tuple[str, ...]) -> Any:
     from pyspark.sql.types import StructType, _parse_datatype_string
 
     fields = [f for f in df.schema.fields if f.name != line_col]
-    result = _parse_datatype_string(", ".join(f"{name} {t}" for name, t in RESULT_COLUMNS))
+    types = dict(RESULT_COLUMNS)
+    result = _parse_datatype_string(", ".join(f"{name} {types[name]}" for name in columns))
     return StructType([*fields, *result.fields])
 
 
-def parse_traffic(df: DataFrame, line_col: str = "value") -> DataFrame:
+def parse_traffic(df: DataFrame, line_col: str = "value", columns: Iterable[str] | None = None) -> DataFrame:
     """Parse a DataFrame of log lines (column ``line_col``, e.g. from ``spark.read.text``) with :func:`parse_arrow`.
 
-    Returns the other input columns followed by :data:`RESULT_COLUMNS`: ``quarantine_reason`` and
-    ``quarantine_detail`` (null for a parsed record), ``raw_line`` (quarantined lines only: parsed ones are
-    not sent back from the Python workers) and the typed columns. Blank lines are parsed like any other
-    (``too_few_fields``): filter them first.
+    Returns the other input columns followed by :data:`RESULT_COLUMNS` (or only ``columns`` of them, in
+    that order: what is not asked for never leaves the Python workers): ``quarantine_reason`` and
+    ``quarantine_detail`` (null for a parsed record), ``raw_line`` (quarantined lines only) and the typed
+    columns. Blank lines are parsed like any other (``too_few_fields``): filter them first.
     """
     others = [f.name for f in df.schema.fields if f.name != line_col]
+    wanted = tuple(columns) if columns is not None else tuple(name for name, _ in RESULT_COLUMNS)
+    unknown = sorted(set(wanted) - {name for name, _ in RESULT_COLUMNS})
+    if unknown:
+        raise ValueError(f"not parser columns: {', '.join(unknown)}")
 
     def parse_batches(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
         for batch in batches:
             parsed = parse_arrow(batch.column(line_col))
             yield pa.RecordBatch.from_arrays(
-                [*(batch.column(c) for c in others), *parsed.columns], names=[*others, *parsed.schema.names]
+                [*(batch.column(c) for c in others), *(parsed.column(c) for c in wanted)], names=[*others, *wanted]
             )
 
-    return df.mapInArrow(parse_batches, _result_spark_schema(df, line_col))
+    return df.mapInArrow(parse_batches, _result_spark_schema(df, line_col, wanted))

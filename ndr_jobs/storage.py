@@ -352,7 +352,8 @@ def write_partition(
     run_id = uuid.uuid4().hex
     staging = join(staging_parent, run_id)
     recover_partition(root, dataset, partition)
-    ordered = df.coalesce(1) if num_files <= 1 else df.repartitionByRange(num_files, *sort_by)
+    # repartition, not coalesce: coalesce(1) would run the whole plan since the last shuffle in one task
+    ordered = df.repartition(1) if num_files <= 1 else df.repartitionByRange(num_files, *sort_by)
     try:
         ordered.sortWithinPartitions(*sort_by).write.mode("errorifexists").parquet(spark_uri(staging))
         swap_in(staging, target, trash, run_id)

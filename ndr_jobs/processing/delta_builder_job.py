@@ -75,8 +75,8 @@ DELTA_COLUMNS: tuple[str, ...] = (
     "batch_end_ts",
 )
 QUARANTINE_COLUMNS: tuple[str, ...] = ("reason", "detail", "source_file", "raw_line", "mini_batch_id")
-#: the parser's columns that identify a quarantined line
-_QUARANTINE_FIELDS = ("quarantine_reason", "quarantine_detail", "source_file", "raw_line")
+#: the columns that identify a quarantined line (``file_index``: its file, 1-based in the read's input files)
+_QUARANTINE_FIELDS = ("quarantine_reason", "quarantine_detail", "file_index", "raw_line")
 #: the parsed columns the delta needs
 DELTA_INPUTS: tuple[str, ...] = (
     *DELTA_KEYS, "repeat_count", "bytes_sent", "bytes_received", "packets", "packets_sent", "packets_received",
@@ -200,16 +200,21 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
 
     spark = spark_session("ndr-delta-builder")
     phase("spark_session")
-    raw = spark.read.text([storage.spark_uri(o.path) for o in objects]).select(
+    text = spark.read.text([storage.spark_uri(o.path) for o in objects])
+    # a line's file goes through the parser as a small number, not as its path: the Python workers receive
+    # and return every column of every line
+    files = F.array(*(F.lit(uri) for uri in text.inputFiles()))
+    raw = text.select(
         F.col("value"),
-        F.col("_metadata.file_path").alias("source_file"),
+        F.array_position(files, F.input_file_name()).cast("INT").alias("file_index"),
         F.col("value").rlike(r"^[ \t]*$").alias("_blank"),
     )
     # One pass over the lines: every line lands in one group of (status, its quarantine fields if it is
     # quarantined, the delta key). The groups are few (the delta rows, plus one per distinct malformed line)
     # and cached; the counts, the delta and the quarantine all come from them.
     quarantined = F.col("status") == "quarantined"
-    lines = parse_traffic(raw).withColumn("status", _status(start, end))
+    parsed = ("quarantine_reason", "quarantine_detail", "raw_line", *(c for c in DELTA_INPUTS if c not in DELTA_KEYS))
+    lines = parse_traffic(raw, columns=(*DELTA_KEYS, *parsed)).withColumn("status", _status(start, end))
     keyed = lines.select(
         "status", *(F.when(quarantined, F.col(c)).alias(c) for c in _QUARANTINE_FIELDS), *DELTA_INPUTS
     )
@@ -236,7 +241,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
         quarantine = groups.filter(quarantined).select(
             F.col("quarantine_reason").alias("reason"),
             F.col("quarantine_detail").alias("detail"),
-            "source_file",
+            F.element_at(files, F.col("file_index")).alias("source_file"),
             "raw_line",
             F.lit(runtime.mini_batch_id).alias("mini_batch_id"),
             F.explode(F.array_repeat(F.lit(0), F.col("log_records").cast("INT"))).alias("_occurrence"),

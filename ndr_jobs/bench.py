@@ -395,7 +395,7 @@ FIELD_COUNT = 115
 
 def duckdb_delta_sql(files: Sequence[str], out: str, start: datetime, end: datetime) -> str:
     """``COPY (the delta aggregation of the CSV files) TO out`` in DuckDB (see the module doc)."""
-    from ndr_jobs.processing.delta_builder_job import ALLOW_ACTION, END_REASON_COLUMNS
+    from ndr_jobs.processing.delta_builder_job import ALLOW_ACTION, END_REASON_COLUMNS, MAX_MINUTE
 
     def q(text: str) -> str:
         return "'" + text.replace("'", "''") + "'"
@@ -436,7 +436,9 @@ COPY (
          sum(elapsed) AS duration_sum, max(elapsed) AS duration_max, {reasons},
          sum(CASE WHEN session_end_reason IS NULL OR session_end_reason NOT IN ({known}) THEN sessions ELSE 0 END)
            AS end_other,
-         min(event_time) AS first_seen, max(event_time) AS last_seen
+         min(event_time) AS first_seen, max(event_time) AS last_seen,
+         bit_or(CAST(1 AS BIGINT) << least(CAST(floor((epoch_us(event_time) - {int(start.timestamp()) * 1_000_000})
+                                                      / 60000000) AS INTEGER), {MAX_MINUTE})) AS active_minutes
   FROM events
   WHERE event_time >= {q(start.isoformat())}::TIMESTAMPTZ AND event_time < {q(end.isoformat())}::TIMESTAMPTZ
   GROUP BY ALL
@@ -446,7 +448,7 @@ COPY (
 
 _COMPARED = ("src_ip, dst_ip, CAST(dst_port AS INTEGER), protocol, app, action, from_zone, to_zone, sessions, "
              "log_records, bytes_sent, bytes_received, packets, deny_count, duration_sum, duration_max, "
-             "epoch_us(first_seen), epoch_us(last_seen)")  # fmt: skip
+             "epoch_us(first_seen), epoch_us(last_seen), active_minutes")  # fmt: skip
 
 
 def run_reference(batch: Batch, store: str, work: str) -> tuple[StageResult, bool | None, str]:

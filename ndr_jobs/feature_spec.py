@@ -73,6 +73,8 @@ FG_C_CATALOGUE: dict[str, str] = {
     "low_prevalence_bytes_out_log": "ln(1 + bytes sent to low-prevalence external destinations)",
     "rare_dst_periodic_score": "strongest periodicity score of a series to a novel or low-prevalence external dst",
     "rare_dst_active_fraction": "active-slice fraction of that series over the periodicity window",
+    "rare_dst_beacon_score": "most regular minute-level series to a novel or low-prevalence external dst",
+    "rare_dst_active_minutes": "active minutes of that series over the beacon window",
     "bytes_out_vs_host_p99": "ln(1 + bytes sent) - ln(1 + the host's baseline p99 of bytes sent), 15m",
 }
 FG_B_STATISTICS = ("mean", "std", "median", "p90", "p99", "mad")
@@ -232,6 +234,10 @@ class FgB(Strict):
 class ZScore(Strict):
     windows: list[str] = Field(default_factory=lambda: ["15m"])
     features: list[Name] = Field(default_factory=list)  # empty: every FG-A feature with those windows
+    #: the baselines each z-scored column is compared with: ``z_host_*`` and/or ``z_segment_*`` columns
+    baselines: Annotated[list[Literal["host", "segment"]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["host", "segment"]
+    )
     min_scale: Annotated[float, Field(gt=0)] = 1.0
     clip: Annotated[float, Field(gt=0)] = 20.0
 
@@ -239,6 +245,18 @@ class ZScore(Strict):
 class Novelty(Strict):
     low_prevalence_max_hosts: Annotated[int, Field(ge=0)] = 2
     periodicity_window: str = "24h"
+    #: minute-level beacon features: the window (at most 1h: one 64-bit minute mask) and the fewest
+    #: active minutes a series needs to score
+    beacon_window: str = "1h"
+    beacon_min_active_minutes: Annotated[int, Field(ge=2)] = 4
+
+    @field_validator("beacon_window")
+    @classmethod
+    def _beacon_window(cls, value: str) -> str:
+        window = parse_duration(value)
+        if window % SLICE or not SLICE <= window <= timedelta(hours=1):
+            raise ValueError(f"beacon_window {value!r} must be 15m, 30m, 45m or 1h (whole 15-minute slices)")
+        return value
 
 
 class FgC(Strict):

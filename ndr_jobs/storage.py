@@ -346,7 +346,8 @@ def write_partition(
     """Replace one partition of ``<root>/<dataset>`` by ``df`` as Parquet, atomically and deterministically.
 
     ``sort_by`` orders rows within (and, for ``num_files > 1``, across) files so that the same input gives
-    the same files. ``rows`` (when the caller knows it) is reported back.
+    the same files, and a reader filtering on the leading key can skip files by their min/max statistics.
+    ``rows`` (when the caller knows it) is reported back.
     """
     target, staging_parent, trash = _partition_paths(root, dataset, partition)
     run_id = uuid.uuid4().hex

@@ -43,7 +43,8 @@ def d(src: str, dst: str, port: int, app: str, sessions: int, sent: int, receive
     row = dict.fromkeys(DELTA_COLUMNS, 0)
     row.update(src_ip=src, dst_ip=dst, dst_port=port, protocol="tcp", app=app, action=action, from_zone="trust",
                to_zone="untrust", sessions=sessions, log_records=sessions, bytes_sent=sent, bytes_received=received,
-               deny_count=deny, first_seen=minute, last_seen=minute + 2)  # fmt: skip
+               deny_count=deny, first_seen=minute, last_seen=minute + 2,
+               active_minutes=(1 << minute) | (1 << (minute + 2)))  # fmt: skip
     return row
 
 

@@ -47,8 +47,8 @@ FG_A_SCHEMA = (
     "host_ip STRING, sessions_15m DOUBLE, fan_out_15m DOUBLE, batch_start_ts TIMESTAMP, batch_end_ts TIMESTAMP"
 )
 PAIR_SCHEMA = ("src_ip STRING, dst_ip STRING, dst_port INT, sessions BIGINT, bytes_sent BIGINT, bytes_received BIGINT, "
-               "deny_count BIGINT, first_seen TIMESTAMP, last_seen TIMESTAMP, batch_start_ts TIMESTAMP, "
-               "batch_end_ts TIMESTAMP")  # fmt: skip
+               "deny_count BIGINT, first_seen TIMESTAMP, last_seen TIMESTAMP, active_minutes BIGINT, "
+               "batch_start_ts TIMESTAMP, batch_end_ts TIMESTAMP")  # fmt: skip
 
 #: FG-A rows (host, slice start, sessions, fan-out): A four times on 30 Sep, once on 29 Sep, once after the month
 FG_A_ROWS = [
@@ -87,7 +87,7 @@ def write_pairs(spark, store: Path, rows: list[tuple]) -> None:  # noqa: ANN001
     by_slice: dict[datetime, list[tuple]] = {}
     for src, dst, port, start, sessions, sent in rows:
         item = (src, dst, port, sessions, sent, 0, 0, start + timedelta(minutes=1), start + timedelta(minutes=5),
-                start, start + SLICE)  # fmt: skip
+                (1 << 1) | (1 << 5), start, start + SLICE)  # fmt: skip
         by_slice.setdefault(start, []).append(item)
     for start, items in by_slice.items():
         frame = spark.createDataFrame(items, PAIR_SCHEMA).select(*PAIR_COUNTS_COLUMNS)

@@ -142,6 +142,9 @@ def test_pair_novelty_prevalence_and_periodicity(built: tuple[Path, dict, str]) 
         "min_dst_prevalence_log": 0.0,
         "low_prevalence_dsts": 1, "low_prevalence_bytes_out_log": math.log1p(1000),
         "rare_dst_periodic_score": 1.0, "rare_dst_active_fraction": 1.0,  # 2 check-ins in each of 4 slices
+        # ... at minutes 1 and 5 of each slice: active 1, 5, 16, 20, 31, 35, 46, 50 of the hour; gaps 4, 11,
+        # 4, 11, 4, 11, 4 (mean 7, variance 12); persistence (50 - 1 + 1) / (60 - 1)
+        "rare_dst_beacon_score": (50 / 59) / (1 + math.sqrt(12) / 7), "rare_dst_active_minutes": 8,
         "bytes_out_vs_host_p99": 0.0,  # the small spec has no bytes_out_log feature
     })  # fmt: skip
     assert (a["pair_baseline_missing"], a["ip_baseline_missing"]) == (0.0, 0.0)
@@ -151,6 +154,37 @@ def test_pair_novelty_prevalence_and_periodicity(built: tuple[Path, dict, str]) 
     assert (b["low_prevalence_dsts"], b["rare_dst_periodic_score"]) == (0.0, 0.0)
     # the new host has no pair baseline: neutral novelty, flagged; its segment knows DNS:53
     assert (new["pair_baseline_missing"], new["novel_pairs"], new["segment_novel_pairs"]) == (1.0, 0.0, 0.0)
+
+
+def test_beacon_features_from_minute_masks(spark) -> None:  # noqa: ANN001
+    from ndr_jobs.feature_spec import load_feature_spec
+    from ndr_jobs.processing.fg_c_builder_job import beacon_features
+
+    spec = load_feature_spec("v1")  # beacon window 1h, at least 4 active minutes
+    every_3 = sum(1 << m for m in range(0, 15, 3))  # minutes 0, 3, 6, 9, 12 of each slice
+    burst = sum(1 << m for m in (5, 6, 7, 8))  # minutes 20..23 of the hour, then silence
+    window = [
+        *((HOST_A, C2, NOON - k * SLICE, every_3) for k in (3, 2, 1, 0)),
+        (HOST_B, C2, NOON - 2 * SLICE, burst),
+        (NEW_HOST, C2, NOON, (1 << 2) | (1 << 7) | (1 << 12)),  # 3 active minutes: too few to score
+        (NEW_HOST, DNS, NOON, every_3),  # not a rare destination
+        (HOST_A, C2, NOON - 4 * SLICE, every_3),  # before the window
+    ]
+    window_pairs = spark.createDataFrame(
+        [(h, d, 443, 5, 0, m, s) for h, d, s, m in window],
+        "src_ip STRING, dst_ip STRING, dst_port INT, sessions BIGINT, deny_count BIGINT, active_minutes BIGINT, "
+        "batch_start_ts TIMESTAMP",
+    )
+    pairs = spark.createDataFrame(
+        [(HOST_A, C2, True), (HOST_B, C2, True), (NEW_HOST, C2, True), (NEW_HOST, DNS, False)],
+        "host_ip STRING, dst_ip STRING, _rare_dst BOOLEAN",
+    )
+    got = {r["host_ip"]: (r["rare_dst_beacon_score"], r["rare_dst_active_minutes"])
+           for r in beacon_features(spark, pairs, window_pairs, spec, NOON + SLICE).collect()}  # fmt: skip
+    assert sorted(got) == sorted([HOST_A, HOST_B, NEW_HOST])
+    assert got[HOST_A] == pytest.approx((58 / 60, 20))  # every 3 minutes, 0 to 57: constant gaps
+    assert got[HOST_B] == pytest.approx((4 / 40, 4))  # 4 straight minutes, then 36 silent: 4 / (60 - 20)
+    assert got[NEW_HOST] == (0.0, 3)
 
 
 def test_rerun_replaces_the_partition(built: tuple[Path, dict, str], tmp_path: Path,

@@ -37,8 +37,8 @@ def run() -> tuple[dict, str]:
 def row(src: str, dst: str, port: int, sessions: int, sent: int, received: int, deny: int, first: int,
         last: int) -> dict:  # fmt: skip
     return dict(zip(PAIR_COUNTS_COLUMNS, (src, dst, port, sessions, sent, received, deny,
-                                          NOON + timedelta(minutes=first), NOON + timedelta(minutes=last), NOON,
-                                          NOON + SLICE), strict=True))  # fmt: skip
+                                          NOON + timedelta(minutes=first), NOON + timedelta(minutes=last),
+                                          (1 << first) | (1 << last), NOON, NOON + SLICE), strict=True))  # fmt: skip
 
 
 EXPECTED = [

@@ -10,9 +10,10 @@ of the month after it) is at or before the batch start. It writes
 
     * ``host_ip``, ``segment`` (strings; segment from the host baseline, else the snapshot month's
       inventory, else the spec's CIDR map);
-    * ``z_host_<c>`` then ``z_segment_<c>`` (double) for every FG-A column ``<c>`` of
-      :meth:`ndr_jobs.feature_spec.FeatureSpecBody.zscore_columns` (v1: the 15m and 1h columns): the robust
-      z-score ``(x - median) / scale`` against the host's (segment's) baseline, ``scale`` = 1.4826 x MAD,
+    * ``z_host_<c>`` then ``z_segment_<c>`` (double; for the baselines in ``fg_c.zscore.baselines``, v1:
+      host only) for every FG-A column ``<c>`` of :meth:`ndr_jobs.feature_spec.FeatureSpecBody.zscore_columns`
+      (v1: the 15m and 1h columns of ``fg_c.zscore.features``): the robust z-score ``(x - median) / scale``
+      against the host's (segment's) baseline, ``scale`` = 1.4826 x MAD,
       or the baseline's std when the MAD is 0, or ``fg_c.zscore.min_scale`` when both are 0; clipped to
       +-``fg_c.zscore.clip``; 0 when the baseline is missing;
     * the spec's ``fg_c.features`` (double), from the catalogue
@@ -24,8 +25,14 @@ of the month after it) is at or before the batch start. It writes
       prevalence <= ``fg_c.novelty.low_prevalence_max_hosts``) over external destinations; periodicity of
       the host's series to *rare* external destinations (novel for the host, or low prevalence) over the
       periodicity window (``rare_dst_periodic_score``, and ``rare_dst_active_fraction``: that series'
-      active slices / covered slices); ``bytes_out_vs_host_p99`` (the batch's ``bytes_out_log_15m`` minus
-      the host's baseline p99 of it);
+      active slices / covered slices); the minute-level regularity of those series over
+      ``fg_c.novelty.beacon_window`` (1h), from the pair counts' ``active_minutes`` masks:
+      ``rare_dst_beacon_score`` = persistence / (1 + CV of the gaps between active minutes), persistence =
+      (last - first active minute + 1) / (window minutes - first active minute), for series with at least
+      ``beacon_min_active_minutes`` active minutes (else 0); a C2 check-in every 1-10 minutes keeps going to
+      the window end at near-constant gaps (score near 1) from its first batch on, where a burst of browsing
+      stops; and ``rare_dst_active_minutes`` (that series' active minutes); ``bytes_out_vs_host_p99`` (the
+      batch's ``bytes_out_log_15m`` minus the host's baseline p99 of it);
     * ``host_baseline_missing``, ``segment_baseline_missing``, ``pair_baseline_missing``,
       ``ip_baseline_missing`` (double 0/1): cold-start flags. A host (segment) baseline with fewer than
       ``fg_b.min_windows`` windows counts as missing. Features that need a missing baseline are 0;
@@ -103,6 +110,59 @@ def robust_z(x: Column, median: Column, mad: Column, std: Column, min_scale: flo
     return F.greatest(F.least(z, F.lit(clip)), F.lit(-clip))
 
 
+def beacon_features(
+    spark: SparkSession, pairs: DataFrame, window_pairs: DataFrame | None, spec: FeatureSpecBody, end: datetime
+) -> DataFrame:  # fmt: skip
+    """``rare_dst_beacon_score`` and ``rare_dst_active_minutes`` per host (see the module doc).
+
+    ``pairs``: the batch's pairs with the ``_rare_dst`` flag; ``window_pairs``: pair counts with their
+    ``active_minutes`` masks. The masks of the window's slices are laid end to end (slice ``k`` of the window
+    at bits ``15k..15k+14``) into one mask per (host, dst_ip), whose set bits are the series' active minutes.
+    """
+    from pyspark.sql import functions as F
+
+    novelty = spec.fg_c.novelty
+    window = parse_duration(novelty.beacon_window)
+    window_start = end - window
+    n_minutes = int(window.total_seconds() // 60)
+    slice_minutes = int(datasets.BATCH.total_seconds() // 60)
+    schema = "host_ip STRING, rare_dst_beacon_score DOUBLE, rare_dst_active_minutes DOUBLE"
+    if window_pairs is None or "active_minutes" not in window_pairs.columns:
+        return spark.createDataFrame([], schema)
+    rare = pairs.where(F.col("_rare_dst")).select("host_ip", "dst_ip").distinct()
+    since = int(window_start.timestamp())
+    slice_index = f"CAST((unix_seconds(batch_start_ts) - {since}) / {slice_minutes * 60} AS INT)"
+    shifted = f"shiftleft(active_minutes & {(1 << slice_minutes) - 1}, {slice_index} * {slice_minutes})"
+    masks = (
+        window_pairs.where((F.col("batch_start_ts") >= F.lit(window_start)) & (F.col("batch_start_ts") < F.lit(end)))
+        .where(F.col("sessions") > F.coalesce(F.col("deny_count"), F.lit(0)))
+        .select(F.col("src_ip").alias("host_ip"), "dst_ip",
+                F.expr(shifted).alias("_mask"))
+        .join(rare, ["host_ip", "dst_ip"], "left_semi")
+        .groupBy("host_ip", "dst_ip")
+        .agg(F.bit_or("_mask").alias("_mask"))
+    )  # fmt: skip
+    minutes = f"filter(sequence(0, {n_minutes - 1}), i -> (shiftright(_mask, i) & 1) = 1)"
+    gaps = "transform(sequence(2, size(_m)), k -> CAST(element_at(_m, k) - element_at(_m, k - 1) AS DOUBLE))"
+    gaps = f"IF(size(_m) >= 2, {gaps}, CAST(array() AS ARRAY<DOUBLE>))"  # sequence(2, 1) would count down
+    mean = "(aggregate(_g, 0.0D, (a, x) -> a + x) / size(_g))"
+    cv = f"(sqrt(aggregate(_g, 0.0D, (a, x) -> a + (x - {mean}) * (x - {mean})) / size(_g)) / {mean})"
+    persistence = f"(CAST(element_at(_m, -1) - element_at(_m, 1) + 1 AS DOUBLE) / ({n_minutes} - element_at(_m, 1)))"
+    score = f"CASE WHEN size(_m) >= {int(novelty.beacon_min_active_minutes)} THEN {persistence} / (1.0D + {cv}) END"
+    series = (
+        masks.withColumn("_m", F.expr(minutes))
+        .withColumn("_g", F.expr(gaps))
+        .select("host_ip", "dst_ip", F.size("_m").alias("_active"), F.expr(score).alias("_score"))
+    )
+    return (
+        series.groupBy("host_ip")
+        .agg(F.max_by(F.struct("_score", "_active"), F.struct(F.coalesce("_score", F.lit(0.0)), "_active", "dst_ip"))
+             .alias("_top"))
+        .select("host_ip", F.coalesce(F.col("_top._score"), F.lit(0.0)).alias("rare_dst_beacon_score"),
+                F.col("_top._active").cast("DOUBLE").alias("rare_dst_active_minutes"))
+    )  # fmt: skip
+
+
 def build_fg_c(
     spark: SparkSession,
     spec: FeatureSpecBody,
@@ -158,6 +218,8 @@ def build_fg_c(
 
     z_exprs = []
     for prefix, ok, tag in (("z_host", "_host_ok", "_h_"), ("z_segment", "_seg_ok", "_s_")):
+        if prefix.removeprefix("z_") not in fg_c.zscore.baselines:
+            continue
         for c in z_columns:
             present = all(f"{tag}{c}_{s}" in hosts.columns for s in ("median", "mad", "std"))
             if present:
@@ -286,12 +348,13 @@ def build_fg_c(
         periodic = spark.createDataFrame([], "host_ip STRING, rare_dst_periodic_score DOUBLE, "
                                              "rare_dst_active_fraction DOUBLE")  # fmt: skip
 
-    out = base.join(per_host, "host_ip", "left").join(periodic, "host_ip", "left")
+    beacon = beacon_features(spark, pairs, window_pairs, spec, end)
+    out = base.join(per_host, "host_ip", "left").join(periodic, "host_ip", "left").join(beacon, "host_ip", "left")
     pair_missing = F.when(F.coalesce(F.col("_has_pair_base"), F.lit(False)), 0.0).otherwise(1.0)
     out = out.withColumn("pair_baseline_missing", pair_missing).withColumn(
         "ip_baseline_missing", F.lit(0.0 if ip_base is not None else 1.0)
     )
-    z_names = [f"z_host_{c}" for c in z_columns] + [f"z_segment_{c}" for c in z_columns]
+    z_names = [f"z_{b}_{c}" for b in ("host", "segment") if b in fg_c.zscore.baselines for c in z_columns]
     return out.select(
         "host_ip",
         "segment",
@@ -324,8 +387,9 @@ def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
     for name, frame in (("fg_a", fg_a), ("pair_counts", batch_pairs)):
         if frame is None:
             raise FileNotFoundError(f"no {name} partition for {datasets.stamp(start)} (feature spec version {fsv})")
-    window = spec.fg_c.novelty.periodicity_window
-    wanted = datasets.batch_starts(end - parse_duration(window), end)
+    novelty = spec.fg_c.novelty
+    longest = max(parse_duration(novelty.periodicity_window), parse_duration(novelty.beacon_window))
+    wanted = datasets.batch_starts(end - longest, end)
     covered = [s for s in datasets.existing_batches(root, datasets.PAIR_COUNTS, fsv) if wanted[0] <= s < end]
     window_pairs = datasets.read_batches(spark, root, datasets.PAIR_COUNTS, fsv, covered)
     horizon = spec.fg_c.baseline_horizon
@@ -373,7 +437,11 @@ def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
             "baseline_horizon": horizon,
             "baseline_reference_month": month,
             "baselines_missing": sorted(t for t, f in baselines.items() if f is None),
-            "periodicity_window_coverage": round(len(covered) / len(wanted), 6),
+            "periodicity_window_coverage": round(
+                sum(1 for s in covered if s >= end - parse_duration(novelty.periodicity_window))
+                / len(datasets.batch_starts(end - parse_duration(novelty.periodicity_window), end)),
+                6,
+            ),
             "output": written.path,
             "seconds": phase.total(),
             "phase_seconds": phase.seconds,

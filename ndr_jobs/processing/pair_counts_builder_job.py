@@ -8,7 +8,8 @@ One run reads the batch's delta partition and writes
 
     ``src_ip``, ``dst_ip`` (string), ``dst_port`` (int), ``sessions``, ``bytes_sent``, ``bytes_received``,
     ``deny_count`` (bigint: sums of the delta's), ``first_seen``, ``last_seen`` (timestamps: earliest and
-    latest session), ``batch_start_ts``, ``batch_end_ts`` (timestamps).
+    latest session), ``active_minutes`` (bigint: the delta's minute masks or-ed, bit ``i`` = minute ``i`` of
+    the batch), ``batch_start_ts``, ``batch_end_ts`` (timestamps).
 
     Rows are sorted by (src_ip, dst_ip, dst_port). A batch whose delta partition exists but is empty gets an
     empty partition; a batch without a delta partition is an error (the delta builder runs first).
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 PAIR_KEYS: tuple[str, ...] = ("src_ip", "dst_ip", "dst_port")
 PAIR_COUNTS_COLUMNS: tuple[str, ...] = (
     *PAIR_KEYS, "sessions", "bytes_sent", "bytes_received", "deny_count", "first_seen", "last_seen",
-    "batch_start_ts", "batch_end_ts",
+    "active_minutes", "batch_start_ts", "batch_end_ts",
 )  # fmt: skip
 
 
@@ -52,6 +53,7 @@ def build_pair_counts(delta: DataFrame) -> DataFrame:
             total("deny_count"),
             F.min("first_seen").alias("first_seen"),
             F.max("last_seen").alias("last_seen"),
+            F.bit_or("active_minutes").alias("active_minutes"),
             F.min("batch_start_ts").alias("batch_start_ts"),
             F.max("batch_end_ts").alias("batch_end_ts"),
         )

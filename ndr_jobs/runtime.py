@@ -35,10 +35,6 @@ def json_list(value: str) -> list[str]:
     return parsed
 
 
-class JobNotImplementedError(NotImplementedError):
-    """A job whose processing logic has not landed yet: the script exits non-zero and says so."""
-
-
 @dataclass(frozen=True)
 class ProjectRuntime:
     project_name: str

@@ -6,7 +6,8 @@
 * Segments: :func:`with_segment` takes the month's machine inventory first (``inventory`` dataset,
   ``ip_address -> segment``), then the CIDR map.
 * Periodicity of a (host, destination) series over a window of 15-minute slices: :func:`pair_periodicity`.
-* :class:`Phases` times a job's phases; :func:`emit` prints a job summary as one JSON line.
+* :class:`Phases` times a job's phases; :func:`batch_header` is how a batch job's summary starts; :func:`emit`
+  prints a job summary as one JSON line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ndr_jobs.feature_spec import Network, Periodicity
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
+
+    from ndr_jobs.runtime import BatchRuntime
 
 
 def ip_long(col: str | Column) -> Column:
@@ -192,6 +195,18 @@ class Phases:
 
     def total(self) -> float:
         return round(time.perf_counter() - self.began, 3)
+
+
+def batch_header(job: str, runtime: BatchRuntime, start: datetime, end: datetime) -> dict[str, Any]:
+    """The fields a batch job's summary starts with: the job, the batch and its window."""
+    return {
+        "job": job,
+        "mini_batch_id": runtime.mini_batch_id,
+        "project_name": runtime.project_name,
+        "feature_spec_version": runtime.feature_spec_version,
+        "batch_start_ts": iso(start),
+        "batch_end_ts": iso(end),
+    }
 
 
 def emit(summary: dict[str, Any]) -> dict[str, Any]:

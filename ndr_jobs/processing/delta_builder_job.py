@@ -39,7 +39,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ndr_jobs import storage
+from ndr_jobs import datasets, storage
 from ndr_jobs.runtime import BatchRuntime
 
 if TYPE_CHECKING:
@@ -91,22 +91,11 @@ MAX_MINUTE = 63
 ALLOW_ACTION = "allow"
 
 
-def parse_utc(value: str) -> datetime:
-    """An ISO-8601 timestamp as an aware UTC datetime (naive values are UTC)."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def batch_stamp(start: datetime) -> str:
-    """The batch's partition value and mini-batch id suffix: ``YYYYMMDDTHHMM`` (UTC)."""
-    return start.astimezone(UTC).strftime("%Y%m%dT%H%M")
-
-
 def org_id_for(runtime: BatchRuntime, start: datetime) -> str:
     """``$NDR_ORG_ID``, or the org id the mini-batch id starts with."""
     if os.environ.get("NDR_ORG_ID"):
         return os.environ["NDR_ORG_ID"]
-    suffix = f"-{runtime.project_name}-{runtime.feature_spec_version}-{batch_stamp(start)}"
+    suffix = f"-{runtime.project_name}-{runtime.feature_spec_version}-{datasets.stamp(start)}"
     if runtime.mini_batch_id.endswith(suffix) and len(runtime.mini_batch_id) > len(suffix):
         return runtime.mini_batch_id[: -len(suffix)]
     raise ValueError(
@@ -184,11 +173,12 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    from ndr_jobs.features.common import batch_header
     from ndr_jobs.panos import parse_traffic
     from ndr_jobs.spark import spark_session
 
     began = time.perf_counter()
-    start, end = parse_utc(runtime.batch_start_ts), parse_utc(runtime.batch_end_ts)
+    start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
     if end <= start:
         raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
     if start.second or start.microsecond:
@@ -249,7 +239,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
         phase("read_parse_group")
 
         # quarantine first: a delta partition (what the next steps read) never precedes its quarantine
-        partition = [("feature_spec_version", runtime.feature_spec_version), ("batch_start", batch_stamp(start))]
+        partition = [("feature_spec_version", runtime.feature_spec_version), ("batch_start", datasets.stamp(start))]
         quarantine = groups.filter(quarantined).select(
             F.col("quarantine_reason").alias("reason"),
             F.col("quarantine_detail").alias("detail"),
@@ -274,12 +264,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
 
     blank = by_status.get("blank", 0)
     summary: dict[str, Any] = {
-        "job": "delta_builder",
-        "mini_batch_id": runtime.mini_batch_id,
-        "project_name": runtime.project_name,
-        "feature_spec_version": runtime.feature_spec_version,
-        "batch_start_ts": start.isoformat().replace("+00:00", "Z"),
-        "batch_end_ts": end.isoformat().replace("+00:00", "Z"),
+        **batch_header("delta_builder", runtime, start, end),
         "raw_batch_folder": folder,
         "raw_files": len(objects),
         "raw_bytes": sum(o.size for o in objects),

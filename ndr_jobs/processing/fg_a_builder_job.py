@@ -307,7 +307,7 @@ def build_fg_a(
 
 def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's FG-A partition; print and return the summary."""
-    from ndr_jobs.features.common import Phases, emit, iso
+    from ndr_jobs.features.common import Phases, batch_header, emit
     from ndr_jobs.spark import spark_session
 
     phase = Phases()
@@ -338,12 +338,7 @@ def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
             cached_frame.unpersist()
     return emit(
         {
-            "job": "fg_a_builder",
-            "mini_batch_id": runtime.mini_batch_id,
-            "project_name": runtime.project_name,
-            "feature_spec_version": fsv,
-            "batch_start_ts": iso(start),
-            "batch_end_ts": iso(end),
+            **batch_header("fg_a_builder", runtime, start, end),
             "hosts": hosts,
             "columns": len(spec.fg_a.columns()),
             "delta_partitions_read": len(present),

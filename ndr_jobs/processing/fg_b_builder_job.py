@@ -107,32 +107,20 @@ def robust_stats(frame: DataFrame, keys: list[str], columns: list[str], statisti
     return stats.select(*keys, *ordered)
 
 
-def build_host_baseline(fg_a: DataFrame, spec: FeatureSpecBody) -> DataFrame:
-    """fg_b/host rows (without the horizon columns) from FG-A rows that carry ``segment``."""
+def build_baseline(fg_a: DataFrame, spec: FeatureSpecBody, key: str) -> DataFrame:
+    """fg_b/host (``key`` ``host_ip``, with the host's segment) or fg_b/segment (``key`` ``segment``, with its
+    number of hosts) rows, without the horizon columns, from FG-A rows that carry ``segment``."""
     from pyspark.sql import functions as F
 
     columns, stats = spec.baseline_columns(), list(spec.fg_b.statistics)
-    meta = fg_a.groupBy("host_ip").agg(
-        F.min("segment").alias("segment"),
+    described = F.min("segment").alias("segment") if key == "host_ip" else F.count_distinct("host_ip").alias("n_hosts")
+    meta = fg_a.groupBy(key).agg(
+        described,
         F.count(F.lit(1)).alias("n_windows"),
         F.min("batch_start_ts").alias("first_seen"),
         F.max("batch_start_ts").alias("last_seen"),
     )
-    return meta.join(robust_stats(fg_a, ["host_ip"], columns, stats), "host_ip")
-
-
-def build_segment_baseline(fg_a: DataFrame, spec: FeatureSpecBody) -> DataFrame:
-    """fg_b/segment rows (without the horizon columns) from FG-A rows that carry ``segment``."""
-    from pyspark.sql import functions as F
-
-    columns, stats = spec.baseline_columns(), list(spec.fg_b.statistics)
-    meta = fg_a.groupBy("segment").agg(
-        F.count_distinct("host_ip").alias("n_hosts"),
-        F.count(F.lit(1)).alias("n_windows"),
-        F.min("batch_start_ts").alias("first_seen"),
-        F.max("batch_start_ts").alias("last_seen"),
-    )
-    return meta.join(robust_stats(fg_a, ["segment"], columns, stats), "segment")
+    return meta.join(robust_stats(fg_a, [key], columns, stats), key)
 
 
 def build_pair_host_baseline(pairs: DataFrame) -> DataFrame:
@@ -277,8 +265,8 @@ def run_fg_b_builder_from_runtime_config(runtime: MonthlyRuntime) -> dict[str, A
             pairs = pairs_all.where(in_horizon) if pairs_all is not None else _empty_pairs(spark, True)
             every_pair = all_pairs.where(in_horizon) if all_pairs is not None else _empty_pairs(spark, False)
             tables = {
-                "host": build_host_baseline(fg_a, spec),
-                "segment": build_segment_baseline(fg_a, spec),
+                "host": build_baseline(fg_a, spec, "host_ip"),
+                "segment": build_baseline(fg_a, spec, "segment"),
                 "pair/host": build_pair_host_baseline(pairs),
                 "pair/segment": build_pair_segment_baseline(pairs),
                 "ip_metadata": build_ip_metadata(every_pair, spec, inventory),

@@ -372,7 +372,7 @@ def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from ndr_jobs.features.common import Phases, emit, iso, read_inventory
+    from ndr_jobs.features.common import Phases, batch_header, emit, read_inventory
     from ndr_jobs.spark import spark_session
 
     phase = Phases()
@@ -427,12 +427,7 @@ def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
             cached_frame.unpersist()
     return emit(
         {
-            "job": "fg_c_builder",
-            "mini_batch_id": runtime.mini_batch_id,
-            "project_name": runtime.project_name,
-            "feature_spec_version": fsv,
-            "batch_start_ts": iso(start),
-            "batch_end_ts": iso(end),
+            **batch_header("fg_c_builder", runtime, start, end),
             "hosts": hosts,
             "baseline_horizon": horizon,
             "baseline_reference_month": month,

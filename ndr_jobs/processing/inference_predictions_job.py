@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ndr_jobs import datasets, storage
+from ndr_jobs.features.common import batch_header
 from ndr_jobs.model import forest, registry
 from ndr_jobs.model.features import FeatureDataError, explain, load_features, matrix
 from ndr_jobs.runtime import BatchRuntime
@@ -148,12 +149,7 @@ def run_inference_predictions_from_runtime_config(runtime: BatchRuntime) -> dict
         datasets.batch_partition(fsv, start), ["rank"], 1, len(rows),
     )  # fmt: skip
     summary = {
-        "job": "inference_predictions",
-        "mini_batch_id": runtime.mini_batch_id,
-        "project_name": runtime.project_name,
-        "feature_spec_version": fsv,
-        "batch_start_ts": datasets.iso(start),
-        "batch_end_ts": datasets.iso(end),
+        **batch_header("inference_predictions", runtime, start, end),
         "model_version": pointer["model_version"],
         "model_run_key": pointer["run_key"],
         "hosts_scored": len(rows),

@@ -66,7 +66,7 @@ def run_pair_counts_builder_from_runtime_config(runtime: BatchRuntime) -> dict[s
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from ndr_jobs.features.common import Phases, emit, iso
+    from ndr_jobs.features.common import Phases, batch_header, emit
     from ndr_jobs.spark import spark_session
 
     phase = Phases()
@@ -106,12 +106,7 @@ def run_pair_counts_builder_from_runtime_config(runtime: BatchRuntime) -> dict[s
             frame.unpersist()
     return emit(
         {
-            "job": "pair_counts_builder",
-            "mini_batch_id": runtime.mini_batch_id,
-            "project_name": runtime.project_name,
-            "feature_spec_version": fsv,
-            "batch_start_ts": iso(start),
-            "batch_end_ts": iso(end),
+            **batch_header("pair_counts_builder", runtime, start, end),
             "pairs": rows,
             "output": written.path,
             "seconds": phase.total(),

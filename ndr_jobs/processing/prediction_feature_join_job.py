@@ -42,6 +42,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ndr_jobs import datasets, storage
+from ndr_jobs.features.common import batch_header
 from ndr_jobs.model.features import FG_C_PREFIX, KEYS, NON_FEATURES, FeatureDataError
 from ndr_jobs.runtime import PublicationRuntime
 
@@ -208,9 +209,8 @@ def run_prediction_feature_join_from_runtime_config(runtime: PublicationRuntime)
         rows = rows_df.count()
         partition = datasets.batch_partition(fsv, start)
         summary: dict[str, Any] = {
-            "job": "prediction_feature_join", "mini_batch_id": runtime.mini_batch_id,
-            "project_name": runtime.project_name, "feature_spec_version": fsv, "publication_target": target,
-            "batch_start_ts": datasets.iso(start), "batch_end_ts": datasets.iso(end), "rows": rows,
+            **batch_header("prediction_feature_join", runtime, start, end), "publication_target": target,
+            "rows": rows,
         }  # fmt: skip
         if target == "s3":
             out = storage.write_partition(rows_df, root, datasets.PUBLICATION, partition, ["rank"], 1, rows)

@@ -1,7 +1,7 @@
 """What every ``run_*`` script shares: argument groups and the exit-code contract.
 
-Exit codes: 0 success; 2 bad arguments (argparse); 3 job not implemented; 1 job failed (the traceback, then
-one last ``error:`` line that the local runner and the state machines' failure causes show).
+Exit codes: 0 success; 2 bad arguments (argparse); 1 job failed (the traceback, then one last ``error:`` line
+that the local runner and the state machines' failure causes show).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ndr_jobs.runtime import BatchRuntime, JobNotImplementedError, iso_timestamp
+from ndr_jobs.runtime import BatchRuntime, iso_timestamp
 
 
 def project_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +31,6 @@ def batch_arguments(parser: argparse.ArgumentParser) -> None:
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     try:
         main(argv)
-    except JobNotImplementedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
     except Exception as exc:  # the traceback for the logs, then one line saying what went wrong
         traceback.print_exc()
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

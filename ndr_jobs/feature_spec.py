@@ -78,6 +78,8 @@ FG_C_CATALOGUE: dict[str, str] = {
     "bytes_out_vs_host_p99": "ln(1 + bytes sent) - ln(1 + the host's baseline p99 of bytes sent), 15m",
 }
 FG_B_STATISTICS = ("mean", "std", "median", "p90", "p99", "mad")
+#: FG-C's cold-start flags (always written)
+FG_C_FLAGS = ("host_baseline_missing", "segment_baseline_missing", "pair_baseline_missing", "ip_baseline_missing")
 
 _DURATION = re.compile(r"^([1-9][0-9]*)([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -282,6 +284,9 @@ class IsolationForestParams(Strict):
     contamination: float | Literal["auto"] = "auto"
     random_state: int = 0
     validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    #: model columns the forest does not see (``fnmatch`` patterns over the FG-A/FG-C column names, FG-C
+    #: columns named as in the model: ``fg_c__<name>`` when FG-A has the name too); each must match one
+    exclude_features: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
 
 class FeatureSpecBody(Strict):
@@ -312,7 +317,21 @@ class FeatureSpecBody(Strict):
         if self.fg_c.novelty.periodicity_window not in self.fg_a.windows:
             raise ValueError(f"fg_c.novelty.periodicity_window {self.fg_c.novelty.periodicity_window!r} "
                              "is not in fg_a.windows")  # fmt: skip
+        from fnmatch import fnmatchcase
+
+        columns = self.model_columns()
+        bad = [p for p in self.isolation_forest.exclude_features if not any(fnmatchcase(c, p) for c in columns)]
+        if bad:
+            raise ValueError(f"isolation_forest.exclude_features {bad} match no FG-A or FG-C column of this spec")
         return self
+
+    def model_columns(self) -> list[str]:
+        """Every feature column FG-A and FG-C write, as the model names them (``fg_c__`` for a shared name)."""
+        fg_a = self.fg_a.columns()
+        baselines = [b for b in ("host", "segment") if b in self.fg_c.zscore.baselines]
+        z = [f"z_{b}_{c}" for b in baselines for c in self.zscore_columns()]
+        fg_c = [*z, *self.fg_c.features, *FG_C_FLAGS]
+        return [*fg_a, *(f"fg_c__{c}" if c in fg_a else c for c in fg_c)]
 
     def baseline_columns(self) -> list[str]:
         """The FG-A columns FG-B summarises (``<feature>_<window>`` for the FG-B windows)."""

@@ -415,3 +415,16 @@ def test_drift_measures():
     assert psi(same, same) == 0.0 and ks(same, same) == 0.0
     shifted = list(np.linspace(0.5, 0.9, 101))
     assert psi(same, shifted) > 0.25 and 0.4 < ks(same, shifted) < 0.6
+
+
+def test_excluded_features_are_left_out_of_the_model():
+    from ndr_jobs.model.forest import ForestParams, model_features
+
+    params = ForestParams(exclude_features=["sessions_24h", "z_segment_*"])
+    columns = ["sessions_15m", "sessions_24h", "z_host_sessions_15m", "z_segment_sessions_15m", "z_segment_fan_out_1h"]
+    assert model_features(columns, params) == ["sessions_15m", "z_host_sessions_15m"]
+    assert ForestParams(**params.as_json()) == params  # as recorded in model.json and loaded back
+    frames = [fg_frames(T0 + k * datasets.BATCH, HOSTS, 0) for k in range(4)]
+    frame, sources = join_features(pd.concat([a for a, _ in frames]), ["sessions_15m", "fan_out_15m"], None, [])
+    bundle, metrics = job.train_model(frame, sources, ForestParams(exclude_features=["fan_out_*"]), {})
+    assert bundle.features == ("sessions_15m",) and metrics["features"] == ["sessions_15m"]

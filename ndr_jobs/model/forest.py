@@ -2,7 +2,8 @@
 
 * Hyper-parameters come from the feature spec's ``isolation_forest`` section
   (``load_feature_spec(version).isolation_forest``: ``n_estimators, max_samples, contamination,
-  random_state, validation_fraction``); :func:`params_for` records where they came from.
+  random_state, validation_fraction``, and ``exclude_features``, the columns the forest does not see:
+  :func:`model_features`); :func:`params_for` records where they came from.
 * Score: ``-IsolationForest.score_samples(z)``, the anomaly score ``s(x, n) = 2^(-E[h(x)] / c(n))`` of Liu
   et al., in (0, 1]; higher is more anomalous. Scores of forests with the same ``max_samples`` are on one
   scale, which is what lets the deployment gate compare a new model's validation scores with the promoted
@@ -41,9 +42,11 @@ class ForestParams:
     contamination: float | str = 0.01
     random_state: int = 7
     validation_fraction: float = 0.2
+    exclude_features: tuple[str, ...] = ()
     source: str = "defaults"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "exclude_features", tuple(self.exclude_features))  # a JSON list when loaded
         if not isinstance(self.n_estimators, int) or self.n_estimators < 1:
             raise ValueError(f"n_estimators must be a positive integer, not {self.n_estimators!r}")
         if not 0 < float(self.validation_fraction) < 1:
@@ -69,8 +72,16 @@ def params_for(feature_spec_version: str) -> ForestParams:
 
     section = load_feature_spec(feature_spec_version).isolation_forest
     values = section.model_dump()
-    keys = ("n_estimators", "max_samples", "contamination", "random_state", "validation_fraction")
+    keys = ("n_estimators", "max_samples", "contamination", "random_state", "validation_fraction", "exclude_features")
     return ForestParams(**{k: values[k] for k in keys}, source=f"feature spec {feature_spec_version}")
+
+
+def model_features(columns: list[str], params: ForestParams) -> list[str]:
+    """``columns`` without those ``params.exclude_features`` matches (the feature spec's lint checks that each
+    pattern names a column the spec writes; data without that column simply has nothing to exclude)."""
+    from fnmatch import fnmatchcase
+
+    return [c for c in columns if not any(fnmatchcase(c, p) for p in params.exclude_features)]
 
 
 def fit(z: np.ndarray, params: ForestParams) -> Any:

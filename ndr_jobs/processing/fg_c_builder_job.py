@@ -51,7 +51,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration
+from ndr_jobs.feature_spec import FG_C_FLAGS, FeatureSpecBody, load_feature_spec, parse_duration
 from ndr_jobs.processing.fg_a_builder_job import batch_window
 from ndr_jobs.processing.fg_b_builder_job import horizon_end, snapshot_partition, table_location
 from ndr_jobs.runtime import BatchRuntime
@@ -59,7 +59,7 @@ from ndr_jobs.runtime import BatchRuntime
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-FLAGS = ("host_baseline_missing", "segment_baseline_missing", "pair_baseline_missing", "ip_baseline_missing")
+FLAGS = FG_C_FLAGS
 MAD_SCALE = 1.4826
 
 

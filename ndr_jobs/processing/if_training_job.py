@@ -337,9 +337,10 @@ def train_model(
     frame: Any, sources: dict[str, str], params: forest.ForestParams, metadata: dict[str, Any]
 ) -> tuple[forest.ModelBundle, dict[str, Any]]:
     """Split by time, fit and validate, refit on everything; the bundle and the metrics (see the module doc)."""
-    features = list(sources)
+    features = forest.model_features(list(sources), params)
     if not features:
-        raise FeatureDataError("FG-A and FG-C have no numeric feature columns")
+        raise FeatureDataError("FG-A and FG-C have no numeric feature columns (after exclude_features)")
+    sources = {f: sources[f] for f in features}
     ts = frame["batch_start_ts"].to_numpy(dtype="datetime64[us]")
     windows = list(np.unique(ts))  # sorted
     if len(windows) < 2:

@@ -369,6 +369,33 @@ def write_partition(
     return PartitionWrite(target, files, rows)
 
 
+def write_counted(
+    df: DataFrame, root: str, dataset: str, partition: list[tuple[str, str]], sort_by: list[str],
+    bound: int | None, rows_per_file: int = 1_000_000,
+) -> tuple[PartitionWrite, int]:  # fmt: skip
+    """:func:`write_partition` of a frame whose row count is not known yet; the write and its row count.
+
+    When ``bound`` (an upper bound of the rows, e.g. the input partition's) fits one file, the write counts
+    the rows it writes: no separate count job. Otherwise the frame is cached, counted, written in
+    :func:`files_for` files and uncached.
+    """
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    if bound is not None and files_for(bound, rows_per_file) == 1:
+        observed = Observation(dataset)
+        written = write_partition(df.observe(observed, F.count(F.lit(1)).alias("rows")), root, dataset, partition,
+                                  sort_by, 1)  # fmt: skip
+        rows = int(observed.get["rows"])
+        return PartitionWrite(written.path, written.files, rows), rows
+    cached = df.persist()
+    try:
+        rows = cached.count()
+        return write_partition(cached, root, dataset, partition, sort_by, files_for(rows, rows_per_file), rows), rows
+    finally:
+        cached.unpersist()
+
+
 def _prune_empty(path: Path, stop: Path) -> None:
     """Remove ``path`` and its parents while they are empty directories, up to (not including) ``stop``."""
     while path != stop and stop in path.parents:

@@ -12,6 +12,13 @@ SHARED = ROOT.parent / "shared"
 CONTRACTS = SHARED / "contracts" / "events"
 
 
+@pytest.fixture(scope="session")
+def spark():  # noqa: ANN201 - a SparkSession (spark_session() reuses one per process)
+    from ndr_jobs.spark import spark_session
+
+    return spark_session()
+
+
 @pytest.fixture
 def spec_copy(tmp_path: Path) -> Path:
     """A writable copy of specs/ for tests that break one thing."""

@@ -123,13 +123,6 @@ def runtime(folder: Path | str = "") -> BatchRuntime:
                         batch_start_ts=START, batch_end_ts=END, raw_batch_folder=str(folder))  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def spark():  # noqa: ANN201 - the module's SparkSession (shared: spark_session() reuses it)
-    from ndr_jobs.spark import spark_session
-
-    return spark_session()
-
-
 def use(monkeypatch: pytest.MonkeyPatch, base: Path) -> dict[str, Path]:
     """Point the job at ``base/raw`` and ``base/store``."""
     raw, store = base / "raw", base / "store"

@@ -92,13 +92,6 @@ def build_store(spark, store: Path) -> None:  # noqa: ANN001
     write_delta(spark, store, NOON, NOW_ROWS)
 
 
-@pytest.fixture(scope="module")
-def spark():  # noqa: ANN201
-    from ndr_jobs.spark import spark_session
-
-    return spark_session()
-
-
 def run(runtime: BatchRuntime) -> tuple[dict, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -111,13 +111,6 @@ def snapshot(store: Path, table: str, horizon: str, month: str = "2026-09") -> l
 
 
 @pytest.fixture(scope="module")
-def spark():  # noqa: ANN201
-    from ndr_jobs.spark import spark_session
-
-    return spark_session()
-
-
-@pytest.fixture(scope="module")
 def built(spark, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:  # noqa: ANN001
     base = tmp_path_factory.mktemp("fgb")
     with pytest.MonkeyPatch.context() as mp:

@@ -79,13 +79,6 @@ def rows(store: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def spark():  # noqa: ANN201
-    from ndr_jobs.spark import spark_session
-
-    return spark_session()
-
-
-@pytest.fixture(scope="module")
 def built(spark, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:  # noqa: ANN001
     base = tmp_path_factory.mktemp("fgc")
     store = base / "store"

@@ -20,13 +20,6 @@ from tests.test_fg_a import BEACON, NOON, NOW_ROWS, OUTSIDER, SLICE, A, B, S, ba
 PARTITION = "pair_counts/feature_spec_version=v1/batch_start=20261001T1200"
 
 
-@pytest.fixture(scope="module")
-def spark():  # noqa: ANN201
-    from ndr_jobs.spark import spark_session
-
-    return spark_session()
-
-
 def run() -> tuple[dict, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -188,13 +188,6 @@ def test_parse_lines_skips_blank_lines() -> None:
     assert panos.to_records(panos.parse_table(["", " \t", traffic_line()])) == [EXPECTED]
 
 
-@pytest.fixture(scope="module")
-def spark():  # noqa: ANN201 - a SparkSession
-    from ndr_jobs.spark import spark_session
-
-    return spark_session()
-
-
 def test_parse_traffic_runs_the_same_parser_in_spark_and_keeps_other_columns(spark) -> None:  # noqa: ANN001
     lines = _corpus()
     df = spark.createDataFrame([(f"file-{i}", line) for i, line in enumerate(lines)], "source STRING, value STRING")

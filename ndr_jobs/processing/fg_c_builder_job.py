@@ -369,8 +369,6 @@ def build_fg_c(
 
 def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's FG-C partition; print and return the summary."""
-    from pyspark.sql import Observation
-    from pyspark.sql import functions as F
 
     from ndr_jobs.features.common import Phases, batch_header, emit, read_inventory
     from ndr_jobs.spark import spark_session
@@ -403,28 +401,10 @@ def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
 
     frame = build_fg_c(spark, spec, fg_a, batch_pairs, window_pairs, covered, baselines, inventory, start, end, month)
     bound = datasets.partition_rows(root, datasets.FG_A, fsv, start)  # one row per FG-A host
-    partition = datasets.batch_partition(fsv, start)
-    cached: list[DataFrame] = []
-    try:
-        if bound is not None and storage.files_for(bound, 200_000) == 1:
-            # one file: no separate count job, the write counts the rows it writes
-            observed = Observation("fg_c")
-            frame = frame.observe(observed, F.count(F.lit(1)).alias("rows"))
-            phase("features")
-            written = storage.write_partition(frame, root, datasets.FG_C, partition, ["host_ip"], 1)
-            hosts = int(observed.get["rows"])
-        else:
-            frame = frame.persist()
-            cached.append(frame)
-            hosts = frame.count()
-            phase("features")
-            written = storage.write_partition(
-                frame, root, datasets.FG_C, partition, ["host_ip"], storage.files_for(hosts, 200_000), hosts
-            )
-        phase("write")
-    finally:
-        for cached_frame in cached:
-            cached_frame.unpersist()
+    written, hosts = storage.write_counted(
+        frame, root, datasets.FG_C, datasets.batch_partition(fsv, start), ["host_ip"], bound, 200_000
+    )
+    phase("write")
     return emit(
         {
             **batch_header("fg_c_builder", runtime, start, end),

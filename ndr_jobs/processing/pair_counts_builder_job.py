@@ -63,8 +63,6 @@ def build_pair_counts(delta: DataFrame) -> DataFrame:
 
 def run_pair_counts_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's pair-count partition; print and return the summary."""
-    from pyspark.sql import Observation
-    from pyspark.sql import functions as F
 
     from ndr_jobs.features.common import Phases, batch_header, emit
     from ndr_jobs.spark import spark_session
@@ -80,30 +78,11 @@ def run_pair_counts_builder_from_runtime_config(runtime: BatchRuntime) -> dict[s
             f"no delta partition for {datasets.stamp(start)} under {datasets.dataset_dir(root, datasets.DELTA, fsv)}"
         )
     bound = datasets.partition_rows(root, datasets.DELTA, fsv, start)  # pairs <= delta rows
-    cached: list[DataFrame] = []
-    try:
-        if bound is not None and storage.files_for(bound) == 1:
-            # one file whatever the count: no separate count job, the write counts the rows it writes
-            observed = Observation("pair_counts")
-            pairs = build_pair_counts(delta).observe(observed, F.count(F.lit(1)).alias("rows"))
-            phase("count")
-            written = storage.write_partition(
-                pairs, root, datasets.PAIR_COUNTS, datasets.batch_partition(fsv, start), list(PAIR_KEYS), 1
-            )
-            rows = int(observed.get["rows"])
-        else:
-            pairs = build_pair_counts(delta).persist()
-            cached.append(pairs)
-            rows = pairs.count()
-            phase("count")
-            written = storage.write_partition(
-                pairs, root, datasets.PAIR_COUNTS, datasets.batch_partition(fsv, start), list(PAIR_KEYS),
-                storage.files_for(rows), rows,
-            )  # fmt: skip
-        phase("write")
-    finally:
-        for frame in cached:
-            frame.unpersist()
+    written, rows = storage.write_counted(
+        build_pair_counts(delta), root, datasets.PAIR_COUNTS, datasets.batch_partition(fsv, start), list(PAIR_KEYS),
+        bound,
+    )  # fmt: skip
+    phase("write")
     return emit(
         {
             **batch_header("pair_counts_builder", runtime, start, end),

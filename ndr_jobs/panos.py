@@ -353,10 +353,6 @@ def _timestamps(values: pa.Array) -> tuple[pa.Array, pa.Array]:
     return pc.cast(total, pa.timestamp("us", tz="UTC")), bad
 
 
-def _null_if_empty(values: pa.Array) -> pa.Array:
-    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
-
-
 def _flag(values: pa.Array) -> pa.Array:
     return pc.fill_null(values, False)
 

@@ -59,7 +59,6 @@ from ndr_jobs.runtime import BatchRuntime
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-FLAGS = FG_C_FLAGS
 MAD_SCALE = 1.4826
 
 
@@ -360,7 +359,7 @@ def build_fg_c(
         "segment",
         *(F.coalesce(F.col(c).cast("DOUBLE"), F.lit(0.0)).alias(c) for c in z_names),
         *(F.coalesce(F.col(c).cast("DOUBLE"), F.lit(0.0)).alias(c) for c in fg_c.features),
-        *(F.col(c) for c in FLAGS),
+        *(F.col(c) for c in FG_C_FLAGS),
         F.lit(month or "").alias("baseline_reference_month"),
         F.lit(start).cast("TIMESTAMP").alias("batch_start_ts"),
         F.lit(end).cast("TIMESTAMP").alias("batch_end_ts"),

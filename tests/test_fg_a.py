@@ -208,3 +208,25 @@ def test_a_batch_that_is_not_15_minutes_is_refused(monkeypatch: pytest.MonkeyPat
     unaligned = BatchRuntime("ndr-prod", "v1", "m", "2026-10-01T12:05:00Z", "2026-10-01T12:20:00Z")
     with pytest.raises(ValueError, match="15-minute boundary"):
         run_fg_a_builder_from_runtime_config(unaligned)
+
+
+def test_in_cidr_agrees_with_ipaddress(spark) -> None:  # noqa: ANN001
+    """The string tests of ``in_cidr`` against Python's ``ipaddress`` on edge addresses of each network."""
+    import ipaddress
+
+    from ndr_jobs.features.common import in_cidr
+
+    cidrs = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "10.1.2.0/23", "10.1.2.128/25",
+             "203.0.113.7/32", "0.0.0.0/0", "128.0.0.0/1"]  # fmt: skip
+    addresses = ["10.0.0.1", "100.0.0.1", "1.10.0.0", "172.15.255.255", "172.16.0.0", "172.31.255.255", "172.32.0.0",
+                 "172.160.0.1", "192.168.1.1", "192.169.0.1", "100.63.1.1", "100.64.0.0", "100.127.9.9", "100.128.0.0",
+                 "10.1.1.255", "10.1.2.0", "10.1.3.255", "10.1.4.0", "10.1.2.127", "10.1.2.200", "203.0.113.7",
+                 "203.0.113.70", "127.0.0.1", "255.255.255.255", "fe80::1", "::ffff:10.0.0.1", "2001:db8::10"]  # fmt: skip
+    frame = spark.createDataFrame([(a,) for a in addresses], "ip STRING")
+    got = frame.select("ip", *(in_cidr("ip", c).alias(f"c{i}") for i, c in enumerate(cidrs))).collect()
+    for row in got:
+        address = ipaddress.ip_address(row["ip"])
+        for i, cidr in enumerate(cidrs):
+            network = ipaddress.ip_network(cidr)
+            expected = address.version == 4 and address in network
+            assert row[f"c{i}"] is expected, (row["ip"], cidr)

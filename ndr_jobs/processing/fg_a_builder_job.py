@@ -46,7 +46,7 @@ from ndr_jobs.feature_spec import FeatureSpecBody, load_feature_spec, parse_dura
 from ndr_jobs.runtime import BatchRuntime
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 PERIODIC_FEATURES = ("periodic_max_score", "periodic_top_fill", "periodic_top_cv", "periodic_pairs")
 
@@ -83,6 +83,14 @@ def _in(column: str, values: list[int] | list[str]) -> str:
     return f"{column} IN ({', '.join(_str(v) if isinstance(v, str) else str(int(v)) for v in values)})"
 
 
+def _expr(text: str) -> Column:
+    """A SQL expression as a column (the DataFrame API, not ``spark.sql(..., df=df)``: that re-plans its
+    DataFrame arguments through a temporary view and so never reads a cached frame)."""
+    from pyspark.sql import functions as F
+
+    return F.expr(text)
+
+
 def rare_values(
     rows: DataFrame, spec: FeatureSpecBody, start: datetime, end: datetime
 ) -> tuple[list[int], list[str], int]:
@@ -94,22 +102,19 @@ def rare_values(
     rarity = spec.fg_a.rarity
     in_ref = f"slice_ts >= {_ts(end - parse_duration(spec.fg_a.rarity_window))}"
     in_batch = f"slice_ts = {_ts(start)}"
-    query = f"""
-        SELECT k.kind AS kind, k.value AS value, count(DISTINCT host_ip) AS n
-        FROM (
-            SELECT host_ip, explode(array(
-                CASE WHEN {in_ref} THEN named_struct('kind', 'port', 'value', CAST(dst_port AS STRING)) END,
-                CASE WHEN {in_ref} AND app IS NOT NULL THEN named_struct('kind', 'app', 'value', app) END,
-                CASE WHEN {in_ref} THEN named_struct('kind', 'hosts', 'value', '') END,
-                CASE WHEN {in_batch} THEN named_struct('kind', 'batch_hosts', 'value', '') END
-            )) AS k
-            FROM {{rows}}
-            WHERE {in_ref} OR {in_batch}
-        )
-        WHERE k IS NOT NULL
-        GROUP BY k.kind, k.value
-    """
-    found = rows.sparkSession.sql(query, rows=rows).collect()
+    found = (
+        rows.where(f"{in_ref} OR {in_batch}")
+        .selectExpr(f"""explode(array(
+            CASE WHEN {in_ref} THEN named_struct('kind', 'port', 'value', CAST(dst_port AS STRING)) END,
+            CASE WHEN {in_ref} AND app IS NOT NULL THEN named_struct('kind', 'app', 'value', app) END,
+            CASE WHEN {in_ref} THEN named_struct('kind', 'hosts', 'value', '') END,
+            CASE WHEN {in_batch} THEN named_struct('kind', 'batch_hosts', 'value', '') END
+        )) AS k""", "host_ip")
+        .where("k IS NOT NULL")
+        .groupBy("k.kind", "k.value")
+        .agg(_expr("count(DISTINCT host_ip) AS n"))
+        .collect()
+    )  # fmt: skip
     n_hosts = next((r["n"] for r in found if r["kind"] == "hosts"), 0)
     batch_hosts = next((r["n"] for r in found if r["kind"] == "batch_hosts"), 0)
     port_limit = max(rarity.port_max_hosts, rarity.host_fraction * n_hosts)
@@ -142,7 +147,9 @@ def build_fg_a(
     :func:`ndr_jobs.features.common.pair_periodicity`); then per host, where a distinct count over a window
     is a count of the (host, dst_ip) rows whose last slice is in it, and the best periodic series is a
     ``max_by``. Ports go the same way through (host, dst_port), joined on the co-partitioned host key. The
-    aggregations are SQL text: a tiny batch's cost is mostly driver round trips per expression.
+    expressions are SQL text in DataFrame calls (:func:`_expr`). The host partitioning asks for the session's
+    default parallelism explicitly: a bare ``repartition(col)`` lets adaptive execution coalesce a small
+    batch into one partition, i.e. one core.
     """
 
     from ndr_jobs.features.common import is_internal
@@ -163,7 +170,7 @@ def build_fg_a(
             "batch_start_ts AS slice_ts",
         )
         .where(is_internal("host_ip", network))
-        .repartition("host_ip")
+        .repartition(spark.sparkContext.defaultParallelism, "host_ip")
     )  # fmt: skip
     if cached is not None:
         rows = rows.persist()
@@ -172,16 +179,13 @@ def build_fg_a(
 
     zero = "CAST(0 AS BIGINT)"
     rare_app = f"coalesce({_in('app', rare_apps)}, false)" if rare_apps else "false"
-    per_slice = f"""
-        SELECT host_ip, dst_ip, slice_ts,
-            sum(sessions) AS sessions, sum(bytes_sent) AS bytes_sent, sum(bytes_received) AS bytes_received,
-            sum(deny_count) AS deny_count,
-            sum(CASE WHEN {_in("dst_port", rare_ports)} THEN sessions ELSE {zero} END) AS rare_port_sessions,
-            sum(CASE WHEN {rare_app} THEN sessions ELSE {zero} END) AS rare_app_sessions,
-            max({_in("dst_port", list(network.admin_ports))}) AS admin
-        FROM {{rows}}
-        GROUP BY host_ip, dst_ip, slice_ts
-    """
+    per_slice = [
+        "sum(sessions) AS sessions", "sum(bytes_sent) AS bytes_sent", "sum(bytes_received) AS bytes_received",
+        "sum(deny_count) AS deny_count",
+        f"sum(CASE WHEN {_in('dst_port', rare_ports)} THEN sessions ELSE {zero} END) AS rare_port_sessions",
+        f"sum(CASE WHEN {rare_app} THEN sessions ELSE {zero} END) AS rare_app_sessions",
+        f"max({_in('dst_port', list(network.admin_ports))}) AS admin",
+    ]  # fmt: skip
 
     windows = fg_a.windows
     since = {w: _ts(end - parse_duration(w)) for w in windows}
@@ -200,15 +204,14 @@ def build_fg_a(
             f"sum(CASE WHEN {in_w} THEN {count} END) AS _p_total_{w}",
             f"sum(CASE WHEN {in_w} THEN {count} * {count} END) AS _p_total_sq_{w}",
         ]
-    per_dst = spark.sql(
-        f"""
-        SELECT host_ip, dst_ip, max(slice_ts) AS last, max(CASE WHEN admin THEN slice_ts END) AS last_admin,
-            {", ".join(per_dst_aggs)}
-        FROM ({per_slice})
-        GROUP BY host_ip, dst_ip
-        """,
-        rows=rows,
-    ).withColumn("internal", is_internal("dst_ip", network))
+    per_dst = (
+        rows.groupBy("host_ip", "dst_ip", "slice_ts")
+        .agg(*map(_expr, per_slice))
+        .groupBy("host_ip", "dst_ip")
+        .agg(*map(_expr, ["max(slice_ts) AS last", "max(CASE WHEN admin THEN slice_ts END) AS last_admin",
+                          *per_dst_aggs]))
+        .withColumn("internal", is_internal("dst_ip", network))
+    )  # fmt: skip
 
     scored = ["*"]
     for w in periodic_windows:  # as pair_periodicity, for the window's external series (null for the others)
@@ -276,32 +279,20 @@ def build_fg_a(
         }
         host_metrics += [f"{values[n]} AS {n}_{w}" for n in PERIODIC_FEATURES if (n, w) in wanted]
 
+    frame = per_dst.selectExpr(*scored).groupBy("host_ip").agg(*map(_expr, ["max(last) AS _last", *host_metrics]))
     port_windows = [w for w in windows if ("distinct_dst_ports", w) in wanted]
-    ports = ""
     if port_windows:
-        ports = f"""
-            LEFT JOIN (
-                SELECT host_ip, {", ".join(count_if(f"last >= {since[w]}") + f" AS distinct_dst_ports_{w}"
-                                            for w in port_windows)}
-                FROM (SELECT host_ip, dst_port, max(slice_ts) AS last FROM {{rows}} GROUP BY host_ip, dst_port)
-                GROUP BY host_ip
-            ) p ON h.host_ip = p.host_ip
-        """  # fmt: skip
-    frame = spark.sql(
-        f"""
-        SELECT h.host_ip, {", ".join(f"coalesce(CAST({c} AS DOUBLE), 0.0D) AS {c}" for c in columns)},
-            {_ts(start)} AS batch_start_ts, {_ts(end)} AS batch_end_ts
-        FROM (
-            SELECT host_ip, max(last) AS _last, {", ".join(host_metrics)}
-            FROM (SELECT {", ".join(scored)} FROM {{per_dst}})
-            GROUP BY host_ip
-        ) h
-        {ports}
-        WHERE h._last = {_ts(start)}
-        """,
-        per_dst=per_dst,
-        rows=rows,
-    )
+        ports = (
+            rows.groupBy("host_ip", "dst_port")
+            .agg(_expr("max(slice_ts) AS last"))
+            .groupBy("host_ip")
+            .agg(*(_expr(count_if(f"last >= {since[w]}") + f" AS distinct_dst_ports_{w}") for w in port_windows))
+        )
+        frame = frame.join(ports, "host_ip", "left")
+    frame = frame.where(f"_last = {_ts(start)}").selectExpr(
+        "host_ip", *(f"coalesce(CAST({c} AS DOUBLE), 0.0D) AS {c}" for c in columns),
+        f"{_ts(start)} AS batch_start_ts", f"{_ts(end)} AS batch_end_ts",
+    )  # fmt: skip
     return frame, n_hosts
 
 

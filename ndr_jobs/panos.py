@@ -41,6 +41,7 @@ Rules (both engines)
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -303,6 +304,7 @@ def _micros(moment: datetime) -> int:
 _MIN_US, _MAX_US = _micros(datetime.min.replace(tzinfo=UTC)), _micros(datetime.max.replace(tzinfo=UTC))
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a worker parses batch after batch of the same seconds
 def _head_value(head: str) -> dict[str, int | None]:
     """Epoch micros (or None) and kind of the first 19 characters of a time: kind 1 legacy, 2 ISO, 0 neither."""
     if _LEGACY_TS.fullmatch(head):
@@ -315,6 +317,7 @@ def _head_value(head: str) -> dict[str, int | None]:
     return {"us": _micros(parsed) if parsed else None, "kind": kind}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _tail_value(tail: str) -> int | None:
     """The microseconds an ISO tail (``.123+05:30``) adds to its head, or None if invalid."""
     parsed = parse_timestamp(_TAIL_BASE + tail)
@@ -379,18 +382,35 @@ class _Layout:
     plain: np.ndarray  # plain_prefix, or no quote or brace anywhere: split on commas as is
     rest_quotes: np.ndarray  # per line, the double quotes after its 103rd comma (fields 103..)
 
-    def field(self, position: int) -> pa.Array:
-        """Field ``position`` of every line as strings, null where it is empty or missing."""
+    def span(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """(first byte, length) of field ``position`` in every line (length 0 where it is empty or missing)."""
         k = self.first_comma + position
         start = self.starts if position == 0 else self.commas.take(k - 1, mode="clip") + 1
         end = np.where(self.n_commas > position, self.commas.take(k, mode="clip"), self.ends)
-        lengths = np.where(self.n_commas >= position, end - start, 0)  # a line with c commas has fields 0..c
+        return start, np.where(self.n_commas >= position, end - start, 0)  # a line with c commas has fields 0..c
+
+    def field(self, position: int) -> pa.Array:
+        """Field ``position`` of every line as strings, null where it is empty or missing."""
+        start, lengths = self.span(position)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         gather = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
         validity = np.packbits(lengths > 0, bitorder="little")
         buffers = [pa.py_buffer(validity), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(self.data[gather])]
         return pa.Array.from_buffers(pa.string(), len(lengths), buffers)
+
+    def integer(self, position: int, max_digits: int) -> tuple[np.ndarray, np.ndarray]:
+        """(value, ok) of field ``position`` read as 1..``max_digits`` ASCII digits, straight from the bytes
+        (one vector step per digit, no strings): ``ok`` is false (and the value meaningless) otherwise."""
+        start, lengths = self.span(position)
+        ok = (lengths >= 1) & (lengths <= max_digits)
+        value = np.zeros(len(lengths), dtype=np.int64)
+        for k in range(int(lengths[ok].max()) if ok.any() else 0):
+            active = ok & (lengths > k)
+            digit = self.data.take(np.where(active, start + k, 0)).astype(np.int64) - 48
+            ok &= ~active | ((digit >= 0) & (digit <= 9))
+            value = np.where(active, value * 10 + digit, value)
+        return value, ok
 
 
 def _layout(lines: pa.Array) -> _Layout:
@@ -402,8 +422,11 @@ def _layout(lines: pa.Array) -> _Layout:
     starts, ends = line_offsets[:-1], line_offsets[1:]
     window = data[line_offsets[0] : line_offsets[-1]] if n else data[:0]
     base = line_offsets[0] if n else 0
-    commas = np.flatnonzero(window == ord(",")) + base
-    specials = np.flatnonzero((window == ord('"')) | (window == ord("{"))) + base
+    commas = np.flatnonzero(window == ord(","))
+    specials = np.flatnonzero((window == ord('"')) | (window == ord("{")))
+    if base:
+        commas += base
+        specials += base
     quotes = specials[data[specials] == ord('"')]
     first_comma = np.searchsorted(commas, starts)
     n_commas = np.searchsorted(commas, ends) - first_comma
@@ -420,11 +443,11 @@ def _layout(lines: pa.Array) -> _Layout:
                    plain_prefix | (specials_in_line == 0), rest_quotes)  # fmt: skip
 
 
-def _parse_plain(lines: pa.Array, layout: _Layout) -> pa.RecordBatch:
+def _parse_plain(lines: pa.Array, layout: _Layout, wanted: frozenset[str]) -> pa.RecordBatch:
     """The vectorised parse of lines whose fields 0..102 need no CSV unquoting (see :func:`parse_arrow`)."""
     n = len(lines)
-    positions = sorted({p for p, _, _ in FIELDS} | {TYPE_POSITION})
-    value = {p: layout.field(p) for p in positions}
+    texts = {p for p, name, kind in FIELDS if kind in ("str", "ip", "ts") and (kind != "str" or name in wanted)}
+    value = {p: layout.field(p) for p in sorted(texts | {TYPE_POSITION})}
     odd_quotes = pa.array(layout.rest_quotes % 2 == 1)
     # the field count: exact for lines without quotes/braces, at least 104 for the others
     n_fields = pa.array(np.where(layout.plain_prefix, CSV_WIDTH + 1, layout.n_commas + 1))
@@ -432,20 +455,18 @@ def _parse_plain(lines: pa.Array, layout: _Layout) -> pa.RecordBatch:
     columns: dict[str, pa.Array] = {}
     bad: dict[str, list[tuple[str, pa.Array]]] = {"bad_ip": [], "bad_number": [], "bad_timestamp": []}
     for position, name, kind in FIELDS:
-        v = value[position]
+        v = value.get(position)
         if kind == "str":
-            columns[name] = v
+            columns[name] = v if v is not None else pa.nulls(n, pa.string())
         elif kind == "ip":
             columns[name] = v
             bad["bad_ip"].append((name, pc.invert(_flag(pc.match_substring_regex(v, IP_RE)))))
-        elif kind in ("int", "port"):
-            ok = _flag(pc.match_substring_regex(v, PORT_RE if kind == "port" else INT_RE))
-            number = pc.cast(pc.if_else(ok, v, "0"), pa.int64())
+        elif kind in ("int", "port"):  # as INT_RE / PORT_RE, read from the bytes
+            number, ok = layout.integer(position, 5 if kind == "port" else 18)
             if kind == "port":
-                ok = pc.and_(ok, pc.less_equal(number, MAX_PORT))
-            number = pc.if_else(ok, number, pa.scalar(None, pa.int64()))
-            columns[name] = pc.cast(number, _ARROW_TYPES[SQL_TYPES[kind]])
-            bad["bad_number"].append((name, pc.invert(ok)))
+                ok &= number <= MAX_PORT
+            columns[name] = pa.array(number, mask=~ok).cast(_ARROW_TYPES[SQL_TYPES[kind]])
+            bad["bad_number"].append((name, pa.array(~ok)))
         else:
             columns[name], is_bad = _timestamps(v)
             bad["bad_timestamp"].append((name, is_bad))
@@ -493,23 +514,26 @@ def _records_batch(lines: list[str]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(rows, schema=RESULT_SCHEMA)
 
 
-def parse_arrow(lines: pa.Array) -> pa.RecordBatch:
+def parse_arrow(lines: pa.Array, columns: Iterable[str] | None = None) -> pa.RecordBatch:
     """Parse an Arrow array of lines into a batch of :data:`RESULT_SCHEMA` (one row per line, same order).
 
     Results are those of :func:`parse_line` (the tests hold the two to it). Lines whose fields 0..102 hold
     no quote or brace — every line PAN-OS writes unless a quoted user or rule name comes early — are split
     and converted with Arrow kernels; the others go through :func:`parse_line` one by one. ``raw_line`` is
     kept for quarantined lines only (null for parsed ones), and the typed columns for parsed lines only.
+    With ``columns``, text fields not among them may be left null (they are not needed to tell good lines from
+    bad ones, so they are not extracted); every other column is as without.
     """
+    wanted = frozenset(columns) if columns is not None else frozenset(name for name, _ in RESULT_COLUMNS)
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     lines = pc.fill_null(lines.cast(pa.string()), "")
     layout = _layout(lines)
     if layout.plain.all():
-        return _parse_plain(lines, layout)
+        return _parse_plain(lines, layout, wanted)
     fast_rows, slow_rows = np.flatnonzero(layout.plain), np.flatnonzero(~layout.plain)
     fast_lines = lines.take(pa.array(fast_rows))
-    fast = _parse_plain(fast_lines, _layout(fast_lines))
+    fast = _parse_plain(fast_lines, _layout(fast_lines), wanted)
     slow = _records_batch(lines.take(pa.array(slow_rows)).to_pylist())
     table = pa.Table.from_batches([fast, slow], schema=RESULT_SCHEMA)
     order = np.empty(len(lines), dtype=np.int64)
@@ -562,7 +586,7 @@ def parse_traffic(df: DataFrame, line_col: str = "value", columns: Iterable[str]
 
     def parse_batches(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
         for batch in batches:
-            parsed = parse_arrow(batch.column(line_col))
+            parsed = parse_arrow(batch.column(line_col), wanted)
             yield pa.RecordBatch.from_arrays(
                 [*(batch.column(c) for c in others), *(parsed.column(c) for c in wanted)], names=[*others, *wanted]
             )

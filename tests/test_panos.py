@@ -183,6 +183,20 @@ def test_vectorised_engine_matches_the_reference_row_by_row_in_order(tmp_path: P
     assert reasons == set(panos.QUARANTINE_REASONS)
 
 
+def test_asking_for_fewer_columns_changes_no_asked_column_and_no_verdict(tmp_path: Path) -> None:
+    """``parse_arrow(lines, columns)`` skips unasked text fields, never a check: same quarantine, same values."""
+    lines = _corpus() + [traffic_line({23: "1" * 18}), traffic_line({23: "1" * 19}), traffic_line({25: "65535"}),
+                         traffic_line({25: "65536"}), traffic_line({25: "00443"}), traffic_line({31: "12a"}),
+                         traffic_line({31: ""}), traffic_line({24: "-1"}), traffic_line({36: "0"})]  # fmt: skip
+    full = panos.parse_arrow(pa.array(lines))
+    assert panos.to_records(full) == [panos.parse_line(line) for line in lines]
+    asked = ("quarantine_reason", "quarantine_detail", "raw_line", "src_ip", "dst_port", "repeat_count", "event_time")
+    few = panos.parse_arrow(pa.array(lines), asked)
+    for name in asked:
+        assert few.column(name).equals(full.column(name)), name
+    assert {r["quarantine_detail"] for r in full.to_pylist()} >= {"repeat_count", "dst_port", "bytes", "src_port"}
+
+
 def test_parse_lines_skips_blank_lines() -> None:
     assert panos.parse_lines(["", "  ", traffic_line()]) == [EXPECTED]
     assert panos.to_records(panos.parse_table(["", " \t", traffic_line()])) == [EXPECTED]

@@ -16,7 +16,9 @@ Engines
 
     Measured on 2 cores (1M synthetic 115-field lines, ``spark.read.text`` included): ``mapInArrow`` +
     :func:`parse_arrow` 8.5 s with Arrow's ``split_pattern`` (7.6 s with the NumPy splitter: 0.75 s per
-    100k lines in one process, against 0.88 s); Spark SQL expressions (``from_csv`` + regular expressions,
+    100k lines in one process, against 0.88 s; integers read from the bytes, the text fields nobody asked
+    for skipped and time strings cached per worker: 0.50-0.60 s against 0.63-0.77 s in the same process
+    for the delta's columns); Spark SQL expressions (``from_csv`` + regular expressions,
     evaluated in the JVM) 35 s, as the 103-column struct defeats code generation and
     ``regexp_replace``/``from_csv`` copy every line through ``java.lang.String``; ``mapInArrow`` +
     :func:`parse_line` per row 112 s. Arrow's own CSV reader is not an option: it needs one field count per

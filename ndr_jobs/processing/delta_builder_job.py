@@ -16,8 +16,9 @@ one aggregation groups every line by its status (in the window, before, after, q
 quarantine fields when quarantined, and by the delta key. Those groups (the delta rows plus one per
 distinct malformed line) are cached; the counts, the quarantine and the delta are read from them. Only
 the columns the delta needs come back from the Python workers, and a line's file travels as a small index,
-not as its path. On 2 cores this is 13-15 s per million lines once the JVM is warm, 68 s for 5 million
-(``make bench``); the parse in the Python workers and the transfer of every line to them are most of it.
+not as its path. On 2 cores this is 12-15 s per million lines once the JVM is warm, 71 s for 5 million
+(``make bench``): the read, transfer and parse of the lines about two thirds of it, the final aggregation with
+the cache and the range-partitioned write of the 1.4M delta rows the rest (they grow faster than the lines).
 
 Rows whose event time falls outside the window (late or early arrivals) are counted in the summary and
 not written. Blank lines are counted and skipped. Each partition is replaced as a whole, atomically

@@ -342,21 +342,31 @@ def write_partition(
     sort_by: list[str],
     num_files: int = 1,
     rows: int | None = None,
+    count: bool = False,
 ) -> PartitionWrite:
     """Replace one partition of ``<root>/<dataset>`` by ``df`` as Parquet, atomically and deterministically.
 
     ``sort_by`` orders rows within (and, for ``num_files > 1``, across) files so that the same input gives
     the same files, and a reader filtering on the leading key can skip files by their min/max statistics.
-    ``rows`` (when the caller knows it) is reported back.
+    ``rows`` (when the caller knows it) is reported back; with ``count`` the write counts the rows it writes
+    (after the repartitioning: the range partitioner's sampling pass runs the plan below it once more).
     """
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
     target, staging_parent, trash = _partition_paths(root, dataset, partition)
     run_id = uuid.uuid4().hex
     staging = join(staging_parent, run_id)
     recover_partition(root, dataset, partition)
     # repartition, not coalesce: coalesce(1) would run the whole plan since the last shuffle in one task
     ordered = df.repartition(1) if num_files <= 1 else df.repartitionByRange(num_files, *sort_by)
+    observed = Observation(dataset)
+    if count:
+        ordered = ordered.observe(observed, F.count(F.lit(1)).alias("rows"))
     try:
         ordered.sortWithinPartitions(*sort_by).write.mode("errorifexists").parquet(spark_uri(staging))
+        if count:
+            rows = int(observed.get["rows"])
         swap_in(staging, target, trash, run_id)
     finally:
         if exists(staging):
@@ -375,19 +385,14 @@ def write_counted(
 ) -> tuple[PartitionWrite, int]:  # fmt: skip
     """:func:`write_partition` of a frame whose row count is not known yet; the write and its row count.
 
-    When ``bound`` (an upper bound of the rows, e.g. the input partition's) fits one file, the write counts
-    the rows it writes: no separate count job. Otherwise the frame is cached, counted, written in
-    :func:`files_for` files and uncached.
+    With ``bound`` (an upper bound of the rows, e.g. the input partition's) the file count is
+    :func:`files_for` the bound and the write counts the rows it writes: one pass, no separate count job (a
+    bound just over a file boundary may give one file more than the exact count would; the same input always
+    gives the same files). Without one the frame is cached, counted, written and uncached.
     """
-    from pyspark.sql import Observation
-    from pyspark.sql import functions as F
-
-    if bound is not None and files_for(bound, rows_per_file) == 1:
-        observed = Observation(dataset)
-        written = write_partition(df.observe(observed, F.count(F.lit(1)).alias("rows")), root, dataset, partition,
-                                  sort_by, 1)  # fmt: skip
-        rows = int(observed.get["rows"])
-        return PartitionWrite(written.path, written.files, rows), rows
+    if bound is not None:
+        written = write_partition(df, root, dataset, partition, sort_by, files_for(bound, rows_per_file), count=True)
+        return written, written.rows or 0
     cached = df.persist()
     try:
         rows = cached.count()

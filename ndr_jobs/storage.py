@@ -360,12 +360,12 @@ def write_partition(
     recover_partition(root, dataset, partition)
     # repartition, not coalesce: coalesce(1) would run the whole plan since the last shuffle in one task
     ordered = df.repartition(1) if num_files <= 1 else df.repartitionByRange(num_files, *sort_by)
-    observed = Observation(dataset)
-    if count:
+    observed = Observation(dataset) if count else None
+    if observed is not None:
         ordered = ordered.observe(observed, F.count(F.lit(1)).alias("rows"))
     try:
         ordered.sortWithinPartitions(*sort_by).write.mode("errorifexists").parquet(spark_uri(staging))
-        if count:
+        if observed is not None:
             rows = int(observed.get["rows"])
         swap_in(staging, target, trash, run_id)
     finally:

@@ -46,7 +46,7 @@ from ndr_jobs.feature_spec import FeatureSpecBody, load_feature_spec, parse_dura
 from ndr_jobs.runtime import BatchRuntime
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 PERIODIC_FEATURES = ("periodic_max_score", "periodic_top_fill", "periodic_top_cv", "periodic_pairs")
 
@@ -83,14 +83,6 @@ def _in(column: str, values: list[int] | list[str]) -> str:
     return f"{column} IN ({', '.join(_str(v) if isinstance(v, str) else str(int(v)) for v in values)})"
 
 
-def _expr(text: str) -> Column:
-    """A SQL expression as a column (the DataFrame API, not ``spark.sql(..., df=df)``: that re-plans its
-    DataFrame arguments through a temporary view and so never reads a cached frame)."""
-    from pyspark.sql import functions as F
-
-    return F.expr(text)
-
-
 def rare_values(
     rows: DataFrame, spec: FeatureSpecBody, start: datetime, end: datetime
 ) -> tuple[list[int], list[str], int]:
@@ -99,6 +91,8 @@ def rare_values(
     One aggregation (distinct hosts per port, per app, overall and in the batch slice) and one collect; the
     last count is the number of FG-A rows of the batch (hosts with delta rows in it).
     """
+    from pyspark.sql import functions as F
+
     rarity = spec.fg_a.rarity
     in_ref = f"slice_ts >= {_ts(end - parse_duration(spec.fg_a.rarity_window))}"
     in_batch = f"slice_ts = {_ts(start)}"
@@ -112,7 +106,7 @@ def rare_values(
         )) AS k""", "host_ip")
         .where("k IS NOT NULL")
         .groupBy("k.kind", "k.value")
-        .agg(_expr("count(DISTINCT host_ip) AS n"))
+        .agg(F.expr("count(DISTINCT host_ip) AS n"))
         .collect()
     )  # fmt: skip
     n_hosts = next((r["n"] for r in found if r["kind"] == "hosts"), 0)
@@ -147,10 +141,13 @@ def build_fg_a(
     :func:`ndr_jobs.features.common.pair_periodicity`); then per host, where a distinct count over a window
     is a count of the (host, dst_ip) rows whose last slice is in it, and the best periodic series is a
     ``max_by``. Ports go the same way through (host, dst_port), joined on the co-partitioned host key. The
-    expressions are SQL text in DataFrame calls (:func:`_expr`). The host partitioning asks for the session's
-    default parallelism explicitly: a bare ``repartition(col)`` lets adaptive execution coalesce a small
-    batch into one partition, i.e. one core.
+    expressions are SQL text in DataFrame calls (``F.expr``), not ``spark.sql(..., rows=df)``: that re-plans
+    its DataFrame arguments through a temporary view and never reads the cached rows. The host partitioning
+    asks for the session's default parallelism explicitly: a bare ``repartition(col)`` lets adaptive
+    execution coalesce a small batch into one partition, i.e. one core.
     """
+
+    from pyspark.sql import functions as F
 
     from ndr_jobs.features.common import is_internal
 
@@ -206,9 +203,9 @@ def build_fg_a(
         ]
     per_dst = (
         rows.groupBy("host_ip", "dst_ip", "slice_ts")
-        .agg(*map(_expr, per_slice))
+        .agg(*map(F.expr, per_slice))
         .groupBy("host_ip", "dst_ip")
-        .agg(*map(_expr, ["max(slice_ts) AS last", "max(CASE WHEN admin THEN slice_ts END) AS last_admin",
+        .agg(*map(F.expr, ["max(slice_ts) AS last", "max(CASE WHEN admin THEN slice_ts END) AS last_admin",
                           *per_dst_aggs]))
         .withColumn("internal", is_internal("dst_ip", network))
     )  # fmt: skip
@@ -279,14 +276,14 @@ def build_fg_a(
         }
         host_metrics += [f"{values[n]} AS {n}_{w}" for n in PERIODIC_FEATURES if (n, w) in wanted]
 
-    frame = per_dst.selectExpr(*scored).groupBy("host_ip").agg(*map(_expr, ["max(last) AS _last", *host_metrics]))
+    frame = per_dst.selectExpr(*scored).groupBy("host_ip").agg(*map(F.expr, ["max(last) AS _last", *host_metrics]))
     port_windows = [w for w in windows if ("distinct_dst_ports", w) in wanted]
     if port_windows:
         ports = (
             rows.groupBy("host_ip", "dst_port")
-            .agg(_expr("max(slice_ts) AS last"))
+            .agg(F.expr("max(slice_ts) AS last"))
             .groupBy("host_ip")
-            .agg(*(_expr(count_if(f"last >= {since[w]}") + f" AS distinct_dst_ports_{w}") for w in port_windows))
+            .agg(*(F.expr(count_if(f"last >= {since[w]}") + f" AS distinct_dst_ports_{w}") for w in port_windows))
         )
         frame = frame.join(ports, "host_ip", "left")
     frame = frame.where(f"_last = {_ts(start)}").selectExpr(

@@ -182,6 +182,19 @@ def read_bytes(path: str) -> bytes:
     return local_path(path).read_bytes()
 
 
+def read_range(path: str, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of one file/object (fewer where it ends sooner)."""
+    if end <= start:
+        return b""
+    path = backing(path)
+    if is_s3(path):
+        bucket, key = _split_s3(path)
+        return _s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
+    with local_path(path).open("rb") as f:
+        f.seek(start)
+        return f.read(end - start)
+
+
 def read_text(path: str, encoding: str = "utf-8") -> str:
     """The text of one file/object."""
     return read_bytes(path).decode(encoding)
@@ -346,10 +359,11 @@ def write_partition(
 ) -> PartitionWrite:
     """Replace one partition of ``<root>/<dataset>`` by ``df`` as Parquet, atomically and deterministically.
 
-    ``sort_by`` orders rows within (and, for ``num_files > 1``, across) files so that the same input gives
-    the same files, and a reader filtering on the leading key can skip files by their min/max statistics.
-    ``rows`` (when the caller knows it) is reported back; with ``count`` the write counts the rows it writes
-    (after the repartitioning: the range partitioner's sampling pass runs the plan below it once more).
+    Rows go to ``num_files`` files by a hash of ``sort_by`` and are sorted by it within each file, so that the
+    same input gives the same files and a reader filtering on the leading key can skip row groups by their
+    min/max statistics. (Files by key range would let it skip whole files too, but the range partitioner
+    samples the input first: one more pass over the plan below, 5 s of the 5M-line delta's write.)
+    ``rows`` (when the caller knows it) is reported back; with ``count`` the write counts the rows it writes.
     """
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
@@ -359,7 +373,7 @@ def write_partition(
     staging = join(staging_parent, run_id)
     recover_partition(root, dataset, partition)
     # repartition, not coalesce: coalesce(1) would run the whole plan since the last shuffle in one task
-    ordered = df.repartition(1) if num_files <= 1 else df.repartitionByRange(num_files, *sort_by)
+    ordered = df.repartition(max(num_files, 1), *sort_by)
     observed = Observation(dataset) if count else None
     if observed is not None:
         ordered = ordered.observe(observed, F.count(F.lit(1)).alias("rows"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -203,22 +202,13 @@ def test_parse_lines_skips_blank_lines() -> None:
     assert panos.to_records(panos.parse_table(["", " \t", traffic_line()])) == [EXPECTED]
 
 
-def test_parse_splits_reads_and_parses_each_split_in_spark(spark, tmp_path: Path) -> None:  # noqa: ANN001
-    from ndr_jobs import raw_lines, storage
-
-    lines = [*_corpus(), "", " \t"]
-    (tmp_path / "a.log").write_text("\n".join(lines[:4]) + "\n")
-    (tmp_path / "b.log").write_text("\r\n".join(lines[4:]))
-    splits = raw_lines.plan_splits(storage.list_objects(str(tmp_path)), max_bytes=500)
-    assert len(splits) > 2  # lines cut across splits are read once
-    parsed = panos.parse_splits(raw_lines.splits_frame(spark, splits)).toArrow()
-    assert parsed.column_names == ["file_index", "blank", *(name for name, _ in panos.RESULT_COLUMNS)]
-    got = zip(parsed.column("file_index").to_pylist(), panos.to_records(parsed), parsed.column("blank").to_pylist(),
-              strict=True)  # fmt: skip
-    expected = [(1 if i < 4 else 2, panos.parse_line(line), not line.strip(" \t")) for i, line in enumerate(lines)]
-    assert Counter(got) == Counter(expected)
-    with pytest.raises(ValueError, match="not parser columns: nope"):
-        panos.parse_splits(raw_lines.splits_frame(spark, splits), columns=("src_ip", "nope"))
+def test_parse_traffic_runs_the_same_parser_in_spark_and_keeps_other_columns(spark) -> None:  # noqa: ANN001
+    lines = _corpus()
+    df = spark.createDataFrame([(f"file-{i}", line) for i, line in enumerate(lines)], "source STRING, value STRING")
+    parsed = panos.parse_traffic(df).toArrow().sort_by("source")
+    assert parsed.column_names == ["source", *(name for name, _ in panos.RESULT_COLUMNS)]
+    by_source = dict(zip(parsed.column("source").to_pylist(), panos.to_records(parsed), strict=True))
+    assert [by_source[f"file-{i}"] for i in range(len(lines))] == [panos.parse_line(line) for line in lines]
 
 
 # --- property: the engines agree on any mutation of a valid row --------------------------------------------

@@ -16,9 +16,9 @@ one aggregation groups every line by its status (in the window, before, after, q
 quarantine fields when quarantined, and by the delta key. Those groups (the delta rows plus one per
 distinct malformed line) are cached; the counts, the quarantine and the delta are read from them. Only
 the columns the delta needs come back from the Python workers, and a line's file travels as a small index,
-not as its path. On 2 cores this is 12-15 s per million lines once the JVM is warm, 71 s for 5 million
-(``make bench``): the read, transfer and parse of the lines about two thirds of it, the final aggregation with
-the cache and the range-partitioned write of the 1.4M delta rows the rest (they grow faster than the lines).
+not as its path. On 2 cores (``make bench``, ``docs/benchmarks.md``) the read, transfer and parse of the lines
+are about two thirds of the time, the aggregation, the cache and the sorted write of the delta rows the rest
+(the rows grow faster than the lines: 197k for 1M lines, 1.44M for 5M).
 
 Rows whose event time falls outside the window (late or early arrivals) are counted in the summary and
 not written. Blank lines are counted and skipped. Each partition is replaced as a whole, atomically

@@ -347,9 +347,9 @@ def write_partition(
     """Replace one partition of ``<root>/<dataset>`` by ``df`` as Parquet, atomically and deterministically.
 
     Rows go to ``num_files`` files by a hash of ``sort_by`` (fewer if a hash bucket gets no row) and are sorted
-    by it within each file, so that the
-    same input gives the same files and a reader filtering on the leading key can skip row groups by their
-    min/max statistics. (Files by key range would let it skip whole files too, but the range partitioner
+    by it within each file, so that the same input gives the same files and a reader filtering on the leading
+    key can skip row groups by their min/max statistics.
+    (Files by key range would let it skip whole files too, but the range partitioner
     samples the input first: one more pass over the plan below, 5 s of the 5M-line delta's write.)
     ``rows`` (when the caller knows it) is reported back; with ``count`` the write counts the rows it writes.
     """

@@ -6,23 +6,21 @@ releases send are accepted as they are.
 
 Engines
     * :func:`parse_line` — pure Python, one line at a time: the reference (tests, small tools).
-    * :func:`parse_arrow` — the same results for an Arrow array of lines, vectorised: the comma positions
-      of the whole batch are found once with NumPy on the Arrow data buffer, each field is gathered from them
-      into an Arrow string array, then RE2 checks and casts; each distinct time string is parsed once by the
-      reference parser. Lines that need real CSV unquoting before position 103 (a quoted user or rule
-      name) fall back to :func:`parse_line`, so the two never disagree by construction of the
-      fallback, and the tests compare them on hand-made and synthetic lines.
+    * :func:`parse_arrow` — the same results for an Arrow array of lines, vectorised: one compiled pass over
+      the batch's bytes (:mod:`ndr_jobs.panos_scan`, numba) finds each line's fields, reads its integers, IPv4
+      addresses and legacy times and copies out the text fields the caller asked for; the few values it cannot
+      settle (IPv6, ISO times) go through Arrow's RE2 and the reference time parser, once per distinct value.
+      Lines that need real CSV unquoting before position 103 (a quoted user or rule name) fall back to
+      :func:`parse_line`, so the two never disagree by construction of the fallback, and the tests compare
+      them on hand-made, edge-value and synthetic lines.
     * :func:`parse_traffic` — :func:`parse_arrow` inside Spark (``mapInArrow``).
 
-    Measured on 2 cores (1M synthetic 115-field lines, ``spark.read.text`` included): ``mapInArrow`` +
-    :func:`parse_arrow` 8.5 s with Arrow's ``split_pattern`` (7.6 s with the NumPy splitter: 0.75 s per
-    100k lines in one process, against 0.88 s; integers read from the bytes, the text fields nobody asked
-    for skipped and time strings cached per worker: 0.50-0.60 s against 0.63-0.77 s in the same process
-    for the delta's columns); Spark SQL expressions (``from_csv`` + regular expressions,
-    evaluated in the JVM) 35 s, as the 103-column struct defeats code generation and
-    ``regexp_replace``/``from_csv`` copy every line through ``java.lang.String``; ``mapInArrow`` +
-    :func:`parse_line` per row 112 s. Arrow's own CSV reader is not an option: it needs one field count per
-    file, and PAN-OS rows vary in length by release and by quoted commas.
+    Measured in one process on the delta's columns (100k synthetic 115-field lines): the compiled scanner
+    0.40 s, the NumPy comma index and Arrow kernels it replaced 0.59 s. Per 1M lines on 2 cores, earlier:
+    ``mapInArrow`` + :func:`parse_line` per row 112 s against 8.5 s for the NumPy engine; Spark SQL
+    (``from_csv`` + regular expressions) 35 s, as the 103-column struct defeats code generation. Arrow's own
+    CSV reader is not an option: it needs one field count per file, and PAN-OS rows vary in length by
+    release and by quoted commas.
 
 Rules (both engines)
     * **Header.** Everything before the first comma up to and including its last space or tab is dropped
@@ -53,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ndr_jobs import panos_scan
 
 if TYPE_CHECKING:  # Spark is imported lazily: the scripts import this module's callers without Spark.
     from pyspark.sql import DataFrame
@@ -370,49 +370,70 @@ def _first(checks: list[tuple[str, pa.Array]], n: int) -> pa.Array:
     return out
 
 
+#: the field positions the parsers read (the type and every :data:`FIELDS` position), ascending
+_POSITIONS = np.array(sorted({TYPE_POSITION, *(p for p, _, _ in FIELDS)}), dtype=np.int64)
+_COLUMN_OF = {int(p): i for i, p in enumerate(_POSITIONS)}
+
+
 @dataclass(frozen=True)
 class _Layout:
-    """Where each line's fields are: the comma positions of a batch of lines, found once with NumPy."""
+    """Where each line's fields are: one compiled pass over a batch's bytes (:func:`panos_scan.scan_lines`)."""
 
     data: np.ndarray  # the lines' UTF-8 bytes (the Arrow data buffer)
-    starts: np.ndarray  # each line's first byte in ``data``
-    ends: np.ndarray  # each line's end (exclusive)
-    commas: np.ndarray  # every comma's position in ``data``, ascending (one sentinel if there is none)
-    first_comma: np.ndarray  # per line, the index in ``commas`` of its first comma
     n_commas: np.ndarray  # per line, how many commas it holds
     plain_prefix: np.ndarray  # fields 0..102 hold no quote or brace (and the line has more fields)
     plain: np.ndarray  # plain_prefix, or no quote or brace anywhere: split on commas as is
     rest_quotes: np.ndarray  # per line, the double quotes after its 103rd comma (fields 103..)
+    field_start: np.ndarray  # per _POSITIONS entry (rows), each line's first byte of that field
+    field_length: np.ndarray  # the same, its length (0 where the field is empty or missing)
 
     def span(self, position: int) -> tuple[np.ndarray, np.ndarray]:
         """(first byte, length) of field ``position`` in every line (length 0 where it is empty or missing)."""
-        k = self.first_comma + position
-        start = self.starts if position == 0 else self.commas.take(k - 1, mode="clip") + 1
-        end = np.where(self.n_commas > position, self.commas.take(k, mode="clip"), self.ends)
-        return start, np.where(self.n_commas >= position, end - start, 0)  # a line with c commas has fields 0..c
+        row = _COLUMN_OF[position]
+        return self.field_start[row], self.field_length[row]
 
-    def field(self, position: int) -> pa.Array:
-        """Field ``position`` of every line as strings, null where it is empty or missing."""
+    def field(self, position: int, rows: np.ndarray | None = None) -> pa.Array:
+        """Field ``position`` of every line (or of ``rows``) as strings, null where it is empty or missing."""
         start, lengths = self.span(position)
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        gather = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
-        validity = np.packbits(lengths > 0, bitorder="little")
-        buffers = [pa.py_buffer(validity), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(self.data[gather])]
-        return pa.Array.from_buffers(pa.string(), len(lengths), buffers)
+        if rows is not None:
+            start, lengths = start[rows], lengths[rows]
+        return _strings(*panos_scan.gather(self.data, start, lengths), lengths)
 
     def integer(self, position: int, max_digits: int) -> tuple[np.ndarray, np.ndarray]:
-        """(value, ok) of field ``position`` read as 1..``max_digits`` ASCII digits, straight from the bytes
-        (one vector step per digit, no strings): ``ok`` is false (and the value meaningless) otherwise."""
+        """(value, ok) of field ``position`` read as 1..``max_digits`` ASCII digits (``INT_RE``), from the bytes:
+        ``ok`` is false (and the value meaningless) otherwise."""
+        return panos_scan.unsigned_integers(self.data, *self.span(position), max_digits)
+
+    def ip_ok(self, position: int, values: pa.Array) -> np.ndarray:
+        """Whether field ``position`` (``values``, as strings) matches ``IP_RE``: IPv4 in compiled code, the rest
+        with the regular expression."""
+        ok = panos_scan.ipv4(self.data, *self.span(position))
+        undecided = np.flatnonzero(~ok)
+        if len(undecided):
+            matched = _flag(pc.match_substring_regex(values.take(pa.array(undecided)), IP_RE))
+            ok[undecided] = matched.to_numpy(zero_copy_only=False)
+        return ok
+
+    def timestamp(self, position: int) -> tuple[pa.Array, np.ndarray]:
+        """(timestamps, bad) of time field ``position``: exactly :func:`parse_timestamp`. Legacy times are read
+        in compiled code; other shapes (ISO, garbage) go through :func:`_timestamps`."""
         start, lengths = self.span(position)
-        ok = (lengths >= 1) & (lengths <= max_digits)
-        value = np.zeros(len(lengths), dtype=np.int64)
-        for k in range(int(lengths[ok].max()) if ok.any() else 0):
-            active = ok & (lengths > k)
-            digit = self.data.take(np.where(active, start + k, 0)).astype(np.int64) - 48
-            ok &= ~active | ((digit >= 0) & (digit <= 9))
-            value = np.where(active, value * 10 + digit, value)
-        return value, ok
+        micros, state = panos_scan.legacy_times(self.data, start, lengths)
+        valid, bad = state == panos_scan.TIME_OK, state == panos_scan.TIME_BAD
+        other = np.flatnonzero(state == panos_scan.TIME_OTHER)
+        if len(other):
+            values, other_bad = _timestamps(self.field(position, other))
+            micros[other] = pc.fill_null(values.cast(pa.int64()), 0).to_numpy()
+            valid[other] = values.is_valid().to_numpy(zero_copy_only=False)
+            bad[other] = _flag(other_bad).to_numpy(zero_copy_only=False)
+        return pa.array(micros, mask=~valid).cast(pa.timestamp("us", tz="UTC")), bad
+
+
+def _strings(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """An Arrow string array from its bytes and offsets (null where the length is 0)."""
+    validity = np.packbits(lengths > 0, bitorder="little")
+    buffers = [pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(pa.string(), len(lengths), buffers)
 
 
 def _layout(lines: pa.Array) -> _Layout:
@@ -421,34 +442,14 @@ def _layout(lines: pa.Array) -> _Layout:
     offsets_buffer, data_buffer = lines.buffers()[1], lines.buffers()[2]
     line_offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[lines.offset : lines.offset + n + 1].astype(np.int64)
     data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, dtype=np.uint8)
-    starts, ends = line_offsets[:-1], line_offsets[1:]
-    window = data[line_offsets[0] : line_offsets[-1]] if n else data[:0]
-    base = line_offsets[0] if n else 0
-    commas = np.flatnonzero(window == ord(","))
-    specials = np.flatnonzero((window == ord('"')) | (window == ord("{")))
-    if base:
-        commas += base
-        specials += base
-    quotes = specials[data[specials] == ord('"')]
-    first_comma = np.searchsorted(commas, starts)
-    n_commas = np.searchsorted(commas, ends) - first_comma
-    # the end of field 102: the 103rd comma where there is one, else the line's end
-    has_rest = n_commas >= CSV_WIDTH
-    if not len(commas):
-        commas = np.zeros(1, dtype=np.int64)  # a sentinel for take(mode="clip"): every use is masked
-    limit = np.where(has_rest, commas.take(first_comma + CSV_WIDTH - 1, mode="clip"), ends)
-    specials_in_prefix = np.searchsorted(specials, limit) - np.searchsorted(specials, starts)
-    specials_in_line = np.searchsorted(specials, ends) - np.searchsorted(specials, starts)
-    plain_prefix = has_rest & (specials_in_prefix == 0)
-    rest_quotes = np.where(has_rest, np.searchsorted(quotes, ends) - np.searchsorted(quotes, limit), 0)
-    return _Layout(data, starts, ends, commas, first_comma, n_commas, plain_prefix,
-                   plain_prefix | (specials_in_line == 0), rest_quotes)  # fmt: skip
+    scanned = panos_scan.scan_lines(data, line_offsets[:-1], line_offsets[1:], _POSITIONS, CSV_WIDTH)
+    return _Layout(data, *scanned)
 
 
 def _parse_plain(lines: pa.Array, layout: _Layout, wanted: frozenset[str]) -> pa.RecordBatch:
     """The vectorised parse of lines whose fields 0..102 need no CSV unquoting (see :func:`parse_arrow`)."""
     n = len(lines)
-    texts = {p for p, name, kind in FIELDS if kind in ("str", "ip", "ts") and (kind != "str" or name in wanted)}
+    texts = {p for p, name, kind in FIELDS if kind == "ip" or (kind == "str" and name in wanted)}
     value = {p: layout.field(p) for p in sorted(texts | {TYPE_POSITION})}
     odd_quotes = pa.array(layout.rest_quotes % 2 == 1)
     # the field count: exact for lines without quotes/braces, at least 104 for the others
@@ -462,7 +463,7 @@ def _parse_plain(lines: pa.Array, layout: _Layout, wanted: frozenset[str]) -> pa
             columns[name] = v if v is not None else pa.nulls(n, pa.string())
         elif kind == "ip":
             columns[name] = v
-            bad["bad_ip"].append((name, pc.invert(_flag(pc.match_substring_regex(v, IP_RE)))))
+            bad["bad_ip"].append((name, pa.array(~layout.ip_ok(position, v))))
         elif kind in ("int", "port"):  # as INT_RE / PORT_RE, read from the bytes
             number, ok = layout.integer(position, 5 if kind == "port" else 18)
             if kind == "port":
@@ -470,8 +471,8 @@ def _parse_plain(lines: pa.Array, layout: _Layout, wanted: frozenset[str]) -> pa
             columns[name] = pa.array(number, mask=~ok).cast(_ARROW_TYPES[SQL_TYPES[kind]])
             bad["bad_number"].append((name, pa.array(~ok)))
         else:
-            columns[name], is_bad = _timestamps(v)
-            bad["bad_timestamp"].append((name, is_bad))
+            columns[name], is_bad = layout.timestamp(position)
+            bad["bad_timestamp"].append((name, pa.array(is_bad)))
     event_time = pc.coalesce(columns["high_res_time"], columns["generated_time"])
     bad["bad_timestamp"].append(("event_time", pc.is_null(event_time)))
     first_bad = {reason: _first(checks, n) for reason, checks in bad.items()}

@@ -233,3 +233,37 @@ def test_the_engines_agree_on_mutated_rows() -> None:
         both(line)
 
     check()
+
+
+def test_the_compiled_checks_agree_with_the_reference_on_edge_values() -> None:
+    """Times, addresses and numbers near and across their limits, many lines in one batch: the compiled
+    scanner's verdicts (``ndr_jobs.panos_scan``) are the reference parser's, value for value."""
+    rng = random.Random(7)
+
+    def digits(n: int) -> str:
+        return "".join(rng.choice("0123456789") for _ in range(n))
+
+    def legacy_time() -> str:
+        year = rng.choice(["0000", "0001", "1900", "2000", "2024", "2026", "2100", "9999", digits(4)])
+        month, day = rng.choice(["00", "01", "02", "12", "13", digits(2)]), rng.choice(["00", "28", "29", "30", "31"])
+        clock = [rng.choice(["00", "23", "24", "59", "60", "61", digits(2)]) for _ in range(3)]
+        return f"{year}/{month}/{day} {':'.join(clock)}"
+
+    def address() -> str:
+        octets = [rng.choice(["0", "00", "01", "9", "10", "99", "100", "199", "249", "255", "256", "300", "1000"])
+                  for _ in range(rng.choice([3, 4, 4, 4, 5]))]  # fmt: skip
+        return rng.choice([".".join(octets), ".".join(octets) + ".", "::ffff:" + ".".join(octets), "fe80::1"])
+
+    def number() -> str:
+        return rng.choice(["", "0", "00", "65535", "65536", "99999", "100000", "1" * 18, "1" * 19, digits(3) + "x"])
+
+    lines = []
+    for _ in range(3000):
+        edits = {rng.choice([1, 6, 35, 102]): legacy_time() for _ in range(rng.randint(0, 3))}
+        edits |= {rng.choice([7, 8]): address() for _ in range(rng.randint(0, 2))}
+        edits |= {rng.choice([22, 23, 24, 25, 31, 36]): number() for _ in range(rng.randint(0, 2))}
+        lines.append(traffic_line(edits, n_fields=rng.choice([103, 115])))
+    records = panos.to_records(panos.parse_arrow(pa.array(lines)))
+    assert records == [panos.parse_line(line) for line in lines]
+    verdicts = {r.reason if isinstance(r, QuarantineRecord) else "ok" for r in records}
+    assert verdicts == {"ok", "bad_ip", "bad_number", "bad_timestamp"}

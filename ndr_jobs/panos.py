@@ -8,8 +8,8 @@ Engines
     * :func:`parse_line` — pure Python, one line at a time: the reference (tests, small tools).
     * :func:`parse_arrow` — the same results for an Arrow array of lines, vectorised: one compiled pass over
       the batch's bytes (:mod:`ndr_jobs.panos_scan`, numba) finds each line's fields, reads its integers, IPv4
-      addresses and legacy times and copies out the text fields the caller asked for; the few values it cannot
-      settle (IPv6, ISO times) go through Arrow's RE2 and the reference time parser, once per distinct value.
+      addresses and times and copies out the text fields the caller asked for; the few values it cannot
+      settle (IPv6, odd or extreme times) go through Arrow's RE2 and the reference time parser, once per distinct value.
       Lines that need real CSV unquoting before position 103 (a quoted user or rule name) fall back to
       :func:`parse_line`, so the two never disagree by construction of the fallback, and the tests compare
       them on hand-made, edge-value and synthetic lines.
@@ -415,10 +415,10 @@ class _Layout:
         return ok
 
     def timestamp(self, position: int) -> tuple[pa.Array, np.ndarray]:
-        """(timestamps, bad) of time field ``position``: exactly :func:`parse_timestamp`. Legacy times are read
-        in compiled code; other shapes (ISO, garbage) go through :func:`_timestamps`."""
+        """(timestamps, bad) of time field ``position``: exactly :func:`parse_timestamp`. Times are read in
+        compiled code; what it leaves undecided (odd shapes, extreme years) goes through :func:`_timestamps`."""
         start, lengths = self.span(position)
-        micros, state = panos_scan.legacy_times(self.data, start, lengths)
+        micros, state = panos_scan.times(self.data, start, lengths)
         valid, bad = state == panos_scan.TIME_OK, state == panos_scan.TIME_BAD
         other = np.flatnonzero(state == panos_scan.TIME_OTHER)
         if len(other):

@@ -15,8 +15,8 @@ Engines
       them on hand-made, edge-value and synthetic lines.
     * :func:`parse_traffic` — :func:`parse_arrow` inside Spark (``mapInArrow``).
 
-    Measured in one process on the delta's columns (100k synthetic 115-field lines): the compiled scanner
-    0.40 s, the NumPy comma index and Arrow kernels it replaced 0.59 s. Per 1M lines on 2 cores, earlier:
+    Measured in one process on the delta's columns (100k synthetic 115-field lines, cProfile): the compiled
+    scanner 0.22 s, the NumPy comma index and Arrow kernels it replaced 0.59 s. Per 1M lines on 2 cores, earlier:
     ``mapInArrow`` + :func:`parse_line` per row 112 s against 8.5 s for the NumPy engine; Spark SQL
     (``from_csv`` + regular expressions) 35 s, as the 103-column struct defeats code generation. Arrow's own
     CSV reader is not an option: it needs one field count per file, and PAN-OS rows vary in length by
@@ -380,7 +380,7 @@ class _Layout:
     """Where each line's fields are: one compiled pass over a batch's bytes (:func:`panos_scan.scan_lines`)."""
 
     data: np.ndarray  # the lines' UTF-8 bytes (the Arrow data buffer)
-    n_commas: np.ndarray  # per line, how many commas it holds
+    n_commas: np.ndarray  # per line, how many commas it holds (counted up to the 103rd; plain lines only)
     plain_prefix: np.ndarray  # fields 0..102 hold no quote or brace (and the line has more fields)
     plain: np.ndarray  # plain_prefix, or no quote or brace anywhere: split on commas as is
     rest_quotes: np.ndarray  # per line, the double quotes after its 103rd comma (fields 103..)

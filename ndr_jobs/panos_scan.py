@@ -84,19 +84,9 @@ def unsigned_integers(data, start, length, max_digits):  # type: ignore[no-untyp
     value = np.zeros(n, np.int64)
     ok = np.zeros(n, np.bool_)
     for i in range(n):
-        size = length[i]
-        if size < 1 or size > max_digits:
-            continue
-        v = 0
-        good = True
-        for at in range(start[i], start[i] + size):
-            d = data[at] - 48
-            if d < 0 or d > 9:
-                good = False
-                break
-            v = v * 10 + d
-        value[i] = v
-        ok[i] = good
+        if 1 <= length[i] <= max_digits:
+            value[i] = _digits(data, start[i], length[i])
+            ok[i] = value[i] >= 0
     return value, ok
 
 

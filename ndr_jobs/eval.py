@@ -16,7 +16,10 @@
    generator's seeded attack injection (:func:`ndr_jobs.synth.generator.inject_attacks`, cross-checked
    against the labels file, which only has each relation's first and last session). Negatives: every
    scored (host, window) of the attack span without any attack session (a compromised host's quiet windows
-   included). The scored population is FG-A's: internal hosts active in the window.
+   included) and not an *echo*: a compromised host's window within ``echo_hours`` (1 h) after one of its
+   positive windows, whose 1-hour features still contain the attack (a detection there is late, not false;
+   echoes are neither positives nor negatives, and the report counts them). The scored population is
+   FG-A's: internal hosts active in the window.
 4. Metrics per class and overall (positives of any class): ROC AUC (ties count half) and recall at a fixed
    false-positive rate (0.1 %, 1 %): the threshold is the score that at most that share of negatives exceed
    (ties at the threshold are not detections). The same metrics for two comparisons on the same rows:
@@ -75,6 +78,7 @@ class EvalConfig:
     baseline_hours: float = 3.0
     train_hours: float = 4.0
     attack_hours: float = 2.0
+    echo_hours: float = 1.0
 
     def __post_init__(self) -> None:
         if self.boundary != self.boundary.replace(day=1, hour=0, minute=0, second=0, microsecond=0):
@@ -83,6 +87,8 @@ class EvalConfig:
             hours = getattr(self, name)
             if hours <= 0 or (hours * 4) != int(hours * 4):
                 raise ValueError(f"{name} must be a positive multiple of 0.25, not {hours}")
+        if self.echo_hours < 0 or (self.echo_hours * 4) != int(self.echo_hours * 4):
+            raise ValueError(f"echo_hours must be a multiple of 0.25 (0: none), not {self.echo_hours}")
         if self.instances < 1 or self.hosts < 3:
             raise ValueError("instances must be >= 1 and hosts >= 3")
 
@@ -136,8 +142,12 @@ def recall_at_fpr(positives: np.ndarray, negatives: np.ndarray, fpr: float) -> f
 
 
 def measure(frame: pd.DataFrame, score: str) -> dict[str, dict[str, Any]]:
-    """AUC and recall at :data:`FPRS` per class and overall for one score column of the labelled rows."""
-    negatives = frame.loc[frame["label"] == "", score].to_numpy(dtype=float)
+    """AUC and recall at :data:`FPRS` per class and overall for one score column of the labelled rows
+    (negatives: ``label`` empty and, when the frame has the column, not ``echo``)."""
+    clean = frame["label"] == ""
+    if "echo" in frame.columns:
+        clean &= ~frame["echo"].astype(bool)
+    negatives = frame.loc[clean, score].to_numpy(dtype=float)
     out: dict[str, dict[str, Any]] = {}
     for name in ("overall", *ATTACK_CLASSES):
         mask = frame["label"] != "" if name == "overall" else frame["classes"].map(lambda cs, n=name: n in cs)
@@ -167,6 +177,13 @@ def attack_windows(config: EvalConfig) -> dict[tuple[str, datetime], set[str]]:
         start = datetime.fromtimestamp((t // batch_ms) * batch_ms / 1000, UTC)
         out.setdefault((net.ips[src], start), set()).add(ATTACK_CLASSES[attack])
     return out
+
+
+def echo_windows(windows: dict[tuple[str, datetime], set[str]], hours: float) -> set[tuple[str, datetime]]:
+    """The (host, window) pairs within ``hours`` after a positive window of the host that are not positive."""
+    steps = int(round(hours * 3600 / datasets.BATCH.total_seconds()))
+    after = {(host, start + k * datasets.BATCH) for host, start in windows for k in range(1, steps + 1)}
+    return after - set(windows)
 
 
 def check_labels(labels_path: str, windows: dict[tuple[str, datetime], set[str]]) -> None:
@@ -372,21 +389,24 @@ def labelled_predictions(root: str, config: EvalConfig, windows: dict[tuple[str,
         frozenset(windows.get((h, s.to_pydatetime()), set())) for h, s in zip(frame["host_ip"], utc, strict=True)
     ]
     frame["label"] = frame["classes"].map(lambda cs: ",".join(sorted(cs)))
+    echoes = echo_windows(windows, config.echo_hours)
+    frame["echo"] = [(h, s.to_pydatetime()) in echoes for h, s in zip(frame["host_ip"], utc, strict=True)]
     missing = {k for k in windows if k[0] not in set(frame["host_ip"])}
     if missing:
         raise AssertionError(f"attack hosts never scored: {sorted({h for h, _ in missing})}")
     return frame.sort_values(["batch_start_ts", "host_ip"]).reset_index(drop=True)
 
 
-def drivers(frame: pd.DataFrame, top: int = 3) -> dict[str, list[tuple[str, int]]]:
-    """Per class, the features most often among the top-3 reasons of its positive rows."""
+def drivers(frame: pd.DataFrame, top: int = 3) -> dict[str, dict[str, list[tuple[str, int]]]]:
+    """Per class, which detectors scored its positive rows and the features most often among their top-3
+    reasons."""
     out = {}
     for name in ATTACK_CLASSES:
         rows = frame[frame["classes"].map(lambda cs, n=name: n in cs)]
         counter: Counter[str] = Counter()
         for reasons in rows["top_features"]:
             counter.update(r["feature"] for r in list(reasons)[:3])
-        out[name] = counter.most_common(top)
+        out[name] = {"detectors": Counter(rows["detector"]).most_common(), "features": counter.most_common(top)}
     return out
 
 
@@ -419,7 +439,8 @@ def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
         f"| training span (clean) | {datasets.iso(config.boundary)} .. {datasets.iso(config.train_end)} |",
         f"| attack span | {datasets.iso(config.train_end)} .. {datasets.iso(config.attack_end)}, "
         f"{config.instances} attack(s) per class |",
-        f"| scored (host, window) rows in the attack span | {meta['rows']} ({meta['negatives']} negatives) |",
+        f"| scored (host, window) rows in the attack span | {meta['rows']} ({meta['negatives']} negatives, "
+        f"{meta['echoes']} echoes within {config.echo_hours:g} h after an attack window left out) |",
         f"| model features | {meta['features']} ({meta['fg_a_features']} FG-A, {meta['fg_c_features']} FG-C) |",
         f"| Isolation Forest | {meta['params']} |",
         f"| deploy gate | {meta['deploy_gate']} |",
@@ -454,13 +475,15 @@ def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
         "",
         "## What drove the detections",
         "",
-        "Features most often among the top-3 reasons (`top_features`) of each class's positive rows:",
+        "Per class, the forest that gave its positive rows their score (`detector`) and the features most often",
+        "among their top-3 reasons (`top_features`):",
         "",
-        "| class | features (rows) |",
-        "|---|---|",
+        "| class | detectors (rows) | features (rows) |",
+        "|---|---|---|",
     ]
-    for name, items in result["drivers"].items():
-        lines.append(f"| {name} | {', '.join(f'`{f}` ({n})' for f, n in items) or 'n/a'} |")
+    for name, found in result["drivers"].items():
+        detectors = ", ".join(f"`{d}` ({n})" for d, n in found["detectors"]) or "n/a"
+        lines.append(f"| {name} | {detectors} | {', '.join(f'`{f}` ({n})' for f, n in found['features']) or 'n/a'} |")
     lines += ["", "## Reading the numbers", "", *result.get("notes", NOTES), ""]
     return "\n".join(lines)
 
@@ -528,7 +551,8 @@ def evaluate(
         "drivers": drivers(frame),
         "meta": {
             "rows": int(len(frame)),
-            "negatives": int((frame["label"] == "").sum()),
+            "negatives": int(((frame["label"] == "") & ~frame["echo"]).sum()),
+            "echoes": int(frame["echo"].sum()),
             "features": len(sources),
             "fg_a_features": sum(s.startswith("fg_a:") for s in sources.values()),
             "fg_c_features": sum(s.startswith("fg_c:") for s in sources.values()),
@@ -550,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = EvalConfig()
     for name in ("hosts", "seed", "instances"):
         parser.add_argument(f"--{name}", type=int, default=None, help=f"default {getattr(defaults, name)}")
-    for name in ("baseline_hours", "train_hours", "attack_hours"):
+    for name in ("baseline_hours", "train_hours", "attack_hours", "echo_hours"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None,
                             help=f"default {getattr(defaults, name)}")  # fmt: skip
     return parser
@@ -558,8 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace) -> EvalConfig:
     base = QUICK if args.quick else EvalConfig()
-    overrides = {k: getattr(args, k) for k in ("hosts", "seed", "instances", "baseline_hours", "train_hours",
-                                               "attack_hours") if getattr(args, k) is not None}  # fmt: skip
+    names = ("hosts", "seed", "instances", "baseline_hours", "train_hours", "attack_hours", "echo_hours")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     return EvalConfig(**{**asdict(base), **overrides})
 
 

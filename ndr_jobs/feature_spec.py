@@ -10,7 +10,8 @@ A FeatureSpec document::
       fg_a: {windows, features, rarity, periodicity}
       fg_b: {horizons, windows, statistics, min_windows}
       fg_c: {baseline_horizon, zscore, novelty, features}
-      isolation_forest: {n_estimators, max_samples, contamination, random_state, validation_fraction}
+      isolation_forest: {n_estimators, max_samples, contamination, random_state, validation_fraction,
+                         exclude_features, families, calibration_tail}
 
 The jobs implement fixed catalogues of computable features (:data:`FG_A_CATALOGUE`, :data:`FG_C_CATALOGUE`);
 the spec selects which are computed and over which windows, and an unknown name is an error at load time.
@@ -77,6 +78,8 @@ FG_C_CATALOGUE: dict[str, str] = {
     "rare_dst_active_minutes": "active minutes of that series over the beacon window",
     "bytes_out_vs_host_p99": "ln(1 + bytes sent) - ln(1 + the host's baseline p99 of bytes sent), 15m",
 }
+#: the ensemble member that sees every model column (a reserved family name)
+ALL_FEATURES = "all_features"
 FG_B_STATISTICS = ("mean", "std", "median", "p90", "p99", "mad")
 #: FG-C's cold-start flags (always written)
 FG_C_FLAGS = ("host_baseline_missing", "segment_baseline_missing", "pair_baseline_missing", "ip_baseline_missing")
@@ -287,6 +290,24 @@ class IsolationForestParams(Strict):
     #: model columns the forest does not see (``fnmatch`` patterns over the FG-A/FG-C column names, FG-C
     #: columns named as in the model: ``fg_c__<name>`` when FG-A has the name too); each must match one
     exclude_features: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    #: behaviour families, ``{name: [patterns]}`` (patterns as in ``exclude_features``): besides the forest on
+    #: every model column (``all_features``), one forest per family on the columns its patterns match; a row's
+    #: score is its most surprising forest's, each forest calibrated on its own training scores
+    families: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], list[Annotated[str, Field(min_length=1)]]] = (
+        Field(default_factory=dict)
+    )
+    #: share of the training scores whose upper tail the calibration models as exponential
+    calibration_tail: Annotated[float, Field(gt=0, le=0.5)] = 0.05
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        if ALL_FEATURES in value:
+            raise ValueError(f"family name {ALL_FEATURES!r} is reserved for the forest on every column")
+        empty = sorted(name for name, patterns in value.items() if not patterns)
+        if empty:
+            raise ValueError(f"families {empty} have no patterns")
+        return value
 
 
 class FeatureSpecBody(Strict):
@@ -323,6 +344,12 @@ class FeatureSpecBody(Strict):
         bad = [p for p in self.isolation_forest.exclude_features if not any(fnmatchcase(c, p) for c in columns)]
         if bad:
             raise ValueError(f"isolation_forest.exclude_features {bad} match no FG-A or FG-C column of this spec")
+        seen = [c for c in columns if not any(fnmatchcase(c, p) for p in self.isolation_forest.exclude_features)]
+        for name, patterns in self.isolation_forest.families.items():
+            bad = [p for p in patterns if not any(fnmatchcase(c, p) for c in seen)]
+            if bad:
+                raise ValueError(f"isolation_forest.families.{name} patterns {bad} match no model column "
+                                 "(FG-A or FG-C, not excluded)")  # fmt: skip
         return self
 
     def model_columns(self) -> list[str]:

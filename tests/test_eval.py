@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ndr_jobs import eval as ev
@@ -26,9 +28,26 @@ def test_auc_and_recall_at_a_fixed_false_positive_rate():
     assert ev.auc(np.array([]), negatives) is None and ev.recall_at_fpr(np.array([1.0]), np.array([]), 0.01) is None
 
 
+def test_echo_windows_are_left_out_of_the_negatives():
+    t = datetime(2026, 10, 1, 4, tzinfo=UTC)
+    q = timedelta(minutes=15)
+    windows = {("h", t): {"beacon"}, ("h", t + q): {"beacon"}, ("g", t): {"lateral"}}
+    echoes = ev.echo_windows(windows, 1.0)
+    assert echoes == {("h", t + k * q) for k in (2, 3, 4, 5)} | {("g", t + k * q) for k in (1, 2, 3, 4)}
+    assert ev.echo_windows(windows, 0.0) == set()
+    frame = pd.DataFrame({"score": [0.9, 0.95, 0.1, 0.2], "label": ["lateral", "", "", ""],
+                          "classes": [frozenset({"lateral"}), frozenset(), frozenset(), frozenset()],
+                          "echo": [False, True, False, False]})  # fmt: skip
+    assert ev.measure(frame, "score")["overall"] == {
+        "positives": 1, "negatives": 2, "auc": 1.0, "recall_at_0.001": 1.0, "recall_at_0.01": 1.0
+    }  # the echo's higher score is neither a false positive nor a miss
+    assert ev.measure(frame.drop(columns=["echo"]), "score")["overall"]["auc"] == 2 / 3
+
+
 def test_bad_configurations_are_refused(capsys):
     assert ev.main(["--out", "/dev/null", "--attack-hours", "0.1"]) == 2
     assert "multiple of 0.25" in capsys.readouterr().err
+    assert ev.main(["--out", "/dev/null", "--echo-hours", "-1"]) == 2
     with pytest.raises(ValueError, match="first instant of a month"):
         ev.EvalConfig(boundary=ev.EvalConfig().boundary.replace(day=2))
 

@@ -92,6 +92,13 @@ def test_an_unknown_version_lists_the_known_ones(monkeypatch: pytest.MonkeyPatch
         (lambda s: s["network"]["segments"].append({"cidr": "10.0.0.1/8", "segment": "x"}), "not a CIDR"),
         (lambda s: s["isolation_forest"].update(n_trees=5), "isolation_forest.n_trees: Extra inputs"),
         (lambda s: s["isolation_forest"].update(validation_fraction=1.5), "validation_fraction"),
+        (lambda s: s["isolation_forest"]["families"].update(c2=["rare_dst_*", "telepathy_*"]),
+         r"families.c2 patterns \['telepathy_\*'\] match no model column"),
+        (lambda s: s["isolation_forest"]["families"].update(x=["sessions_24h"]),  # excluded: no forest sees it
+         r"families.x patterns \['sessions_24h'\] match no model column"),
+        (lambda s: s["isolation_forest"]["families"].update(all_features=["sessions_*"]), "is reserved"),
+        (lambda s: s["isolation_forest"]["families"].update({"C2 beacons": ["rare_dst_*"]}), "pattern"),
+        (lambda s: s["isolation_forest"].update(calibration_tail=0.0), "calibration_tail"),
     ],
 )  # fmt: skip
 def test_invalid_specs_are_refused_with_the_reason(change, message: str, tmp_path: Path,  # noqa: ANN001

@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs import datasets
+from ndr_jobs import datasets, storage
+from ndr_jobs.model import forest, registry
 from ndr_jobs.model.features import FeatureDataError
 from ndr_jobs.model.registry import NoPromotedModelError
 from ndr_jobs.processing.inference_predictions_job import (
@@ -70,7 +71,15 @@ def test_scores_ranks_and_explains_each_host_and_reruns_replace_the_partition(ro
     assert list(rows[0]) == list(PREDICTION_COLUMNS)
     assert [r["rank"] for r in rows] == list(range(1, len(HOSTS) + 1))
     scores = [r["score"] for r in rows]
-    assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
+    assert scores == sorted(scores, reverse=True) and all(s >= 0 for s in scores)
+    promoted = registry.ModelStore(str(root), PROJECT, FSV).promoted()
+    bundle = forest.ModelBundle.from_bytes(storage.read_bytes(promoted["model_uri"]))
+    members = {d.name: {bundle.features[i] for i in d.columns} for d in bundle.ensemble.detectors}
+    assert list(members) == ["all_features", "lateral_movement", "volume"]  # the families these columns feed
+    assert {r["detector"] for r in rows} - {"all_features"}  # families find some hosts
+    for row in rows:  # each row's explanation names its detector's features first
+        inside = [t["feature"] in members[row["detector"]] for t in row["top_features"]]
+        assert inside == sorted(inside, reverse=True) and inside[0]
     top = rows[0]
     assert top["host_ip"] == ODD_HOST and top["alert"] is True
     assert top["model_version"] == 1 and top["model_run_key"] == "run-1"

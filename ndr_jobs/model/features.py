@@ -213,19 +213,25 @@ def _r(value: float) -> float:
     return float(f"{float(value):.12g}")
 
 
-def explain(z: np.ndarray, x: np.ndarray, features: Sequence[str], k: int) -> list[list[dict[str, Any]]]:
+def explain(
+    z: np.ndarray, x: np.ndarray, features: Sequence[str], k: int, first: Sequence[Sequence[int]] | None = None
+) -> list[list[dict[str, Any]]]:
     """Per row, the ``k`` features farthest from their training median: name, raw value, signed deviation.
 
     ``deviation`` is the scaled value ``z`` (robust standard deviations above (+) or below (-) the training
-    median); rows are ranked by ``|z|``, ties by feature name.
+    median); rows are ranked by ``|z|``, ties by feature name. With ``first`` (per row, column indices: the
+    features of the forest that scored the row), those come first, then the others.
     """
     k = min(k, z.shape[1])
     names = np.asarray(features)
     order_by_name = np.argsort(names, kind="stable")
     out: list[list[dict[str, Any]]] = []
     for i in range(z.shape[0]):
-        # stable sort on -|z| over name-ordered columns: ties fall back to the feature name
+        # stable sort on (not preferred, -|z|) over name-ordered columns: ties fall back to the feature name
         row = np.abs(z[i, order_by_name])
-        top = order_by_name[np.argsort(-row, kind="stable")[:k]]
+        preferred = np.zeros(z.shape[1], dtype=bool)
+        if first is not None:
+            preferred[list(first[i])] = True
+        top = order_by_name[np.lexsort((-row, ~preferred[order_by_name]))[:k]]
         out.append([{"feature": str(names[j]), "value": float(x[i, j]), "deviation": _r(float(z[i, j]))} for j in top])
     return out

@@ -1,18 +1,30 @@
-"""Isolation Forest: hyper-parameters, fitting, scoring, the model bundle and score-distribution drift.
+"""Isolation Forests: hyper-parameters, the family ensemble, calibrated scores, the bundle and score drift.
 
 * Hyper-parameters come from the feature spec's ``isolation_forest`` section
   (``load_feature_spec(version).isolation_forest``: ``n_estimators, max_samples, contamination,
-  random_state, validation_fraction``, and ``exclude_features``, the columns the forest does not see:
-  :func:`model_features`); :func:`params_for` records where they came from.
-* Score: ``-IsolationForest.score_samples(z)``, the anomaly score ``s(x, n) = 2^(-E[h(x)] / c(n))`` of Liu
-  et al., in (0, 1]; higher is more anomalous. Scores of forests with the same ``max_samples`` are on one
-  scale, which is what lets the deployment gate compare a new model's validation scores with the promoted
-  model's.
+  random_state, validation_fraction``, ``exclude_features``, the columns no forest sees
+  (:func:`model_features`), ``families`` and ``calibration_tail``); :func:`params_for` records where they
+  came from.
+* The model is an :class:`Ensemble` of Isolation Forests (feature bagging by behaviour, after Lazarevic and
+  Kumar, KDD 2005): ``all_features`` on every model column, plus one forest per family of the spec (its
+  columns: those its ``fnmatch`` patterns match). One forest over ~75 columns picks a split column
+  uniformly, so a row extreme in the one column that carries an attack (a regular check-in to a rare
+  address) is isolated only a little faster than its neighbours; a forest over that family's few columns
+  isolates it at once.
+* Raw forest score: ``-IsolationForest.score_samples(z)``, Liu et al.'s ``s(x, n) = 2^(-E[h(x)] / c(n))`` in
+  (0, 1], higher is more anomalous. The forests' raw scores are not comparable with each other (a forest
+  over 4 columns spreads its scores differently from one over 75), so each is *calibrated* on its own
+  training scores (:class:`Calibration`): ``p(s)`` is the share of training rows scoring at least ``s``
+  (the empirical distribution, interpolated), with an exponential upper tail fitted to the top
+  ``calibration_tail`` share, so that scores beyond anything seen in training keep their order; a forest's
+  *surprise* is ``-log10 p(s)``.
+* Score: the largest surprise over the ensemble's forests, in [0, inf) (2 = as rare as the top 1 % of
+  training rows in some forest's view, 3 = the top 0.1 %); the forest that gave it is the row's *detector*.
 * Alert threshold: the ``1 - contamination`` quantile of the training scores (``contamination="auto"``
   counts as 0.01); a row at or above it is an alert.
-* The bundle (``model.tar.gz``, reproducible bytes): ``model.pkl`` (the pickled sklearn ``IsolationForest``;
-  load it only from the model store you trust) and ``model.json`` (features, preprocessing, parameters,
-  alert threshold, library versions).
+* The bundle (``model.tar.gz``, reproducible bytes, format 2): ``model.pkl`` (the pickled :class:`Ensemble`
+  of sklearn ``IsolationForest`` s; load it only from the model store you trust) and ``model.json``
+  (features, families, preprocessing, parameters, calibrations, alert threshold, library versions).
 * A score distribution is summarised by its 101 percentiles (0 %, 1 %, ..., 100 %); :func:`psi` and
   :func:`ks` compare two such summaries (the percentiles standing in for the samples: 1 % resolution).
 """
@@ -26,10 +38,13 @@ from typing import Any
 
 import numpy as np
 
+from ndr_jobs.feature_spec import ALL_FEATURES
 from ndr_jobs.model import artifacts
 from ndr_jobs.model.features import Preprocessor
 
 PERCENTS = tuple(range(101))
+#: the model bundle's format (2: the calibrated family ensemble; 1 was a single forest)
+FORMAT = 2
 NOMINAL_CONTAMINATION = 0.01
 
 
@@ -43,10 +58,19 @@ class ForestParams:
     random_state: int = 7
     validation_fraction: float = 0.2
     exclude_features: tuple[str, ...] = ()
+    #: ``((family, (pattern, ...)), ...)``; a ``{family: [pattern, ...]}`` mapping is accepted (JSON, the spec)
+    families: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    calibration_tail: float = 0.05
     source: str = "defaults"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude_features", tuple(self.exclude_features))  # a JSON list when loaded
+        families = self.families.items() if isinstance(self.families, dict) else self.families
+        object.__setattr__(self, "families", tuple((str(n), tuple(p)) for n, p in families))
+        if ALL_FEATURES in dict(self.families):
+            raise ValueError(f"family name {ALL_FEATURES!r} is reserved for the forest on every column")
+        if not 0 < float(self.calibration_tail) <= 0.5:
+            raise ValueError(f"calibration_tail must be in (0, 0.5], not {self.calibration_tail!r}")
         if not isinstance(self.n_estimators, int) or self.n_estimators < 1:
             raise ValueError(f"n_estimators must be a positive integer, not {self.n_estimators!r}")
         if not 0 < float(self.validation_fraction) < 1:
@@ -63,7 +87,7 @@ class ForestParams:
         return NOMINAL_CONTAMINATION if self.contamination == "auto" else float(self.contamination)
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "families": {name: list(patterns) for name, patterns in self.families}}
 
 
 def params_for(feature_spec_version: str) -> ForestParams:
@@ -72,7 +96,8 @@ def params_for(feature_spec_version: str) -> ForestParams:
 
     section = load_feature_spec(feature_spec_version).isolation_forest
     values = section.model_dump()
-    keys = ("n_estimators", "max_samples", "contamination", "random_state", "validation_fraction", "exclude_features")
+    keys = ("n_estimators", "max_samples", "contamination", "random_state", "validation_fraction", "exclude_features",
+            "families", "calibration_tail")
     return ForestParams(**{k: values[k] for k in keys}, source=f"feature spec {feature_spec_version}")
 
 
@@ -112,6 +137,129 @@ def score(forest: Any, z: np.ndarray) -> np.ndarray:
 
 def _r(value: float) -> float:
     return float(f"{float(value):.12g}")
+
+
+#: quantile levels of the calibration grid below the tail (201 points: 0.5 % resolution at most)
+GRID_POINTS = 201
+#: the smallest tail scale (raw scores live in (0, 1]; training scores without spread have none) and share
+MIN_TAIL_MEAN = 1e-3
+MIN_SHARE = 1e-300
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A forest's raw score -> ``-log10`` of the share of training rows scoring at least as high.
+
+    ``grid``: the training scores' quantiles at ``GRID_POINTS`` levels evenly spaced over ``[0, 1 - tail]``;
+    up to the last of them (``tail_start``) the share is interpolated on that grid; above it,
+    ``tail * exp(-(s - tail_start) / tail_mean)``, ``tail_mean`` being the mean excess of the training scores
+    above ``tail_start`` (at least :data:`MIN_TAIL_MEAN`; an exponential tail: the peaks-over-threshold
+    estimate, continuous at the joint). Shares are floored at :data:`MIN_SHARE`: surprises stay finite.
+    """
+
+    grid: tuple[float, ...]
+    tail: float
+    tail_mean: float
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, tail: float) -> Calibration:
+        if len(scores) == 0:
+            raise ValueError("cannot calibrate on zero scores")
+        grid = np.quantile(scores, np.linspace(0.0, 1.0 - tail, GRID_POINTS))
+        above = scores[scores > grid[-1]]
+        tail_mean = float(np.mean(above - grid[-1])) if len(above) else 0.0
+        return cls(tuple(_r(v) for v in grid), float(tail), _r(max(tail_mean, MIN_TAIL_MEAN)))
+
+    def surprise(self, scores: np.ndarray) -> np.ndarray:
+        """``-log10 p(s)`` per score: 0 at or below the training minimum, growing without bound above."""
+        grid = np.asarray(self.grid)
+        levels = np.linspace(0.0, 1.0 - self.tail, len(grid))
+        # the share of training scores below s, interpolated between the grid points around it:
+        # grid[i - 1] < s <= grid[i]; a tied score sits at its first level (the share *below* it)
+        i = np.searchsorted(grid, scores, side="left")
+        lo, hi = np.clip(i - 1, 0, len(grid) - 1), np.clip(i, 0, len(grid) - 1)
+        span = grid[hi] - grid[lo]
+        frac = np.divide(scores - grid[lo], span, out=np.ones_like(scores, dtype=float), where=span > 0)
+        below = 1.0 - np.where(i == 0, 0.0, levels[lo] + frac * (levels[hi] - levels[lo]))
+        above = self.tail * np.exp(-(scores - grid[-1]) / self.tail_mean)
+        p = np.clip(np.where(scores > grid[-1], above, below), MIN_SHARE, 1.0)
+        return 0.0 - np.log10(p)  # 0.0 - : no negative zero
+
+    def as_json(self) -> dict[str, Any]:
+        return {"grid": list(self.grid), "tail": self.tail, "tail_mean": self.tail_mean}
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One forest of the ensemble: its name, the model columns it sees (indices), the forest, its calibration."""
+
+    name: str
+    columns: tuple[int, ...]
+    forest: Any
+    calibration: Calibration
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Calibrated Isolation Forests over families of the model columns (see the module doc)."""
+
+    detectors: tuple[Detector, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.detectors)
+
+    def raw(self, z: np.ndarray) -> np.ndarray:
+        """The ``all_features`` forest's uncalibrated scores (what the deployment gate's drift checks compare)."""
+        d = self.detectors[self.names.index(ALL_FEATURES)]
+        return score(d.forest, z[:, list(d.columns)])
+
+    def surprises(self, z: np.ndarray) -> np.ndarray:
+        """Rows x detectors: each forest's calibrated surprise."""
+        out = np.zeros((z.shape[0], len(self.detectors)))
+        if z.shape[0]:
+            for k, d in enumerate(self.detectors):
+                out[:, k] = d.calibration.surprise(score(d.forest, z[:, list(d.columns)]))
+        return out
+
+    def score(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The scores (largest surprise) and, per row, the index of the detector that gave it (first on ties)."""
+        s = self.surprises(z)
+        if not len(self.detectors):
+            raise ValueError("an ensemble without detectors cannot score")
+        driver = np.argmax(s, axis=1)
+        return s[np.arange(len(s)), driver], driver
+
+    def describe(self, features: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [
+            {"name": d.name, "features": [features[i] for i in d.columns], "calibration": d.calibration.as_json()}
+            for d in self.detectors
+        ]
+
+
+def family_columns(features: list[str] | tuple[str, ...], params: ForestParams) -> list[tuple[str, tuple[int, ...]]]:
+    """``all_features`` then each family with the indices of the model features its patterns match.
+
+    A family that matches none of ``features`` (the data lacks its columns) is left out.
+    """
+    from fnmatch import fnmatchcase
+
+    out = [(ALL_FEATURES, tuple(range(len(features))))]
+    for name, patterns in params.families:
+        columns = tuple(i for i, f in enumerate(features) if any(fnmatchcase(f, p) for p in patterns))
+        if columns:
+            out.append((name, columns))
+    return out
+
+
+def fit_ensemble(z: np.ndarray, features: list[str] | tuple[str, ...], params: ForestParams) -> Ensemble:
+    """A forest per family (and on every column), each calibrated on its scores of the rows ``z``."""
+    detectors = []
+    for name, columns in family_columns(features, params):
+        part = z[:, list(columns)]
+        model = fit(part, params)
+        detectors.append(Detector(name, columns, model, Calibration.fit(score(model, part), params.calibration_tail)))
+    return Ensemble(tuple(detectors))
 
 
 def summary(scores: np.ndarray) -> dict[str, Any]:
@@ -166,7 +314,7 @@ def ks(reference: list[float], current: list[float]) -> float:
 class ModelBundle:
     """A trained model ready to score: the forest, its preprocessing and what it was trained with."""
 
-    forest: Any
+    ensemble: Ensemble
     preprocessor: Preprocessor
     params: ForestParams
     alert_threshold: float
@@ -181,10 +329,11 @@ class ModelBundle:
         import sklearn
 
         description = {
-            "format": 1,
-            "kind": "sklearn.ensemble.IsolationForest",
-            "score": "-score_samples(z): higher is more anomalous",
+            "format": FORMAT,
+            "kind": "ndr_jobs.model.forest.Ensemble of sklearn.ensemble.IsolationForest",
+            "score": "max over detectors of -log10 P(training score >= -score_samples(z)): higher is more anomalous",
             "features": list(self.features),
+            "detectors": self.ensemble.describe(self.features),
             "preprocessing": self.preprocessor.as_json(),
             "params": self.params.as_json(),
             "alert_threshold": self.alert_threshold,
@@ -192,7 +341,7 @@ class ModelBundle:
             "versions": {"sklearn": sklearn.__version__, "numpy": np.__version__},
         }
         return artifacts.tar_gz(
-            {"model.json": artifacts.dumps(description).encode(), "model.pkl": pickle.dumps(self.forest, protocol=5)}
+            {"model.json": artifacts.dumps(description).encode(), "model.pkl": pickle.dumps(self.ensemble, protocol=5)}
         )
 
     @classmethod
@@ -201,11 +350,14 @@ class ModelBundle:
         if "model.json" not in files or "model.pkl" not in files:
             raise artifacts.ArtifactError(f"not a model bundle (members: {sorted(files)})")
         description = json.loads(files["model.json"])
-        if description.get("format") != 1:
-            raise artifacts.ArtifactError(f"unknown model bundle format {description.get('format')!r}")
+        if description.get("format") != FORMAT:
+            raise artifacts.ArtifactError(
+                f"model bundle format {description.get('format')!r} is not {FORMAT}: retrain the model with this "
+                "version"
+            )
         params = ForestParams(**description["params"])
         return cls(
-            forest=pickle.loads(files["model.pkl"]),  # noqa: S301 - our own model store
+            ensemble=pickle.loads(files["model.pkl"]),  # noqa: S301 - our own model store
             preprocessor=Preprocessor.from_json(description["preprocessing"]),
             params=params,
             alert_threshold=float(description["alert_threshold"]),

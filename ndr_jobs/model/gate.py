@@ -15,9 +15,11 @@ pass):
 ``score_psi`` / ``score_ks`` (only when a model is promoted)
     the population stability index and the Kolmogorov-Smirnov distance between the promoted model's
     validation score distribution and the new one's are at most ``max_psi`` / ``max_ks``: a new model whose
-    scores are distributed differently changes what a score means (alert volumes at a fixed threshold) and
-    needs a human. Without a promoted model there is nothing to compare: the first model promotes when its
-    own validation checks pass.
+    scores are distributed differently learnt different data, and needs a human. The scores compared are the
+    ``all_features`` forests' raw scores (``validation.forest_scores``; forests with one ``max_samples`` share
+    that scale), not the calibrated ones: calibration makes any model's scores of data like its training
+    data look alike, which is what the score means, but hides that the data moved. Without a promoted model
+    there is nothing to compare: the first model promotes when its own validation checks pass.
 
 Limits default to the values below and can be set through ``NDR_GATE_<NAME>`` environment variables
 (``NDR_GATE_MAX_PSI=0.1``).
@@ -77,8 +79,9 @@ def evaluate(
                "share of validation rows at or above the alert threshold (at most)"),
     ]  # fmt: skip
     if promoted_metrics is not None:
-        reference = promoted_metrics["validation"]["scores"]["percentiles"]
-        current = scores["percentiles"]
+        # a model of bundle format 1 has no forest_scores; it cannot score any more, so nothing to keep it for
+        reference = promoted_metrics["validation"].get("forest_scores", {}).get("percentiles")
+        current = validation["forest_scores"]["percentiles"]
         if reference and current:
             p, k = forest.psi(reference, current), forest.ks(reference, current)
             against = "of the validation scores against the promoted model's (at most)"

@@ -37,10 +37,12 @@ Stages
 ``train``
     FG-A + FG-C of the usable windows joined per (host, window) (:mod:`ndr_jobs.model.features`); the
     last ``validation_fraction`` of the windows (by time, at least one) are validation, the rest training.
-    Preprocessing and forest are fitted on the training part; validation scores give the metrics (score
-    distribution, alert rate at the training threshold). Then both are refitted on all windows: that is the
-    model. Writes ``metrics.json``, ``preprocessing.json``, ``model.tar.gz``, ``final_report.json`` and,
-    last, ``SUCCESS``. Deterministic: the same data and spec give the same bytes (``random_state``).
+    Preprocessing and the forest ensemble (:mod:`ndr_jobs.model.forest`: a calibrated forest on every column
+    and one per feature family of the spec) are fitted on the training part; validation scores give the
+    metrics (score distribution, alert rate at the training threshold, which detector raised the validation
+    alerts). Then both are refitted on all windows: that is the model. Writes ``metrics.json``,
+    ``preprocessing.json``, ``model.tar.gz``, ``final_report.json`` and, last, ``SUCCESS``. Deterministic:
+    the same data and spec give the same bytes (``random_state``).
 ``publish``
     Adds the model to the model store (next version; idempotent per run key) and, with
     ``NDR_MODEL_REGISTRY=sagemaker``, registers a SageMaker model package version.
@@ -351,19 +353,21 @@ def train_model(
     x_train, x_val = x[~is_val], x[is_val]
 
     pre = Preprocessor.fit(features, x_train)
-    model = forest.fit(pre.transform(x_train), params)
-    train_scores = forest.score(model, pre.transform(x_train))
-    val_scores = forest.score(model, pre.transform(x_val))
+    model = forest.fit_ensemble(pre.transform(x_train), features, params)
+    train_scores, _ = model.score(pre.transform(x_train))
+    val_scores, val_drivers = model.score(pre.transform(x_val))
     cut = forest.threshold(train_scores, params)
 
     pre_full = Preprocessor.fit(features, x)
-    model_full = forest.fit(pre_full.transform(x), params)
-    full_scores = forest.score(model_full, pre_full.transform(x))
+    model_full = forest.fit_ensemble(pre_full.transform(x), features, params)
+    full_scores, _ = model_full.score(pre_full.transform(x))
     cut_full = forest.threshold(full_scores, params)
+    alerts = np.bincount(val_drivers[val_scores >= cut], minlength=len(model.detectors))
     metrics = {
         "params": {**params.as_json(), "nominal_contamination": params.nominal_contamination},
         "features": features,
         "feature_sources": sources,
+        "detectors": {d.name: len(d.columns) for d in model_full.detectors},
         "split": {
             "rule": "the last ceil(validation_fraction * windows) windows with rows are validation",
             "train_windows": _span(windows[:-n_val]),
@@ -376,6 +380,10 @@ def train_model(
             "scores": forest.summary(val_scores),
             "alert_threshold": cut,
             "alert_rate": float(f"{float(np.mean(val_scores >= cut)):.12g}"),
+            "alerts_by_detector": {d.name: int(n) for d, n in zip(model.detectors, alerts, strict=True)},
+            # the all-features forest's raw scores: forests with one max_samples share that scale, where the
+            # calibrated scores are uniform-ish for any data a model was trained on (the gate's drift checks)
+            "forest_scores": forest.summary(model.raw(pre.transform(x_val))),
         },
         "refit": {
             "rows": int(len(x)),

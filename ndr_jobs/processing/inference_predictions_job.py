@@ -9,13 +9,17 @@ training pipeline's deploy stage), and writes
     one row per FG-A row (host active in the window), :data:`PREDICTION_COLUMNS`, ordered by rank:
 
     ``host_ip`` string; ``batch_start_ts``, ``batch_end_ts`` timestamp (UTC);
-    ``score`` double in (0, 1], higher is more anomalous (:mod:`ndr_jobs.model.forest`);
+    ``score`` double >= 0, higher is more anomalous: ``-log10`` of how rare the row's score is among the
+    training rows, in the view of its most surprised forest (:mod:`ndr_jobs.model.forest`);
     ``rank`` int, 1 = the window's most anomalous host (ties: by host_ip);
     ``alert`` boolean, score at or above the model's alert threshold;
+    ``detector`` string, the forest that gave the score: ``all_features`` or a feature family of the spec
+    (``c2``, ``exfiltration``, ...), which says what kind of behaviour stood out;
     ``model_version`` int (the model store version), ``model_run_key`` string (the training run);
     ``top_features`` array of struct ``{feature, value, deviation}``: the :data:`TOP_K` features farthest
-    from their training median, ``value`` the raw feature value, ``deviation`` the signed scaled distance
-    (robust standard deviations above (+) or below (-) the median) -- why the host scored as it did.
+    from their training median, the detector's own features first, ``value`` the raw feature value,
+    ``deviation`` the signed scaled distance (robust standard deviations above (+) or below (-) the
+    median) -- why the host scored as it did.
 
 FG-A and FG-C are joined as in training (:mod:`ndr_jobs.model.features`). Errors: no promoted model
 (:class:`~ndr_jobs.model.registry.NoPromotedModelError`), the window's FG-A or FG-C partition missing
@@ -48,8 +52,8 @@ if TYPE_CHECKING:
 
 TOP_K = 5
 PREDICTION_COLUMNS: tuple[str, ...] = (
-    "host_ip", "batch_start_ts", "batch_end_ts", "score", "rank", "alert", "model_version", "model_run_key",
-    "top_features",
+    "host_ip", "batch_start_ts", "batch_end_ts", "score", "rank", "alert", "detector", "model_version",
+    "model_run_key", "top_features",
 )  # fmt: skip
 
 
@@ -71,6 +75,7 @@ def prediction_schema() -> Any:
             T.StructField("score", T.DoubleType(), False),
             T.StructField("rank", T.IntegerType(), False),
             T.StructField("alert", T.BooleanType(), False),
+            T.StructField("detector", T.StringType(), False),
             T.StructField("model_version", T.IntegerType(), False),
             T.StructField("model_run_key", T.StringType(), False),
             T.StructField("top_features", T.ArrayType(top, False), False),
@@ -86,8 +91,9 @@ def score_frame(
         return []
     x = matrix(frame, bundle.features)
     z = bundle.preprocessor.transform(x)
-    scores = forest.score(bundle.forest, z)
-    reasons = explain(z, x, bundle.features, top_k)
+    scores, drivers = bundle.ensemble.score(z)
+    detectors = bundle.ensemble.detectors
+    reasons = explain(z, x, bundle.features, top_k, [detectors[d].columns for d in drivers])
     hosts = frame["host_ip"].astype(str).to_numpy()
     order = np.lexsort((hosts, -scores))  # score descending, then host
     out = []
@@ -98,6 +104,7 @@ def score_frame(
                 "score": float(scores[i]),
                 "rank": rank,
                 "alert": bool(scores[i] >= bundle.alert_threshold),
+                "detector": detectors[drivers[i]].name,
                 "model_version": int(pointer["model_version"]),
                 "model_run_key": str(pointer["run_key"]),
                 "top_features": reasons[i],
@@ -111,7 +118,7 @@ def predictions_frame(spark: SparkSession, rows: list[dict[str, Any]], start: An
     records = [
         (
             r["host_ip"], start.replace(tzinfo=None), end.replace(tzinfo=None), r["score"], r["rank"], r["alert"],
-            r["model_version"], r["model_run_key"],
+            r["detector"], r["model_version"], r["model_run_key"],
             [(t["feature"], float(t["value"]), float(t["deviation"])) for t in r["top_features"]],
         )
         for r in rows

@@ -3,7 +3,7 @@
 One run takes the window's ``predictions`` partition (required) and its FG-A and FG-C partitions and builds
 the publication rows: every prediction left-joined on ``(host_ip, batch_start_ts)`` with the FG-A columns
 and the FG-C columns (an FG-C column whose name FG-A has is ``fg_c__<name>``; ``batch_end_ts`` comes from
-the prediction). Columns, in order: ``host_ip, batch_start_ts, batch_end_ts, score, rank, alert,
+the prediction). Columns, in order: ``host_ip, batch_start_ts, batch_end_ts, score, rank, alert, detector,
 model_version, model_run_key, top_features_json`` (the explanation as a JSON array of
 ``{"feature", "value", "deviation"}``: a plain string loads into any warehouse), then the FG-A columns and
 the FG-C columns, each sorted by name. Rows are ordered by rank.
@@ -54,8 +54,8 @@ TABLE_ENV = "NDR_PUBLICATION_TABLE"
 DUCKDB_ENV = "NDR_PUBLICATION_DUCKDB"
 DEFAULT_TABLE = "ndr_publication"
 PREDICTION_PART: tuple[str, ...] = (
-    "host_ip", "batch_start_ts", "batch_end_ts", "score", "rank", "alert", "model_version", "model_run_key",
-    "top_features_json",
+    "host_ip", "batch_start_ts", "batch_end_ts", "score", "rank", "alert", "detector", "model_version",
+    "model_run_key", "top_features_json",
 )  # fmt: skip
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 

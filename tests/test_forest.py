@@ -1,0 +1,104 @@
+"""The model itself: calibrated scores, the family ensemble, explanations and the bundle's bytes."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+from ndr_jobs.model import artifacts, forest
+from ndr_jobs.model.features import Preprocessor, explain
+from ndr_jobs.model.forest import Calibration, ForestParams
+
+
+def test_calibration_is_the_training_tail_share_and_keeps_order_beyond_the_training_maximum():
+    scores = np.linspace(0.0, 1.0, 10_001)
+    cal = Calibration.fit(scores, tail=0.05)
+    assert cal.surprise(np.array([-1.0, 0.0]))[0] == 0.0  # below anything seen: p = 1
+    assert cal.surprise(np.array([0.5]))[0] == pytest.approx(-np.log10(0.5), abs=0.01)
+    assert cal.surprise(np.array([0.9]))[0] == pytest.approx(1.0, abs=0.01)  # 10 % scored higher
+    assert cal.surprise(np.array([0.99]))[0] == pytest.approx(2.0, abs=0.1)  # in the exponential tail
+    grid = np.linspace(-0.5, 3.0, 5001)
+    s = cal.surprise(grid)
+    assert np.all(np.isfinite(s)) and np.all(np.diff(s) >= 0)
+    assert s[-1] > cal.surprise(np.array([1.0]))[0] + 10  # far above training: far more surprising
+    joint = cal.grid[-1]
+    below, above = cal.surprise(np.array([joint - 1e-9, joint + 1e-9]))
+    assert abs(above - below) < 1e-6  # continuous where the tail takes over
+
+
+def test_calibration_copes_with_tied_scores():
+    scores = np.r_[np.zeros(900), np.full(80, 0.5), np.linspace(0.6, 0.9, 20)]
+    cal = Calibration.fit(scores, tail=0.05)
+    s = cal.surprise(np.array([0.0, 0.5, 0.7, 0.9, 2.0]))
+    assert np.all(np.isfinite(s)) and np.all(np.diff(s) > 0)
+    assert s[0] == pytest.approx(0.0, abs=0.01)  # the score nearly every row has is no surprise
+    one = Calibration.fit(np.full(50, 0.4), tail=0.05)  # no spread at all
+    assert np.all(np.isfinite(one.surprise(np.array([0.3, 0.4, 0.41]))))
+
+
+def planted(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Training rows of 40 noise columns and a 2-column family; test rows like them plus one planted row (the
+    first) that is ordinary in every noise column and far out in both family columns."""
+    rng = np.random.default_rng(seed)
+    features = [f"noise_{i:02d}" for i in range(40)] + ["beacon_score", "beacon_minutes"]
+    train = rng.normal(size=(1500, len(features)))
+    test = rng.normal(size=(100, len(features)))
+    test[0, :] = 0.0
+    test[0, -2:] = 6.0
+    return train, test, features
+
+
+def test_a_family_forest_finds_the_row_its_few_columns_make_odd():
+    train, test, features = planted()
+    params = ForestParams(n_estimators=100, families={"c2": ["beacon_*"]})
+    ensemble = forest.fit_ensemble(train, features, params)
+    assert ensemble.names == ("all_features", "c2")
+    assert ensemble.detectors[1].columns == (40, 41)
+    scores, drivers = ensemble.score(test)
+    assert np.array_equal(scores, ensemble.surprises(test).max(axis=1))
+    assert int(np.argmax(scores)) == 0 and ensemble.names[drivers[0]] == "c2"
+    assert scores[0] > 3.0 > np.sort(scores)[-2] + 1  # rarer than the top 0.1 % of training rows, and clearly first
+    # the forest on every column alone ranks it in the bottom half: 40 ordinary columns drown 2 odd ones
+    alone, _ = forest.fit_ensemble(train, features, ForestParams(n_estimators=100)).score(test)
+    assert int((alone > alone[0]).sum()) >= 50
+
+
+def test_families_matching_nothing_in_the_data_are_left_out():
+    params = ForestParams(families={"c2": ["beacon_*"], "lateral": ["admin_*"]})
+    assert forest.family_columns(["beacon_score", "x"], params) == [("all_features", (0, 1)), ("c2", (0,))]
+    with pytest.raises(ValueError, match="reserved"):
+        ForestParams(families={"all_features": ["x"]})
+    assert ForestParams(**json.loads(json.dumps(params.as_json()))) == params  # as model.json records it
+
+
+def test_explanations_put_the_detectors_features_first():
+    z = np.array([[5.0, -0.5, 2.0, 0.1], [5.0, -0.5, 2.0, 0.1]])
+    names = ["a", "b", "c", "d"]
+    plain, preferred = explain(z, z, names, 3, [(0, 1, 2, 3), (1, 3)])
+    assert [t["feature"] for t in plain] == ["a", "c", "b"]
+    assert [t["feature"] for t in preferred] == ["b", "d", "a"]
+    assert preferred[0]["deviation"] == -0.5
+
+
+def test_the_bundle_round_trips_its_bytes_and_refuses_the_old_format():
+    train, test, features = planted(1)
+    params = ForestParams(n_estimators=20, families={"c2": ["beacon_*"]})
+    pre = Preprocessor.fit(features, train)
+    ensemble = forest.fit_ensemble(pre.transform(train), features, params)
+    bundle = forest.ModelBundle(ensemble, pre, params, 2.0, {"run_key": "r"})
+    data = bundle.to_bytes()
+    assert data == forest.ModelBundle(ensemble, pre, params, 2.0, {"run_key": "r"}).to_bytes()
+    back = forest.ModelBundle.from_bytes(data)
+    assert np.array_equal(back.ensemble.score(pre.transform(test))[0], ensemble.score(pre.transform(test))[0])
+    description = json.loads(artifacts.untar_gz(data)["model.json"])
+    assert [d["name"] for d in description["detectors"]] == ["all_features", "c2"]
+    assert description["detectors"][1]["features"] == ["beacon_score", "beacon_minutes"]
+    old = artifacts.tar_gz({"model.json": json.dumps({**description, "format": 1}).encode(), "model.pkl": b""})
+    with pytest.raises(artifacts.ArtifactError, match="format 1 is not 2: retrain"):
+        forest.ModelBundle.from_bytes(old)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == ["model.json", "model.pkl"]

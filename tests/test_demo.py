@@ -77,8 +77,9 @@ def test_the_top_anomalies_come_from_the_publication_with_their_drivers_and_grou
     pq.write_table(pa.table({
         "host_ip": ["10.10.1.5", "10.10.1.6", "10.10.1.7"],
         "batch_start_ts": pa.array([START.replace(tzinfo=None)] * 3, pa.timestamp("us", "UTC")),
-        "score": [0.71, 0.52, 0.60],
+        "score": [3.71, 0.52, 1.60],
         "alert": [True, False, False],
+        "detector": ["command_and_control", "all_features", "volume"],
         "top_features_json": [drivers, "[]", "[]"],
     }), part / "part-00000.parquet")  # fmt: skip
     labels = tmp_path / "labels.jsonl"
@@ -90,5 +91,5 @@ def test_the_top_anomalies_come_from_the_publication_with_their_drivers_and_grou
     lines: list[str] = []
     render(DemoReport(top=top, alerts=alerts), echo=lines.append)
     text = "\n".join(lines)
-    assert "10.10.1.5       2026-10-01 12:00  score 0.710  <- injected beacon" in text
+    assert "10.10.1.5       2026-10-01 12:00  score 3.710 (command_and_control)  <- injected beacon" in text
     assert "rare_dst_periodic_score = 0.91 (deviation +7.50)" in text

@@ -364,7 +364,8 @@ def render(report: DemoReport, echo: Callable[[str], None] = print) -> None:
         start = row.get("batch_start_ts")
         when = start.strftime("%Y-%m-%d %H:%M") if isinstance(start, datetime) else str(start)
         truth = f"  <- injected {row['attack']}" if row.get("attack") else ""
-        echo(f"{i:3}. {row.get('host_ip', '?'):15} {when}  score {float(row.get('score', 0)):.3f}{truth}")
+        detector = f" ({row['detector']})" if row.get("detector") else ""
+        echo(f"{i:3}. {row.get('host_ip', '?'):15} {when}  score {float(row.get('score', 0)):.3f}{detector}{truth}")
         for name, value in _drivers(row)[:3]:
             echo(f"       {name} = {value}")
     echo("\n== summary")

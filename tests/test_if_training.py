@@ -290,6 +290,13 @@ def test_the_lifecycle_promotes_the_first_model_and_reruns_change_nothing(root: 
     assert metrics["split"]["validation_windows"]["count"] == 3  # ceil(0.2 * 12)
     assert metrics["split"]["train_rows"] == 9 * len(HOSTS) and metrics["refit"]["rows"] == 12 * len(HOSTS)
     assert len(metrics["validation"]["scores"]["percentiles"]) == 101
+    assert len(metrics["validation"]["forest_scores"]["percentiles"]) == 101  # what the drift checks compare
+    # the forest on every column and the spec's families these columns feed (novel_pairs; sessions, fan-out, ...)
+    assert metrics["detectors"] == {"all_features": 7, "lateral_movement": 1, "volume": 5}
+    alerts = metrics["validation"]["alerts_by_detector"]
+    assert set(alerts) == set(metrics["detectors"])
+    validation_rows = metrics["split"]["validation_rows"]
+    assert sum(alerts.values()) == round(metrics["validation"]["alert_rate"] * validation_rows)
     assert Path(paths.success).exists()
     assert out["publish"]["model_version"] == 1 and out["publish"]["registry"] == "local"
     attributes = out["attributes"]

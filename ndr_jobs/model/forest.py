@@ -224,9 +224,9 @@ class Ensemble:
 
     def score(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scores (largest surprise) and, per row, the index of the detector that gave it (first on ties)."""
-        s = self.surprises(z)
-        if not len(self.detectors):
+        if not self.detectors:
             raise ValueError("an ensemble without detectors cannot score")
+        s = self.surprises(z)
         driver = np.argmax(s, axis=1)
         return s[np.arange(len(s)), driver], driver
 

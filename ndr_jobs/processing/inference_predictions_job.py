@@ -14,7 +14,7 @@ training pipeline's deploy stage), and writes
     ``rank`` int, 1 = the window's most anomalous host (ties: by host_ip);
     ``alert`` boolean, score at or above the model's alert threshold;
     ``detector`` string, the forest that gave the score: ``all_features`` or a feature family of the spec
-    (``c2``, ``exfiltration``, ...), which says what kind of behaviour stood out;
+    (``command_and_control``, ``exfiltration``, ...): what kind of behaviour stood out;
     ``model_version`` int (the model store version), ``model_run_key`` string (the training run);
     ``top_features`` array of struct ``{feature, value, deviation}``: the :data:`TOP_K` features farthest
     from their training median, the detector's own features first, ``value`` the raw feature value,

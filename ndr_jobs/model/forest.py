@@ -198,6 +198,10 @@ class Detector:
     forest: Any
     calibration: Calibration
 
+    def raw(self, z: np.ndarray) -> np.ndarray:
+        """The forest's uncalibrated scores of the model rows ``z`` (every model column)."""
+        return score(self.forest, z[:, list(self.columns)])
+
 
 @dataclass(frozen=True)
 class Ensemble:
@@ -211,15 +215,14 @@ class Ensemble:
 
     def raw(self, z: np.ndarray) -> np.ndarray:
         """The ``all_features`` forest's uncalibrated scores (what the deployment gate's drift checks compare)."""
-        d = self.detectors[self.names.index(ALL_FEATURES)]
-        return score(d.forest, z[:, list(d.columns)])
+        return self.detectors[self.names.index(ALL_FEATURES)].raw(z)
 
     def surprises(self, z: np.ndarray) -> np.ndarray:
         """Rows x detectors: each forest's calibrated surprise."""
         out = np.zeros((z.shape[0], len(self.detectors)))
         if z.shape[0]:
             for k, d in enumerate(self.detectors):
-                out[:, k] = d.calibration.surprise(score(d.forest, z[:, list(d.columns)]))
+                out[:, k] = d.calibration.surprise(d.raw(z))
         return out
 
     def score(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -353,16 +353,18 @@ def train_model(
     x_train, x_val = x[~is_val], x[is_val]
 
     pre = Preprocessor.fit(features, x_train)
-    model = forest.fit_ensemble(pre.transform(x_train), features, params)
-    train_scores, _ = model.score(pre.transform(x_train))
-    val_scores, val_drivers = model.score(pre.transform(x_val))
+    z_train, z_val = pre.transform(x_train), pre.transform(x_val)
+    model = forest.fit_ensemble(z_train, features, params)
+    train_scores, _ = model.score(z_train)
+    val_scores, val_drivers = model.score(z_val)
     cut = forest.threshold(train_scores, params)
+    alerts = np.bincount(val_drivers[val_scores >= cut], minlength=len(model.detectors))
 
     pre_full = Preprocessor.fit(features, x)
-    model_full = forest.fit_ensemble(pre_full.transform(x), features, params)
-    full_scores, _ = model_full.score(pre_full.transform(x))
+    z = pre_full.transform(x)
+    model_full = forest.fit_ensemble(z, features, params)
+    full_scores, _ = model_full.score(z)
     cut_full = forest.threshold(full_scores, params)
-    alerts = np.bincount(val_drivers[val_scores >= cut], minlength=len(model.detectors))
     metrics = {
         "params": {**params.as_json(), "nominal_contamination": params.nominal_contamination},
         "features": features,
@@ -383,7 +385,7 @@ def train_model(
             "alerts_by_detector": {d.name: int(n) for d, n in zip(model.detectors, alerts, strict=True)},
             # the all-features forest's raw scores: forests with one max_samples share that scale, where the
             # calibrated scores are uniform-ish for any data a model was trained on (the gate's drift checks)
-            "forest_scores": forest.summary(model.raw(pre.transform(x_val))),
+            "forest_scores": forest.summary(model.raw(z_val)),
         },
         "refit": {
             "rows": int(len(x)),

@@ -42,6 +42,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,8 @@ REFERENCE = "delta (DuckDB reference)"
 OUTPUT_KEYS = ("delta_rows", "hosts", "pairs", "rows")
 DEFAULT_ROWS = (1_000_000, 5_000_000)
 QUICK_ROWS, QUICK_WARMUP, WARMUP = 100_000, 5_000, 50_000
+#: runs per size: this machine's speed drifts by a quarter from minute to minute, and the JVM's JIT warms up
+REPEAT = 3
 BATCH_START = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)  # a Thursday, office hours
 ORG, PROJECT, FSV = "acme", "ndr-prod", "v1"
 LINES_PER_HOST = 200
@@ -291,6 +294,8 @@ class StageResult:
     workers_peak_mib: float | None = None
     driver_peak_mib: float | None = None
     detail: str = ""
+    #: the seconds of every run, in order (``seconds`` is their median)
+    runs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -308,6 +313,14 @@ class SizeResult:
         spark, duck = self.stage("delta_builder"), self.stage(REFERENCE)
         if spark and duck and spark.status == duck.status == "ok" and spark.seconds and duck.seconds:
             return spark.seconds / duck.seconds
+        return None
+
+    @property
+    def first_ratio(self) -> float | None:
+        """Spark delta / DuckDB seconds in the first run (the JVM's least warm)."""
+        spark, duck = self.stage("delta_builder"), self.stage(REFERENCE)
+        if spark and duck and spark.runs and duck.runs and duck.runs[0]:
+            return spark.runs[0] / duck.runs[0]
         return None
 
     @property
@@ -482,16 +495,39 @@ def run_reference(batch: Batch, store: str, work: str) -> tuple[StageResult, boo
 # -- the run --------------------------------------------------------------------------------------------
 
 
-def run_size(rows: int, work: str, stages: Sequence[str] = STAGES) -> SizeResult:
+def merge_runs(runs: list[StageResult], lines: int) -> StageResult:
+    """One stage's repeated runs as one result: the median seconds (and its lines/s), every run's seconds, the
+    largest peaks; failed if any run failed (with the first failure's detail)."""
+    failed = next((r for r in runs if r.status == "failed"), None)
+    if failed is not None:
+        return failed
+    if all(r.status == "skipped" for r in runs):
+        return runs[0]
+    seconds = statistics.median(r.seconds or 0.0 for r in runs)
+    peaks = ("jvm_peak_mib", "workers_peak_mib", "driver_peak_mib")
+    return StageResult(
+        runs[0].stage, "ok", round(seconds, 3), round(lines / seconds) if seconds else None, runs[-1].output_rows,
+        *(max(getattr(r, peak) or 0.0 for r in runs) for peak in peaks), runs=[r.seconds or 0.0 for r in runs],
+    )  # fmt: skip
+
+
+def run_size(rows: int, work: str, stages: Sequence[str] = STAGES, repeat: int = 1) -> SizeResult:
+    """One batch of about ``rows`` lines; the chain then the DuckDB reference on it, ``repeat`` times in turn."""
     base = Path(work, f"rows-{rows}")
     batch = generate_batch(rows, str(base / "raw"))
     print(f"bench: {batch.lines:,} lines in {batch.files} files ({batch.bytes / 2**20:.0f} MiB), "
           f"{batch.hosts} hosts, generated in {batch.seconds:.1f} s", file=sys.stderr)  # fmt: skip
-    result = SizeResult(batch, run_chain(batch, str(base / "store"), stages))
-    reference, result.delta_identical, result.delta_check = run_reference(batch, str(base / "store"), str(base))
-    result.stages.append(reference)
-    for stage in result.stages:
-        print(f"bench:   {stage.stage}: {stage.status} {stage.seconds or ''} s {stage.detail}", file=sys.stderr)
+    runs: list[list[StageResult]] = []
+    checks: list[tuple[bool | None, str]] = []
+    for _ in range(repeat):  # a re-run replaces each stage's partition: the jobs are idempotent
+        chain = run_chain(batch, str(base / "store"), stages)
+        reference, identical, check = run_reference(batch, str(base / "store"), str(base))
+        runs.append([*chain, reference])
+        checks.append((identical, check))
+        for stage in runs[-1]:
+            print(f"bench:   {stage.stage}: {stage.status} {stage.seconds or ''} s {stage.detail}", file=sys.stderr)
+    result = SizeResult(batch, [merge_runs(list(stage), batch.lines) for stage in zip(*runs, strict=True)])
+    result.delta_identical, result.delta_check = next(((i, c) for i, c in checks if i is not True), checks[-1])
     return result
 
 
@@ -567,10 +603,19 @@ def render(command: str, machine: dict[str, Any], warmup: int, sizes: list[SizeR
                 f"{_fmt(s.workers_peak_mib)} | {_fmt(s.driver_peak_mib)} |"
             )
         ok_chain = [s for s in size.chain if s.status == "ok"]
-        ratio = size.ratio
+        ratio, first = size.ratio, size.first_ratio
+        repeats = max((len(s.runs) for s in size.stages), default=1)
+        out += [""]
+        if repeats > 1:
+            out += [
+                f"Seconds are the median of {repeats} runs; every run, in order: "
+                + "; ".join(f"{s.stage} {', '.join(f'{r:.1f}' for r in s.runs)}" for s in size.stages if s.runs)
+                + ".",
+                "",
+            ]
+        first_note = f" (first run: {first:.1f}x)" if repeats > 1 and first else ""
         out += [
-            "",
-            f"Spark delta / DuckDB: {f'{ratio:.1f}x' if ratio else '–'} (goal: at most 4x); "
+            f"Spark delta / DuckDB: {f'{ratio:.1f}x' if ratio else '–'}{first_note} (goal: at most 4x); "
             f"the two deltas: {size.delta_check}.",
             f"Chain ({', '.join(s.stage for s in ok_chain) or 'no stage'}): {size.chain_seconds:,.1f} s, "
             f"{_fmt(b.lines / size.chain_seconds if size.chain_seconds else None)} lines/s.",
@@ -630,6 +675,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=list(STAGES),
         help="the chain's stages to run (the others are reported 'skipped')",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help=f"runs of each size's chain and reference, reported by their median (default {REPEAT}, --quick 1)",
+    )
     parser.add_argument("--json", default=None, help="also write the raw figures as JSON here")
     parser.add_argument("--work-dir", default=None, help="where the data goes (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
@@ -640,6 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warmup = a.warmup if a.warmup is not None else (QUICK_WARMUP if a.quick else WARMUP)
     if 0 < warmup < 1000:
         parser.error("--warmup: at least 1000 lines, or 0 for none")
+    repeat = a.repeat if a.repeat is not None else (1 if a.quick else REPEAT)
+    if repeat < 1:
+        parser.error("--repeat: at least 1")
     command = "python -m ndr_jobs.bench " + " ".join(sys.argv[1:] if argv is None else argv)
 
     work = a.work_dir or tempfile.mkdtemp(prefix="ndr-bench-")
@@ -649,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if warmup:
             print(f"bench: warm-up ({warmup:,} lines)", file=sys.stderr)
             run_size(warmup, str(Path(work, "warmup")), a.stages)
-        sizes = [run_size(r, work, a.stages) for r in rows]
+        sizes = [run_size(r, work, a.stages, repeat) for r in rows]
         machine["load_average_at_end"] = _load()
         plan = projection(max(sizes, key=lambda s: s.batch.lines), machine["cores"])
         max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)

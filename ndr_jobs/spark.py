@@ -19,7 +19,8 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,3 +129,20 @@ def spark_session(app_name: str = "ndr", conf: Mapping[str, str] | None = None) 
         if key.startswith("spark.sql."):
             session.conf.set(key, value)
     return session
+
+
+@contextmanager
+def sql_conf(session: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Runtime SQL settings (``spark.sql.*``) for the duration of a block, restored after it (a job that tunes its
+    own reads does not change the session for the next job run in the same process)."""
+    before = {key: session.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        session.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                session.conf.unset(key)
+            else:
+                session.conf.set(key, value)

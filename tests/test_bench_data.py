@@ -20,6 +20,7 @@ from ndr_jobs.bench import (
     Batch,
     SizeResult,
     StageResult,
+    merge_runs,
     projection,
 )
 
@@ -118,3 +119,17 @@ def test_projection_arithmetic():
     slow = projection(_size([100.0, 60.0, 20.0, None]), cores=2)  # 1M in 180 s: 2,778/s per core
     assert slow["stages_missing"] == ["fg_c_builder"]
     assert slow["estates"][1]["instances"] == math.ceil(150_000 / (1_000_000 / 180 / 2 * 0.6) / 15)
+
+
+def test_repeated_runs_report_their_median_and_every_run():
+    runs = [StageResult("delta_builder", "ok", s, jvm_peak_mib=p) for s, p in ((50.0, 900), (40.0, 1000), (44.0, 950))]
+    merged = merge_runs(runs, lines=1_000_000)
+    assert (merged.seconds, merged.runs, merged.jvm_peak_mib) == (44.0, [50.0, 40.0, 44.0], 1000)
+    assert merged.lines_per_s == round(1_000_000 / 44.0)
+    failed = StageResult("delta_builder", "failed", detail="ValueError: boom")
+    assert merge_runs([runs[0], failed, runs[2]], lines=1).detail == "ValueError: boom"
+    skipped = StageResult("fg_a_builder", "skipped", detail="not selected (--stages)")
+    assert merge_runs([skipped, skipped], lines=1) == skipped
+    size = SizeResult(_size([10.0, 6.0, 2.0, 2.0]).batch,
+                      [merged, merge_runs([StageResult(REFERENCE, "ok", s) for s in (10.0, 11.0, 12.0)], lines=1)])
+    assert size.ratio == 4.0 and size.first_ratio == 5.0

@@ -19,9 +19,11 @@ from ndr_jobs.processing.delta_builder_job import (
     DELTA_COLUMNS,
     QUARANTINE_COLUMNS,
     raw_batch_folder,
+    read_settings,
     run_delta_builder_from_runtime_config,
 )
 from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.spark import sql_conf
 from tests.test_panos import traffic_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -400,3 +402,17 @@ def test_a_local_directory_can_stand_in_for_s3(tmp_path: Path, monkeypatch: pyte
     assert storage.spark_uri("s3://bucket/raw") == f"file://{tmp_path}/bucket/raw"
     storage.delete_prefix("s3://bucket/raw")
     assert not (tmp_path / "bucket/raw").exists()
+
+
+def test_the_read_is_split_per_core_within_bounds_and_the_session_gets_its_settings_back(spark) -> None:  # noqa: ANN001
+    cores = spark.sparkContext.defaultParallelism
+    mib = 1 << 20
+    assert read_settings(spark, 10 * mib)["spark.sql.files.maxPartitionBytes"] == str(128 * mib)
+    assert read_settings(spark, 300 * mib * cores)["spark.sql.files.maxPartitionBytes"] == str(300 * mib)
+    assert read_settings(spark, 100 * 1024 * mib)["spark.sql.files.maxPartitionBytes"] == str(1024 * mib)
+    key, unset = "spark.sql.files.maxPartitionBytes", "spark.sql.ndr.test.unset"
+    before = spark.conf.get(key)
+    with pytest.raises(RuntimeError), sql_conf(spark, {key: "12345", unset: "x"}):
+        assert spark.conf.get(key) == "12345" and spark.conf.get(unset) == "x"
+        raise RuntimeError("a failing job")
+    assert spark.conf.get(key) == before and spark.conf.get(unset, None) is None

@@ -16,9 +16,13 @@ one aggregation groups every line by its status (in the window, before, after, q
 quarantine fields when quarantined, and by the delta key. Those groups (the delta rows plus one per
 distinct malformed line) are cached; the counts, the quarantine and the delta are read from them. Only
 the columns the delta needs come back from the Python workers, and a line's file travels as a small index,
-not as its path. On 2 cores (``make bench``, ``docs/benchmarks.md``) the read, transfer and parse of the lines
-are about two thirds of the time, the aggregation, the cache and the sorted write of the delta rows the rest
-(the rows grow faster than the lines: 197k for 1M lines, 1.44M for 5M).
+not as its path. The read is split into one task per core (:func:`read_settings`: 128 MiB .. 1 GiB per task)
+rather than Spark's 128 MiB, so that each task's partial aggregation merges more of a key's lines before the
+shuffle (the 5M-line benchmark batch: 5M lines become 3.4M partial groups in 27 tasks, 1.9M in 2), and the
+cache is not compressed (it is read twice, right after it is built). On 2 cores (``make bench``,
+``docs/benchmarks.md``) the read, transfer and parse of the lines are about two thirds of the time, the
+aggregation, the cache and the sorted write of the delta rows the rest (the rows grow faster than the lines:
+197k for 1M lines, 1.44M for 5M).
 
 Rows whose event time falls outside the window (late or early arrivals) are counted in the summary and
 not written. Blank lines are counted and skipped. Each partition is replaced as a whole, atomically
@@ -46,7 +50,7 @@ from ndr_jobs import datasets, storage
 from ndr_jobs.runtime import BatchRuntime
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
 DELTA_DATASET = "delta"
 QUARANTINE_DATASET = "quarantine"
@@ -159,6 +163,17 @@ def minute_of_window(start: datetime) -> str:
     return f"CAST(least(floor(({micros}) / 60000000), {MAX_MINUTE}) AS INT)"
 
 
+def read_settings(spark: SparkSession, raw_bytes: int) -> dict[str, str]:
+    """The job's SQL settings: splits of ``raw_bytes / cores`` (128 MiB .. 1 GiB), and an uncompressed cache.
+
+    Fewer, larger splits let each task's partial aggregation merge more of a key's lines before the shuffle
+    (a 185k-line split of the 5M benchmark batch has 124k distinct keys; half the batch has 932k); the
+    cached groups are read twice right after they are built, and compressing them costs more than it saves.
+    """
+    split = min(max(-(-raw_bytes // max(spark.sparkContext.defaultParallelism, 1)), 128 << 20), 1 << 30)
+    return {"spark.sql.files.maxPartitionBytes": str(split), "spark.sql.inMemoryColumnarStorage.compressed": "false"}
+
+
 def _status(start: datetime, end: datetime) -> Any:
     from pyspark.sql import functions as F
 
@@ -178,7 +193,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
 
     from ndr_jobs.features.common import batch_header
     from ndr_jobs.panos import parse_traffic
-    from ndr_jobs.spark import spark_session
+    from ndr_jobs.spark import spark_session, sql_conf
 
     began = time.perf_counter()
     start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
@@ -205,65 +220,69 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
 
     spark = spark_session("ndr-delta-builder")
     phase("spark_session")
-    text = spark.read.text([storage.spark_uri(o.path) for o in objects])
-    # a line's file goes through the parser as a small number, not as its path: the Python workers receive
-    # and return every column of every line
-    files = F.array(*(F.lit(uri) for uri in text.inputFiles()))
-    raw = text.select(
-        F.col("value"),
-        F.array_position(files, F.input_file_name()).cast("INT").alias("file_index"),
-        F.col("value").rlike(r"^[ \t]*$").alias("_blank"),
-    )
-    # One pass over the lines: every line lands in one group of (status, its quarantine fields if it is
-    # quarantined, the delta key). The groups are few (the delta rows, plus one per distinct malformed line)
-    # and cached; the counts, the delta and the quarantine all come from them.
-    quarantined = F.col("status") == "quarantined"
-    parsed = ("quarantine_reason", "quarantine_detail", "raw_line", *(c for c in DELTA_INPUTS if c not in DELTA_KEYS))
-    lines = parse_traffic(raw, columns=(*DELTA_KEYS, *parsed)).withColumn("status", _status(start, end))
-    keyed = lines.select(
-        "status", *(F.when(quarantined, F.col(c)).alias(c) for c in _QUARANTINE_FIELDS), *DELTA_INPUTS
-    )
-    groups = build_delta(keyed, start, end, extra_keys=("status", *_QUARANTINE_FIELDS))
-    groups = groups.persist(StorageLevel.MEMORY_AND_DISK_DESER)
-    try:
-        tally = groups.groupBy("status", "quarantine_reason").agg(
-            F.sum("log_records").alias("lines"), F.count(F.lit(1)).alias("groups")
+    with sql_conf(spark, read_settings(spark, sum(o.size for o in objects))):
+        text = spark.read.text([storage.spark_uri(o.path) for o in objects])
+        # a line's file goes through the parser as a small number, not as its path: the Python workers receive
+        # and return every column of every line
+        files = F.array(*(F.lit(uri) for uri in text.inputFiles()))
+        raw = text.select(
+            F.col("value"),
+            F.array_position(files, F.input_file_name()).cast("INT").alias("file_index"),
+            F.col("value").rlike(r"^[ \t]*$").alias("_blank"),
         )
-        by_status: dict[str, int] = {}
-        by_reason: dict[str, int] = {}
-        delta_rows = 0
-        for row in tally.collect():
-            by_status[row["status"]] = by_status.get(row["status"], 0) + row["lines"]
-            if row["status"] == "quarantined":
-                by_reason[row["quarantine_reason"]] = row["lines"]
-            if row["status"] == "in_window":
-                delta_rows = row["groups"]
-        by_reason = dict(sorted(by_reason.items()))
-        phase("read_parse_group")
+        # One pass over the lines: every line lands in one group of (status, its quarantine fields if it is
+        # quarantined, the delta key). The groups are few (the delta rows, plus one per distinct malformed line)
+        # and cached; the counts, the delta and the quarantine all come from them.
+        quarantined = F.col("status") == "quarantined"
+        parsed = (
+            "quarantine_reason", "quarantine_detail", "raw_line", *(c for c in DELTA_INPUTS if c not in DELTA_KEYS)
+        )
+        lines = parse_traffic(raw, columns=(*DELTA_KEYS, *parsed)).withColumn("status", _status(start, end))
+        keyed = lines.select(
+            "status", *(F.when(quarantined, F.col(c)).alias(c) for c in _QUARANTINE_FIELDS), *DELTA_INPUTS
+        )
+        groups = build_delta(keyed, start, end, extra_keys=("status", *_QUARANTINE_FIELDS))
+        groups = groups.persist(StorageLevel.MEMORY_AND_DISK_DESER)
+        try:
+            tally = groups.groupBy("status", "quarantine_reason").agg(
+                F.sum("log_records").alias("lines"), F.count(F.lit(1)).alias("groups")
+            )
+            by_status: dict[str, int] = {}
+            by_reason: dict[str, int] = {}
+            delta_rows = 0
+            for row in tally.collect():
+                by_status[row["status"]] = by_status.get(row["status"], 0) + row["lines"]
+                if row["status"] == "quarantined":
+                    by_reason[row["quarantine_reason"]] = row["lines"]
+                if row["status"] == "in_window":
+                    delta_rows = row["groups"]
+            by_reason = dict(sorted(by_reason.items()))
+            phase("read_parse_group")
 
-        # quarantine first: a delta partition (what the next steps read) never precedes its quarantine
-        partition = [("feature_spec_version", runtime.feature_spec_version), ("batch_start", datasets.stamp(start))]
-        quarantine = groups.filter(quarantined).select(
-            F.col("quarantine_reason").alias("reason"),
-            F.col("quarantine_detail").alias("detail"),
-            F.element_at(files, F.col("file_index")).alias("source_file"),
-            "raw_line",
-            F.lit(runtime.mini_batch_id).alias("mini_batch_id"),
-            F.explode(F.array_repeat(F.lit(0), F.col("log_records").cast("INT"))).alias("_occurrence"),
-        ).drop("_occurrence")  # a line that came n times is quarantined n times
-        n_quarantined = by_status.get("quarantined", 0)
-        quarantine_out = storage.write_partition(
-            quarantine, storage_root, QUARANTINE_DATASET, partition, list(QUARANTINE_COLUMNS[:4]),
-            storage.files_for(n_quarantined), n_quarantined,
-        )  # fmt: skip
-        phase("quarantine")
-        delta = groups.filter(F.col("status") == "in_window").select(*DELTA_COLUMNS)
-        delta_out = storage.write_partition(
-            delta, storage_root, DELTA_DATASET, partition, list(DELTA_KEYS), storage.files_for(delta_rows), delta_rows
-        )
-        phase("delta")
-    finally:
-        groups.unpersist()
+            # quarantine first: a delta partition (what the next steps read) never precedes its quarantine
+            partition = [("feature_spec_version", runtime.feature_spec_version), ("batch_start", datasets.stamp(start))]
+            quarantine = groups.filter(quarantined).select(
+                F.col("quarantine_reason").alias("reason"),
+                F.col("quarantine_detail").alias("detail"),
+                F.element_at(files, F.col("file_index")).alias("source_file"),
+                "raw_line",
+                F.lit(runtime.mini_batch_id).alias("mini_batch_id"),
+                F.explode(F.array_repeat(F.lit(0), F.col("log_records").cast("INT"))).alias("_occurrence"),
+            ).drop("_occurrence")  # a line that came n times is quarantined n times
+            n_quarantined = by_status.get("quarantined", 0)
+            quarantine_out = storage.write_partition(
+                quarantine, storage_root, QUARANTINE_DATASET, partition, list(QUARANTINE_COLUMNS[:4]),
+                storage.files_for(n_quarantined), n_quarantined,
+            )  # fmt: skip
+            phase("quarantine")
+            delta = groups.filter(F.col("status") == "in_window").select(*DELTA_COLUMNS)
+            delta_out = storage.write_partition(
+                delta, storage_root, DELTA_DATASET, partition, list(DELTA_KEYS), storage.files_for(delta_rows),
+                delta_rows,
+            )
+            phase("delta")
+        finally:
+            groups.unpersist()
 
     blank = by_status.get("blank", 0)
     summary: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """The data-plane benchmark: the 15-minute chain on local Spark, stage by stage, beside a DuckDB reference.
 
-``python -m ndr_jobs.bench --out docs/benchmarks-data.md [--rows 1000000 5000000] [--quick] [--json FILE]``
+``python -m ndr_jobs.bench --out docs/benchmarks-data.md [--rows 1000000 5000000] [--repeat 3] [--quick] [--json FILE]``
 
 What it does, all in one run and one process (so the JVM is the one the jobs use):
 
@@ -19,6 +19,9 @@ What it does, all in one run and one process (so the JVM is the one the jobs use
    fields by position, the delta keys and sums, the window filter, Parquet out), timed the same way; then
    (untimed) its rows are compared with the Spark delta partition: the report says whether they are
    identical. Spark delta / DuckDB seconds is the ratio the issue sets a goal for (<= 4x).
+   Steps 3 and 4 run ``--repeat`` times in turn on the same batch (default :data:`REPEAT`; the jobs replace
+   their partitions): a stage's seconds are the median of its runs, and the report lists every run and the
+   first run's ratio (the least warm JVM). This machine's speed drifts by a quarter within minutes.
 5. Memory, sampled every 0.2 s during each stage with ``ps`` over this process's descendants: the peak RSS
    of the JVM (``java``), of Spark's Python workers (the JVM's Python children) and of this driver process
    (which is where DuckDB runs); ``ru_maxrss`` of the driver for the whole run.

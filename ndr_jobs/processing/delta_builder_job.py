@@ -18,8 +18,9 @@ distinct malformed line) are cached; the counts, the quarantine and the delta ar
 the columns the delta needs come back from the Python workers, and a line's file travels as a small index,
 not as its path. The read is split into one task per core (:func:`read_settings`: 128 MiB .. 1 GiB per task)
 rather than Spark's 128 MiB, so that each task's partial aggregation merges more of a key's lines before the
-shuffle (the 5M-line benchmark batch: 5M lines become 3.4M partial groups in 27 tasks, 1.9M in 2), and the
-cache is not compressed (it is read twice, right after it is built). On 2 cores (``make bench``,
+shuffle (the 5M-line benchmark batch: 3.4M partial groups leave 27 tasks of 128 MiB; each half of the batch has
+932k distinct keys, so 2 tasks send about 1.9M), and the cache is not compressed (it is read twice, right after
+it is built): 45 s instead of 58-61 s for that batch, back to back on 2 cores. There (``make bench``,
 ``docs/benchmarks.md``) the read, transfer and parse of the lines are about two thirds of the time, the
 aggregation, the cache and the sorted write of the delta rows the rest (the rows grow faster than the lines:
 197k for 1M lines, 1.44M for 5M).

@@ -165,12 +165,8 @@ def minute_of_window(start: datetime) -> str:
 
 
 def read_settings(spark: SparkSession, raw_bytes: int) -> dict[str, str]:
-    """The job's SQL settings: splits of ``raw_bytes / cores`` (128 MiB .. 1 GiB), and an uncompressed cache.
-
-    Fewer, larger splits let each task's partial aggregation merge more of a key's lines before the shuffle
-    (a 185k-line split of the 5M benchmark batch has 124k distinct keys; half the batch has 932k); the
-    cached groups are read twice right after they are built, and compressing them costs more than it saves.
-    """
+    """The job's SQL settings: splits of ``raw_bytes / cores`` (128 MiB .. 1 GiB), and an uncompressed cache
+    (why: the module doc)."""
     split = min(max(-(-raw_bytes // max(spark.sparkContext.defaultParallelism, 1)), 128 << 20), 1 << 30)
     return {"spark.sql.files.maxPartitionBytes": str(split), "spark.sql.inMemoryColumnarStorage.compressed": "false"}
 

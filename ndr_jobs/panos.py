@@ -491,10 +491,12 @@ def _parse_plain(lines: pa.Array, layout: _Layout, wanted: frozenset[str]) -> pa
         reason = pc.if_else(condition, pa.scalar(code), reason)
         detail = pc.if_else(condition, why, detail)
     good = pc.is_null(reason)
-    arrays = [reason, detail, pc.if_else(good, pa.scalar(None, pa.string()), lines)]
+    every = reason.null_count == n  # the usual batch: nothing to mask
+    raw_line = pa.nulls(n, pa.string()) if every else pc.if_else(good, pa.scalar(None, pa.string()), lines)
+    arrays = [reason, detail, raw_line]
     for name, _ in TRAFFIC_COLUMNS:
         column = event_time if name == "event_time" else columns[name]
-        arrays.append(pc.if_else(good, column, pa.scalar(None, column.type)))
+        arrays.append(column if every else pc.if_else(good, column, pa.scalar(None, column.type)))
     return pa.RecordBatch.from_arrays(arrays, schema=RESULT_SCHEMA)
 
 

@@ -182,6 +182,19 @@ def read_bytes(path: str) -> bytes:
     return local_path(path).read_bytes()
 
 
+def read_range(path: str, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of one file/object (fewer where it ends sooner)."""
+    if end <= start:
+        return b""
+    path = backing(path)
+    if is_s3(path):
+        bucket, key = _split_s3(path)
+        return _s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
+    with local_path(path).open("rb") as f:
+        f.seek(start)
+        return f.read(end - start)
+
+
 def read_text(path: str, encoding: str = "utf-8") -> str:
     """The text of one file/object."""
     return read_bytes(path).decode(encoding)

@@ -19,8 +19,8 @@ from ndr_jobs.processing.delta_builder_job import (
     DELTA_COLUMNS,
     QUARANTINE_COLUMNS,
     raw_batch_folder,
-    read_settings,
     run_delta_builder_from_runtime_config,
+    task_bytes,
 )
 from ndr_jobs.runtime import BatchRuntime
 from ndr_jobs.spark import sql_conf
@@ -407,9 +407,9 @@ def test_a_local_directory_can_stand_in_for_s3(tmp_path: Path, monkeypatch: pyte
 def test_the_read_is_split_per_core_within_bounds_and_the_session_gets_its_settings_back(spark) -> None:  # noqa: ANN001
     cores = spark.sparkContext.defaultParallelism
     mib = 1 << 20
-    assert read_settings(spark, 10 * mib)["spark.sql.files.maxPartitionBytes"] == str(128 * mib)
-    assert read_settings(spark, 300 * mib * cores)["spark.sql.files.maxPartitionBytes"] == str(300 * mib)
-    assert read_settings(spark, 100 * 1024 * mib)["spark.sql.files.maxPartitionBytes"] == str(1024 * mib)
+    assert task_bytes(spark, 10 * mib) == 128 * mib
+    assert task_bytes(spark, 300 * mib * cores) == 300 * mib
+    assert task_bytes(spark, 100 * 1024 * mib) == 1024 * mib
     key, unset = "spark.sql.files.maxPartitionBytes", "spark.sql.ndr.test.unset"
     before = spark.conf.get(key)
     with pytest.raises(RuntimeError), sql_conf(spark, {key: "12345", unset: "x"}):

@@ -11,19 +11,19 @@ One run reads one raw mini-batch folder and writes, for its window ``[batch_star
 ``$NDR_STORAGE_ROOT/quarantine/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
     every line that is not a usable TRAFFIC record: reason code, detail, source file and the raw line.
 
-How: the lines are read (``spark.read.text``, gzip or not) and parsed once (:func:`ndr_jobs.panos.parse_traffic`);
-one aggregation groups every line by its status (in the window, before, after, quarantined, blank), by its
-quarantine fields when quarantined, and by the delta key. Those groups (the delta rows plus one per
-distinct malformed line) are cached; the counts, the quarantine and the delta are read from them. Only
-the columns the delta needs come back from the Python workers, and a line's file travels as a small index,
-not as its path. The read is split into one task per core (:func:`read_settings`: 128 MiB .. 1 GiB per task)
-rather than Spark's 128 MiB, so that each task's partial aggregation merges more of a key's lines before the
-shuffle (the 5M-line benchmark batch: 3.4M partial groups leave 27 tasks of 128 MiB; each half of the batch has
-932k distinct keys, so 2 tasks send about 1.9M), and the cache is not compressed (it is read twice, right after
-it is built): 45 s instead of 58-61 s for that batch, back to back on 2 cores. There (``make bench``,
-``docs/benchmarks.md``) the read, transfer and parse of the lines are about two thirds of the time, the
-aggregation, the cache and the sorted write of the delta rows the rest (the rows grow faster than the lines:
-197k for 1M lines, 1.44M for 5M).
+How: the batch's objects are cut into splits (:mod:`ndr_jobs.raw_lines`: plain or gzip/bzip2/deflate, local or
+S3), packed into one Spark task per core (:func:`task_bytes`: 128 MiB .. 1 GiB of raw bytes per task), and
+each task's Python worker reads its lines itself, parses them (:func:`ndr_jobs.panos.parse_arrow`) and sums
+its in-window records per delta key in a compiled hash table (:func:`partial_rows`,
+:class:`ndr_jobs.hash_agg.HashAggregator`): the lines never enter the JVM, and a task sends one row per key
+it saw rather than one per line. Records before or after the window and blank lines come back as counts,
+each quarantined line as a row of its own. One Spark aggregation merges the tasks' rows by status,
+quarantine fields and delta key (:func:`merge_partials`); those groups (the delta rows plus one per distinct
+malformed line) are cached, uncompressed (they are read twice, right after they are built), and the counts,
+the quarantine and the delta are read from them. Back to back on 2 cores with the 5M-line benchmark batch
+this took 37-42 s against 54-56 s for Spark's text source with the same parser in the workers (whose JVM
+spent 37 CPU-seconds reading the lines, shipping them to Python and aggregating 5M parsed rows, against 9
+now); ``make bench`` (``docs/benchmarks.md``) has the current figures.
 
 Rows whose event time falls outside the window (late or early arrivals) are counted in the summary and
 not written. Blank lines are counted and skipped. Each partition is replaced as a whole, atomically
@@ -44,10 +44,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ndr_jobs import datasets, storage
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ndr_jobs import datasets, raw_lines, storage
+from ndr_jobs.hash_agg import MAX, MIN, OR, SUM, HashAggregator
 from ndr_jobs.runtime import BatchRuntime
 
 if TYPE_CHECKING:
@@ -88,11 +94,6 @@ DELTA_COLUMNS: tuple[str, ...] = (
 QUARANTINE_COLUMNS: tuple[str, ...] = ("reason", "detail", "source_file", "raw_line", "mini_batch_id")
 #: the columns that identify a quarantined line (``file_index``: its file, 1-based in the read's input files)
 _QUARANTINE_FIELDS = ("quarantine_reason", "quarantine_detail", "file_index", "raw_line")
-#: the parsed columns the delta needs
-DELTA_INPUTS: tuple[str, ...] = (
-    *DELTA_KEYS, "repeat_count", "bytes_sent", "bytes_received", "packets", "packets_sent", "packets_received",
-    "elapsed_seconds", "session_end_reason", "event_time",
-)  # fmt: skip
 #: the last minute ``active_minutes`` has a bit for (a BIGINT mask)
 MAX_MINUTE = 63
 #: an action that lets the session through; every other action (deny, drop, reset-*) counts as a deny
@@ -124,63 +125,146 @@ def raw_batch_folder(runtime: BatchRuntime, start: datetime) -> str:
     return storage.join(root, "pan-traffic", org_id, runtime.project_name, runtime.feature_spec_version, day_time) + "/"
 
 
-def build_delta(events: DataFrame, start: datetime, end: datetime, extra_keys: tuple[str, ...] = ()) -> DataFrame:
-    """The delta rows (:data:`DELTA_COLUMNS`) of parsed TRAFFIC records already inside the window.
-
-    ``extra_keys`` are grouped on first and kept in front (the job groups every line of a batch in one pass).
-    """
-    from pyspark.sql import functions as F
-
-    sessions = F.greatest(F.col("repeat_count"), F.lit(1)).cast("BIGINT")
-    zero = F.lit(0).cast("BIGINT")
-    reason = F.col("session_end_reason")
-    known = list(END_REASON_COLUMNS)
-    return events.groupBy(*extra_keys, *DELTA_KEYS).agg(
-        F.sum(sessions).alias("sessions"),
-        F.count(F.lit(1)).cast("BIGINT").alias("log_records"),
-        F.sum("bytes_sent").alias("bytes_sent"),
-        F.sum("bytes_received").alias("bytes_received"),
-        F.sum("packets").alias("packets"),
-        F.sum("packets_sent").alias("packets_sent"),
-        F.sum("packets_received").alias("packets_received"),
-        F.sum(F.when(F.coalesce(F.col("action"), F.lit("")) != ALLOW_ACTION, sessions).otherwise(zero)).alias(
-            "deny_count"
-        ),
-        F.sum("elapsed_seconds").alias("duration_sum"),
-        F.max("elapsed_seconds").alias("duration_max"),
-        *(F.sum(F.when(reason == name, sessions).otherwise(zero)).alias(c) for name, c in END_REASON_COLUMNS.items()),
-        F.sum(F.when(reason.isNull() | ~reason.isin(known), sessions).otherwise(zero)).alias("end_other"),
-        F.min("event_time").alias("first_seen"),
-        F.max("event_time").alias("last_seen"),
-        F.bit_or(F.expr(f"shiftleft(CAST(1 AS BIGINT), {minute_of_window(start)})")).alias("active_minutes"),
-        F.lit(start).cast("TIMESTAMP").alias("batch_start_ts"),
-        F.lit(end).cast("TIMESTAMP").alias("batch_end_ts"),
-    ).select(*extra_keys, *DELTA_COLUMNS)
+#: the delta key's text columns (the key is these and ``dst_port``)
+TEXT_KEYS: tuple[str, ...] = tuple(k for k in DELTA_KEYS if k != "dst_port")
+#: the aggregates each Python worker computes per (status, key) of its lines, and how partial rows merge
+PARTIAL_VALUES: tuple[tuple[str, int], ...] = (
+    *((c, SUM) for c in ("sessions", "log_records", "bytes_sent", "bytes_received", "packets", "packets_sent",
+                         "packets_received", "deny_count", "duration_sum", *END_REASON_COLUMNS.values(), "end_other")),
+    ("duration_max", MAX), ("first_seen", MIN), ("last_seen", MAX), ("active_minutes", OR),
+)  # fmt: skip
+_TIMES = ("first_seen", "last_seen")
+#: the partial rows' columns: the line's status, its quarantine fields (quarantined lines only), the delta key
+PARTIAL_KEYS: tuple[str, ...] = ("status", *_QUARANTINE_FIELDS, *DELTA_KEYS)
+#: the parsed columns the workers need
+PARSED: tuple[str, ...] = (
+    "quarantine_reason", "quarantine_detail", "raw_line", *DELTA_KEYS, "repeat_count", "bytes_sent", "bytes_received",
+    "packets", "packets_sent", "packets_received", "elapsed_seconds", "session_end_reason", "event_time",
+)  # fmt: skip
 
 
-def minute_of_window(start: datetime) -> str:
-    """SQL: the minute of the window an event falls in, from 0 (minutes past 63 count as 63: a 64-bit mask)."""
-    micros = f"unix_micros(event_time) - {int(start.timestamp()) * 1_000_000}"
-    return f"CAST(least(floor(({micros}) / 60000000), {MAX_MINUTE}) AS INT)"
+_SQL_TYPES = {pa.string(): "STRING", pa.int32(): "INT", pa.int64(): "BIGINT", pa.timestamp("us", tz="UTC"): "TIMESTAMP"}
 
 
-def read_settings(spark: SparkSession, raw_bytes: int) -> dict[str, str]:
-    """The job's SQL settings: splits of ``raw_bytes / cores`` (128 MiB .. 1 GiB), and an uncompressed cache
-    (why: the module doc)."""
-    split = min(max(-(-raw_bytes // max(spark.sparkContext.defaultParallelism, 1)), 128 << 20), 1 << 30)
-    return {"spark.sql.files.maxPartitionBytes": str(split), "spark.sql.inMemoryColumnarStorage.compressed": "false"}
-
-
-def _status(start: datetime, end: datetime) -> Any:
-    from pyspark.sql import functions as F
-
-    return (
-        F.when(F.col("_blank"), F.lit("blank"))
-        .when(F.col("quarantine_reason").isNotNull(), F.lit("quarantined"))
-        .when(F.col("event_time") < F.lit(start), F.lit("before_window"))
-        .when(F.col("event_time") >= F.lit(end), F.lit("after_window"))
-        .otherwise(F.lit("in_window"))
+def _partial_schema() -> pa.Schema:
+    key_types = {"file_index": pa.int32(), "dst_port": pa.int32()}
+    return pa.schema(
+        [(c, key_types.get(c, pa.string())) for c in PARTIAL_KEYS]
+        + [(c, pa.timestamp("us", tz="UTC") if c in _TIMES else pa.int64()) for c, _ in PARTIAL_VALUES]
     )
+
+
+def line_values(parsed: pa.RecordBatch | pa.Table, start_us: int) -> np.ndarray:
+    """Per parsed TRAFFIC record, what it adds to its delta row: :data:`PARTIAL_VALUES`, one row per value."""
+
+    def ints(name: str) -> np.ndarray:
+        return pc.fill_null(parsed.column(name).cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+
+    sessions = np.maximum(ints("repeat_count"), 1)
+    zero = np.zeros_like(sessions)
+    allowed = pc.fill_null(pc.equal(parsed.column("action"), ALLOW_ACTION), False).to_numpy(zero_copy_only=False)
+    # the end reason as its column's position (the last: any other reason, or none), through its few distinct values
+    reasons = pc.dictionary_encode(parsed.column("session_end_reason"))
+    names = list(END_REASON_COLUMNS)
+    known = [names.index(r) if r in names else len(names) for r in reasons.dictionary.to_pylist()]
+    code_of = np.array([*known, len(names)])  # the last: a null reason
+    code = code_of[pc.fill_null(reasons.indices, len(code_of) - 1).to_numpy(zero_copy_only=False)]
+    ends = [np.where(code == k, sessions, zero) for k in range(len(names) + 1)]
+    when = ints("event_time")
+    minute = np.clip((when - start_us) // 60_000_000, 0, MAX_MINUTE)
+    elapsed = ints("elapsed_seconds")
+    return np.stack([
+        sessions, np.ones_like(sessions), ints("bytes_sent"), ints("bytes_received"), ints("packets"),
+        ints("packets_sent"), ints("packets_received"), np.where(allowed, zero, sessions), elapsed,
+        *ends,
+        elapsed, when, when, np.left_shift(1, minute),
+    ])  # fmt: skip
+
+
+def partial_rows(batches: Iterable[tuple[pa.Array, int]], start_us: int, end_us: int) -> Iterator[pa.RecordBatch]:
+    """A Spark task's lines (batches of lines, each with its file's index) as partial delta rows
+    (:func:`_partial_schema`).
+
+    In-window TRAFFIC records are summed per delta key in a compiled hash table (:class:`HashAggregator`): a
+    task sends one row per key it saw, not one per line. Records before or after the window and blank lines
+    are counted, one row per status; each quarantined line is a row of its own (reason, detail, file, line).
+    """
+    from ndr_jobs.panos import parse_arrow
+
+    schema = _partial_schema()
+    table = HashAggregator(TEXT_KEYS, ("dst_port",), PARTIAL_VALUES, max_groups=1 << 20, arena_bytes=96 << 20)
+    counts = {"blank": 0, "before_window": 0, "after_window": 0}
+
+    def rows(columns: dict[str, Any], n: int) -> pa.RecordBatch:
+        return pa.RecordBatch.from_arrays(
+            [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in schema], schema=schema
+        )
+
+    def groups(found: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        columns = {name: found.column(name) for name in found.schema.names}
+        columns |= {c: columns[c].cast(schema.field(c).type) for c in (*_TIMES, "dst_port")}
+        columns["status"] = pa.array(["in_window"] * found.num_rows, pa.string())
+        out = rows(columns, found.num_rows)
+        for at in range(0, out.num_rows, 1 << 16):
+            yield out.slice(at, 1 << 16)
+
+    for lines, file_index in batches:
+        blank = raw_lines.blank(lines)
+        parsed = parse_arrow(lines, PARSED)
+        quarantined = parsed.column("quarantine_reason").is_valid().to_numpy(zero_copy_only=False) & ~blank
+        if quarantined.any():
+            picked = pa.array(np.flatnonzero(quarantined))
+            n = len(picked)
+            columns = {c: parsed.column(c).take(picked) for c in ("quarantine_reason", "quarantine_detail", "raw_line")}
+            columns["status"] = pa.array(["quarantined"] * n, pa.string())
+            columns["file_index"] = pa.array(np.full(n, file_index, np.int32))
+            columns["log_records"] = pa.array(np.ones(n, np.int64))
+            yield rows(columns, n)
+        good = ~blank & ~quarantined
+        when = pc.fill_null(parsed.column("event_time").cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+        before, after = good & (when < start_us), good & (when >= end_us)
+        counts["blank"] += int(blank.sum())
+        counts["before_window"] += int(before.sum())
+        counts["after_window"] += int(after.sum())
+        inside = good & ~before & ~after
+        if not inside.any():
+            continue
+        records = parsed.filter(pa.array(inside)) if not inside.all() else parsed
+        text = [records.column(c) for c in TEXT_KEYS]
+        port = records.column("dst_port").cast(pa.int64()).to_numpy(zero_copy_only=False)[None, :]
+        for found in table.add(text, port, line_values(records, start_us)):
+            yield from groups(found)
+    if len(table):
+        yield from groups(table.flush())
+    for status, n in counts.items():
+        if n:
+            yield rows({"status": pa.array([status]), "log_records": pa.array([n], pa.int64())}, 1)
+
+
+def merge_partials(partials: DataFrame, start: datetime, end: datetime) -> DataFrame:
+    """The groups of the batch (:data:`PARTIAL_KEYS`, then :data:`DELTA_COLUMNS`) from the tasks' partial rows."""
+    from pyspark.sql import functions as F
+
+    merge = {SUM: F.sum, MIN: F.min, MAX: F.max, OR: F.bit_or}
+    return (
+        partials.groupBy(*PARTIAL_KEYS)
+        .agg(
+            *(merge[op](c).alias(c) for c, op in PARTIAL_VALUES),
+            F.lit(start).cast("TIMESTAMP").alias("batch_start_ts"),
+            F.lit(end).cast("TIMESTAMP").alias("batch_end_ts"),
+        )
+        .select(*PARTIAL_KEYS[: -len(DELTA_KEYS)], *DELTA_COLUMNS)
+    )
+
+
+#: the job's SQL settings: the cached groups are read twice, right after they are built: not worth compressing
+JOB_SETTINGS = {"spark.sql.inMemoryColumnarStorage.compressed": "false"}
+
+
+def task_bytes(spark: SparkSession, raw_bytes: int) -> int:
+    """Raw bytes per task: ``raw_bytes / cores``, within 128 MiB .. 1 GiB (a task's hash table stays bounded,
+    and a small batch is not cut finer than Spark's text source would cut it)."""
+    return min(max(-(-raw_bytes // max(spark.sparkContext.defaultParallelism, 1)), 128 << 20), 1 << 30)
 
 
 def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
@@ -189,7 +273,6 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     from pyspark.sql import functions as F
 
     from ndr_jobs.features.common import batch_header
-    from ndr_jobs.panos import parse_traffic
     from ndr_jobs.spark import spark_session, sql_conf
 
     began = time.perf_counter()
@@ -217,28 +300,22 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
 
     spark = spark_session("ndr-delta-builder")
     phase("spark_session")
-    with sql_conf(spark, read_settings(spark, sum(o.size for o in objects))):
-        text = spark.read.text([storage.spark_uri(o.path) for o in objects])
-        # a line's file goes through the parser as a small number, not as its path: the Python workers receive
-        # and return every column of every line
-        files = F.array(*(F.lit(uri) for uri in text.inputFiles()))
-        raw = text.select(
-            F.col("value"),
-            F.array_position(files, F.input_file_name()).cast("INT").alias("file_index"),
-            F.col("value").rlike(r"^[ \t]*$").alias("_blank"),
-        )
-        # One pass over the lines: every line lands in one group of (status, its quarantine fields if it is
-        # quarantined, the delta key). The groups are few (the delta rows, plus one per distinct malformed line)
-        # and cached; the counts, the delta and the quarantine all come from them.
-        quarantined = F.col("status") == "quarantined"
-        parsed = (
-            "quarantine_reason", "quarantine_detail", "raw_line", *(c for c in DELTA_INPUTS if c not in DELTA_KEYS)
-        )
-        lines = parse_traffic(raw, columns=(*DELTA_KEYS, *parsed)).withColumn("status", _status(start, end))
-        keyed = lines.select(
-            "status", *(F.when(quarantined, F.col(c)).alias(c) for c in _QUARANTINE_FIELDS), *DELTA_INPUTS
-        )
-        groups = build_delta(keyed, start, end, extra_keys=("status", *_QUARANTINE_FIELDS))
+    raw_bytes = sum(o.size for o in objects)
+    with sql_conf(spark, JOB_SETTINGS):
+        start_us, end_us = (int(t.timestamp()) * 1_000_000 for t in (start, end))
+        split = task_bytes(spark, raw_bytes)
+        tasks = max(spark.sparkContext.defaultParallelism, -(-raw_bytes // split))
+        splits = raw_lines.splits_frame(spark, raw_lines.plan_splits(objects, split), tasks)
+
+        def task(rows: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            lines = ((b, s.file_index) for r in rows for s in raw_lines.splits_of(r) for b in raw_lines.read_lines(s))
+            return partial_rows(lines, start_us, end_us)
+
+        ddl = ", ".join(f"{f.name} {_SQL_TYPES[f.type]}" for f in _partial_schema())
+        partials = splits.mapInArrow(task, ddl)
+        # the groups are few (the delta rows, one per distinct malformed line, one per other status) and cached;
+        # the counts, the delta and the quarantine all come from them
+        groups = merge_partials(partials, start, end)
         groups = groups.persist(StorageLevel.MEMORY_AND_DISK_DESER)
         try:
             tally = groups.groupBy("status", "quarantine_reason").agg(
@@ -258,14 +335,18 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
 
             # quarantine first: a delta partition (what the next steps read) never precedes its quarantine
             partition = [("feature_spec_version", runtime.feature_spec_version), ("batch_start", datasets.stamp(start))]
-            quarantine = groups.filter(quarantined).select(
-                F.col("quarantine_reason").alias("reason"),
-                F.col("quarantine_detail").alias("detail"),
-                F.element_at(files, F.col("file_index")).alias("source_file"),
-                "raw_line",
-                F.lit(runtime.mini_batch_id).alias("mini_batch_id"),
-                F.explode(F.array_repeat(F.lit(0), F.col("log_records").cast("INT"))).alias("_occurrence"),
-            ).drop("_occurrence")  # a line that came n times is quarantined n times
+            quarantine = (
+                groups.filter(F.col("status") == "quarantined")
+                .select(
+                    F.col("quarantine_reason").alias("reason"),
+                    F.col("quarantine_detail").alias("detail"),
+                    F.element_at(F.array(*(F.lit(o.path) for o in objects)), F.col("file_index")).alias("source_file"),
+                    "raw_line",
+                    F.lit(runtime.mini_batch_id).alias("mini_batch_id"),
+                    F.explode(F.array_repeat(F.lit(0), F.col("log_records").cast("INT"))).alias("_occurrence"),
+                )
+                .drop("_occurrence")
+            )  # a line that came n times is quarantined n times
             n_quarantined = by_status.get("quarantined", 0)
             quarantine_out = storage.write_partition(
                 quarantine, storage_root, QUARANTINE_DATASET, partition, list(QUARANTINE_COLUMNS[:4]),
@@ -274,7 +355,12 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
             phase("quarantine")
             delta = groups.filter(F.col("status") == "in_window").select(*DELTA_COLUMNS)
             delta_out = storage.write_partition(
-                delta, storage_root, DELTA_DATASET, partition, list(DELTA_KEYS), storage.files_for(delta_rows),
+                delta,
+                storage_root,
+                DELTA_DATASET,
+                partition,
+                list(DELTA_KEYS),
+                storage.files_for(delta_rows),
                 delta_rows,
             )
             phase("delta")

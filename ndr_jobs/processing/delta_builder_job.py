@@ -20,10 +20,10 @@ it saw rather than one per line. Records before or after the window and blank li
 each quarantined line as a row of its own. One Spark aggregation merges the tasks' rows by status,
 quarantine fields and delta key (:func:`merge_partials`); those groups (the delta rows plus one per distinct
 malformed line) are cached, uncompressed (they are read twice, right after they are built), and the counts,
-the quarantine and the delta are read from them. Back to back on 2 cores with the 5M-line benchmark batch
-this took 37-42 s against 54-56 s for Spark's text source with the same parser in the workers (whose JVM
-spent 37 CPU-seconds reading the lines, shipping them to Python and aggregating 5M parsed rows, against 9
-now); ``make bench`` (``docs/benchmarks.md``) has the current figures.
+the quarantine and the delta are read from them. On the 5M-line benchmark batch (2 cores) the JVM spent 37
+CPU-seconds reading the lines, shipping them to the Python workers and aggregating 5M parsed rows when
+Spark's text source read them; it spends 9 now, and the job took 37-42 s against 54-56 s back to back
+(``make bench``, ``docs/benchmarks.md``, has the current figures).
 
 Rows whose event time falls outside the window (late or early arrivals) are counted in the summary and
 not written. Blank lines are counted and skipped. Each partition is replaced as a whole, atomically
@@ -142,11 +142,11 @@ PARSED: tuple[str, ...] = (
     "packets", "packets_sent", "packets_received", "elapsed_seconds", "session_end_reason", "event_time",
 )  # fmt: skip
 
-
 _SQL_TYPES = {pa.string(): "STRING", pa.int32(): "INT", pa.int64(): "BIGINT", pa.timestamp("us", tz="UTC"): "TIMESTAMP"}
 
 
 def _partial_schema() -> pa.Schema:
+    """The Arrow schema of :func:`partial_rows`' batches: :data:`PARTIAL_KEYS`, then :data:`PARTIAL_VALUES`."""
     key_types = {"file_index": pa.int32(), "dst_port": pa.int32()}
     return pa.schema(
         [(c, key_types.get(c, pa.string())) for c in PARTIAL_KEYS]

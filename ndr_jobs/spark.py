@@ -131,6 +131,11 @@ def spark_session(app_name: str = "ndr", conf: Mapping[str, str] | None = None) 
     return session
 
 
+#: for a job whose cached frame is read right after it is built (a count, then a write): compressing the cache
+#: costs more than it saves (FG-A on the 5M-line benchmark batch, back to back: 8.5-9.8 s against 10.3-11.0 s)
+UNCOMPRESSED_CACHE = {"spark.sql.inMemoryColumnarStorage.compressed": "false"}
+
+
 @contextmanager
 def sql_conf(session: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
     """Runtime SQL settings (``spark.sql.*``) for the duration of a block, restored after it (a job that tunes its

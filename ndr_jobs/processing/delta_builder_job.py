@@ -257,10 +257,6 @@ def merge_partials(partials: DataFrame, start: datetime, end: datetime) -> DataF
     )
 
 
-#: the job's SQL settings: the cached groups are read twice, right after they are built: not worth compressing
-JOB_SETTINGS = {"spark.sql.inMemoryColumnarStorage.compressed": "false"}
-
-
 def task_bytes(spark: SparkSession, raw_bytes: int) -> int:
     """Raw bytes per task: ``raw_bytes / cores``, within 128 MiB .. 1 GiB (a task's hash table stays bounded,
     and a small batch is not cut finer than Spark's text source would cut it)."""
@@ -273,7 +269,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     from pyspark.sql import functions as F
 
     from ndr_jobs.features.common import batch_header
-    from ndr_jobs.spark import spark_session, sql_conf
+    from ndr_jobs.spark import UNCOMPRESSED_CACHE, spark_session, sql_conf
 
     began = time.perf_counter()
     start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
@@ -301,7 +297,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     spark = spark_session("ndr-delta-builder")
     phase("spark_session")
     raw_bytes = sum(o.size for o in objects)
-    with sql_conf(spark, JOB_SETTINGS):
+    with sql_conf(spark, UNCOMPRESSED_CACHE):
         start_us, end_us = (int(t.timestamp()) * 1_000_000 for t in (start, end))
         split = task_bytes(spark, raw_bytes)
         tasks = max(spark.sparkContext.defaultParallelism, -(-raw_bytes // split))

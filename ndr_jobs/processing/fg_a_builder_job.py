@@ -296,7 +296,7 @@ def build_fg_a(
 def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's FG-A partition; print and return the summary."""
     from ndr_jobs.features.common import Phases, batch_header, emit
-    from ndr_jobs.spark import spark_session
+    from ndr_jobs.spark import UNCOMPRESSED_CACHE, spark_session, sql_conf
 
     phase = Phases()
     start, end = batch_window(runtime)
@@ -313,17 +313,18 @@ def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
     }
     delta = datasets.read_batches(spark, root, datasets.DELTA, fsv, present) if present else None
     cached: list[DataFrame] = []
-    try:
-        frame, hosts = build_fg_a(spark, delta, spec, start, end, present, cached)
-        phase("features")
-        written = storage.write_partition(
-            frame, root, datasets.FG_A, datasets.batch_partition(fsv, start), ["host_ip"],
-            storage.files_for(hosts, 200_000), hosts,
-        )  # fmt: skip
-        phase("write")
-    finally:
-        for cached_frame in cached:
-            cached_frame.unpersist()
+    with sql_conf(spark, UNCOMPRESSED_CACHE):
+        try:
+            frame, hosts = build_fg_a(spark, delta, spec, start, end, present, cached)
+            phase("features")
+            written = storage.write_partition(
+                frame, root, datasets.FG_A, datasets.batch_partition(fsv, start), ["host_ip"],
+                storage.files_for(hosts, 200_000), hosts,
+            )  # fmt: skip
+            phase("write")
+        finally:
+            for cached_frame in cached:
+                cached_frame.unpersist()
     return emit(
         {
             **batch_header("fg_a_builder", runtime, start, end),

@@ -133,7 +133,11 @@ def _owned(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def read_lines(split: Split, batch_lines: int = BATCH_LINES) -> Iterator[pa.Array]:
-    """The split's lines (without their endings) as Arrow string arrays of at most ``batch_lines`` lines."""
+    """The split's lines (without their endings) as Arrow string arrays of at most ``batch_lines`` lines.
+
+    A line that is not valid UTF-8 has each invalid sequence replaced by U+FFFD (as the JVM decodes one), so it
+    reaches the parser as text and is parsed or quarantined like any other line.
+    """
     buf, starts, end = _owned(split)
     if not len(starts):
         return
@@ -147,7 +151,13 @@ def read_lines(split: Split, batch_lines: int = BATCH_LINES) -> Iterator[pa.Arra
     )
     for first in range(0, len(starts), batch_lines):
         # each line still holds its ending: no line holds a line break anywhere else
-        yield pc.ascii_rtrim(every.slice(first, batch_lines), "\r\n").cast(pa.string())
+        lines = pc.ascii_rtrim(every.slice(first, batch_lines), "\r\n").cast(pa.string())
+        try:
+            lines.validate(full=True)
+        except pa.ArrowInvalid:
+            raw = lines.cast(pa.binary()).to_pylist()
+            lines = pa.array([line.decode("utf-8", "replace") for line in raw], pa.string())
+        yield lines
 
 
 def blank(lines: pa.Array) -> np.ndarray:

@@ -111,3 +111,12 @@ def test_s3_objects_are_read_by_range(monkeypatch: pytest.MonkeyPatch) -> None:
         splits = raw_lines.plan_splits(storage.list_objects("s3://raw/b/"), 100)
         assert len(splits) == len(data) // 100 + 1
         assert [line for s in splits for line in lines_of(s)] == data.splitlines()
+
+
+def test_lines_that_are_not_utf8_arrive_as_text_with_replacement_characters(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    path.write_bytes(b"ok\nbad \xff\xfe end\n\xc3\n")
+    splits = raw_lines.plan_splits([storage.ObjectInfo(str(path), path.stat().st_size)])
+    assert [line for batch in raw_lines.read_lines(splits[0]) for line in batch.to_pylist()] == [
+        "ok", "bad \ufffd\ufffd end", "\ufffd"
+    ]  # fmt: skip

@@ -174,12 +174,28 @@ def blank(lines: pa.Array) -> np.ndarray:
     return out
 
 
+def pack(splits: Sequence[Split], tasks: int) -> list[list[Split]]:
+    """``splits`` in at most ``tasks`` groups of consecutive splits with about as many bytes each (none empty):
+    a split goes to the group its middle byte falls in."""
+    tasks = max(tasks, 1)
+    share = sum(s.end - s.start for s in splits) / tasks or 1
+    groups: list[list[Split]] = []
+    done = 0
+    for split in splits:
+        size = split.end - split.start
+        if not groups or min(int((done + size / 2) // share), tasks - 1) >= len(groups):
+            groups.append([])
+        groups[-1].append(split)
+        done += size
+    return groups
+
+
 def splits_frame(spark: SparkSession, splits: Sequence[Split], tasks: int | None = None) -> DataFrame:
-    """A frame of ``splits`` (:data:`SPLIT_SCHEMA`) in ``tasks`` partitions of consecutive splits (default: a
-    task per split)."""
-    rows = [astuple(s) for s in splits]
-    n = max(1, min(len(rows), tasks or len(rows)))
-    return spark.createDataFrame(spark.sparkContext.parallelize(rows, n), SPLIT_SCHEMA)
+    """A frame of ``splits`` (:data:`SPLIT_SCHEMA`): ``tasks`` partitions of consecutive splits with about as
+    many bytes each (:func:`pack`; default: a partition per split)."""
+    groups = pack(splits, tasks) if tasks else [[s] for s in splits]
+    rows = spark.sparkContext.parallelize([[astuple(s) for s in g] for g in groups], max(len(groups), 1))
+    return spark.createDataFrame(rows.flatMap(lambda group: group), SPLIT_SCHEMA)
 
 
 def splits_of(batch: pa.RecordBatch) -> Iterator[Split]:

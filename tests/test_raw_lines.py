@@ -85,9 +85,14 @@ def test_splits_follow_the_objects_and_go_to_tasks_in_order(tmp_path: Path, spar
     assert [(s.file_index, s.start, s.end) for s in splits] == [(1, 0, 10), (1, 10, 20), (1, 20, 25), (2, 0, 99)]
     with pytest.raises(ValueError, match="split size"):
         raw_lines.plan_splits(objects, 0)
+    # by bytes: 124 bytes in 2 tasks: the 99-byte object alone
     tasks = raw_lines.splits_frame(spark, splits, 2).rdd.glom().collect()
-    assert [[(r.file_index, r.start) for r in task] for task in tasks] == [[(1, 0), (1, 10)], [(1, 20), (2, 0)]]
+    assert [[(r.file_index, r.start) for r in task] for task in tasks] == [[(1, 0), (1, 10), (1, 20)], [(2, 0)]]
     assert raw_lines.splits_frame(spark, splits).rdd.getNumPartitions() == 4
+    many = raw_lines.pack(splits, 10)
+    assert len(many) <= 10 and all(many) and sum(many, []) == splits  # no empty task, every split once, in order
+    even = [Split(1, "x", i, i + 1, 9) for i in range(9)]
+    assert [len(g) for g in raw_lines.pack(even, 3)] == [3, 3, 3]
 
 
 def test_blank_lines_are_empty_or_spaces_and_tabs() -> None:

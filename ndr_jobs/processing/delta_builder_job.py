@@ -299,9 +299,9 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     raw_bytes = sum(o.size for o in objects)
     with sql_conf(spark, UNCOMPRESSED_CACHE):
         start_us, end_us = (int(t.timestamp()) * 1_000_000 for t in (start, end))
-        split = task_bytes(spark, raw_bytes)
-        tasks = max(spark.sparkContext.defaultParallelism, -(-raw_bytes // split))
-        splits = raw_lines.splits_frame(spark, raw_lines.plan_splits(objects, split), tasks)
+        # splits of at most 128 MiB (a worker holds one in memory at a time), packed into tasks of task_bytes
+        tasks = max(spark.sparkContext.defaultParallelism, -(-raw_bytes // task_bytes(spark, raw_bytes)))
+        splits = raw_lines.splits_frame(spark, raw_lines.plan_splits(objects), tasks)
 
         def task(rows: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             lines = ((b, s.file_index) for r in rows for s in raw_lines.splits_of(r) for b in raw_lines.read_lines(s))

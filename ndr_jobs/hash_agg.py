@@ -6,8 +6,9 @@ returns the groups it had to flush to make room). The delta builder uses it in i
 Spark task sends one row per key it saw instead of one per log line.
 
 A row's key is written once into an arena of bytes (each text column as a 4-byte length, -1 for null, then its
-UTF-8 bytes; each integer column as 8 bytes) and found again by a 64-bit FNV-1a hash and a byte comparison, so
-two keys are one group exactly when all their values are equal (nulls equal to nulls, as in SQL's GROUP BY).
+UTF-8 bytes; each integer column as 8 bytes; zero-padded to 8-byte words) and found again by a 64-bit hash of its
+words (FNV-1a steps with a shift) and a word-by-word comparison, so two keys are one group exactly when all
+their values are equal (nulls equal to nulls and distinct from empty text, as in SQL's GROUP BY).
 Aggregates are int64: :data:`SUM` (overflow raises, as Spark's ANSI sum does), :data:`MIN`, :data:`MAX` and
 :data:`OR` (bitwise). Inputs carry no nulls in aggregated columns (the caller passes only rows whose values
 are all present).

@@ -11,14 +11,14 @@ One run reads one raw mini-batch folder and writes, for its window ``[batch_star
 ``$NDR_STORAGE_ROOT/quarantine/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
     every line that is not a usable TRAFFIC record: reason code, detail, source file and the raw line.
 
-How: the batch's objects are cut into splits (:mod:`ndr_jobs.raw_lines`: plain or gzip/bzip2/deflate, local or
-S3), packed into one Spark task per core (:func:`task_bytes`: 128 MiB .. 1 GiB of raw bytes per task), and
-each task's Python worker reads its lines itself, parses them (:func:`ndr_jobs.panos.parse_arrow`) and sums
-its in-window records per delta key in a compiled hash table (:func:`partial_rows`,
-:class:`ndr_jobs.hash_agg.HashAggregator`): the lines never enter the JVM, and a task sends one row per key
-it saw rather than one per line. Records before or after the window and blank lines come back as counts,
-each quarantined line as a row of its own. One Spark aggregation merges the tasks' rows by status,
-quarantine fields and delta key (:func:`merge_partials`); those groups (the delta rows plus one per distinct
+How: the batch's objects are cut into splits of at most 128 MiB (:mod:`ndr_jobs.raw_lines`: plain or
+gzip/bzip2/deflate, local or S3), packed by bytes into one Spark task per core (:func:`task_bytes`: 128 MiB ..
+1 GiB of raw bytes per task), and each task's Python worker reads its lines itself, parses them
+(:func:`ndr_jobs.panos.parse_arrow`) and sums its in-window records per delta key in a compiled hash table
+(:func:`partial_rows`, :class:`ndr_jobs.hash_agg.HashAggregator`): the lines never enter the JVM, and a task
+sends one row per key it saw rather than one per line. Records before or after the window and blank lines
+come back as counts, each quarantined line as a row of its own. One Spark aggregation merges the tasks' rows
+by status, quarantine fields and delta key (:func:`merge_partials`); those groups (the delta rows plus one per distinct
 malformed line) are cached, uncompressed (they are read twice, right after they are built), and the counts,
 the quarantine and the delta are read from them. On the 5M-line benchmark batch (2 cores) the JVM spent 37
 CPU-seconds reading the lines, shipping them to the Python workers and aggregating 5M parsed rows when

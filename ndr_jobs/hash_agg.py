@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
+from ndr_jobs.panos_scan import gather
+
 SUM, MIN, MAX, OR = 0, 1, 2, 3
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -148,20 +150,6 @@ def _split_keys(arena, key_at, n_groups, n_text, n_numbers):  # type: ignore[no-
     return starts, lengths, numbers
 
 
-@njit(cache=True, nogil=True)
-def _gather(data, starts, lengths):  # type: ignore[no-untyped-def]
-    """The bytes of each field concatenated, and their Arrow (int32) offsets (null fields: length -1, no bytes)."""
-    n = len(starts)
-    offsets = np.zeros(n + 1, np.int32)
-    for i in range(n):
-        offsets[i + 1] = offsets[i] + (lengths[i] if lengths[i] > 0 else 0)
-    out = np.empty(offsets[n], np.uint8)
-    for i in range(n):
-        for j in range(offsets[i + 1] - offsets[i]):
-            out[offsets[i] + j] = data[starts[i] + j]
-    return out, offsets
-
-
 def text_spans(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(data, starts, lengths) of an Arrow string array: its bytes, each value's first byte and length (-1: null)."""
     if isinstance(column, pa.ChunkedArray):
@@ -235,7 +223,7 @@ class HashAggregator:
         starts, lengths, numbers = _split_keys(self.arena, self.key_at, n, len(self.text), len(self.numbers))
         columns: list[pa.Array] = []
         for k in range(len(self.text)):
-            data, offsets = _gather(self.arena, starts[k], lengths[k])
+            data, offsets = gather(self.arena, starts[k], np.maximum(lengths[k], 0))
             validity = np.packbits(lengths[k] >= 0, bitorder="little")
             buffers = [pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)]
             columns.append(pa.Array.from_buffers(pa.string(), n, buffers))

@@ -154,8 +154,9 @@ def _partial_schema() -> pa.Schema:
     )
 
 
-def line_values(parsed: pa.RecordBatch | pa.Table, start_us: int) -> np.ndarray:
-    """Per parsed TRAFFIC record, what it adds to its delta row: :data:`PARTIAL_VALUES`, one row per value."""
+def line_values(parsed: pa.RecordBatch | pa.Table, when: np.ndarray, start_us: int) -> np.ndarray:
+    """Per parsed TRAFFIC record (event times ``when``, epoch microseconds), what it adds to its delta row:
+    :data:`PARTIAL_VALUES`, one row per value."""
 
     def ints(name: str) -> np.ndarray:
         return pc.fill_null(parsed.column(name).cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
@@ -170,7 +171,6 @@ def line_values(parsed: pa.RecordBatch | pa.Table, start_us: int) -> np.ndarray:
     code_of = np.array([*known, len(names)])  # the last: a null reason
     code = code_of[pc.fill_null(reasons.indices, len(code_of) - 1).to_numpy(zero_copy_only=False)]
     ends = [np.where(code == k, sessions, zero) for k in range(len(names) + 1)]
-    when = ints("event_time")
     minute = np.clip((when - start_us) // 60_000_000, 0, MAX_MINUTE)
     elapsed = ints("elapsed_seconds")
     return np.stack([
@@ -232,7 +232,7 @@ def partial_rows(batches: Iterable[tuple[pa.Array, int]], start_us: int, end_us:
         records = parsed.filter(pa.array(inside)) if not inside.all() else parsed
         text = [records.column(c) for c in TEXT_KEYS]
         port = records.column("dst_port").cast(pa.int64()).to_numpy(zero_copy_only=False)[None, :]
-        for found in table.add(text, port, line_values(records, start_us)):
+        for found in table.add(text, port, line_values(records, when[inside], start_us)):
             yield from groups(found)
     if len(table):
         yield from groups(table.flush())

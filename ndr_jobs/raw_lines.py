@@ -104,13 +104,20 @@ def _endings(buf, at_eof):  # type: ignore[no-untyped-def]
     return out
 
 
+def _line_endings(data: bytes, at_eof: bool) -> np.ndarray:
+    """:func:`_endings` of ``data``; when it holds no ``\\r`` (the usual case, found by one ``memchr``), its
+    ``\\n`` positions by a vectorised compare, twice as fast."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    return _endings(buf, at_eof) if b"\r" in data else np.flatnonzero(buf == _LF)
+
+
 def _owned(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bytes, first byte of each line the split owns, end of its last line including the ending), positions
     relative to the bytes. Reads past the split's end until its last line's ending (or the object's end)."""
     if split.compressed:
         data = CODECS[next(c for c in CODECS if split.path.endswith(c))](storage.read_range(split.path, 0, split.size))
         buf = np.frombuffer(data, dtype=np.uint8)
-        endings = _endings(buf, at_eof=True)
+        endings = _line_endings(data, at_eof=True)
         starts = np.concatenate([[0], endings + 1])
         starts = starts[starts < len(buf)]
         return buf, starts, np.array(len(buf))
@@ -118,8 +125,9 @@ def _owned(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     past = _READ_PAST
     while True:
         high = min(split.end + past, split.size)
-        buf = np.frombuffer(storage.read_range(split.path, low, high), dtype=np.uint8)
-        endings = _endings(buf, at_eof=high == split.size)
+        data = storage.read_range(split.path, low, high)
+        buf = np.frombuffer(data, dtype=np.uint8)
+        endings = _line_endings(data, at_eof=high == split.size)
         starts = endings + 1 if low else np.concatenate([[0], endings + 1])
         starts = starts[(starts >= split.start - low) & (starts < split.end - low)]
         if not len(starts):

@@ -356,6 +356,7 @@ def write_partition(
     num_files: int = 1,
     rows: int | None = None,
     count: bool = False,
+    partitioned: bool = False,
 ) -> PartitionWrite:
     """Replace one partition of ``<root>/<dataset>`` by ``df`` as Parquet, atomically and deterministically.
 
@@ -365,6 +366,9 @@ def write_partition(
     (Files by key range would let it skip whole files too, but the range partitioner
     samples the input first: one more pass over the plan below, 5 s of the 5M-line delta's write.)
     ``rows`` (when the caller knows it) is reported back; with ``count`` the write counts the rows it writes.
+    With ``partitioned`` the caller has already spread the rows that way (``df.repartition(n, *sort_by)``, or a
+    frame derived from one without moving rows): ``df``'s partitions become the files and ``num_files`` is not
+    used, which spares a shuffle.
     """
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
@@ -374,7 +378,7 @@ def write_partition(
     staging = join(staging_parent, run_id)
     recover_partition(root, dataset, partition)
     # repartition, not coalesce: coalesce(1) would run the whole plan since the last shuffle in one task
-    ordered = df.repartition(max(num_files, 1), *sort_by)
+    ordered = df if partitioned else df.repartition(max(num_files, 1), *sort_by)
     observed = Observation(dataset) if count else None
     if observed is not None:
         ordered = ordered.observe(observed, F.count(F.lit(1)).alias("rows"))

@@ -241,13 +241,20 @@ def partial_rows(batches: Iterable[tuple[pa.Array, int]], start_us: int, end_us:
             yield rows({"status": pa.array([status]), "log_records": pa.array([n], pa.int64())}, 1)
 
 
-def merge_partials(partials: DataFrame, start: datetime, end: datetime) -> DataFrame:
-    """The groups of the batch (:data:`PARTIAL_KEYS`, then :data:`DELTA_COLUMNS`) from the tasks' partial rows."""
+def merge_partials(partials: DataFrame, start: datetime, end: datetime, files: int) -> DataFrame:
+    """The groups of the batch (:data:`PARTIAL_KEYS`, then :data:`DELTA_COLUMNS`) from the tasks' partial rows,
+    in ``files`` partitions by a hash of :data:`DELTA_KEYS`: the delta's files, so that one shuffle serves the
+    merge and the write.
+
+    (The tasks' rows go straight to the shuffle: merging them in the reading tasks first, as Spark's own
+    ``groupBy`` would, gains nothing, since a task's rows already have distinct keys.)
+    """
     from pyspark.sql import functions as F
 
     merge = {SUM: F.sum, MIN: F.min, MAX: F.max, OR: F.bit_or}
     return (
-        partials.groupBy(*PARTIAL_KEYS)
+        partials.repartition(files, *DELTA_KEYS)
+        .groupBy(*PARTIAL_KEYS)
         .agg(
             *(merge[op](c).alias(c) for c, op in PARTIAL_VALUES),
             F.lit(start).cast("TIMESTAMP").alias("batch_start_ts"),
@@ -261,6 +268,12 @@ def task_bytes(spark: SparkSession, raw_bytes: int) -> int:
     """Raw bytes per task: ``raw_bytes / cores``, within 128 MiB .. 1 GiB (a task's hash table stays bounded,
     and a small batch is not cut finer than Spark's text source would cut it)."""
     return min(max(-(-raw_bytes // max(spark.sparkContext.defaultParallelism, 1)), 128 << 20), 1 << 30)
+
+
+def delta_files(spark: SparkSession, raw_bytes: int) -> int:
+    """How many files the delta is written in: one per 256 MiB of raw bytes, at most one
+    per core (a file's rows are merged, sorted and written by one task)."""
+    return min(max(-(-raw_bytes // (256 << 20)), 1), max(spark.sparkContext.defaultParallelism, 1))
 
 
 def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
@@ -311,7 +324,8 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
         partials = splits.mapInArrow(task, ddl)
         # the groups are few (the delta rows, one per distinct malformed line, one per other status) and cached;
         # the counts, the delta and the quarantine all come from them
-        groups = merge_partials(partials, start, end)
+        files = delta_files(spark, raw_bytes)
+        groups = merge_partials(partials, start, end, files)
         groups = groups.persist(StorageLevel.MEMORY_AND_DISK_DESER)
         try:
             tally = groups.groupBy("status", "quarantine_reason").agg(
@@ -356,8 +370,9 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
                 DELTA_DATASET,
                 partition,
                 list(DELTA_KEYS),
-                storage.files_for(delta_rows),
+                files,
                 delta_rows,
+                partitioned=True,
             )
             phase("delta")
         finally:

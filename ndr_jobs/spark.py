@@ -134,6 +134,10 @@ def spark_session(app_name: str = "ndr", conf: Mapping[str, str] | None = None) 
 #: for a job whose cached frame is read right after it is built (a count, then a write): compressing the cache
 #: costs more than it saves (FG-A on the 5M-line benchmark batch, back to back: 8.5-9.8 s against 10.3-11.0 s)
 UNCOMPRESSED_CACHE = {"spark.sql.inMemoryColumnarStorage.compressed": "false"}
+#: for aggregations into many groups (FG-A's per-destination sums: ~1.4M groups from ~1.4M rows): no small
+#: first-level hash map in front of the main one, which fills at once and then only adds a failed lookup per row
+#: (FG-A on the 5M-line benchmark batch, alternating: 9.0-11.0 s against 10.0-12.2 s)
+ONE_LEVEL_AGGREGATE_MAP = {"spark.sql.codegen.aggregate.map.twolevel.enabled": "false"}
 
 
 @contextmanager

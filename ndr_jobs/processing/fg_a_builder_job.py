@@ -296,7 +296,7 @@ def build_fg_a(
 def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's FG-A partition; print and return the summary."""
     from ndr_jobs.features.common import Phases, batch_header, emit
-    from ndr_jobs.spark import UNCOMPRESSED_CACHE, spark_session, sql_conf
+    from ndr_jobs.spark import ONE_LEVEL_AGGREGATE_MAP, UNCOMPRESSED_CACHE, spark_session, sql_conf
 
     phase = Phases()
     start, end = batch_window(runtime)
@@ -313,7 +313,7 @@ def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
     }
     delta = datasets.read_batches(spark, root, datasets.DELTA, fsv, present) if present else None
     cached: list[DataFrame] = []
-    with sql_conf(spark, UNCOMPRESSED_CACHE):
+    with sql_conf(spark, {**UNCOMPRESSED_CACHE, **ONE_LEVEL_AGGREGATE_MAP}):
         try:
             frame, hosts = build_fg_a(spark, delta, spec, start, end, present, cached)
             phase("features")

@@ -17,13 +17,15 @@ gzip/bzip2/deflate, local or S3), packed by bytes into one Spark task per core (
 (:func:`ndr_jobs.panos.parse_arrow`) and sums its in-window records per delta key in a compiled hash table
 (:func:`partial_rows`, :class:`ndr_jobs.hash_agg.HashAggregator`): the lines never enter the JVM, and a task
 sends one row per key it saw rather than one per line. Records before or after the window and blank lines
-come back as counts, each quarantined line as a row of its own. One Spark aggregation merges the tasks' rows
-by status, quarantine fields and delta key (:func:`merge_partials`); those groups (the delta rows plus one per distinct
-malformed line) are cached, uncompressed (they are read twice, right after they are built), and the counts,
-the quarantine and the delta are read from them. On the 5M-line benchmark batch (2 cores) the JVM spent 37
-CPU-seconds reading the lines, shipping them to the Python workers and aggregating 5M parsed rows when
-Spark's text source read them; it spends 9 now, and the job took 37-42 s against 54-56 s back to back
-(``make bench``, ``docs/benchmarks.md``, has the current figures).
+come back as counts, each quarantined line as a row of its own. The tasks' rows are shuffled by a hash of
+the delta key into the delta's files (:func:`delta_files`: one per 256 MiB of raw bytes, at most one per
+core) and merged there by status, quarantine fields and delta key (:func:`merge_partials`); those groups (the
+delta rows plus one per distinct malformed line) are cached, uncompressed (they are read twice, right after
+they are built), and the counts, the quarantine and the delta are read from them; the delta is written from
+the same partitions, each sorted by key (one shuffle in the job). On the 5M-line benchmark batch (2 cores)
+the JVM spent 37 CPU-seconds reading the lines, shipping them to the Python workers and aggregating 5M parsed
+rows when Spark's text source read them, and the job took 54-56 s; it spends 4-5 in that stage now, and the
+job took 29-32 s in a later session (``make bench``, ``docs/benchmarks.md``, has the current figures).
 
 Rows whose event time falls outside the window (late or early arrivals) are counted in the summary and
 not written. Blank lines are counted and skipped. Each partition is replaced as a whole, atomically

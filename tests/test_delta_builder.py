@@ -18,6 +18,7 @@ from ndr_jobs import storage
 from ndr_jobs.processing.delta_builder_job import (
     DELTA_COLUMNS,
     QUARANTINE_COLUMNS,
+    delta_files,
     raw_batch_folder,
     run_delta_builder_from_runtime_config,
     task_bytes,
@@ -414,6 +415,10 @@ def test_the_read_is_split_per_core_within_bounds_and_the_session_gets_its_setti
     assert task_bytes(spark, 10 * mib) == 128 * mib
     assert task_bytes(spark, 300 * mib * cores) == 300 * mib
     assert task_bytes(spark, 100 * 1024 * mib) == 1024 * mib
+    # the delta's files (and the merge's partitions): one per 256 MiB of raw bytes, at most one per core
+    assert delta_files(spark, 10 * mib) == 1
+    assert delta_files(spark, 257 * mib) == min(2, cores)
+    assert delta_files(spark, 100 * 1024 * mib) == cores
     key, unset = "spark.sql.files.maxPartitionBytes", "spark.sql.ndr.test.unset"
     before = spark.conf.get(key)
     with pytest.raises(RuntimeError), sql_conf(spark, {key: "12345", unset: "x"}):

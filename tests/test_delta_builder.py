@@ -425,3 +425,37 @@ def test_the_read_is_split_per_core_within_bounds_and_the_session_gets_its_setti
         assert spark.conf.get(key) == "12345" and spark.conf.get(unset) == "x"
         raise RuntimeError("a failing job")
     assert spark.conf.get(key) == before and spark.conf.get(unset, None) is None
+
+
+def test_the_merge_puts_records_in_their_delta_file_and_spreads_malformed_lines(spark) -> None:  # noqa: ANN001
+    """``merge_partials`` partitions as the delta's files (a hash of the key, as ``repartition(n, *DELTA_KEYS)``)
+    and spreads quarantined lines (null keys) by their text instead of piling them in one partition."""
+    from pyspark.sql import functions as F
+
+    from ndr_jobs.processing.delta_builder_job import (
+        _SQL_TYPES,
+        DELTA_KEYS,
+        PARTIAL_VALUES,
+        _partial_schema,
+        merge_partials,
+    )
+
+    names = [f.name for f in _partial_schema()]
+    values = dict.fromkeys(c for c, _ in PARTIAL_VALUES)
+    records = [
+        {**dict.fromkeys(names), **values, "status": "in_window", "src_ip": f"10.0.0.{i}", "dst_ip": "10.9.9.9",
+         "dst_port": 443, "log_records": 1}
+        for i in range(40)
+    ] + [
+        {**dict.fromkeys(names), **values, "status": "quarantined", "quarantine_reason": "TOO_FEW_FIELDS",
+         "raw_line": f"garbage {i}", "file_index": 1, "log_records": 1}
+        for i in range(40)
+    ]  # fmt: skip
+    ddl = ", ".join(f"{f.name} {_SQL_TYPES[f.type]}" for f in _partial_schema())
+    partials = spark.createDataFrame([tuple(r[n] for n in names) for r in records], ddl)
+    start, end = datetime(2026, 10, 1, 12, tzinfo=UTC), datetime(2026, 10, 1, 12, 15, tzinfo=UTC)
+    merged = merge_partials(partials, start, end, 4).withColumn("part", F.spark_partition_id())
+    expected = partials.repartition(4, *DELTA_KEYS).withColumn("part", F.spark_partition_id())
+    where = {r["src_ip"]: r["part"] for r in merged.where("status = 'in_window'").collect()}
+    assert where == {r["src_ip"]: r["part"] for r in expected.where("status = 'in_window'").collect()}
+    assert len({r["part"] for r in merged.where("status = 'quarantined'").collect()}) > 1

@@ -246,7 +246,9 @@ def partial_rows(batches: Iterable[tuple[pa.Array, int]], start_us: int, end_us:
 def merge_partials(partials: DataFrame, start: datetime, end: datetime, files: int) -> DataFrame:
     """The groups of the batch (:data:`PARTIAL_KEYS`, then :data:`DELTA_COLUMNS`) from the tasks' partial rows,
     in ``files`` partitions by a hash of :data:`DELTA_KEYS`: the delta's files, so that one shuffle serves the
-    merge and the write.
+    merge and the write. The hash also takes ``raw_line``, null on a record's row (Spark's hash skips a null, so
+    the row goes where the key alone sends it) and the line on a quarantined one (a batch of malformed lines is
+    spread over the partitions, not merged by one task).
 
     (The tasks' rows go straight to the shuffle: merging them in the reading tasks first, as Spark's own
     ``groupBy`` would, gains nothing, since a task's rows already have distinct keys.)
@@ -255,7 +257,7 @@ def merge_partials(partials: DataFrame, start: datetime, end: datetime, files: i
 
     merge = {SUM: F.sum, MIN: F.min, MAX: F.max, OR: F.bit_or}
     return (
-        partials.repartition(files, *DELTA_KEYS)
+        partials.repartition(files, *DELTA_KEYS, "raw_line")
         .groupBy(*PARTIAL_KEYS)
         .agg(
             *(merge[op](c).alias(c) for c, op in PARTIAL_VALUES),

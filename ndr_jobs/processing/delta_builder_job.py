@@ -275,8 +275,8 @@ def task_bytes(spark: SparkSession, raw_bytes: int) -> int:
 
 
 def delta_files(spark: SparkSession, raw_bytes: int) -> int:
-    """How many files the delta is written in: one per 256 MiB of raw bytes, at most one
-    per core (a file's rows are merged, sorted and written by one task)."""
+    """How many files the delta is written in: one per 256 MiB of raw bytes, at most one per core (a file's rows
+    are merged, sorted and written by one task)."""
     return min(max(-(-raw_bytes // (256 << 20)), 1), max(spark.sparkContext.defaultParallelism, 1))
 
 

@@ -43,9 +43,7 @@ ingestion contract), with ``org_id`` from ``$NDR_ORG_ID`` or else from the mini-
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -285,10 +283,10 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from ndr_jobs.features.common import batch_header
+    from ndr_jobs.features.common import Phases, batch_header, emit
     from ndr_jobs.spark import UNCOMPRESSED_CACHE, spark_session, sql_conf
 
-    began = time.perf_counter()
+    phase = Phases()
     start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
     if end <= start:
         raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
@@ -302,15 +300,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     if not objects:
         raise FileNotFoundError(f"no raw objects under {folder}")
 
-    phases: dict[str, float] = {}
-    mark = time.perf_counter()
-
-    def phase(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        phases[name] = round(now - mark, 3)
-        mark = now
-
+    phase("list_objects")
     spark = spark_session("ndr-delta-builder")
     phase("spark_session")
     raw_bytes = sum(o.size for o in objects)
@@ -387,7 +377,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
         **batch_header("delta_builder", runtime, start, end),
         "raw_batch_folder": folder,
         "raw_files": len(objects),
-        "raw_bytes": sum(o.size for o in objects),
+        "raw_bytes": raw_bytes,
         "rows_read": sum(by_status.values()) - blank,
         "blank_lines": blank,
         "rows_parsed": sum(by_status.get(s, 0) for s in ("in_window", "before_window", "after_window")),
@@ -399,8 +389,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
         "delta_rows": delta_rows,
         "outputs": {"delta": delta_out.path, "quarantine": quarantine_out.path},
         "output_files": {"delta": len(delta_out.files), "quarantine": len(quarantine_out.files)},
-        "seconds": round(time.perf_counter() - began, 3),
-        "phase_seconds": phases,
+        "seconds": phase.total(),
+        "phase_seconds": phase.seconds,
     }
-    print(json.dumps(summary, sort_keys=True), flush=True)
-    return summary
+    return emit(summary)

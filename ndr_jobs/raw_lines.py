@@ -8,10 +8,10 @@ splits' bytes straight from the file or S3 object (:func:`read_lines`): the line
 
 Lines are what Spark's text source (Hadoop's line reader) makes of the bytes: each ends at ``\\n``, ``\\r\\n``
 or ``\\r`` (not part of the line), and the last one with or without an ending; an empty line between two
-endings is a line. Bytes are not decoded (a line is its bytes, as in Spark). A compressed object (``.gz``,
-``.bz2``, ``.deflate``) is one split, decompressed whole; a plain one is cut every ``max_bytes`` bytes, and a
-split owns the lines that start inside it (the last of them read past its end), so that every line is read
-once whatever the cut.
+endings is a line. Lines are UTF-8; an invalid sequence becomes U+FFFD, as the JVM decodes it. A compressed
+object (``.gz``, ``.bz2``, ``.deflate``) is one split, decompressed whole; a plain one is cut every
+``max_bytes`` bytes, and a split owns the lines that start inside it (the last of them read past its end), so
+that every line is read once whatever the cut.
 """
 
 from __future__ import annotations

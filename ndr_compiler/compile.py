@@ -10,16 +10,18 @@ from pathlib import Path
 from ndr_compiler import ir
 from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.emit import Artifact, to_json
-from ndr_compiler.expand.pipeline import default_pipeline_name, expand_pipeline
+from ndr_compiler.expand.janitor import expand_janitor
+from ndr_compiler.expand.pipeline import default_pipeline_name, expand_pipeline, runtime_seconds
 from ndr_compiler.expand.state_machine import expand_state_machine
 from ndr_compiler.lint import lint_ir
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
 from ndr_compiler.lint.refs import state_machine_refs
 from ndr_compiler.render.asl import render_state_machine
+from ndr_compiler.render.contract_schema import contract_schema
 from ndr_compiler.render.iam import pipelines_policy, state_machine_policy
 from ndr_compiler.render.mermaid import pipeline_diagram, state_machine_diagram
 from ndr_compiler.render.schema import spec_schema
-from ndr_compiler.specs import SpecSet, load_specs
+from ndr_compiler.specs import Spec, SpecSet, load_specs
 
 MAX_DEFINITION_BYTES = 1_048_576  # Step Functions and SageMaker pipeline definitions alike
 #: pipeline definitions already rendered in this process (the SDK takes about a second per pipeline)
@@ -44,6 +46,25 @@ def _size_check(text: str, what: str, origin: ir.Span) -> Diagnostic | None:
     if size > MAX_DEFINITION_BYTES:
         return Diagnostic("E402", f"definition of {what} is {size} bytes; the limit is {MAX_DEFINITION_BYTES}", origin)
     return None
+
+
+def _add_machine(result: Compilation, machine: ir.StateMachineIR, diags: list[Diagnostic], render: bool,
+                 event_bus: str) -> None:
+    result.diagnostics.extend(diags)
+    result.machines.append(machine)
+    if diags or not render:
+        return
+    text = to_json(render_state_machine(machine))
+    too_big = _size_check(text, f"state machine '{machine.name}'", machine.origin)
+    if too_big:
+        result.diagnostics.append(too_big)
+        return
+    result.artifacts.append(Artifact(f"state_machines/{machine.name}.asl.json", text))
+    result.artifacts.append(Artifact(f"diagrams/{machine.name}.md", state_machine_diagram(machine)))
+    result.artifacts.append(Artifact(f"iam/{machine.name}.json", to_json(state_machine_policy(machine, event_bus))))
+    if machine.intake is not None:
+        result.artifacts.append(Artifact(f"schema/events/{machine.name}.schema.json",
+                                         to_json(contract_schema(machine))))
 
 
 def compile_specs(paths: Iterable[Path], render: bool = True) -> Compilation:
@@ -78,32 +99,33 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
             result.diagnostics.append(Diagnostic("E001", f"pipeline checks crashed: {type(exc).__name__}: {exc}",
                                                  p.doc.span()))
 
+    janitors: dict[str, Spec] = {}
+    machine_projects: dict[str, list[str]] = {}
     for sm in specs.state_machines():
         ref_diags = list(state_machine_refs(specs, sm))
         result.diagnostics.extend(ref_diags)
         project = projects.get(sm.model.spec.project)
         if project is None or ref_diags:
             continue
+        provisioning = project.model.spec.polling.provisioning_seconds
+        runtimes = {ph: runtime_seconds(p, provisioning) for p in result.pipelines.values() for ph in p.placeholders}
         try:
-            machine = expand_state_machine(sm.doc, sm.model, project.model)
+            machine = expand_state_machine(sm.doc, sm.model, project.model, runtimes)
             ir_diags = lint_ir(machine) + list(start_rules(specs, machine, result.pipelines))
         except Exception as exc:
             result.diagnostics.append(Diagnostic("E001", f"expansion crashed: {type(exc).__name__}: {exc}",
                                                  sm.doc.span()))
             continue
-        result.diagnostics.extend(ir_diags)
-        result.machines.append(machine)
-        if ir_diags or not render:
-            continue
-        text = to_json(render_state_machine(machine))
-        too_big = _size_check(text, f"state machine '{machine.name}'", machine.origin)
-        if too_big:
-            result.diagnostics.append(too_big)
-            continue
-        result.artifacts.append(Artifact(f"state_machines/{machine.name}.asl.json", text))
-        result.artifacts.append(Artifact(f"diagrams/{machine.name}.md", state_machine_diagram(machine)))
-        result.artifacts.append(Artifact(f"iam/{machine.name}.json",
-                                         to_json(state_machine_policy(machine, project.model.spec.event_bus))))
+        if machine.locks or machine.polls:
+            janitors[project.name] = project
+            machine_projects.setdefault(project.name, []).append(machine.name)
+        _add_machine(result, machine, ir_diags, render, project.model.spec.event_bus)
+    for project in janitors.values():  # one janitor per project whose machines hold locks or run pipelines
+        machine = expand_janitor(project.model, project.doc.file, project.doc.span())
+        started = {p.name: p for m in result.machines if m.name in machine_projects.get(project.name, ())
+                   for p in m.placeholders}
+        machine.placeholders = [started[n] for n in sorted(started)]  # the pipelines it may have to stop
+        _add_machine(result, machine, lint_ir(machine), render, project.model.spec.event_bus)
 
     if render:
         result.artifacts.append(Artifact("schema/ndr-spec.schema.json", to_json(spec_schema())))

@@ -4,24 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
+from ndr_compiler import lock_table as lt
 from ndr_compiler.models.project import Project
 
 
 def table_definitions(project: Project) -> list[dict[str, Any]]:
-    """create_table arguments for the lock, routing and parameters tables (on-demand billing)."""
+    """create_table arguments for the lock, routing and parameters tables (on-demand billing), with the
+    indexes the state machines query: the lock table by owner (the janitor), the routing table by project
+    (a backfill request names a project)."""
     t = project.spec.tables
 
-    def table(name: str, keys: list[tuple[str, str]]) -> dict[str, Any]:
-        return {
+    def table(name: str, keys: list[tuple[str, str]], indexes: dict[str, str] | None = None) -> dict[str, Any]:
+        attributes = dict.fromkeys([k for k, _ in keys] + list((indexes or {}).values()))
+        out: dict[str, Any] = {
             "TableName": name,
             "KeySchema": [{"AttributeName": k, "KeyType": kt} for k, kt in keys],
-            "AttributeDefinitions": [{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
+            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in attributes],
             "BillingMode": "PAY_PER_REQUEST",
         }
+        if indexes:
+            out["GlobalSecondaryIndexes"] = [
+                {"IndexName": index, "KeySchema": [{"AttributeName": attr, "KeyType": "HASH"}],
+                 "Projection": {"ProjectionType": "ALL"}}
+                for index, attr in sorted(indexes.items())
+            ]
+        return out
 
     return [
-        table(t.locks, [("lock_key", "HASH")]),
-        table(t.routing, [("org_id", "HASH")]),
+        table(t.locks, [(lt.KEY, "HASH")], {lt.OWNER_INDEX: lt.OWNER}),
+        table(t.routing, [("org_id", "HASH")], {lt.ROUTING_PROJECT_INDEX: "project_name"}),
         table(t.parameters, [("project_name", "HASH"), ("feature_spec_version", "RANGE")]),
     ]
 
@@ -60,7 +71,7 @@ def ensure_tables(client: Any, project: Project) -> list[str]:
     ttl = client.describe_time_to_live(TableName=locks).get("TimeToLiveDescription", {})
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         client.update_time_to_live(
-            TableName=locks, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+            TableName=locks, TimeToLiveSpecification={"Enabled": True, "AttributeName": lt.EXPIRES_AT}
         )
     for table, items in seed_items(project).items():
         for item in items:

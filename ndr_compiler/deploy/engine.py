@@ -18,10 +18,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ndr_compiler import lock_table as lt
 from ndr_compiler import semantic_diff
 from ndr_compiler.compile import Compilation
 from ndr_compiler.deploy.dynamodb import seed_items, table_definitions
 from ndr_compiler.deploy.placeholders import resolve
+from ndr_compiler.expand.janitor import status_change_pattern
 from ndr_compiler.expand.pipeline import default_pipeline_name
 from ndr_compiler.models.environment import Environment
 from ndr_compiler.models.project import Project
@@ -175,8 +177,9 @@ class Deployer:
         out = []
         for d in table_definitions(self.project):
             name = d["TableName"]
-            ttl = "expires_at" if name == self.project.spec.tables.locks else None
-            desired = {"KeySchema": d["KeySchema"], "BillingMode": d["BillingMode"], "TTL": ttl}
+            ttl = lt.EXPIRES_AT if name == self.project.spec.tables.locks else None
+            indexes = sorted(i["IndexName"] for i in d.get("GlobalSecondaryIndexes", []))
+            desired = {"KeySchema": d["KeySchema"], "BillingMode": d["BillingMode"], "TTL": ttl, "Indexes": indexes}
 
             def read(name: str = name) -> Any:
                 try:
@@ -191,6 +194,7 @@ class Deployer:
                     "KeySchema": t["KeySchema"],
                     "BillingMode": t.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED"),
                     "TTL": ttl_desc.get("AttributeName") if on else None,
+                    "Indexes": sorted(i["IndexName"] for i in t.get("GlobalSecondaryIndexes", [])),
                 }
 
             def create(d: dict = d, ttl: str | None = ttl) -> None:
@@ -210,6 +214,10 @@ class Deployer:
                     ddb.update_time_to_live(
                         TableName=d["TableName"], TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl}
                     )
+                for index in d.get("GlobalSecondaryIndexes", []):  # one index per update, as DynamoDB wants
+                    if index["IndexName"] not in current.get("Indexes", []):
+                        ddb.update_table(TableName=d["TableName"], AttributeDefinitions=d["AttributeDefinitions"],
+                                         GlobalSecondaryIndexUpdates=[{"Create": index}])
 
             out.append(Resource("dynamodb-table", name, desired, read, create, update))
         for table, items in seed_items(self.project).items():
@@ -285,9 +293,11 @@ class Deployer:
             for m in self.c.machines:
                 short = m.name.removeprefix("sfn_ndr_").replace("_", "-")
                 out.append(self._role(f"sfn-{short}", SFN_TRUST, json.loads(self.artifact(f"iam/{m.name}.json"))))
-        if roles.events.arn is None and (self.env.triggers.events or self.env.triggers.schedules):
+        if roles.events.arn is None and (self.env.triggers.events or self.env.triggers.schedules
+                                         or any(m.generated for m in self.c.machines)):
             targets = sorted(
                 {t.state_machine for t in [*self.env.triggers.events.values(), *self.env.triggers.schedules.values()]}
+                | {m.name for m in self.c.machines if m.generated}
             )
             arns = [self.machine_arn(t) for t in targets]
             policy = {
@@ -491,6 +501,14 @@ class Deployer:
                 "Input": json.dumps(s.input, sort_keys=True),
             }
             rules.append((f"{self.env.prefix}-{key}", "default", {"ScheduleExpression": s.schedule}, target))
+        for janitor in (m for m in self.c.machines if m.generated):
+            # every execution of the project's other machines that ends ABORTED, TIMED_OUT or FAILED
+            watched = [self.machine_arn(m.name) for m in self.c.machines if not m.generated]
+            target = {"Id": "state-machine", "Arn": f"{self.machine_arn(janitor.name)}:{self.env.alias}",
+                      "RoleArn": role}
+            pattern = json.dumps(status_change_pattern(watched), sort_keys=True)
+            rules.append((f"{self.env.prefix}-{janitor.name.removeprefix('sfn_ndr_').replace('_', '-')}", "default",
+                          {"EventPattern": pattern}, target))
         for name, bus, spec, target in rules:
             desired = {**spec, "State": "ENABLED", "Targets": [target]}
 

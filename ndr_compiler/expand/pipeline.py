@@ -77,3 +77,15 @@ def _literal(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def runtime_seconds(p: ir.PipelineIR, provisioning_seconds: int) -> int:
+    """The longest a pipeline execution can run on its own limits: the slowest chain of dependent steps, each
+    at its max runtime plus provisioning, once per attempt its retry policy allows."""
+    by_name = {s.name: s for s in p.steps}
+    finish: dict[str, int] = {}
+    for s in p.steps:  # declared in dependency order (lint E510)
+        attempts = 1 + (s.retry.max_attempts if s.retry else 0)
+        own = (s.processor.max_runtime_seconds + provisioning_seconds) * attempts
+        finish[s.name] = own + max((finish.get(d, 0) for d in s.depends_on if d in by_name), default=0)
+    return max(finish.values(), default=0)

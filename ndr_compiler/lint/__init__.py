@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 from ndr_compiler import ir
 from ndr_compiler.diagnostics import Diagnostic
-from ndr_compiler.lint import graph, jsonata_rules
+from ndr_compiler.lint import graph, invariants, jsonata_rules
 from ndr_compiler.lint.registry import CODES
 
 IRRule = Callable[[ir.StateMachineIR], Iterable[Diagnostic]]
@@ -19,6 +19,10 @@ IR_RULES: list[IRRule] = [
     graph.terminal_exists,
     graph.locks_released,
     graph.loops_bounded,
+    invariants.leases,
+    invariants.poll_budgets,
+    invariants.untrusted_reads,
+    invariants.effects_after_success,
     jsonata_rules.expressions,
 ]
 

@@ -18,19 +18,19 @@ RESULT_RE = re.compile(r"\$states\.result\b")
 ERROR_RE = re.compile(r"\$states\.errorOutput\b")
 
 
-def _strings(value: Any) -> Iterator[str]:
+def strings(value: Any) -> Iterator[str]:
     if isinstance(value, dict):
         for k, v in value.items():
-            yield from _strings(k)
-            yield from _strings(v)
+            yield from strings(k)
+            yield from strings(v)
     elif isinstance(value, list):
         for v in value:
-            yield from _strings(v)
+            yield from strings(v)
     elif isinstance(value, str) and is_expr(value):
         yield inner(value)
 
 
-def _fields(state: ir.State) -> Iterator[tuple[str, Any]]:
+def fields(state: ir.State) -> Iterator[tuple[str, Any]]:
     """(field, value) pairs of a state that may hold JSONata, named as in ASL."""
     yield "Output", state.output
     yield "Assign", state.assign
@@ -68,8 +68,8 @@ def expressions(machine: ir.StateMachineIR) -> Iterator[Diagnostic]:
     for g in graphs(machine):
         for state in g.states:
             result_ok = isinstance(state, ir.Task | ir.Map)
-            for field, value in _fields(state):
-                for src in _strings(value):
+            for field, value in fields(state):
+                for src in strings(value):
                     err = _parse_error(src)
                     if err:
                         yield Diagnostic("E601", f"state '{state.name}' {field}: JSONata does not parse: {err}",

@@ -6,8 +6,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.expand.intake import INTAKE_INFIX, INTAKE_NAMES, INTAKE_PREFIXES
 from ndr_compiler.expand.state_machine import RESERVED_VARIABLES
 from ndr_compiler.specs import Spec, SpecSet
+from ndr_jobs.contract import TYPES
+
+BATCH_FOLDER_BINDS = TYPES["batch_folder"].binds
 
 
 def _walk_steps(steps: list[Any], path: tuple[Any, ...]) -> Iterator[tuple[str, Any, tuple[Any, ...]]]:
@@ -47,7 +51,10 @@ def state_machine_refs(specs: SpecSet, sm: Spec) -> Iterator[Diagnostic]:
                     yield Diagnostic("E303", f"value '{name}' would shadow the variable '${name}'",
                                      sm.doc.span((*path, "values", name)))
         if kind == "parse_context":
+            bound = {b for f in body.fields.values() if f.type == "batch_folder" for b in BATCH_FOLDER_BINDS}
+            bound.discard("batch_folder")
             for name in body.fields:
-                if name in RESERVED_VARIABLES | {"m", "d", "g", "ok", "missing"}:
+                if (name in RESERVED_VARIABLES | INTAKE_NAMES or name.startswith(INTAKE_PREFIXES) or INTAKE_INFIX in name
+                        or name in bound):
                     yield Diagnostic("E303", f"field '{name}' would shadow the variable '${name}'",
                                      sm.doc.span((*path, "fields", name)))

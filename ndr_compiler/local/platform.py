@@ -3,11 +3,16 @@
 Used by the scenario tests and the local runner: the DynamoDB tables (seeded from the project spec),
 one SageMaker pipeline per pipeline name, the state machines with their placeholders resolved (children
 first), the event bus with a rule that copies every event to an SQS queue so runs can be inspected, and
-the artifacts bucket. Call inside :func:`ndr_compiler.local.offline_aws`.
+the buckets. Call inside :func:`ndr_compiler.local.offline_aws`.
+
+moto sends no "Step Functions Execution Status Change" events: :meth:`OfflinePlatform.settle` stands in for
+the janitor's rule (the same pattern, checked with EventBridge's own matcher) and runs the janitor for
+every execution that ended ABORTED, TIMED_OUT or FAILED since the last call.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -19,12 +24,15 @@ import boto3
 
 from ndr_compiler.deploy.dynamodb import ensure_tables
 from ndr_compiler.deploy.placeholders import placeholders, resolve, state_machine_arn_placeholder
+from ndr_compiler.expand.janitor import janitor_name
 from ndr_compiler.local.sfn_runtime import ExecutionResult, run_execution
 from ndr_compiler.models.project import Project
 
 ACCOUNT = "123456789012"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/ndr-offline"
 EMPTY_PIPELINE = json.dumps({"Version": "2020-12-01", "Metadata": {}, "Parameters": [], "Steps": []})
+#: what the environment gives placeholders that are not pipeline names or machine ARNs, offline
+DEFAULT_VALUES = {"ArtifactsBucket": "ndr-artifacts"}
 
 
 def default_pipeline_name(placeholder: str) -> str:
@@ -40,6 +48,9 @@ class OfflinePlatform:
     machine_arns: dict[str, str] = field(default_factory=dict)
     pipeline_names: dict[str, str] = field(default_factory=dict)
     queue_url: str = ""
+    values: dict[str, str] = field(default_factory=dict)
+    janitor: str | None = None
+    settled: set[str] = field(default_factory=set)
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=self.region)
@@ -71,6 +82,36 @@ class OfflinePlatform:
             TableName=self.project.spec.tables.locks, Key={"lock_key": {"S": key}}, ConsistentRead=True
         ).get("Item")
         return {k: next(iter(v.values())) for k, v in item.items()} if item else None
+
+    def locks(self) -> list[dict[str, Any]]:
+        """Every item of the lock table (locks and pipeline-run records)."""
+        ddb = self.client("dynamodb")
+        items = ddb.scan(TableName=self.project.spec.tables.locks, ConsistentRead=True)["Items"]
+        return [{k: next(iter(v.values())) for k, v in item.items()} for item in items]
+
+    def settle(self, timeout_s: float = 120) -> list[ExecutionResult]:
+        """Deliver the status change of every execution that ended ABORTED, TIMED_OUT or FAILED (and was not
+        delivered yet) to the janitor, as the janitor's EventBridge rule does; returns the janitor runs."""
+        from ndr_compiler.expand.janitor import STATUSES, status_change_pattern
+
+        if self.janitor is None:
+            return []
+        sfn, events = self.client("stepfunctions"), self.client("events")
+        watched = [arn for name, arn in sorted(self.machine_arns.items()) if name != self.janitor]
+        pattern = json.dumps(status_change_pattern(watched))
+        runs = []
+        for name in sorted(self.machine_arns):
+            if name == self.janitor:
+                continue
+            for execution in sfn.list_executions(stateMachineArn=self.machine_arns[name])["executions"]:
+                arn = execution["executionArn"]
+                if execution["status"] not in STATUSES or arn in self.settled:
+                    continue
+                self.settled.add(arn)
+                event = status_change_event(sfn.describe_execution(executionArn=arn), self.region)
+                if events.test_event_pattern(EventPattern=pattern, Event=json.dumps(event))["Result"]:
+                    runs.append(self.run(self.janitor, event, timeout_s=timeout_s))
+        return runs
 
     def put_json(self, uri: str, document: Any) -> None:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -106,14 +147,36 @@ def _buckets(project: Project) -> set[str]:
     return {b for b in found if re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", b)}
 
 
+def status_change_event(execution: dict[str, Any], region: str) -> dict[str, Any]:
+    """The "Step Functions Execution Status Change" event EventBridge delivers for an execution."""
+
+    def millis(moment: Any) -> int | None:
+        return int(moment.timestamp() * 1000) if moment is not None else None
+
+    arn = execution["executionArn"]
+    return {
+        "version": "0", "id": hashlib.sha256(arn.encode()).hexdigest()[:36],
+        "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+        "account": arn.split(":")[4], "time": execution["stopDate"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region, "resources": [arn],
+        "detail": {
+            "executionArn": arn, "stateMachineArn": execution["stateMachineArn"], "name": execution["name"],
+            "status": execution["status"], "startDate": millis(execution.get("startDate")),
+            "stopDate": millis(execution.get("stopDate")), "input": execution.get("input"),
+            "output": execution.get("output"), "error": execution.get("error"), "cause": execution.get("cause"),
+        },
+    }
+
+
 def stand_up(
-    generated: Path, project: Project, pipeline_names: Mapping[str, str] | None = None, region: str = "us-east-1"
+    generated: Path, project: Project, pipeline_names: Mapping[str, str] | None = None, region: str = "us-east-1",
+    values: Mapping[str, str] | None = None,
 ) -> OfflinePlatform:
     """Create every resource the generated state machines touch, in the current (mocked) AWS."""
-    platform = OfflinePlatform(region, project)
+    platform = OfflinePlatform(region, project, values={**DEFAULT_VALUES, **(values or {})})
     ensure_tables(platform.client("dynamodb"), project)
     s3 = platform.client("s3")
-    for bucket in sorted(_buckets(project)):
+    for bucket in sorted(_buckets(project) | {v for k, v in platform.values.items() if k.endswith("Bucket")}):
         s3.create_bucket(Bucket=bucket)
 
     events = platform.client("events")
@@ -144,11 +207,13 @@ def stand_up(
     platform.pipeline_names = names
 
     sfn = platform.client("stepfunctions")
-    values: dict[str, str] = dict(names)
+    values: dict[str, str] = {**platform.values, **names}
     for name in _children_first(definitions):
         arn = sfn.create_state_machine(name=name, definition=resolve(definitions[name], values), roleArn=ROLE_ARN)[
             "stateMachineArn"
         ]
         platform.machine_arns[name] = arn
         values[state_machine_arn_placeholder(name)] = arn
+        if name == janitor_name(project):
+            platform.janitor = name
     return platform

@@ -60,7 +60,9 @@ from moto import mock_aws
 __all__ = [
     "AWS_JSONATA_FUNCTIONS",
     "PIPELINE_EXECUTION_STATUSES",
+    "Faults",
     "JSONataEvaluationError",
+    "PipelineNotRunning",
     "ExecutionResult",
     "PipelineRuntime",
     "ScriptedPipelines",
@@ -90,6 +92,15 @@ class PipelineRuntime(Protocol):
         """(PipelineExecutionStatus, FailureReason) — Executing|Stopping|Stopped|Failed|Succeeded."""
         ...
 
+    def stop(self, execution_arn: str) -> None:
+        """Ask a running execution to stop (it goes Stopping, then Stopped); :class:`PipelineNotRunning` when it
+        already ended, as SageMaker refuses to stop a finished execution."""
+        ...
+
+
+class PipelineNotRunning(Exception):
+    """A stop of a pipeline execution that already ended."""
+
 
 class ScriptedPipelines:
     """A :class:`PipelineRuntime` whose executions follow a script, for tests.
@@ -99,20 +110,39 @@ class ScriptedPipelines:
     return; the last status repeats. Pipelines not in ``outcomes`` follow
     ``default`` (``["Succeeded"]`` unless given). A ``Failed`` status comes
     with a ``FailureReason``. Every start is recorded in :attr:`starts` as
-    ``(pipeline_name, parameters)``.
+    ``(pipeline_name, parameters)``, every stop in :attr:`stops`.
+
+    A stop of an execution that has not reached a terminal status makes it
+    ``Stopping`` on the next describe and ``Stopped`` after that (unless its
+    pipeline is in ``unstoppable``: then the script goes on). A script that
+    ends in ``Executing`` never ends by itself: :meth:`left_running` lists
+    those executions that nobody stopped.
     """
 
     def __init__(
         self,
         outcomes: dict[str, list[str]] | None = None,
         default: list[str] | None = None,
+        unstoppable: frozenset[str] = frozenset(),
     ) -> None:
         self._outcomes = {name: _checked_script(script) for name, script in (outcomes or {}).items()}
         self._default = _checked_script(default if default is not None else ["Succeeded"])
+        self.unstoppable = unstoppable
         self._lock = threading.Lock()
         self._executions: dict[str, tuple[str, list[str]]] = {}
         self._describe_calls: dict[str, int] = {}
+        self._last: dict[str, str] = {}
+        self._stopped: dict[str, int] = {}  # execution -> describes since the stop
         self.starts: list[tuple[str, dict[str, str]]] = []
+        self.stops: list[str] = []
+
+    def script(self, pipeline_name: str, statuses: list[str] | None) -> None:
+        """Set (or, with None, reset to the default) the script of the pipeline's next executions."""
+        with self._lock:
+            if statuses is None:
+                self._outcomes.pop(pipeline_name, None)
+            else:
+                self._outcomes[pipeline_name] = _checked_script(statuses)
 
     def start(self, pipeline_name: str, execution_arn: str, parameters: dict[str, str]) -> None:
         """Record the start and attach the pipeline's script to the execution."""
@@ -121,16 +151,38 @@ class ScriptedPipelines:
             script = self._outcomes.get(pipeline_name, self._default)
             self._executions[execution_arn] = (pipeline_name, script)
             self._describe_calls[execution_arn] = 0
+            self._last[execution_arn] = "Executing"
 
     def describe(self, execution_arn: str) -> tuple[str, str | None]:
         """Return the next scripted status of the execution (the last one repeats)."""
         with self._lock:
             pipeline_name, script = self._executions[execution_arn]
-            calls = self._describe_calls[execution_arn]
-            self._describe_calls[execution_arn] = calls + 1
-        status = script[min(calls, len(script) - 1)]
+            if execution_arn in self._stopped:
+                since = self._stopped[execution_arn]
+                self._stopped[execution_arn] = since + 1
+                status = "Stopping" if since == 0 else "Stopped"
+            else:
+                calls = self._describe_calls[execution_arn]
+                self._describe_calls[execution_arn] = calls + 1
+                status = script[min(calls, len(script) - 1)]
+            self._last[execution_arn] = status
         reason = f"Scripted failure of pipeline {pipeline_name}" if status == "Failed" else None
         return status, reason
+
+    def stop(self, execution_arn: str) -> None:
+        with self._lock:
+            pipeline_name, script = self._executions[execution_arn]
+            self.stops.append(execution_arn)
+            if self._last[execution_arn] in ("Succeeded", "Failed", "Stopped"):
+                raise PipelineNotRunning(f"pipeline execution {execution_arn} is {self._last[execution_arn]}")
+            if pipeline_name not in self.unstoppable:
+                self._stopped.setdefault(execution_arn, 0)
+
+    def left_running(self) -> list[str]:
+        """Executions that never end by themselves (their script ends Executing) and were not stopped."""
+        with self._lock:
+            return sorted(arn for arn, (_, script) in self._executions.items()
+                          if script[-1] in ("Executing", "Stopping") and arn not in self._stopped)
 
 
 def _checked_script(script: list[str]) -> list[str]:
@@ -713,6 +765,8 @@ def _patch_sagemaker_pipelines(patches: _Patches, pipelines: PipelineRuntime) ->
     from moto.sagemaker.exceptions import ResourceNotFound, ValidationError
     from moto.sagemaker.models import SageMakerModelBackend
 
+    from moto.sagemaker.responses import SageMakerResponse
+
     original_start = SageMakerModelBackend.start_pipeline_execution
     original_describe = SageMakerModelBackend.describe_pipeline_execution
 
@@ -776,8 +830,106 @@ def _patch_sagemaker_pipelines(patches: _Patches, pipelines: PipelineRuntime) ->
             response["FailureReason"] = reason
         return response
 
+    def stop_pipeline_execution(self: SageMakerModelBackend, pipeline_execution_arn: str,
+                                client_request_token: str | None) -> dict[str, Any]:
+        try:
+            original_describe(self, pipeline_execution_arn)
+        except (ValidationError, IndexError) as error:
+            raise ResourceNotFound(message=f"Pipeline execution '{pipeline_execution_arn}' does not exist.") from error
+        try:
+            pipelines.stop(pipeline_execution_arn)
+        except PipelineNotRunning as error:
+            raise ValidationError(message=str(error)) from error
+        return {"PipelineExecutionArn": pipeline_execution_arn}
+
+    def stop_pipeline_execution_response(self: Any) -> Any:  # moto has no StopPipelineExecution: its route
+        from moto.core.responses import ActionResult
+
+        return ActionResult(self.sagemaker_backend.stop_pipeline_execution(
+            self._get_param("PipelineExecutionArn"), self._get_param("ClientRequestToken")))
+
     patches.set(SageMakerModelBackend, "start_pipeline_execution", start_pipeline_execution)
     patches.set(SageMakerModelBackend, "describe_pipeline_execution", describe_pipeline_execution)
+    patches.set(SageMakerModelBackend, "stop_pipeline_execution", stop_pipeline_execution)
+    patches.set(SageMakerResponse, "stop_pipeline_execution", stop_pipeline_execution_response)
+
+
+@dataclass
+class Faults:
+    """Faults injected into the executions whose name starts with ``prefix`` (and the child executions they
+    start), for fault-injection tests. Change the fields between executions; :attr:`fired` records each fault
+    as ``(kind, state)``.
+
+    * ``fail``: Task states whose service call fails (a ``ServiceUnavailable`` error from the service);
+    * ``stop_at``: the execution is stopped (ABORTED) when it enters this state, before the state runs;
+    * ``time_out_at``: the execution times out (TIMED_OUT) when it enters this state, before it runs.
+    """
+
+    prefix: str = "fault-"
+    fail: frozenset[str] = frozenset()
+    stop_at: str | None = None
+    time_out_at: str | None = None
+    fired: list[tuple[str, str]] = field(default_factory=list)
+
+    def applies(self, context: dict[str, Any]) -> bool:
+        execution = context.get("Execution", {})
+        if str(execution.get("Name", "")).startswith(self.prefix):
+            return True
+        parent = (execution.get("Input") or {}) if isinstance(execution.get("Input"), dict) else {}
+        return f":{self.prefix}" in str(parent.get("AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID", ""))
+
+
+class InjectedFault(Exception):
+    pass
+
+
+def _execution(arn: str) -> Any:
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    for account_backends in stepfunctions_parser_backends.values():
+        for backend in account_backends.values():
+            for execution in backend._get_executions():
+                if execution.exec_arn == arn:
+                    return execution
+    raise KeyError(arn)
+
+
+def _patch_faults(patches: _Patches, faults: Faults) -> None:
+    """Task calls fail, and executions stop or time out, where ``faults`` says (see :class:`Faults`)."""
+    from botocore.exceptions import ClientError
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (
+        StateTaskService,
+    )
+    from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+
+    original_execution = StateTaskService._eval_execution
+    original_body = CommonStateField._eval_body
+
+    def _eval_execution(self: Any, env: Any) -> None:
+        context = env.states.context_object.context_object_data
+        name = context.get("State", {}).get("Name")
+        if name in faults.fail and faults.applies(context):
+            faults.fired.append(("fail", name))
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": f"injected fault at {name}"}},
+                              "InjectedFault")
+        original_execution(self, env)
+
+    def _eval_body(self: Any, env: Any) -> None:
+        context = env.states.context_object.context_object_data
+        if self.name in (faults.stop_at, faults.time_out_at) and faults.applies(context):
+            execution = _execution(context["Execution"]["Id"])
+            if self.name == faults.stop_at:
+                faults.fired.append(("stop", self.name))
+                execution.stop(stop_date=datetime.datetime.now(tz=datetime.UTC), error="Injected.Stop",
+                               cause=f"stopped at {self.name}")
+            else:
+                faults.fired.append(("timeout", self.name))
+                execution.exec_worker.env.set_timed_out()
+            return  # the state does not run
+        original_body(self, env)
+
+    patches.set(StateTaskService, "_eval_execution", _eval_execution)
+    patches.set(CommonStateField, "_eval_body", _eval_body)
 
 
 # --------------------------------------------------------------------------------------
@@ -794,6 +946,7 @@ def offline_aws(
     *,
     wait_time_scale: float = 0.0,
     local_s3_root: Path | None = None,
+    faults: Faults | None = None,
 ) -> Iterator[None]:
     """moto mock_aws with the SFN interpreter on, JSONata evaluated by jsonata-python with the AWS
     extension functions, nested startExecution(.sync:2) normalisation fixed, Wait states not actually
@@ -832,6 +985,8 @@ def offline_aws(
         _patch_sagemaker_pipelines(patches, runtime)
         if local_s3_root is not None:
             _patch_s3_read_through(patches, Path(local_s3_root))
+        if faults is not None:
+            _patch_faults(patches, faults)
 
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         stack.callback(_stop_running_executions)

@@ -21,7 +21,21 @@ class Tables(Strict):
 
 class Polling(Strict):
     every_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
-    max_attempts: Annotated[int, Field(ge=1, le=10_000)] = 120
+    max_attempts: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=120, description="for a pipeline no Pipeline spec serves (else derived from its limits)")
+    provisioning_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=600, description="what a processing job may spend starting, counted per step in poll budgets")
+    stop_attempts: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=60, description="describes after stopping a pipeline before giving up on it")
+
+
+class LockSettings(Strict):
+    margin_seconds: Annotated[int, Field(ge=0, le=86_400)] = Field(
+        default=900, description="a RUNNING lease is the machine's timeout plus this")
+    succeeded_retention_seconds: Annotated[int, Field(ge=60, le=366 * 86400)] = Field(
+        default=30 * 86400, description="how long a SUCCEEDED lock makes the same key a duplicate")
+    failed_retention_seconds: Annotated[int, Field(ge=60, le=366 * 86400)] = Field(
+        default=7 * 86400, description="how long a FAILED lock (free to take) is kept for inspection")
 
 
 class RoutingItem(Strict):
@@ -58,7 +72,7 @@ class ProjectSpec(Strict):
     event_bus: str
     event_source: str = "ndr.platform"
     polling: Polling = Polling()
-    lock_ttl_seconds: Annotated[int, Field(ge=60, le=366 * 86400)] = 86_400
+    locks: LockSettings = LockSettings()
     defaults: dict[str, Scalar] = Field(
         default_factory=dict, description="runtime defaults, overridden by the parameters table at run time"
     )

@@ -20,31 +20,111 @@ class Normalize(Strict):
     unwrap: StateName = Field(default="UnwrapIncomingMessage", description="the state inside that unwraps")
 
 
-class ParseContext(Strict):
-    """Build ``$ctx`` from ``$msg``: from the batch folder path (``layout: batch_folder``) or request fields."""
-
-    name: StateName
-    layout: Literal["batch_folder", "request"] = "request"
-    required: list[Identifier] = Field(default_factory=list)
-    fields: dict[Identifier, Expr] = Field(default_factory=dict)
+FieldType = Literal[
+    "id", "run_key", "timestamp", "window_start", "month", "s3_uri", "batch_folder", "text", "boolean", "count", "list"
+]
 
 
-class Gate(Strict):
-    """Let only events of ``event_type`` with a complete context through; the rest end in ``ignore``."""
+class ContractField(Strict):
+    """One field of an inbound event, validated by value (the types are ``ndr_jobs.contract.TYPES``)."""
+
+    type: FieldType
+    required: bool = True
+    source: str | None = Field(default=None, description="the event's key, when it is not the field's name")
+    default: Any = Field(default=None, description="a literal or a {% %} expression, used when the field is absent")
+    items: Literal["id", "timestamp", "window_start", "month"] | None = Field(
+        default=None, description="list: the type of every item")
+    max_items: Annotated[int, Field(ge=0, le=10_000)] = 1000
+    max_length: Annotated[int, Field(ge=1, le=4096)] = 256
+    equals: Identifier | None = Field(default=None, description="must equal this earlier field when both are set")
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _list_items(self) -> ContractField:
+        if (self.type == "list") != (self.items is not None):
+            raise ValueError("'items' is required for type list, and only for it")
+        return self
+
+
+class Ordered(Strict):
+    """``ordered: [a, b]``: a < b, and b - a at most ``max_seconds`` when given; ``window: [a, b]``: b is a's
+    mini-batch end (a + 15 minutes)."""
+
+    ordered: Annotated[list[Identifier], Field(min_length=2, max_length=2)] | None = None
+    window: Annotated[list[Identifier], Field(min_length=2, max_length=2)] | None = None
+    max_seconds: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Ordered:
+        if (self.ordered is None) == (self.window is None):
+            raise ValueError("a check is exactly one of 'ordered' or 'window'")
+        return self
+
+
+class EventGate(Strict):
+    """Which events a machine runs for: other ``event_type`` values end cleanly in ``ignore``."""
 
     name: StateName
     event_type: str
     ignore: StateName
 
 
+class Reject(Strict):
+    """The path of an invalid event: one "Event Rejected" event on the project's bus, then ``NDR.InvalidEvent``."""
+
+    emit: StateName = "EmitEventRejected"
+    fail: StateName = "RejectInvalidEvent"
+    detail_type: str = "NDR Event Rejected"
+
+
+class ParseContext(Strict):
+    """The typed intake: ``$ctx`` from ``$msg``, every field validated by value in a state that can catch.
+
+    ``layout: event`` reads the fields of an EventBridge event's ``detail`` (and needs a ``gate``);
+    ``layout: request`` reads them from the message itself.
+    """
+
+    name: StateName
+    layout: Literal["event", "request"] = "request"
+    fields: dict[Identifier, ContractField] = Field(default_factory=dict)
+    checks: list[Ordered] = Field(default_factory=list)
+    gate: EventGate | None = None
+    validate_state: StateName = Field(default="ValidateIncomingEvent", alias="validate",
+                                      description="the state inside that validates")
+    valid_choice: StateName = Field(default="IncomingEventValidChoice",
+                                    description="request layout: the Choice between the body and the reject path")
+    reject: Reject = Reject()
+    description: str | None = Field(default=None, description="what the event is, for its JSON Schema")
+
+    @model_validator(mode="after")
+    def _gate_for_events(self) -> ParseContext:
+        if (self.layout == "event") != (self.gate is not None):
+            raise ValueError("layout: event needs a 'gate' (which event_type runs), and only it takes one")
+        return self
+
+
+class CheckRule(Strict):
+    that: Expr
+    reason: Expr
+
+
+class Check(Strict):
+    """Reject the event (the intake's reject path) unless every rule holds, e.g. against a loaded item."""
+
+    name: StateName
+    rules: list[CheckRule] = Field(min_length=1)
+
+
 class Load(Strict):
-    """A DynamoDB getItem into a variable (a flat item becomes a plain object)."""
+    """A DynamoDB getItem into a variable (a flat item becomes a plain object); with ``index``, a Query of
+    that index by its one key, into a list of items."""
 
     name: StateName
     table: Literal["routing", "parameters", "locks"]
     key: dict[str, Expr]
     into: Identifier
     required: bool = False
+    index: str | None = None
 
 
 class Resolve(Strict):
@@ -56,18 +136,22 @@ class Resolve(Strict):
 
 
 class Duplicate(Strict):
+    """What a second acquisition does: ``fail`` the execution, ``succeed`` quietly, or (in a Map) ``skip`` the
+    item, which ends with status ``Skipped``."""
+
     fail: StateName | None = None
     succeed: StateName | None = None
+    skip: StateName | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Duplicate:
-        if (self.fail is None) == (self.succeed is None):
-            raise ValueError("on_duplicate needs exactly one of 'fail' or 'succeed'")
+        if sum(x is not None for x in (self.fail, self.succeed, self.skip)) != 1:
+            raise ValueError("on_duplicate needs exactly one of 'fail', 'succeed' or 'skip'")
         return self
 
     @property
     def name(self) -> str:
-        return self.fail or self.succeed or ""
+        return self.fail or self.succeed or self.skip or ""
 
 
 class Release(Strict):
@@ -77,11 +161,21 @@ class Release(Strict):
 
 
 class Lock(Strict):
+    """Run ``body`` at most once at a time per key, and (until the SUCCEEDED record expires) once.
+
+    The key is ``<scope>#`` followed by the parts as a JSON array, so parts may contain any character. A
+    RUNNING lease lasts the machine's ``timeout_seconds`` plus the project's ``locks.margin_seconds``;
+    ``force`` (an expression) lets a SUCCEEDED lock be taken again.
+    """
+
     acquire: StateName
-    key: Expr
+    scope: Identifier
+    key: list[Expr] = Field(min_length=1)
     on_duplicate: Duplicate
     release: Release
-    ttl_seconds: Annotated[int, Field(ge=60)] | None = None
+    lease_seconds: Annotated[int, Field(ge=60)] | None = Field(
+        default=None, description="default: the machine's timeout_seconds + the project's locks.margin_seconds")
+    force: Expr | None = None
     body: list[Step]
 
 
@@ -91,11 +185,18 @@ class PollStates(Strict):
     choice: StateName
     wait: StateName
     increment: StateName
+    record: StateName | None = Field(default=None, description="default: Record<start>")
+    stop: StateName | None = Field(default=None, description="default: Stop<start>")
 
 
 class Poll(Strict):
+    """How often to describe the pipeline. ``max_attempts`` defaults to what covers the pipeline's own limits
+    (its longest chain of steps, each at its max runtime, retries and provisioning included)."""
+
     every_seconds: Annotated[int, Field(ge=1, le=3600)] | None = None
-    max_attempts: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    stop_attempts: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="describes after a stop before giving up on it (default: the project's)")
 
 
 class RunPipeline(Strict):
@@ -117,14 +218,25 @@ class StartWorkflow(Strict):
     into: Identifier | None = None
 
 
+class ItemContract(Strict):
+    """Each item of a list validated like an event: fields, checks, and rules over the item's fields (bound by
+    name) and the machine's variables. An item keeps ``valid`` and ``reason``; a Map fails invalid items."""
+
+    fields: dict[Identifier, ContractField]
+    checks: list[Ordered] = Field(default_factory=list)
+    rules: list[CheckRule] = Field(default_factory=list)
+
+
 class ReadJson(Strict):
     """Read a JSON object from S3 into a variable."""
 
     name: StateName
-    bucket: Expr
+    bucket: Annotated[str, Field(pattern=r"^(\$\{[A-Za-z][A-Za-z0-9]*\}|[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$",
+                                 description="a bucket name or a ${Placeholder} (the policy names it)")]
     key: Expr
     into: Identifier
     select: Expr | None = Field(default=None, description="JSONata over the parsed document as $doc")
+    items: ItemContract | None = Field(default=None, description="validate each item of the selected list")
 
 
 class ItemEnd(Strict):
@@ -133,9 +245,14 @@ class ItemEnd(Strict):
 
 
 class MapItems(Strict):
-    """Run ``steps`` once per item of ``items`` (the item is ``$item``); results collect into ``into``."""
+    """Run ``steps`` once per item of ``items`` (the item is ``$item``); results collect into ``into``.
+
+    An item whose ``valid`` is false ends at once in ``item_failed`` with its ``reason``; every item's end
+    (succeeded, failed or skipped) is one result, so one item's failure never stops the others.
+    """
 
     name: StateName
+    item_start: StateName = Field(description="the Choice each item starts at (binds $item, checks validity)")
     items: Expr
     max_concurrency: Annotated[int, Field(ge=0, le=1000)] = 0
     steps: list[Step]
@@ -190,8 +307,8 @@ class ParseContextStep(Strict):
     parse_context: ParseContext
 
 
-class GateStep(Strict):
-    gate: Gate
+class CheckStep(Strict):
+    check: Check
 
 
 class LoadStep(Strict):
@@ -241,7 +358,7 @@ class FailStep(Strict):
 STEP_KINDS: dict[str, type[Strict]] = {
     "normalize": NormalizeStep,
     "parse_context": ParseContextStep,
-    "gate": GateStep,
+    "check": CheckStep,
     "load": LoadStep,
     "resolve": ResolveStep,
     "lock": LockStep,
@@ -258,7 +375,7 @@ STEP_KINDS: dict[str, type[Strict]] = {
 Step = Annotated[
     Annotated[NormalizeStep, Tag("normalize")]
     | Annotated[ParseContextStep, Tag("parse_context")]
-    | Annotated[GateStep, Tag("gate")]
+    | Annotated[CheckStep, Tag("check")]
     | Annotated[LoadStep, Tag("load")]
     | Annotated[ResolveStep, Tag("resolve")]
     | Annotated[LockStep, Tag("lock")]
@@ -278,7 +395,8 @@ Step = Annotated[
 class StateMachineSpec(Strict):
     project: str = Field(description="metadata.name of the Project spec whose defaults apply")
     comment: str | None = None
-    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+    timeout_seconds: Annotated[int, Field(ge=1, le=31_536_000)] = Field(
+        description="every execution ends: locks lease and pipeline runs are recorded for this long, plus a margin")
     on_failure: FailureTarget
     steps: list[Step] = Field(min_length=1)
 

@@ -24,36 +24,44 @@ def _statement(sid: str, actions: list[str], resources: list[str]) -> dict[str, 
 
 def state_machine_policy(machine: ir.StateMachineIR, event_bus: str) -> dict[str, Any]:
     tables: dict[str, set[str]] = {}
-    pipelines: set[str] = set()
+    indexes: set[str] = set()
+    pipelines: set[str] = {f"${{{p.name}}}" for p in machine.placeholders}
+    pipeline_actions: set[str] = set()
     children: set[str] = set()
     emits = False
-    reads_s3 = False
+    objects: set[str] = set()
     for g in graphs(machine):
         for s in g.states:
             if not isinstance(s, ir.Task):
                 continue
+            args = s.arguments if isinstance(s.arguments, dict) else {}
             if s.resource.startswith("arn:aws:states:::dynamodb:"):
                 op = s.resource.rsplit(":", 1)[1]
-                table = s.arguments.get("TableName") if isinstance(s.arguments, dict) else None
-                if table is None and isinstance(s.arguments, str):  # a guarded Arguments expression
-                    table = s.arguments.split('"TableName": "', 1)[1].split('"', 1)[0]
-                tables.setdefault(table, set()).add(DDB_ACTIONS[op])
-            elif s.resource.endswith("sagemaker:startPipelineExecution"):
-                pipelines.add(s.arguments["PipelineName"])
+                tables.setdefault(args["TableName"], set()).add(DDB_ACTIONS[op])
+            elif s.resource == "arn:aws:states:::aws-sdk:dynamodb:query":
+                indexes.add(f"table/{args['TableName']}/index/{args['IndexName']}")
+            elif ":sagemaker:" in s.resource:
+                pipeline_actions.add("sagemaker:" + s.resource.rsplit(":", 1)[1][0].upper()
+                                     + s.resource.rsplit(":", 1)[1][1:])
             elif s.resource.startswith("arn:aws:states:::states:startExecution"):
-                children.add(s.arguments["StateMachineArn"])
+                children.add(args["StateMachineArn"])
             elif s.resource == "arn:aws:states:::events:putEvents":
                 emits = True
             elif s.resource.endswith("s3:getObject"):
-                reads_s3 = True
+                objects.add(f"arn:aws:s3:::{args['Bucket']}/*")
     statements = []
     for i, (table, actions) in enumerate(sorted(tables.items())):
         statements.append(_statement(f"DynamoDB{i}", sorted(actions), [ARN.format(service="dynamodb",
                                                                                   resource=f"table/{table}")]))
-    if pipelines:
+    if indexes:
+        statements.append(_statement("QueryIndexes", ["dynamodb:Query"],
+                                     [ARN.format(service="dynamodb", resource=r) for r in indexes]))
+    if "sagemaker:StartPipelineExecution" in pipeline_actions:
         statements.append(_statement("StartPipelines", ["sagemaker:StartPipelineExecution"],
                                      [ARN.format(service="sagemaker", resource=f"pipeline/{p}") for p in pipelines]))
-        statements.append(_statement("DescribePipelineExecutions", ["sagemaker:DescribePipelineExecution"],
+    watch = sorted(pipeline_actions - {"sagemaker:StartPipelineExecution"})
+    if watch:
+        statements.append(_statement("WatchPipelineExecutions", watch,
                                      [ARN.format(service="sagemaker", resource=f"pipeline/{p}/execution/*")
                                       for p in pipelines]))
     if children:
@@ -68,8 +76,8 @@ def state_machine_policy(machine: ir.StateMachineIR, event_bus: str) -> dict[str
     if emits:
         statements.append(_statement("EmitEvents", ["events:PutEvents"],
                                      [ARN.format(service="events", resource=f"event-bus/{event_bus}")]))
-    if reads_s3:
-        statements.append(_statement("ReadManifests", ["s3:GetObject"], ["arn:aws:s3:::${ArtifactsBucket}/*"]))
+    if objects:
+        statements.append(_statement("ReadObjects", ["s3:GetObject"], sorted(objects)))
     return {"Version": "2012-10-17", "Statement": statements}
 
 

@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 GENERATED = ROOT / "generated"
 SHARED = ROOT.parent / "shared"
-CONTRACTS = SHARED / "contracts" / "events"
+#: the project's own copy of the inbound events (tests/test_contracts.py checks it against ../shared when there)
+CONTRACTS = SPECS / "contracts" / "events"
+REFERENCE_STATES = SPECS / "contracts" / "reference_states.json"
 
 
 @pytest.fixture(scope="session")

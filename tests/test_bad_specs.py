@@ -73,7 +73,7 @@ def test_definition_over_the_size_limit(spec_copy: Path):
     path = spec_copy / "state_machines" / "huge.yaml"
     blob = "x" * 1_100_000
     path.write_text(
-        "apiVersion: ndr/v1\nkind: StateMachine\nmetadata: {name: huge}\nspec:\n  project: ndr\n"
+        "apiVersion: ndr/v1\nkind: StateMachine\nmetadata: {name: huge}\nspec:\n  project: ndr\n  timeout_seconds: 60\n"
         "  on_failure: {name: WorkflowFailed}\n  steps:\n    - normalize: {name: NormalizeIncomingMessage}\n"
         f"    - resolve: {{name: Resolve, values: {{blob: \"{blob}\"}}}}\n"
     )

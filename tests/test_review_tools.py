@@ -112,7 +112,7 @@ def test_semantic_diff_names_states_steps_and_fields(repo: Path, monkeypatch: py
     sm = repo / "specs" / "state_machines" / "sfn_ndr_15m_features_inference.yaml"
     sm.write_text(
         sm.read_text().replace(
-            "poll: {every_seconds: 20, max_attempts: 45}", "poll: {every_seconds: 10, max_attempts: 45}", 1
+            "poll: {every_seconds: 20}", "poll: {every_seconds: 10}", 1
         )
     )
     pl = repo / "specs" / "pipelines" / "inference.yaml"

@@ -7,15 +7,19 @@ locks, pipeline starts and their parameters, emitted events.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
+from ndr_compiler.compile import Compilation, compile_specs
 from ndr_compiler.local import ScriptedPipelines, offline_aws
+from ndr_compiler.local.sfn_runtime import Faults
 from ndr_compiler.local.platform import OfflinePlatform, stand_up
 from ndr_compiler.specs import load_specs
+from ndr_jobs.contract import lock_key
 from tests.conftest import CONTRACTS, GENERATED, SPECS
 
 PIPELINES = {
@@ -34,8 +38,13 @@ MONTHLY = "sfn_ndr_monthly_fg_b_baselines"
 TRAINING = "sfn_ndr_training_orchestrator"
 BACKFILL = "sfn_ndr_backfill_reprocessing"
 BATCH_ID = "acme-ndr-prod-v1-20261001T1200"
+BATCH_LOCK = lock_key("mini_batch", "acme", "ndr-prod", "v1", "2026-10-01T12:00:00Z")
+PUBLICATION_LOCK = lock_key("publication", "acme", "ndr-prod", "v1", "2026-10-01T12:00:00Z")
 
-pytestmark = pytest.mark.skipif(not CONTRACTS.exists(), reason="shared contracts not present")
+
+@functools.cache
+def compiled() -> Compilation:
+    return compile_specs([SPECS], render=False)
 
 
 def contract(name: str) -> object:
@@ -61,13 +70,13 @@ class Extractor(ScriptedPipelines):
             for i in range(self.windows):
                 s = start.timestamp() + i * 900
                 b, e = (datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for t in (s, s + 900))
-                stamp = datetime.fromtimestamp(s, UTC).strftime("%Y%m%dT%H%M")
+                moment = datetime.fromtimestamp(s, UTC)
                 windows.append(
                     {
-                        "mini_batch_id": f"acme-ndr-prod-v1-{stamp}",
+                        "mini_batch_id": f"acme-ndr-prod-v1-{moment:%Y%m%dT%H%M}",
                         "batch_start_ts": b,
                         "batch_end_ts": e,
-                        "batch_folder": f"s3://acme-ndr-raw/x/{stamp}/",
+                        "batch_folder": f"s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/{moment:%Y/%m/%d/%H%M}/",
                     }
                 )
             self.platform_ref[0].put_json(parameters["ManifestUri"], {"windows": windows})
@@ -92,19 +101,21 @@ def starts(pipelines: ScriptedPipelines, placeholder: str) -> list[dict[str, str
     return [p for n, p in pipelines.starts if n == PIPELINES[placeholder]]
 
 
+INTAKE = ["NormalizeIncomingMessage", "UnwrapIncomingMessage", "ParseIncomingProjectContext", "ValidateIncomingEvent"]
 FM_HAPPY = [
-    "NormalizeIncomingMessage",
-    "UnwrapIncomingMessage",
-    "ParseIncomingProjectContext",
+    *INTAKE,
     "BatchCompletionEventChoice",
     "LoadProjectRoutingFromDynamo",
+    "CheckEventAgainstRouting",
     "LoadProjectParametersFromDynamo",
     "ResolvePipelineRuntimeParams",
     "AcquireMiniBatchLock",
     "Start15mFeaturesPipeline",
+    "RecordStart15mFeaturesPipeline",
     "Describe15mFeaturesPipeline",
     "FeaturesPipelineStatusChoice",
     "StartInferencePipeline",
+    "RecordStartInferencePipeline",
     "DescribeInferencePipeline",
     "InferencePipelineStatusChoice",
     "StartPredictionPublicationWorkflow",
@@ -134,8 +145,8 @@ def test_15m_happy_path_for_each_wrapper(platform: OfflinePlatform, scripted: Sc
     assert starts(scripted, "PipelineNamePredictionJoin")[0]["MiniBatchId"] == BATCH_ID
     (child,) = platform.executions(PUB)
     assert child["status"] == "SUCCEEDED"
-    assert platform.lock(BATCH_ID)["lock_status"] == "SUCCEEDED"
-    assert platform.lock(f"publication#{BATCH_ID}")["lock_status"] == "SUCCEEDED"
+    assert platform.lock(BATCH_LOCK)["lock_status"] == "SUCCEEDED"
+    assert platform.lock(PUBLICATION_LOCK)["lock_status"] == "SUCCEEDED"
     (event,) = platform.events()
     assert event["detail-type"] == "NDR Predictions Published"
     assert event["detail"]["mini_batch_id"] == BATCH_ID
@@ -152,7 +163,7 @@ def test_15m_polls_while_the_pipeline_executes():
             "WaitBeforeDescribe15mFeatures",
             "IncrementFeaturesPollAttempt",
         ]
-        i = result.path.index("Start15mFeaturesPipeline") + 1
+        i = result.path.index("Start15mFeaturesPipeline") + 2  # after its Record state
         assert result.path[i : i + 9] == [*loop, *loop, "Describe15mFeaturesPipeline"]
 
 
@@ -170,15 +181,22 @@ def test_15m_batch_end_defaults_to_start_plus_15_minutes(platform: OfflinePlatfo
 def _ignored(platform: OfflinePlatform, payload: object) -> dict:
     result = platform.run(FM, payload)
     assert result.status == "SUCCEEDED", (result.error, result.cause)
-    assert result.path == [
-        "NormalizeIncomingMessage",
-        "UnwrapIncomingMessage",
-        "ParseIncomingProjectContext",
-        "BatchCompletionEventChoice",
-        "IgnoreNonBatchCompletionEvent",
-    ]
+    assert result.path == [*INTAKE, "BatchCompletionEventChoice", "IgnoreNonBatchCompletionEvent"]
     assert result.output["ignored"] is True
+    assert platform.events() == []  # not a batch-completed event: nothing to announce
     return result.output
+
+
+def _rejected(platform: OfflinePlatform, machine: str, payload: object) -> str:
+    """The execution fails NDR.InvalidEvent after one "NDR Event Rejected" event; returns the reason."""
+    result = platform.run(machine, payload)
+    assert result.status == "FAILED", result.output
+    assert result.error == "NDR.InvalidEvent"
+    assert result.path[-2:] == ["EmitEventRejected", "RejectInvalidEvent"]
+    (event,) = platform.events()
+    assert event["detail-type"] == "NDR Event Rejected"
+    assert event["detail"]["reason"] == result.cause and event["detail"]["state_machine"] == machine
+    return result.cause
 
 
 def test_15m_heartbeat_is_ignored(platform: OfflinePlatform, scripted: ScriptedPipelines):
@@ -202,13 +220,49 @@ def test_15m_non_json_sns_message_is_ignored(platform: OfflinePlatform):
 
 
 @pytest.mark.parametrize("folder", [None, "s3://acme-ndr-raw/pan-traffic/acme/", "not a path", 17])
-def test_15m_folderless_message_is_ignored(platform: OfflinePlatform, folder: object):
+def test_15m_batch_completed_without_a_valid_folder_is_rejected(platform: OfflinePlatform, folder: object,
+                                                                 scripted: ScriptedPipelines):
     event = contract("15m_batch_completed.eventbridge.json")
     if folder is None:
         del event["detail"]["batch_folder"]
     else:
         event["detail"]["batch_folder"] = folder
-    assert "batch_folder" in _ignored(platform, event)["reason"]
+    assert "detail.batch_folder" in _rejected(platform, FM, event)
+    assert scripted.starts == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("batch_folder", "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/10/01/1207/", "15-minute window"),
+        ("batch_folder", "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/02/30/1200/", "15-minute window"),
+        ("batch_folder", "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/10/01/2400/", "15-minute window"),
+        ("batch_folder", "x/s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/10/01/1200/", "batch_folder"),
+        ("batch_folder", "s3://acme-ndr-raw/pan-traffic/acme/$(id)/v1/2026/10/01/1200/", "batch_folder"),
+        ("batch_end_ts", "2026-10-01T12:30:00Z", "does not match the batch_end_ts 2026-10-01T12:15:00Z"),
+        ("batch_end_ts", "yesterday", "is not an ISO-8601 UTC time"),
+        ("org_id", "globex", "does not match the org_id acme"),
+        ("object_count", -1, "detail.object_count"),
+    ],
+)
+def test_15m_malformed_batch_completed_is_rejected_with_its_reason(platform: OfflinePlatform, field: str,
+                                                                    value: object, reason: str):
+    event = contract("15m_batch_completed.eventbridge.json")
+    event["detail"][field] = value
+    assert reason in _rejected(platform, FM, event)
+
+
+def test_15m_folder_outside_the_orgs_raw_bucket_is_rejected(platform: OfflinePlatform, scripted: ScriptedPipelines):
+    event = contract("15m_batch_completed.eventbridge.json")
+    event["detail"]["batch_folder"] = "s3://someone-else/pan-traffic/acme/ndr-prod/v1/2026/10/01/1200/"
+    assert "not in the raw bucket of org acme" in _rejected(platform, FM, event)
+    assert scripted.starts == []
+
+
+def test_15m_event_for_a_project_the_org_is_not_routed_to_is_rejected(platform: OfflinePlatform):
+    event = contract("15m_batch_completed.eventbridge.json")
+    event["detail"]["batch_folder"] = "s3://acme-ndr-raw/pan-traffic/acme/other-project/v1/2026/10/01/1200/"
+    assert "is routed to project ndr-prod, not to other-project" in _rejected(platform, FM, event)
 
 
 def test_15m_same_batch_through_another_wrapper_is_a_duplicate(platform: OfflinePlatform, scripted: ScriptedPipelines):
@@ -218,7 +272,7 @@ def test_15m_same_batch_through_another_wrapper_is_a_duplicate(platform: Offline
     assert again.error == "NDR.DuplicateMiniBatch"
     assert again.path[-2:] == ["AcquireMiniBatchLock", "DuplicateMiniBatch"]
     assert len(starts(scripted, "PipelineName15m")) == 1
-    assert platform.lock(BATCH_ID)["lock_status"] == "SUCCEEDED"
+    assert platform.lock(BATCH_LOCK)["lock_status"] == "SUCCEEDED"
 
 
 def test_15m_features_failure_frees_the_lock_and_a_retry_runs():
@@ -236,24 +290,34 @@ def test_15m_features_failure_frees_the_lock_and_a_retry_runs():
         cause = json.loads(failed.cause)
         assert cause["state"] == "FeaturesPipelineStatusChoice" and cause["error"] == "NDR.PipelineFailed"
         assert "Failed" in cause["cause"]
-        assert platform.lock(BATCH_ID) is None
+        assert platform.lock(BATCH_LOCK) is None
         assert starts(pipelines, "PipelineNameInference") == []
         # the pipeline is fixed; the batch is retried and runs
-        pipelines._outcomes["ndr-features-15m"] = ["Succeeded"]
+        pipelines.script("ndr-features-15m", ["Succeeded"])
         retry = platform.run(FM, contract("15m_batch_completed.eventbridge.json"))
         assert retry.status == "SUCCEEDED"
         assert retry.path == FM_HAPPY
 
 
-def test_15m_polls_exhausted_fails_with_the_lock_freed():
+def test_15m_polls_exhausted_stops_the_pipeline_before_freeing_the_lock():
     pipelines = ScriptedPipelines({"ndr-features-15m": ["Executing"]})
+    budget = next(p for p in compiled().machines if p.name == FM).polls[0]
     for platform in _platform(pipelines):
-        result = platform.run(FM, contract("15m_batch_completed.eventbridge.json"))
+        result = platform.run(FM, contract("15m_batch_completed.eventbridge.json"), timeout_s=600)
         assert result.status == "FAILED"
-        assert result.path.count("WaitBeforeDescribe15mFeatures") == 45  # poll.max_attempts in the spec
-        assert result.path[-2:] == ["ReleaseMiniBatchLockOnFailure", "WorkflowFailed"]
+        # the budget covers the pipeline's own limits (4 steps x (1800 s + provisioning) x 3 attempts)
+        assert budget.max_attempts * budget.every_seconds >= budget.runtime_seconds == 4 * 2400 * 3
+        assert result.path.count("WaitBeforeDescribe15mFeatures") == budget.max_attempts + 2  # + 2 after the stop
+        stop = result.path.index("Stop15mFeaturesPipeline")
+        assert result.path[stop:] == [
+            "Stop15mFeaturesPipeline", "FeaturesPipelineStatusChoice", "WaitBeforeDescribe15mFeatures",
+            "IncrementFeaturesPollAttempt", "Describe15mFeaturesPipeline", "FeaturesPipelineStatusChoice",
+            "WaitBeforeDescribe15mFeatures", "IncrementFeaturesPollAttempt", "Describe15mFeaturesPipeline",
+            "FeaturesPipelineStatusChoice", "ReleaseMiniBatchLockOnFailure", "WorkflowFailed",
+        ]  # Stopping, then Stopped: only then is the lock released
         assert json.loads(result.cause)["error"] == "NDR.PollAttemptsExhausted"
-        assert platform.lock(BATCH_ID) is None
+        assert platform.lock(BATCH_LOCK) is None
+        assert len(pipelines.stops) == 1 and pipelines.left_running() == []
 
 
 def test_15m_inference_failure():
@@ -264,7 +328,7 @@ def test_15m_inference_failure():
         assert "InferencePipelineStatusChoice" in result.path
         assert "StartPredictionPublicationWorkflow" not in result.path
         assert result.path[-2:] == ["ReleaseMiniBatchLockOnFailure", "WorkflowFailed"]
-        assert platform.lock(BATCH_ID) is None
+        assert platform.lock(BATCH_LOCK) is None
 
 
 def test_15m_publication_failure_fails_the_batch():
@@ -279,18 +343,17 @@ def test_15m_publication_failure_fails_the_batch():
         ]
 
 
-def test_15m_unknown_org_fails_clearly(platform: OfflinePlatform):
+def test_15m_unknown_org_is_rejected(platform: OfflinePlatform):
     event = contract("15m_batch_completed.eventbridge.json")
-    event["detail"]["batch_folder"] = "s3://b/pan-traffic/globex/p/v1/2026/10/01/1200/"
-    result = platform.run(FM, event)
-    assert result.status == "FAILED"
-    assert result.path[-2:] == ["LoadProjectRoutingFromDynamo", "WorkflowFailed"]
-    assert "org_id=globex" in json.loads(result.cause)["cause"]
+    event["detail"]["batch_folder"] = "s3://acme-ndr-raw/pan-traffic/globex/p/v1/2026/10/01/1200/"
+    event["detail"]["org_id"] = "globex"
+    assert "org globex has no routing" in _rejected(platform, FM, event)
 
 
 # -- publication --------------------------------------------------------------------------------------
 
 PUB_INPUT = {
+    "org_id": "acme",
     "project_name": "ndr-prod",
     "feature_spec_version": "v1",
     "mini_batch_id": BATCH_ID,
@@ -298,17 +361,18 @@ PUB_INPUT = {
     "batch_end_ts": "2026-10-01T12:15:00Z",
 }
 PUB_HAPPY = [
-    "NormalizeIncomingMessage",
-    "UnwrapIncomingMessage",
-    "ParseIncomingProjectContext",
+    *INTAKE,
+    "IncomingEventValidChoice",
     "LoadProjectParametersFromDynamo",
     "ResolvePipelineRuntimeParams",
     "AcquirePublicationLock",
     "StartPredictionJoinPipeline",
+    "RecordStartPredictionJoinPipeline",
     "DescribeJoinPipeline",
     "JoinPipelineStatusChoice",
-    "MarkPublicationSucceeded",
+    "EmitPublicationEventOnceChoice",
     "EmitPublicationEvent",
+    "MarkPublicationSucceeded",
 ]
 
 
@@ -316,7 +380,7 @@ def test_publication_success_marks_and_emits(platform: OfflinePlatform, scripted
     result = platform.run(PUB, PUB_INPUT)
     assert result.status == "SUCCEEDED"
     assert result.path == PUB_HAPPY
-    assert platform.lock(f"publication#{BATCH_ID}")["lock_status"] == "SUCCEEDED"
+    assert platform.lock(PUBLICATION_LOCK)["lock_status"] == "SUCCEEDED"
     (join,) = starts(scripted, "PipelineNamePredictionJoin")
     assert join["PublicationTarget"] == "s3"
     (event,) = platform.events()
@@ -341,17 +405,46 @@ def test_publication_join_failure_marks_failed_and_can_be_retried():
         assert result.status == "FAILED"
         assert result.error == "NDR.PublicationFailed"
         assert result.path[-3:] == ["JoinPipelineStatusChoice", "MarkPublicationFailed", "WorkflowFailed"]
-        assert platform.lock(f"publication#{BATCH_ID}")["lock_status"] == "FAILED"
-        pipelines._outcomes["ndr-prediction-join"] = ["Succeeded"]
+        assert platform.lock(PUBLICATION_LOCK)["lock_status"] == "FAILED"
+        pipelines.script("ndr-prediction-join", ["Succeeded"])
         assert platform.run(PUB, PUB_INPUT).path == PUB_HAPPY
+
+
+def test_publication_emit_failure_is_retried_by_the_rerun_and_emitted_once():
+    faults = Faults(prefix="fault-", fail=frozenset({"EmitPublicationEvent"}))
+    pipelines = ScriptedPipelines()
+    with offline_aws(pipelines, faults=faults):
+        platform = stand_up(GENERATED, PROJECT, PIPELINES)
+        failed = platform.run(PUB, PUB_INPUT, name="fault-emit")
+        assert failed.status == "FAILED" and failed.path[-2:] == ["MarkPublicationFailed", "WorkflowFailed"]
+        assert platform.events() == []  # the emit failed; the lock says FAILED, not SUCCEEDED
+        rerun = platform.run(PUB, PUB_INPUT, name="rerun-emit")
+        assert rerun.status == "SUCCEEDED" and "EmitPublicationEvent" in rerun.path
+        (event,) = platform.events()
+        assert event["detail"]["mini_batch_id"] == BATCH_ID
+
+
+def test_publication_rerun_after_a_failed_success_mark_does_not_emit_again():
+    faults = Faults(prefix="fault-", fail=frozenset({"MarkPublicationSucceeded"}))
+    with offline_aws(ScriptedPipelines(), faults=faults):
+        platform = stand_up(GENERATED, PROJECT, PIPELINES)
+        failed = platform.run(PUB, PUB_INPUT, name="fault-mark")
+        assert failed.status == "FAILED" and failed.path[-2:] == ["MarkPublicationFailed", "WorkflowFailed"]
+        assert platform.lock(PUBLICATION_LOCK)["effects"] == '["EmitPublicationEvent"]'
+        rerun = platform.run(PUB, PUB_INPUT, name="rerun-mark")
+        assert rerun.status == "SUCCEEDED"
+        assert "EmitPublicationEvent" not in rerun.path  # the failed run had emitted it
+        assert len(platform.events()) == 1
 
 
 def test_publication_rejects_an_incomplete_request(platform: OfflinePlatform):
     bad = {k: v for k, v in PUB_INPUT.items() if k != "mini_batch_id"}
-    result = platform.run(PUB, bad)
-    assert result.status == "FAILED"
-    assert result.path[-2:] == ["LoadProjectParametersFromDynamo", "WorkflowFailed"]
-    assert "mini_batch_id" in json.loads(result.cause)["cause"]
+    assert _rejected(platform, PUB, bad) == "mini_batch_id is missing"
+
+
+def test_publication_rejects_a_window_that_is_not_15_minutes(platform: OfflinePlatform):
+    assert "is not 15 minutes after batch_start_ts" in _rejected(
+        platform, PUB, {**PUB_INPUT, "batch_end_ts": "2026-10-01T12:20:00Z"})
 
 
 # -- monthly baselines --------------------------------------------------------------------------------
@@ -361,15 +454,16 @@ def test_monthly_inventory_then_fgb_then_event(platform: OfflinePlatform, script
     result = platform.run(MONTHLY, contract("monthly_baselines.scheduler.json"))
     assert result.status == "SUCCEEDED", result.cause
     assert result.path == [
-        "NormalizeIncomingMessage",
-        "UnwrapIncomingMessage",
-        "ParseIncomingProjectContext",
+        *INTAKE,
+        "IncomingEventValidChoice",
         "LoadProjectParametersFromDynamo",
         "ResolvePipelineRuntimeParams",
         "StartMachineInventoryRefresh",
+        "RecordStartMachineInventoryRefresh",
         "DescribeInventoryPipeline",
         "InventoryPipelineStatusChoice",
         "StartFGBBaselinePipeline",
+        "RecordStartFGBBaselinePipeline",
         "DescribeFGBPipeline",
         "FGBPipelineStatusChoice",
         "EmitBaselineReadyEvent",
@@ -402,6 +496,12 @@ def test_monthly_without_reference_month_uses_the_month_before_the_start(
     assert starts(scripted, "PipelineNameFGB")[0]["ReferenceMonth"] == f"{year:04d}-{month:02d}"
 
 
+@pytest.mark.parametrize("month", ["2026-13", "2026-9", "26-09", "September", 202609])
+def test_monthly_rejects_a_reference_month_that_is_not_yyyy_mm(platform: OfflinePlatform, month: object):
+    payload = {**contract("monthly_baselines.scheduler.json"), "reference_month": month}
+    assert "reference_month" in _rejected(platform, MONTHLY, payload)
+
+
 # -- training -----------------------------------------------------------------------------------------
 
 
@@ -409,12 +509,12 @@ def test_training_success(platform: OfflinePlatform, scripted: ScriptedPipelines
     result = platform.run(TRAINING, contract("training.request.json"))
     assert result.status == "SUCCEEDED"
     assert result.path == [
-        "NormalizeIncomingMessage",
-        "UnwrapIncomingMessage",
-        "ParseIncomingProjectContext",
+        *INTAKE,
+        "IncomingEventValidChoice",
         "LoadProjectParametersFromDynamo",
         "ResolvePipelineRuntimeParams",
         "StartTrainingPipeline",
+        "RecordStartTrainingPipeline",
         "DescribeTrainingPipeline",
         "TrainingPipelineStatusChoice",
         "Success",
@@ -441,6 +541,21 @@ def test_training_override_windows_reach_the_pipeline(platform: OfflinePlatform,
     assert json.loads(params["MissingWindowsOverride"]) == ["2026-09-03T10:00:00Z"]
 
 
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"training_start": "2026-10-02T00:00:00Z"}, "is not before training_end"),
+        ({"training_end": "not a time"}, "training_end"),
+        ({"missing_windows_override": "2026-09-03T10:00:00Z"}, "missing_windows_override"),
+        ({"missing_windows_override": ["2026-09-03T10:07:00Z"]}, "missing_windows_override"),
+        ({"project_name": "ndr prod; rm -rf /"}, "project_name"),
+    ],
+)
+def test_training_rejects_a_malformed_request(platform: OfflinePlatform, change: dict, reason: str):
+    payload = {**contract("training.request.json"), **change}
+    assert reason in _rejected(platform, TRAINING, payload)
+
+
 # -- backfill -----------------------------------------------------------------------------------------
 
 
@@ -453,12 +568,14 @@ def test_backfill_runs_one_pipeline_per_window(windows: int):
         result = platform.run(BACKFILL, contract("backfill.request.json"))
         assert result.status == "SUCCEEDED", result.cause
         head = [
-            "NormalizeIncomingMessage",
-            "UnwrapIncomingMessage",
-            "ParseIncomingProjectContext",
+            *INTAKE,
+            "IncomingEventValidChoice",
+            "LoadProjectRoutingFromDynamo",
             "LoadProjectParametersFromDynamo",
             "ResolvePipelineRuntimeParams",
+            "CheckRequestAgainstRouting",
             "StartHistoricalWindowsExtractorPipeline",
+            "RecordStartHistoricalWindowsExtractorPipeline",
             "DescribeHistoricalWindowsExtractor",
             "ExtractorPipelineStatusChoice",
             "ResolveBackfillWindows",
@@ -524,3 +641,98 @@ def test_training_on_a_schedule_trains_on_the_30_days_before_the_run(platform: O
     assert params["TrainingEndTsIso"] == end
     start = datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp() - 30 * 86400
     assert params["TrainingStartTsIso"] == datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _backfill(windows: int, **kw: object) -> tuple[Extractor, Iterator[OfflinePlatform]]:
+    ref: list[OfflinePlatform] = []
+    pipelines = Extractor(ref, windows, **kw)
+
+    def platforms() -> Iterator[OfflinePlatform]:
+        for platform in _platform(pipelines):
+            ref.append(platform)
+            yield platform
+
+    return pipelines, platforms()
+
+
+def test_backfill_skips_windows_that_already_succeeded_unless_forced():
+    pipelines, platforms = _backfill(3)
+    for platform in platforms:
+        live = contract("15m_batch_completed.eventbridge.json")  # the 12:00 window, run live first
+        live["detail"]["batch_folder"] = "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/09/14/0015/"
+        del live["detail"]["batch_end_ts"]
+        assert platform.run(FM, live).status == "SUCCEEDED"
+        platform.events()
+        result = platform.run(BACKFILL, contract("backfill.request.json"))
+        assert result.status == "SUCCEEDED", result.cause
+        assert result.path.count("BackfillWindowSkipped") == 1
+        (event,) = platform.events()
+        detail = event["detail"]
+        assert (detail["windows_total"], detail["windows_succeeded"], detail["windows_skipped"]) == (3, 2, 1)
+        assert detail["status"] == "COMPLETE"
+        # a live announcement of a window the backfill ran is a duplicate
+        again = contract("15m_batch_completed.eventbridge.json")
+        again["detail"]["batch_folder"] = "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/09/14/0000/"
+        del again["detail"]["batch_end_ts"]
+        assert platform.run(FM, again).error == "NDR.DuplicateMiniBatch"
+        forced = platform.run(BACKFILL, {**contract("backfill.request.json"), "force": True})
+        assert forced.status == "SUCCEEDED"
+        assert platform.events()[0]["detail"]["windows_succeeded"] == 3
+
+
+def test_backfill_window_whose_start_is_refused_fails_alone():
+    class Refusing(Extractor):
+        calls = 0
+
+        def start(self, pipeline_name: str, execution_arn: str, parameters: dict[str, str]) -> None:
+            super().start(pipeline_name, execution_arn, parameters)
+
+    faults = Faults(prefix="fault-", fail=frozenset({"StartBackfillPipeline"}))
+    ref: list[OfflinePlatform] = []
+    pipelines = Extractor(ref, 2)
+    with offline_aws(pipelines, faults=faults):
+        platform = stand_up(GENERATED, PROJECT, PIPELINES)
+        ref.append(platform)
+        result = platform.run(BACKFILL, contract("backfill.request.json"), name="fault-refused")
+        assert result.status == "SUCCEEDED", result.cause
+        (event,) = platform.events()
+        assert (event["detail"]["windows_total"], event["detail"]["windows_failed"]) == (2, 2)
+        assert event["detail"]["failed_windows"] == ["acme-ndr-prod-v1-20260914T0000",
+                                                     "acme-ndr-prod-v1-20260914T0015"]
+        assert [lk for lk in platform.locks() if lk.get("lock_status") == "RUNNING"] == []
+
+
+def test_backfill_window_outside_the_request_fails_alone_with_its_reason():
+    class Stray(Extractor):
+        def start(self, pipeline_name: str, execution_arn: str, parameters: dict[str, str]) -> None:
+            super().start(pipeline_name, execution_arn, parameters)
+            if pipeline_name == PIPELINES["PipelineNameBackfillHistoricalExtractor"]:
+                stray = {"mini_batch_id": "globex-ndr-prod-v1-20260914T0000", "batch_start_ts": "2026-09-14T00:00:00Z",
+                         "batch_end_ts": "2026-09-14T00:15:00Z",
+                         "batch_folder": "s3://globex-raw/pan-traffic/globex/ndr-prod/v1/2026/09/14/0000/"}
+                self.platform_ref[0].put_json(parameters["ManifestUri"], {"windows": [stray, "garbage"]})
+
+    ref: list[OfflinePlatform] = []
+    pipelines = Stray(ref, 0)
+    for platform in _platform(pipelines):
+        ref.append(platform)
+        result = platform.run(BACKFILL, contract("backfill.request.json"))
+        assert result.status == "SUCCEEDED", result.cause
+        (event,) = platform.events()
+        assert (event["detail"]["windows_total"], event["detail"]["windows_failed"]) == (2, 2)
+        assert starts(pipelines, "PipelineNameBackfill15m") == []
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"raw_prefix": "s3://acme-ndr-raw/pan-traffic/globex/ndr-prod/v1/"}, "is not under the raw prefix"),
+        ({"raw_prefix": "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/../../"}, "raw_prefix"),
+        ({"project_name": "unrouted"}, "is routed from no org"),
+        ({"end_ts": "2026-09-20T00:00:00Z"}, "longer than 172800 seconds"),
+        ({"force": "yes"}, "force"),
+    ],
+)
+def test_backfill_rejects_a_request_outside_its_routing(platform: OfflinePlatform, change: dict, reason: str):
+    payload = {**contract("backfill.request.json"), **change}
+    assert reason in _rejected(platform, BACKFILL, payload)

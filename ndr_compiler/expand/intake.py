@@ -142,7 +142,7 @@ def _field_bindings(fields: dict[str, m.ContractField], checks: list[m.Ordered],
         bindings.append((f"order__{i}", check))
         errors.append(f"order__{i}")
     if rules:  # only once the fields are valid: a rule may assume their types
-        fine = " and ".join(f"$not($exists(${e})) or ${e} = null" for e in errors) or "true"
+        fine = " and ".join(f"($not($exists(${e})) or ${e} = null)" for e in errors) or "true"
         for i, r in enumerate(rules):
             bindings.append((f"err__rule{i}", f"({fine}) and $not({js.inner(r.that)}) ? ({js.inner(r.reason)}) : null"))
             errors.append(f"err__rule{i}")

@@ -382,7 +382,8 @@ class Expander:
                     ":effects": {"S": js.wrap(f"$string(${effects})")}, ":me": {"S": js.wrap(OWNER)},
                 },
             },
-            catch=self.catch(rel.on_success, scope),
+            # not marked done: release as failed, which records the effects the body completed
+            catch=self.catch(rel.on_success, scope, to=rel.on_failure),
         )
         self.link(on_success, nxt)
         if rel.failure_action == "delete" and not has_effects:

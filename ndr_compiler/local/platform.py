@@ -5,9 +5,10 @@ one SageMaker pipeline per pipeline name, the state machines with their placehol
 first), the event bus with a rule that copies every event to an SQS queue so runs can be inspected, and
 the buckets. Call inside :func:`ndr_compiler.local.offline_aws`.
 
-moto sends no "Step Functions Execution Status Change" events: :meth:`OfflinePlatform.settle` stands in for
-the janitor's rule (the same pattern, checked with EventBridge's own matcher) and runs the janitor for
-every execution that ended ABORTED, TIMED_OUT or FAILED since the last call.
+moto sends no "Step Functions Execution Status Change" events: :meth:`OfflinePlatform.settle` puts them on
+the default bus for every execution that ended since its last call, where a rule with the janitor's own
+pattern (``ndr_compiler.expand.janitor.status_change_pattern``) forwards the matching ones to a queue; it
+runs the janitor once per forwarded event.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import boto3
 
 from ndr_compiler.deploy.dynamodb import ensure_tables
 from ndr_compiler.deploy.placeholders import placeholders, resolve, state_machine_arn_placeholder
-from ndr_compiler.expand.janitor import janitor_name
+from ndr_compiler.expand.janitor import janitor_name, status_change_pattern
 from ndr_compiler.local.sfn_runtime import ExecutionResult, run_execution
 from ndr_compiler.models.project import Project
 
@@ -48,6 +49,7 @@ class OfflinePlatform:
     machine_arns: dict[str, str] = field(default_factory=dict)
     pipeline_names: dict[str, str] = field(default_factory=dict)
     queue_url: str = ""
+    status_queue_url: str = ""
     values: dict[str, str] = field(default_factory=dict)
     janitor: str | None = None
     settled: set[str] = field(default_factory=set)
@@ -90,28 +92,28 @@ class OfflinePlatform:
         return [{k: next(iter(v.values())) for k, v in item.items()} for item in items]
 
     def settle(self, timeout_s: float = 120) -> list[ExecutionResult]:
-        """Deliver the status change of every execution that ended ABORTED, TIMED_OUT or FAILED (and was not
-        delivered yet) to the janitor, as the janitor's EventBridge rule does; returns the janitor runs."""
-        from ndr_compiler.expand.janitor import STATUSES, status_change_pattern
-
+        """Send the status change of every execution that ended since the last call (as Step Functions does) and
+        run the janitor for each one its rule forwards; returns the janitor runs."""
         if self.janitor is None:
             return []
-        sfn, events = self.client("stepfunctions"), self.client("events")
-        watched = [arn for name, arn in sorted(self.machine_arns.items()) if name != self.janitor]
-        pattern = json.dumps(status_change_pattern(watched))
-        runs = []
+        sfn, events, sqs = self.client("stepfunctions"), self.client("events"), self.client("sqs")
         for name in sorted(self.machine_arns):
-            if name == self.janitor:
-                continue
             for execution in sfn.list_executions(stateMachineArn=self.machine_arns[name])["executions"]:
                 arn = execution["executionArn"]
-                if execution["status"] not in STATUSES or arn in self.settled:
+                if execution["status"] == "RUNNING" or arn in self.settled:
                     continue
                 self.settled.add(arn)
                 event = status_change_event(sfn.describe_execution(executionArn=arn), self.region)
-                if events.test_event_pattern(EventPattern=pattern, Event=json.dumps(event))["Result"]:
-                    runs.append(self.run(self.janitor, event, timeout_s=timeout_s))
-        return runs
+                events.put_events(Entries=[{"Source": event["source"], "DetailType": event["detail-type"],
+                                            "Resources": event["resources"], "Detail": json.dumps(event["detail"])}])
+        runs = []
+        while True:
+            msgs = sqs.receive_message(QueueUrl=self.status_queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            if not msgs:
+                return runs
+            for m in msgs:
+                sqs.delete_message(QueueUrl=self.status_queue_url, ReceiptHandle=m["ReceiptHandle"])
+                runs.append(self.run(self.janitor, json.loads(m["Body"]), timeout_s=timeout_s))
 
     def put_json(self, uri: str, document: Any) -> None:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -216,4 +218,11 @@ def stand_up(
         values[state_machine_arn_placeholder(name)] = arn
         if name == janitor_name(project):
             platform.janitor = name
+    if platform.janitor:  # the janitor's rule, on the default bus, forwarding to a queue settle() reads
+        platform.status_queue_url = sqs.create_queue(QueueName="ndr-offline-status-changes")["QueueUrl"]
+        status_arn = sqs.get_queue_attributes(QueueUrl=platform.status_queue_url,
+                                              AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        watched = [arn for name, arn in sorted(platform.machine_arns.items()) if name != platform.janitor]
+        events.put_rule(Name="ndr-offline-lock-janitor", EventPattern=json.dumps(status_change_pattern(watched)))
+        events.put_targets(Rule="ndr-offline-lock-janitor", Targets=[{"Id": "janitor", "Arn": status_arn}])
     return platform

@@ -896,11 +896,17 @@ def _execution(arn: str) -> Any:
 
 def _patch_faults(patches: _Patches, faults: Faults) -> None:
     """Task calls fail, and executions stop or time out, where ``faults`` says (see :class:`Faults`)."""
-    from botocore.exceptions import ClientError
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (
         StateTaskService,
     )
     from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
     original_execution = StateTaskService._eval_execution
     original_body = CommonStateField._eval_body
@@ -910,8 +916,13 @@ def _patch_faults(patches: _Patches, faults: Faults) -> None:
         name = context.get("State", {}).get("Name")
         if name in faults.fail and faults.applies(context):
             faults.fired.append(("fail", name))
-            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": f"injected fault at {name}"}},
-                              "InjectedFault")
+            error = "Injected.ServiceUnavailable"  # not NDR.*: a fault that escapes every Catch is visible
+            details = TaskFailedEventDetails(error=error, cause=f"injected fault at {name}",
+                                             resource=self._get_sfn_resource(),
+                                             resourceType=self._get_sfn_resource_type())
+            raise FailureEventException(FailureEvent(
+                env=env, error_name=CustomErrorName(error), event_type=HistoryEventType.TaskFailed,
+                event_details=EventDetails(taskFailedEventDetails=details)))
         original_execution(self, env)
 
     def _eval_body(self: Any, env: Any) -> None:

@@ -12,6 +12,7 @@ in Step Functions) and JSON Schema share. No type admits whitespace, quotes, ``$
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from dataclasses import dataclass, field
@@ -39,8 +40,8 @@ LOCAL_PATH_PATTERN = rf"^(/{_SEGMENT})+/?$"
 CONTROL_CHARACTERS = r"[\u0000-\u001f\u007f]"
 
 
-class ContractError(ValueError):
-    """A value that is not of its declared type; the message names the field and the rule."""
+class ContractError(argparse.ArgumentTypeError, ValueError):
+    """A value that is not of its declared type; the message says which rule (argparse prints it as is)."""
 
 
 @dataclass(frozen=True)

@@ -1,38 +1,14 @@
-"""Typed runtime configurations, built from a script's command line (and, later, project parameters)."""
+"""Typed runtime configurations, built from a script's command line (and, later, project parameters).
+
+The command lines check every value against ``ndr_jobs.contract`` (the state machines' rules); a batch
+runtime also checks its window, so a job called directly gets the same guarantee.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import datetime
 
-
-def iso_timestamp(value: str) -> str:
-    """argparse type: an ISO-8601 UTC timestamp such as 2026-10-01T12:00:00Z."""
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from None
-    return value
-
-
-def year_month(value: str) -> str:
-    """argparse type: YYYY-MM."""
-    try:
-        datetime.strptime(value, "%Y-%m")
-    except ValueError:
-        raise ValueError(f"not a YYYY-MM month: {value!r}") from None
-    return value
-
-
-def json_list(value: str) -> list[str]:
-    """argparse type: a JSON array of strings (empty string: [])."""
-    if not value.strip():
-        return []
-    parsed = json.loads(value)
-    if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
-        raise ValueError("expected a JSON array of strings")
-    return parsed
+from ndr_jobs import contract
 
 
 @dataclass(frozen=True)
@@ -49,6 +25,9 @@ class BatchRuntime(ProjectRuntime):
     batch_start_ts: str
     batch_end_ts: str
     raw_batch_folder: str = ""
+
+    def __post_init__(self) -> None:
+        contract.window(self.batch_start_ts, self.batch_end_ts)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import pytest
 from ndr_compiler.local import events
 from tests.conftest import CONTRACTS
 
-pytestmark = pytest.mark.skipif(not CONTRACTS.exists(), reason="shared contracts not present")
 START = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 
 

@@ -113,8 +113,48 @@ def test_iam_policies_name_only_what_each_role_touches(aws: str, workdir: Path):
     policy = doc["PolicyDocument"] if isinstance(doc["PolicyDocument"], dict) else json.loads(doc["PolicyDocument"])
     resources = sorted(r for s in policy["Statement"] for r in s["Resource"])
     assert f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:pipeline/ndr-dev-if-training" in resources
-    assert not any("features-15m" in r or "locks" in r or "event-bus" in r for r in resources)
+    assert not any("features-15m" in r for r in resources)  # (the bus: it announces a rejected request)
     assert all("*" not in r or r.endswith("/execution/*") for r in resources)
+    (locks,) = [s for s in policy["Statement"] if any(r.endswith("table/ndr-idempotency-locks") for r in s["Resource"])]
+    assert locks["Action"] == ["dynamodb:PutItem"]  # its pipeline-run record, for the janitor
+    (watch,) = [s for s in policy["Statement"] if s["Sid"] == "WatchPipelineExecutions"]
+    assert watch["Action"] == ["sagemaker:DescribePipelineExecution", "sagemaker:StopPipelineExecution"]
+
+
+def test_the_lock_janitor_is_deployed_with_its_rule_and_indexes(aws: str, workdir: Path):
+    assert deploy()[0] == 0
+    machines = {m["name"]: m["stateMachineArn"] for m in sfn().list_state_machines()["stateMachines"]}
+    assert "ndr-dev-lock-janitor" in machines
+    events = boto3.client("events", region_name="us-east-1")
+    pattern = json.loads(events.describe_rule(Name="ndr-dev-lock-janitor")["EventPattern"])
+    assert pattern["source"] == ["aws.states"]
+    assert pattern["detail"]["status"] == ["ABORTED", "FAILED", "TIMED_OUT"]
+    watched = pattern["detail"]["stateMachineArn"]
+    assert len(watched) == 5 and machines["ndr-dev-15m-features-inference"] in watched
+    assert machines["ndr-dev-lock-janitor"] not in watched
+    (target,) = events.list_targets_by_rule(Rule="ndr-dev-lock-janitor")["Targets"]
+    assert target["Arn"] == machines["ndr-dev-lock-janitor"] + ":live"
+    iam = boto3.client("iam", region_name="us-east-1")
+    doc = iam.get_role_policy(RoleName="ndr-dev-events-invoke", PolicyName="ndr-generated")["PolicyDocument"]
+    invoke = doc if isinstance(doc, dict) else json.loads(doc)
+    assert machines["ndr-dev-lock-janitor"] + ":live" in invoke["Statement"][0]["Resource"]
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    indexes = ddb.describe_table(TableName="ndr-idempotency-locks")["Table"]["GlobalSecondaryIndexes"]
+    assert [i["IndexName"] for i in indexes] == ["owner_execution"]
+    routing = ddb.describe_table(TableName="ndr-project-routing")["Table"]["GlobalSecondaryIndexes"]
+    assert [i["IndexName"] for i in routing] == ["project_name"]
+
+
+def test_an_index_missing_from_a_deployed_table_is_added(aws: str, workdir: Path):
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    ddb.create_table(TableName="ndr-idempotency-locks", KeySchema=[{"AttributeName": "lock_key", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "lock_key", "AttributeType": "S"}],
+                     BillingMode="PAY_PER_REQUEST")  # as an earlier release created it
+    code, out = run("plan", "--env", "dev")
+    assert "update    dynamodb-table       ndr-idempotency-locks" in out, out
+    assert deploy()[0] == 0
+    indexes = ddb.describe_table(TableName="ndr-idempotency-locks")["Table"]["GlobalSecondaryIndexes"]
+    assert [i["IndexName"] for i in indexes] == ["owner_execution"]
 
 
 def test_update_after_a_spec_change_publishes_a_version_and_moves_the_alias(aws: str, workdir: Path):

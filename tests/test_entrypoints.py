@@ -45,14 +45,14 @@ def test_every_script_has_a_parser_and_imports_no_spark(name: str):
 
 def test_batch_arguments_become_a_typed_runtime():
     script = importlib.import_module("ndr_jobs.scripts.run_delta_builder")
-    rt = script.parse_runtime([*BATCH, "--raw-batch-folder", "s3://b/pan-traffic/a/p/v1/2026/10/01/1200/"])
+    rt = script.parse_runtime([*BATCH, "--raw-batch-folder", "s3://acme-ndr-raw/pan-traffic/a/p/v1/2026/10/01/1200/"])
     assert rt == BatchRuntime(
         "ndr-prod",
         "v1",
         "m1",
         "2026-10-01T12:00:00Z",
         "2026-10-01T12:15:00Z",
-        "s3://b/pan-traffic/a/p/v1/2026/10/01/1200/",
+        "s3://acme-ndr-raw/pan-traffic/a/p/v1/2026/10/01/1200/",
     )
     join = importlib.import_module("ndr_jobs.scripts.run_prediction_feature_join")
     assert join.parse_runtime([*BATCH, "--publication-target", "redshift"]) == PublicationRuntime(

@@ -14,8 +14,6 @@ from ndr_compiler.cli import main
 from ndr_jobs.synth.generator import SynthConfig, generate
 from tests.conftest import CONTRACTS, GENERATED, SPECS
 
-pytestmark = pytest.mark.skipif(not CONTRACTS.exists(), reason="shared contracts not present")
-
 
 def test_cli_runs_the_backfill_machine_on_the_contract_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     request = json.loads((CONTRACTS / "backfill.request.json").read_text())

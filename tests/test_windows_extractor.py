@@ -292,7 +292,6 @@ def _state_machine_run(raw_keys: list[str], request: dict) -> tuple[object, list
     return result, runs, events, [json.loads(m) for m in manifests] + errors
 
 
-@pytest.mark.skipif(not REQUEST.exists(), reason="shared contracts not present")
 def test_backfill_machine_maps_over_the_manifest_the_job_wrote():
     request = json.loads(REQUEST.read_text())  # 2026-09-14 00:00 to 06:00, raw_prefix s3://acme-ndr-raw/<project>/
     keys = [f"{PROJECT}/2026/09/14/{hhmm}/traffic-{i}.log" for hhmm in ("0545", "0000", "0015") for i in range(2)]
@@ -313,7 +312,6 @@ def test_backfill_machine_maps_over_the_manifest_the_job_wrote():
     assert event["detail"]["windows_total"] == 3 and event["detail"]["status"] == "COMPLETE"
 
 
-@pytest.mark.skipif(not REQUEST.exists(), reason="shared contracts not present")
 def test_backfill_machine_on_an_empty_range_runs_no_window():
     result, runs, events, (manifest,) = _state_machine_run([f"{PROJECT}/2026/09/15/0000/x.log"],
                                                            json.loads(REQUEST.read_text()))  # fmt: skip
@@ -323,10 +321,10 @@ def test_backfill_machine_on_an_empty_range_runs_no_window():
     assert event["detail"]["windows_total"] == 0 and event["detail"]["status"] == "COMPLETE"
 
 
-@pytest.mark.skipif(not REQUEST.exists(), reason="shared contracts not present")
-def test_backfill_machine_fails_on_a_bad_range_without_running_windows():
+def test_backfill_machine_rejects_a_reversed_range_before_any_pipeline():
     request = {**json.loads(REQUEST.read_text()), "end_ts": "2026-09-13T00:00:00Z"}
-    result, runs, events, (error,) = _state_machine_run([f"{PROJECT}/2026/09/14/0000/x.log"], request)
-    assert isinstance(error, ValueError) and "empty or reversed range" in str(error)
-    assert result.status == "FAILED" and result.error == "NDR.BackfillFailed"
-    assert "RunBackfillWindows" not in result.path and runs == [] and events == []
+    result, runs, events, outcomes = _state_machine_run([f"{PROJECT}/2026/09/14/0000/x.log"], request)
+    assert result.status == "FAILED" and result.error == "NDR.InvalidEvent"
+    assert "start_ts 2026-09-14T00:00:00Z is not before end_ts 2026-09-13T00:00:00Z" in result.cause
+    assert outcomes == [] and runs == []  # the extractor never ran
+    assert [e["detail-type"] for e in events] == ["NDR Event Rejected"]

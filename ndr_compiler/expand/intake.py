@@ -15,6 +15,7 @@ from ndr_compiler.expand import snippets as js
 from ndr_compiler.models import state_machine as m
 from ndr_jobs import contract
 
+
 def _re(pattern: str) -> str:
     """A pattern as a JSONata regex literal (``/`` escaped)."""
     return "/" + pattern.replace("/", "\\/") + "/"
@@ -32,7 +33,8 @@ HELPERS: list[tuple[str, str]] = [
     ("t_id", f"function($v) {{ $re_ok($v, {_re(contract.ID_PATTERN)}) ? $v : null }}"),
     ("t_run_key", f"function($v) {{ $re_ok($v, {_re(contract.RUN_KEY_PATTERN)}) ? $v : null }}"),
     ("t_timestamp", "function($v) { ("
-                  f"$g := $re_ok($v, {_re(contract.TIMESTAMP_PATTERN)}) ? $match($v, {_re(contract.TIMESTAMP_PATTERN)})[0].groups : [];"
+                  f"$g := $re_ok($v, {_re(contract.TIMESTAMP_PATTERN)})"
+                  f" ? $match($v, {_re(contract.TIMESTAMP_PATTERN)})[0].groups : [];"
                   " $count($g) >= 6 and $date_ok($number($g[0]), $number($g[1]), $number($g[2]))"
                   " and $number($g[3]) <= 23 and $number($g[4]) <= 59 and $number($g[5]) <= 59"
                   " ? $g[0] & '-' & $g[1] & '-' & $g[2] & 'T' & $g[3] & ':' & $g[4] & ':' & $g[5] & 'Z' : null) }"),
@@ -112,10 +114,9 @@ def _field_bindings(fields: dict[str, m.ContractField], checks: list[m.Ordered],
             bindings.append((name, f"$absent(${raw}) ? null : {_check(f, '$' + raw)}"))
         label = js.literal(label_prefix + source)
         missing = f"$absent(${raw}) ? ({js.literal(f.required)} ? {label} & ' is missing' : null)"
-        if f.type == "boolean":  # false is a value
-            problem = f"{missing} : $type(${name}) != 'boolean' ? {label} & ' ' & $show(${raw}) & ' is not true or false' : null"
-        else:
-            problem = f"{missing} : ${name} = null ? {label} & ' ' & $show(${raw}) & ' is not ' & {js.literal(_summary(f))} : null"
+        invalid = f"$type(${name}) != 'boolean'" if f.type == "boolean" else f"${name} = null"  # false is a value
+        problem = (f"{missing} : {invalid} ? {label} & ' ' & $show(${raw}) & ' is not ' & {js.literal(_summary(f))}"
+                   " : null")
         errors.append(f"err__{name}")
         bindings.append((f"err__{name}", problem))
         if f.equals:

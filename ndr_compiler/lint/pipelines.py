@@ -25,7 +25,7 @@ from ndr_compiler.specs import Spec, SpecSet
 SAGEMAKER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$")
 MAX_PARAMETER_VALUE = 1024
-SAMPLES = ("2026-01-01T00:00:00Z", "2026-01", "[]", "x", "0")
+SAMPLES = ("2026-01-01T00:00:00Z", "2026-01", "[]", "x", "0", "s3://ndr-sample/sample/")
 
 
 def pipeline_spec_rules(specs: SpecSet, p: Spec) -> Iterator[Diagnostic]:

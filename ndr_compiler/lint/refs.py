@@ -54,7 +54,7 @@ def state_machine_refs(specs: SpecSet, sm: Spec) -> Iterator[Diagnostic]:
             bound = {b for f in body.fields.values() if f.type == "batch_folder" for b in BATCH_FOLDER_BINDS}
             bound.discard("batch_folder")
             for name in body.fields:
-                if (name in RESERVED_VARIABLES | INTAKE_NAMES or name.startswith(INTAKE_PREFIXES) or INTAKE_INFIX in name
-                        or name in bound):
+                if (name in RESERVED_VARIABLES | INTAKE_NAMES or name in bound or name.startswith(INTAKE_PREFIXES)
+                        or INTAKE_INFIX in name):
                     yield Diagnostic("E303", f"field '{name}' would shadow the variable '${name}'",
                                      sm.doc.span((*path, "fields", name)))

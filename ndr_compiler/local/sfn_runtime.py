@@ -764,7 +764,6 @@ def _patch_sagemaker_pipelines(patches: _Patches, pipelines: PipelineRuntime) ->
     same executions, with status and failure reason from ``pipelines``."""
     from moto.sagemaker.exceptions import ResourceNotFound, ValidationError
     from moto.sagemaker.models import SageMakerModelBackend
-
     from moto.sagemaker.responses import SageMakerResponse
 
     original_start = SageMakerModelBackend.start_pipeline_execution

@@ -21,7 +21,8 @@ def _field_schema(f: ir.IntakeField) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "array", "maxItems": f.max_items, "items": dict(item.schema)}
         words = f"a JSON array of at most {f.max_items} items, each {item.summary}"
     elif f.type == "text":
-        schema = {**contract.TYPES["text"].schema, "maxLength": f.max_length, "not": {"pattern": "[\\u0000-\\u001f\\u007f]"}}
+        schema = {**contract.TYPES["text"].schema, "maxLength": f.max_length,
+                  "not": {"pattern": contract.CONTROL_CHARACTERS}}
         words = f"text of at most {f.max_length} characters without control characters"
     else:
         schema = dict(contract.TYPES[f.type].schema)

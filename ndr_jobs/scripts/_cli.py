@@ -13,19 +13,20 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ndr_jobs.runtime import BatchRuntime, iso_timestamp
+from ndr_jobs import contract
+from ndr_jobs.runtime import BatchRuntime
 
 
 def project_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project-name", required=True)
-    parser.add_argument("--feature-spec-version", required=True)
+    parser.add_argument("--project-name", required=True, type=contract.identifier)
+    parser.add_argument("--feature-spec-version", required=True, type=contract.identifier)
 
 
 def batch_arguments(parser: argparse.ArgumentParser) -> None:
     project_arguments(parser)
-    parser.add_argument("--mini-batch-id", required=True)
-    parser.add_argument("--batch-start-ts-iso", required=True, type=iso_timestamp)
-    parser.add_argument("--batch-end-ts-iso", required=True, type=iso_timestamp)
+    parser.add_argument("--mini-batch-id", required=True, type=contract.identifier)
+    parser.add_argument("--batch-start-ts-iso", required=True, type=contract.window_start)
+    parser.add_argument("--batch-end-ts-iso", required=True, type=contract.timestamp)
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
@@ -65,7 +66,12 @@ class BatchScript:
         return parser
 
     def parse_runtime(self, argv: Sequence[str] | None = None) -> BatchRuntime:
-        a = self.build_parser().parse_args(argv)
+        parser = self.build_parser()
+        a = parser.parse_args(argv)
+        try:
+            contract.window(a.batch_start_ts_iso, a.batch_end_ts_iso)
+        except contract.ContractError as exc:
+            parser.error(str(exc))
         return self.runtime(
             project_name=a.project_name,
             feature_spec_version=a.feature_spec_version,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ndr_jobs import contract
 from ndr_jobs.scripts._cli import BatchScript, run
 
 
 def _extra(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--raw-batch-folder", default="", help="the mini-batch folder of raw logs")
+    parser.add_argument("--raw-batch-folder", default="", type=contract.optional(contract.storage_uri),
+                        help="the mini-batch folder of raw logs")
 
 
 SCRIPT = BatchScript(

@@ -6,14 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ndr_jobs.runtime import MonthlyRuntime, year_month
+from ndr_jobs import contract
+from ndr_jobs.runtime import MonthlyRuntime
 from ndr_jobs.scripts._cli import project_arguments, run
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ndr_jobs.scripts.run_fg_b_builder", description=__doc__)
     project_arguments(parser)
-    parser.add_argument("--reference-month", required=True, type=year_month)
+    parser.add_argument("--reference-month", required=True, type=contract.month)
     parser.add_argument("--baseline-mode", choices=["regular", "backfill"], default="regular")
     return parser
 

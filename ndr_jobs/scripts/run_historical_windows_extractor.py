@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ndr_jobs.runtime import BackfillRuntime, iso_timestamp
+from ndr_jobs import contract
+from ndr_jobs.runtime import BackfillRuntime
 from ndr_jobs.scripts._cli import project_arguments, run
 
 
@@ -15,10 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ndr_jobs.scripts.run_historical_windows_extractor", description=__doc__
     )
     project_arguments(parser)
-    parser.add_argument("--start-ts-iso", required=True, type=iso_timestamp)
-    parser.add_argument("--end-ts-iso", required=True, type=iso_timestamp)
-    parser.add_argument("--manifest-uri", required=True, help="where to write the window manifest (JSON)")
-    parser.add_argument("--raw-prefix", default="", help="raw mini-batch prefix; empty: the project's routing")
+    parser.add_argument("--start-ts-iso", required=True, type=contract.timestamp)
+    parser.add_argument("--end-ts-iso", required=True, type=contract.timestamp)
+    parser.add_argument("--manifest-uri", required=True, type=contract.storage_uri,
+                        help="where to write the window manifest (JSON)")
+    parser.add_argument("--raw-prefix", default="", type=contract.optional(contract.storage_uri),
+                        help="raw mini-batch prefix; empty: the project's routing")
     return parser
 
 

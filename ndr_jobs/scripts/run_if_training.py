@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ndr_jobs.runtime import TrainingRuntime, iso_timestamp, json_list
+from ndr_jobs import contract
+from ndr_jobs.runtime import TrainingRuntime
 from ndr_jobs.scripts._cli import project_arguments, run
 
 STAGES = ("verify", "remediate", "reverify", "train", "publish", "attributes", "deploy")
@@ -16,12 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ndr_jobs.scripts.run_if_training", description=__doc__)
     parser.add_argument("--stage", required=True, choices=STAGES)
     project_arguments(parser)
-    parser.add_argument("--training-start-ts-iso", required=True, type=iso_timestamp)
-    parser.add_argument("--training-end-ts-iso", required=True, type=iso_timestamp)
-    parser.add_argument("--run-key", required=True, help="idempotency key of the training run")
+    parser.add_argument("--training-start-ts-iso", required=True, type=contract.timestamp)
+    parser.add_argument("--training-end-ts-iso", required=True, type=contract.timestamp)
+    parser.add_argument("--run-key", required=True, type=contract.run_key, help="idempotency key of the training run")
     parser.add_argument(
         "--missing-windows-override",
-        type=json_list,
+        type=contract.window_list,
         default=[],
         help="JSON array of window start timestamps to remediate instead of the verifier's list",
     )

@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ndr_jobs.runtime import MonthlyRuntime, year_month
+from ndr_jobs import contract
+from ndr_jobs.runtime import MonthlyRuntime
 from ndr_jobs.scripts._cli import project_arguments, run
 
 
@@ -15,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ndr_jobs.scripts.run_machine_inventory_unload", description=__doc__
     )
     project_arguments(parser)
-    parser.add_argument("--reference-month", required=True, type=year_month)
+    parser.add_argument("--reference-month", required=True, type=contract.month)
     return parser
 
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 
-from ndr_jobs.runtime import iso_timestamp
+from ndr_jobs.contract import window_start
 from ndr_jobs.synth.generator import ATTACK_CLASSES, SynthConfig, generate
 
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m ndr_jobs.synth.cli", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="raw root: local directory or s3://bucket[/prefix]")
-    parser.add_argument("--start", required=True, type=iso_timestamp, help="ISO-8601 UTC start (15-minute aligned)")
+    parser.add_argument("--start", required=True, type=window_start, help="ISO-8601 UTC start (15-minute aligned)")
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--hosts", type=int, default=50)
     parser.add_argument("--seed", type=int, default=7)

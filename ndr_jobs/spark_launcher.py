@@ -1,10 +1,11 @@
 """Run ``python -m <module> <args>`` under ``smspark-submit`` on the SageMaker Processing Spark container.
 
 The Spark image carries this file at ``/opt/ndr/spark_launcher.py`` (see
-``ndr_compiler/render/sagemaker_pipeline.py``). ``smspark-submit`` re-joins application arguments with
-spaces through ``/bin/sh``, which drops empty values and strips quotes; when the processing job's config
-(``/opt/ml/config/processingjobconfig.json``) carries the step's ``ContainerArguments`` with parameters
-resolved, those unsplit arguments are used instead of ``sys.argv``.
+``ndr_compiler/render/sagemaker_pipeline.py``). ``smspark-submit`` builds the ``spark-submit`` command line
+with every argument passed through ``shlex.quote`` and runs it with ``/bin/sh``
+(``smspark/cli.py::_construct_spark_submit_command`` in aws/sagemaker-spark-container), so the arguments
+arrive here exactly as the step's ``ContainerArguments`` hold them; ``tests/test_launcher.py`` runs this
+file that way with hostile values. The job's parser then checks each value against ``ndr_jobs.contract``.
 """
 
 from __future__ import annotations
@@ -13,20 +14,6 @@ import json
 import os
 import runpy
 import sys
-from pathlib import Path
-
-JOB_CONFIG = Path("/opt/ml/config/processingjobconfig.json")
-
-
-def _arguments(argv: list[str]) -> list[str]:
-    try:
-        config = json.loads(JOB_CONFIG.read_text())
-        args = config["AppSpecification"]["ContainerArguments"]
-        if isinstance(args, list) and all(isinstance(a, str) for a in args):
-            return args
-    except (OSError, KeyError, TypeError, ValueError):
-        pass
-    return argv
 
 
 def main() -> None:
@@ -37,7 +24,7 @@ def main() -> None:
         builder = builder.config(key, value)
     builder.getOrCreate()  # the job's own getOrCreate() returns this session
     module = sys.argv[1]
-    sys.argv = [module, *_arguments(sys.argv[2:])]
+    sys.argv = [module, *sys.argv[2:]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 

@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import boto3
 
 from ndr_compiler.deploy.dynamodb import ensure_tables
 from ndr_compiler.deploy.placeholders import placeholders, resolve, state_machine_arn_placeholder
-from ndr_compiler.expand.janitor import janitor_name, status_change_pattern
+from ndr_compiler.expand.janitor import STATUSES, janitor_name, status_change_pattern
 from ndr_compiler.local.sfn_runtime import ExecutionResult, run_execution
 from ndr_compiler.models.project import Project
 
@@ -92,20 +93,22 @@ class OfflinePlatform:
         return [{k: next(iter(v.values())) for k, v in item.items()} for item in items]
 
     def settle(self, timeout_s: float = 120) -> list[ExecutionResult]:
-        """Send the status change of every execution that ended since the last call (as Step Functions does) and
-        run the janitor for each one its rule forwards; returns the janitor runs."""
+        """Send the status change of every execution that ended ABORTED, TIMED_OUT or FAILED since the last call
+        (as Step Functions does for every status; the others the rule would drop anyway) and run the janitor
+        for each one its rule forwards; returns the janitor runs."""
         if self.janitor is None:
             return []
         sfn, events, sqs = self.client("stepfunctions"), self.client("events"), self.client("sqs")
-        for name in sorted(self.machine_arns):
-            for execution in sfn.list_executions(stateMachineArn=self.machine_arns[name])["executions"]:
-                arn = execution["executionArn"]
-                if execution["status"] == "RUNNING" or arn in self.settled:
-                    continue
-                self.settled.add(arn)
-                event = status_change_event(sfn.describe_execution(executionArn=arn), self.region)
-                events.put_events(Entries=[{"Source": event["source"], "DetailType": event["detail-type"],
-                                            "Resources": event["resources"], "Detail": json.dumps(event["detail"])}])
+        ended = [e for name in sorted(self.machine_arns) for status in STATUSES for e in
+                 sfn.list_executions(stateMachineArn=self.machine_arns[name], statusFilter=status)["executions"]]
+        for execution in sorted(ended, key=lambda e: e["startDate"]):
+            arn = execution["executionArn"]
+            if arn in self.settled:
+                continue
+            self.settled.add(arn)
+            event = status_change_event(sfn.describe_execution(executionArn=arn), self.region)
+            events.put_events(Entries=[{"Source": event["source"], "DetailType": event["detail-type"],
+                                        "Resources": event["resources"], "Detail": json.dumps(event["detail"])}])
         runs = []
         while True:
             msgs = sqs.receive_message(QueueUrl=self.status_queue_url, MaxNumberOfMessages=10).get("Messages", [])
@@ -159,7 +162,8 @@ def status_change_event(execution: dict[str, Any], region: str) -> dict[str, Any
     return {
         "version": "0", "id": hashlib.sha256(arn.encode()).hexdigest()[:36],
         "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
-        "account": arn.split(":")[4], "time": execution["stopDate"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "account": arn.split(":")[4],
+        "time": (execution.get("stopDate") or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": region, "resources": [arn],
         "detail": {
             "executionArn": arn, "stateMachineArn": execution["stateMachineArn"], "name": execution["name"],

@@ -355,6 +355,16 @@ def _lift_declarations(expression: str) -> tuple[str, dict[str, Any]]:
     return f"{head}({body[position:]}{')' if head else ''}", bindings
 
 
+@functools.lru_cache(maxsize=2048)
+def _compiled(text: str) -> Jsonata:
+    """A parsed expression with the Step Functions functions bound (parsing is most of the cost of an
+    evaluation; a parsed expression holds no state between evaluations)."""
+    compiled = Jsonata(text)
+    for name, function in AWS_JSONATA_FUNCTIONS.items():
+        compiled.register_lambda(name, function)
+    return compiled
+
+
 def evaluate_jsonata(expression: str) -> Any:
     """Evaluate a self-contained JSONata expression with the Step Functions functions bound.
 
@@ -363,10 +373,7 @@ def evaluate_jsonata(expression: str) -> Any:
     """
     try:
         text, bindings = _lift_declarations(expression)
-        compiled = Jsonata(text)
-        for name, function in AWS_JSONATA_FUNCTIONS.items():
-            compiled.register_lambda(name, function)
-        return compiled.evaluate(None, bindings or None)
+        return _compiled(text).evaluate(None, bindings or None)
     except RecursionError as error:
         raise JSONataEvaluationError("JSONata evaluation exceeded the recursion limit") from error
     except Exception as error:
@@ -727,6 +734,53 @@ def _patch_s3_read_through(patches: _Patches, local_s3_root: Path) -> None:
     patches.set(S3Backend, "get_object", get_object)
 
 
+def _patch_map_iteration_abort(patches: _Patches) -> None:
+    """When an execution is stopped (or times out) while a Map iteration runs, moto builds the iteration's
+    abort event with the stop's error *string* where a details dict belongs, and the Map state then crashes
+    reading it (``'str' object has no attribute 'get'``); the Map's failure then overwrites the stopped
+    program state with an error, so the execution ended FAILED. Read a string detail as the error name, and
+    keep a stopped or timed-out program so: the execution ends ABORTED or TIMED_OUT, as in Step Functions."""
+    from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped, ProgramTimedOut
+
+    original = ExecutionState._construct_error_output_value
+    original_set_error = Environment.set_error
+
+    def set_error(self: Any, error: Any) -> None:
+        if not isinstance(self._program_state, ProgramStopped | ProgramTimedOut):
+            original_set_error(self, error)
+
+    patches.set(Environment, "set_error", set_error)
+
+    def _construct_error_output_value(failure_event: Any) -> Any:
+        details = list(failure_event.event_details.values())
+        if len(details) == 1 and isinstance(details[0], str):
+            return {"Error": details[0], "Cause": ""}
+        return original(failure_event)
+
+    patches.set(ExecutionState, "_construct_error_output_value", staticmethod(_construct_error_output_value))
+
+
+def _patch_parse_cache(patches: _Patches) -> None:
+    """moto parses a definition with ANTLR at every execution start (most of the time of a short execution).
+    Keep the parse tree of each definition; the evaluation components are still built afresh each time."""
+    from moto.stepfunctions.parser.asl.parse import asl_parser
+    from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+
+    original = asl_parser.AmazonStateLanguageParser.parse
+    trees: dict[str, Any] = {}
+
+    def parse(definition: str) -> tuple[Any, Any]:
+        tree = trees.get(definition)
+        if tree is None:
+            _program, tree = original(definition)  # raises ASLParserException on a syntax error
+            trees[definition] = tree
+        return Preprocessor().visit(tree), tree
+
+    patches.set(asl_parser.AmazonStateLanguageParser, "parse", staticmethod(parse))
+
+
 def _patch_time(patches: _Patches, wait_time_scale: float) -> None:
     """Wait states, retry intervals and ``.sync`` polling sleep for real in moto; compress them
     so executions that poll a pipeline every few minutes finish in milliseconds."""
@@ -992,6 +1046,8 @@ def offline_aws(
         _patch_choice_default_detection(patches)
         _patch_execution_output_serialisation(patches)
         _patch_time(patches, wait_time_scale)
+        _patch_parse_cache(patches)
+        _patch_map_iteration_abort(patches)
         _patch_sagemaker_pipelines(patches, runtime)
         if local_s3_root is not None:
             _patch_s3_read_through(patches, Path(local_s3_root))

@@ -56,15 +56,13 @@ Spark steps (``processor.spark``)
     :data:`SPARK_CONF_ENV` as sorted, compact JSON, and the launcher sets it on the session before the job
     starts (enough for ``spark.sql.*`` and executor settings; driver-JVM settings would need the image).
 
-    ``smspark-submit`` joins the application arguments with spaces and runs the result with
-    ``shell=True``: every argument is re-split and re-interpreted by ``/bin/sh`` on the primary host. A
-    literal argument of a Spark step must therefore be shell-safe (``[A-Za-z0-9_@%+=:,./-]+``) and is
-    rejected otherwise. Values bound to parameters are only known at run time and cannot be checked here:
-    an empty value vanishes (the flag then swallows the next one, or argparse fails) and a value with
-    spaces, quotes, ``$`` or glob characters is split or rewritten. Closing that needs the launcher, not
-    the definition: e.g. re-reading the unsplit arguments from the job's ``/opt/ml/config/
-    processingjobconfig.json`` (where smspark itself reads its job config), once checked that the file
-    carries ``AppSpecification.ContainerArguments`` with the parameters resolved.
+    ``smspark-submit`` quotes every argument with ``shlex.quote`` and runs the command line with ``/bin/sh``
+    (``smspark/cli.py::_construct_spark_submit_command`` in aws/sagemaker-spark-container): values reach the
+    job unchanged, whatever they hold; ``tests/test_launcher.py`` runs the launcher that way. Literal
+    arguments of a Spark step are still kept to ``[A-Za-z0-9_@%+=:,./-]+``, so that the rendered command line
+    reads the same with or without the quoting. Values bound to parameters are checked at run time, twice:
+    by the state machine's intake before the pipeline starts, and by the job's parser
+    (``ndr_jobs.contract``).
 
 Offline and deterministic
     * The SDK insists on an AWS session (and, at import, ``sagemaker.ai_registry.air_hub`` creates a boto3

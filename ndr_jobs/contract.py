@@ -23,6 +23,8 @@ from typing import Any
 WINDOW = timedelta(minutes=15)
 WINDOW_MINUTES = 15
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+#: the years a timestamp may name (epoch milliseconds, four digits)
+MIN_YEAR, MAX_YEAR = 1970, 9999
 
 _ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 _BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
@@ -114,6 +116,9 @@ def run_key(value: Any) -> str:
 def parse_timestamp(value: Any) -> datetime:
     """An ISO-8601 UTC timestamp as an aware datetime; :class:`ContractError` otherwise."""
     m = _matched(TIMESTAMP_PATTERN, value, TYPES["timestamp"].summary)
+    year = int(m.group(1))
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise ContractError(f"{_show(value)} is not a time from {MIN_YEAR} to {MAX_YEAR}")
     try:
         return datetime(*(int(g) for g in m.groups()[:6]), tzinfo=UTC)
     except ValueError as exc:

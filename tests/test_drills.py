@@ -45,7 +45,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
                         hosts=10, seed=11, wait_scale=0.05)
     with LocalRun(config, echo=lambda _m: None) as local:
         local.generate("history", HISTORY, HISTORY_HOURS)
-        local.generate("live", LIVE, 0.75, noise_rate=0.05)
+        local.generate("live", LIVE, 1.0, noise_rate=0.05)
         local.backfill_result = local.backfill(HISTORY, HISTORY + timedelta(hours=HISTORY_HOURS))
         local.backfill_events = local.platform.events()
         local.train(HISTORY, HISTORY + timedelta(hours=HISTORY_HOURS))
@@ -110,3 +110,19 @@ def test_the_same_batch_event_again_is_a_duplicate_and_writes_nothing(run: Local
     again = run.execute("sfn_ndr_15m_features_inference", run.batch_event(LIVE), "duplicate", expect="FAILED")
     assert "DuplicateMiniBatch" in again.path
     assert digest(run.s3) == before
+
+
+def test_an_aborted_execution_is_cleaned_up_by_the_janitor_and_the_batch_runs_again(run: LocalRun):
+    target = LIVE + 3 * BATCH
+    aborted, janitors, rerun = run.abort_and_recover(target)
+    assert aborted["status"] == "ABORTED"
+    (janitor,) = [j for j in janitors if (j.output or {}).get("execution_arn") == aborted["executionArn"]]
+    assert janitor.status == "SUCCEEDED", janitor.cause
+    assert janitor.output["locks_released"] == 1
+    assert [p["status"] for p in janitor.output["pipelines"]] == ["Stopped"]  # stopped before it finished
+    stopped = [r for spec, p, r in run.pipelines.runs
+               if spec == "features_15m" and p["MiniBatchId"] == batch_id(target)]
+    assert stopped[0].status == "Stopped" and stopped[0].steps[-1].status == "NotStarted"
+    assert rerun.status == "SUCCEEDED"  # announced again, the batch runs to the end
+    assert stopped[-1].status == "Succeeded"
+    assert (run.dataset("publication") / "feature_spec_version=v1" / f"batch_start={target:%Y%m%dT%H%M}").is_dir()

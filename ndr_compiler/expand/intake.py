@@ -26,7 +26,8 @@ HELPERS: list[tuple[str, str]] = [
     ("absent", "function($v) { $not($exists($v)) or $v = null or $v = '' }"),
     ("show", "function($v) { ($s := $type($v) = 'string' ? $v : $string($v); "
              "$length($s) > 100 ? $substring($s, 0, 100) & '...' : $s) }"),
-    ("date_ok", "function($y, $mo, $d) { $y >= 1970 and $y <= 9999 and $mo >= 1 and $mo <= 12 and $d >= 1 and "
+    ("date_ok", f"function($y, $mo, $d) {{ $y >= {contract.MIN_YEAR} and $y <= {contract.MAX_YEAR} and "
+                "$mo >= 1 and $mo <= 12 and $d >= 1 and "
                 "$d <= ($mo = 2 ? (($y % 4 = 0 and $y % 100 != 0) or $y % 400 = 0 ? 29 : 28) "
                 ": $mo in [4, 6, 9, 11] ? 30 : 31) }"),
     ("re_ok", "function($v, $re) { $type($v) = 'string' and $contains($v, $re) }"),

@@ -16,7 +16,12 @@ the real jobs on local Spark; nothing is scripted):
 5. **live** (``sfn_ndr_15m_features_inference``): one batch-completion event per 15-minute batch of a
    span with injected attacks, in the contract's EventBridge, SQS and SNS wrappers in turn: features,
    inference, and the nested publication workflow (prediction/feature join).
-6. **duplicate**: the first live event again: rejected by the mini-batch lock, nothing written.
+6. **malformed event**: a batch-completed event whose folder is not a 15-minute window of the org's raw
+   bucket: rejected at the intake (``NDR.InvalidEvent``), announced on the bus, no pipeline started.
+7. **aborted execution**: the last live batch's execution is stopped while its features pipeline runs; the
+   lock janitor (its EventBridge rule stood in for) stops the pipeline and frees the lock, and the batch,
+   announced again, runs to the end.
+8. **duplicate**: the first live event again: rejected by the mini-batch lock, nothing written.
 
 Then the top anomalies with the features that drove them (and whether the synthetic ground truth says
 they were attacks) and a summary: batches, rows, quarantined lines, alerts, time per stage.
@@ -86,6 +91,8 @@ class DemoReport:
     alerts: int = 0
     duplicate_rejected: bool = False
     duplicate_wrote_nothing: bool = False
+    rejected_reason: str = ""
+    recovered_after_abort: bool = False
     top: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -218,6 +225,28 @@ class LocalRun:
         return self.execute("sfn_ndr_monthly_fg_b_baselines", events.monthly_baselines(PROJECT, FSV, month),
                             "baselines")
 
+    def abort_and_recover(self, start: datetime) -> tuple[Any, list[Any], Any]:
+        """Start the batch's 15-minute execution, stop it while its features pipeline runs, let the janitor
+        clean up, then announce the batch again: (the aborted run's status, the janitor runs, the rerun)."""
+        from ndr_jobs.contract import mini_batch_id
+
+        machine = "sfn_ndr_15m_features_inference"
+        event = self.batch_event(start)
+        sfn = self.platform.client("stepfunctions")
+        arn = sfn.start_execution(stateMachineArn=self.platform.machine_arns[machine], input=json.dumps(event),
+                                  name=f"aborted-{start:%Y%m%dT%H%M}")["executionArn"]
+        batch = mini_batch_id(ORG, PROJECT, FSV, events._iso(start))
+        deadline = time.monotonic() + 600
+        while not any(p.get("MiniBatchId") == batch for _, p, _ in self.pipelines.started):
+            if time.monotonic() > deadline:
+                raise DemoError(f"the features pipeline of {batch} did not start")
+            time.sleep(0.2)
+        sfn.stop_execution(executionArn=arn, error="Demo.Aborted", cause="stopped by make run while it ran")
+        while (aborted := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+            time.sleep(0.1)
+        janitors = self.platform.settle(timeout_s=1800)
+        return aborted, janitors, self.execute(machine, event, "the aborted batch, announced again")
+
     def train(self, start: datetime, end: datetime) -> Any:
         return self.execute("sfn_ndr_training_orchestrator", events.training_request(PROJECT, FSV, start, end),
                             "training")
@@ -251,11 +280,34 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRep
             run.train(c.training_start, train_end)
         with stage("live: 15-minute batches with injected attacks, through the three contract wrappers"):
             live = _live_events(run)
-            for i, (wrapper, payload) in enumerate(live):
+            for i, (wrapper, payload) in enumerate(live[:-1] if len(live) > 1 else live):
                 start = run.config.live_start + timedelta(minutes=15 * i)
                 echo(f"   batch {i + 1}/{len(live)}: {start:%Y-%m-%d %H:%M} UTC, batch-completed event via {wrapper}")
                 run.execute("sfn_ndr_15m_features_inference", payload, f"live batch {i + 1}")
                 report.batches += 1
+        with stage("malformed event: a batch-completed event outside the org's raw bucket") as s:
+            bad = run.batch_event(run.config.live_start)
+            bad["detail"]["batch_folder"] = bad["detail"]["batch_folder"].replace(run.raw_bucket, "another-bucket")
+            rejected = run.execute("sfn_ndr_15m_features_inference", bad, "malformed event", expect="FAILED")
+            announced = [e for e in run.platform.events() if e["detail-type"] == "NDR Event Rejected"]
+            if rejected.error == "NDR.InvalidEvent" and announced:
+                report.rejected_reason = rejected.cause
+            s.detail = f"{rejected.status} {rejected.error}: {rejected.cause}"
+            echo(f"   {s.detail}\n   announced on the bus as '{announced[0]['detail-type'] if announced else '-'}'")
+        if len(live) > 1:
+            last = run.config.live_start + timedelta(minutes=15 * (len(live) - 1))
+            with stage(f"aborted execution: batch {last:%H:%M} stopped mid-pipeline, then announced again") as s:
+                aborted, janitors, rerun = run.abort_and_recover(last)
+                for j in janitors:
+                    out = j.output or {}
+                    if out.get("pipelines") or out.get("locks_released"):
+                        stopped = ", ".join(f"{p['pipeline_execution_arn'].rsplit('/', 1)[-1]} {p['status']}"
+                                            for p in out.get("pipelines", []))
+                        echo(f"   janitor: pipelines {stopped or 'none'}; locks freed: {out.get('locks_released')}")
+                report.recovered_after_abort = aborted["status"] == "ABORTED" and rerun.status == "SUCCEEDED"
+                report.batches += int(rerun.status == "SUCCEEDED")
+                s.detail = f"{aborted['status']}, then the batch ran again: {rerun.status}"
+                echo(f"   {s.detail}")
         with stage("duplicate: the first live event again") as s:
             before = _tree_digest(run.s3)
             again = run.execute("sfn_ndr_15m_features_inference", live[0][1], "duplicate", expect="FAILED")
@@ -266,6 +318,10 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRep
         _summarise(report, run)
     if not report.duplicate_rejected or not report.duplicate_wrote_nothing:
         report.failures.append("the duplicate batch event was not rejected cleanly")
+    if not report.rejected_reason:
+        report.failures.append("the malformed event was not rejected as NDR.InvalidEvent")
+    if len(live) > 1 and not report.recovered_after_abort:
+        report.failures.append("the aborted batch did not run again")
     return report
 
 
@@ -373,6 +429,8 @@ def render(report: DemoReport, echo: Callable[[str], None] = print) -> None:
     echo(f"   raw lines read         : {report.lines:,}")
     echo(f"   quarantined lines      : {report.quarantined:,}")
     echo(f"   alerts                 : {report.alerts}")
+    echo(f"   malformed event        : {'rejected: ' + report.rejected_reason if report.rejected_reason else 'NOT rejected'}")  # noqa: E501
+    echo(f"   aborted execution      : {'recovered: the batch ran again' if report.recovered_after_abort else 'not recovered'}")  # noqa: E501
     echo(f"   duplicate event        : {'rejected, nothing written' if report.duplicate_rejected and report.duplicate_wrote_nothing else 'NOT rejected cleanly'}")  # noqa: E501
     for s in report.stages:
         echo(f"   {s.seconds:7.1f} s  {s.name}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class StepResult:
 @dataclass
 class PipelineRun:
     pipeline: str
-    status: str  # Succeeded | Failed
+    status: str  # Succeeded | Failed | Stopped
     steps: list[StepResult]
 
     @property
@@ -132,20 +133,24 @@ def _order(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_pipeline(generated: Path, pipeline: str, given: Mapping[str, str], values: Mapping[str, str],
-                 cwd: Path | None = None, echo: Any = None, executor: Executor | None = None) -> PipelineRun:
+                 cwd: Path | None = None, echo: Any = None, executor: Executor | None = None,
+                 stop: threading.Event | None = None) -> PipelineRun:
     """Run every step; ``values`` resolves ``${...}`` in step environments (e.g. NdrStorageRoot).
 
     ``executor`` runs each ``python -m`` command: a fresh process per step by default, or a
-    :class:`~ndr_compiler.local.step_worker.WarmExecutor` that keeps one Spark JVM across steps.
+    :class:`~ndr_compiler.local.step_worker.WarmExecutor` that keeps one Spark JVM across steps. Once
+    ``stop`` is set, no further step starts and the run ends ``Stopped`` (the step under way finishes: the
+    local stand-in of SageMaker stopping a pipeline's running processing job).
     """
     executor = executor or SubprocessExecutor()
     definition = load_definition(generated, pipeline)
     params = resolve_parameters(definition, given)
     results: list[StepResult] = []
-    failed = False
+    failed = stopped = False
     for step in _order(definition["Steps"]):
         argv = step_command(step, params)
-        if failed:
+        stopped = stopped or (stop is not None and stop.is_set() and not failed)
+        if failed or stopped:
             results.append(StepResult(step["Name"], "NotStarted", argv=argv))
             continue
         env = dict(os.environ)
@@ -161,4 +166,4 @@ def run_pipeline(generated: Path, pipeline: str, given: Mapping[str, str], value
         failed = failed or status == "Failed"
         results.append(StepResult(step["Name"], status, time.perf_counter() - t, outcome.exit_code, outcome.stdout,
                                   outcome.stderr, argv))
-    return PipelineRun(pipeline, "Failed" if failed else "Succeeded", results)
+    return PipelineRun(pipeline, "Failed" if failed else "Stopped" if stopped else "Succeeded", results)

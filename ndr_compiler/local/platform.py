@@ -86,10 +86,12 @@ class OfflinePlatform:
         ).get("Item")
         return {k: next(iter(v.values())) for k, v in item.items()} if item else None
 
-    def locks(self) -> list[dict[str, Any]]:
-        """Every item of the lock table (locks and pipeline-run records)."""
+    def locks(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Every item of the lock table (locks and pipeline-run records), or the locks in ``status``."""
         ddb = self.client("dynamodb")
-        items = ddb.scan(TableName=self.project.spec.tables.locks, ConsistentRead=True)["Items"]
+        where = {"FilterExpression": "lock_status = :s", "ExpressionAttributeValues": {":s": {"S": status}}}
+        items = ddb.scan(TableName=self.project.spec.tables.locks, ConsistentRead=True,
+                         **(where if status else {}))["Items"]
         return [{k: next(iter(v.values())) for k, v in item.items()} for item in items]
 
     def settle(self, timeout_s: float = 120) -> list[ExecutionResult]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ndr_compiler.expand.pipeline import default_pipeline_name
 from ndr_compiler.local.pipeline_runner import Executor, PipelineRun, run_pipeline
+from ndr_compiler.local.sfn_runtime import PipelineNotRunning
 
 
 @dataclass
@@ -27,18 +28,24 @@ class LocalPipelines:
     echo: Callable[[str], None] | None = None
     executor: Executor | None = None
     runs: list[tuple[str, dict[str, str], PipelineRun | None]] = field(default_factory=list)
+    #: every start, as (pipeline spec, parameters, execution ARN), in order
+    started: list[tuple[str, dict[str, str], str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _state: dict[str, PipelineRun | None] = field(default_factory=dict)
+    _stops: dict[str, threading.Event] = field(default_factory=dict)
 
     def start(self, pipeline_name: str, execution_arn: str, parameters: dict[str, str]) -> None:
         spec = self.names[pipeline_name]
+        stop = threading.Event()
         with self._lock:
             self._state[execution_arn] = None
+            self._stops[execution_arn] = stop
+            self.started.append((spec, dict(parameters), execution_arn))
         if self.echo:
             self.echo(f"pipeline {spec} started ({parameters.get('MiniBatchId') or parameters.get('RunKey') or ''})")
 
         def work() -> None:
-            run = run_pipeline(self.generated, spec, parameters, self.values, executor=self.executor)
+            run = run_pipeline(self.generated, spec, parameters, self.values, executor=self.executor, stop=stop)
             with self._lock:
                 self._state[execution_arn] = run
                 self.runs.append((spec, dict(parameters), run))
@@ -52,9 +59,19 @@ class LocalPipelines:
     def describe(self, execution_arn: str) -> tuple[str, str | None]:
         with self._lock:
             run = self._state[execution_arn]
+            stopping = self._stops[execution_arn].is_set()
         if run is None:
-            return "Executing", None
+            return ("Stopping" if stopping else "Executing"), None
         return run.status, run.failure_reason
+
+    def stop(self, execution_arn: str) -> None:
+        with self._lock:
+            run = self._state[execution_arn]
+            if run is not None:
+                raise PipelineNotRunning(f"pipeline execution {execution_arn} is {run.status}")
+            self._stops[execution_arn].set()
+        if self.echo:
+            self.echo(f"pipeline execution {execution_arn.rsplit('/', 1)[-1]} asked to stop")
 
 
 def local_pipeline_names(pipelines: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:

@@ -362,6 +362,15 @@ class Expander:
                 output=js.wrap(f'{{"suppressed": true, "lock_key": {key_src}, "reason": "duplicate"}}'),
             )
         rel = c.release
+        # A release that fails leaves the lock RUNNING: the execution must then end failed, so that the janitor
+        # frees it. Outside a Map that is the failure path; inside one, the item must fail the Map (an item's
+        # own failure end would let the execution succeed with the lock held until its lease expires).
+        not_released = ir.Fail(
+            f"{c.scope.title().replace('_', '')}LockNotReleased", self.span((*path, "release")),
+            self.comment((*path, "release"), "lock: the release failed (the janitor frees it)"),
+            error="NDR.LockNotReleased", cause=js.wrap(f"$string(${scope.failure_var})"),
+        )
+        release_failed_to = not_released.name if scope.in_map else scope.fail_to
         body_scope = Scope(fail_to=rel.on_failure, failure_var=scope.failure_var, in_map=scope.in_map,
                            lock=c.scope)
         body = self.steps(c.body, (*path, "body"), rel.on_success, body_scope)
@@ -392,7 +401,7 @@ class Expander:
                 resource=DDB.format("deleteItem"),
                 arguments={"TableName": table, "Key": key_attr, "ConditionExpression": owner_cond,
                            "ExpressionAttributeValues": {":me": {"S": js.wrap(OWNER)}}},
-                next=scope.fail_to, catch=self.catch(rel.on_failure, scope),
+                next=scope.fail_to, catch=self.catch(rel.on_failure, scope, to=release_failed_to),
             )
         else:  # a failed lock keeps the effects its run completed, for the rerun
             on_failure = ir.Task(
@@ -409,16 +418,17 @@ class Expander:
                         ":effects": {"S": js.wrap(f"$string(${effects})")}, ":me": {"S": js.wrap(OWNER)},
                     },
                 },
-                next=scope.fail_to, catch=self.catch(rel.on_failure, scope),
+                next=scope.fail_to, catch=self.catch(rel.on_failure, scope, to=release_failed_to),
             )
         self.locks.append(ir.LockRegion(
             c.acquire, [s.name for s in body], [rel.on_success, rel.on_failure], self.span(path),
             lease_seconds=lease, lease_origin=self.span((*path, "lease_seconds")) if c.lease_seconds else None,
             success_mark=rel.on_success,
         ))
+        tail = [not_released] if scope.in_map else []
         if c.on_duplicate.fail:
-            return [acquire, duplicate, *body, on_success, on_failure]
-        return [acquire, *body, on_success, on_failure, duplicate]
+            return [acquire, duplicate, *body, on_success, on_failure, *tail]
+        return [acquire, *body, on_success, on_failure, duplicate, *tail]
 
     # -- pipelines -----------------------------------------------------------------------------
     def x_run_pipeline(self, c: m.RunPipeline, path: PathKey, nxt: str | None, scope: Scope) -> list[ir.State]:

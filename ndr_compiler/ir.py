@@ -22,6 +22,14 @@ class Catcher:
 
 
 @dataclass
+class Retrier:
+    errors: list[str]
+    interval_seconds: int
+    max_attempts: int
+    backoff_rate: float
+
+
+@dataclass
 class ChoiceRule:
     condition: str
     next: str
@@ -57,6 +65,7 @@ class Task(State):
     arguments: Any = None
     catch: list[Catcher] = field(default_factory=list)
     timeout_seconds: int | None = None
+    retry: list[Retrier] = field(default_factory=list)
 
 
 @dataclass
@@ -79,6 +88,8 @@ class Succeed(State):
 class Fail(State):
     error: str | None = None
     cause: str | None = None
+    #: ends the execution inside a lock on purpose, handing the lock to the janitor (E301 allows it)
+    hands_lock_over: bool = False
 
 
 @dataclass

@@ -299,25 +299,42 @@ def test_15m_features_failure_frees_the_lock_and_a_retry_runs():
         assert retry.path == FM_HAPPY
 
 
-def test_15m_polls_exhausted_stops_the_pipeline_before_freeing_the_lock():
-    pipelines = ScriptedPipelines({"ndr-features-15m": ["Executing"]})
-    budget = next(p for p in compiled().machines if p.name == FM).polls[0]
+def test_polls_exhausted_stop_the_pipeline_before_the_lock_is_freed():
+    """The publication's join pipeline never ends: after the derived budget the machine stops it, describes it
+    until it is Stopped, and only then marks the lock FAILED (the same construct serves every machine)."""
+    pipelines = ScriptedPipelines({"ndr-prediction-join": ["Executing"]})
+    (budget,) = next(m for m in compiled().machines if m.name == PUB).polls
     for platform in _platform(pipelines):
-        result = platform.run(FM, contract("15m_batch_completed.eventbridge.json"), timeout_s=600)
+        result = platform.run(PUB, PUB_INPUT, timeout_s=600)
         assert result.status == "FAILED"
-        # the budget covers the pipeline's own limits (4 steps x (1800 s + provisioning) x 3 attempts)
-        assert budget.max_attempts * budget.every_seconds >= budget.runtime_seconds == 4 * 2400 * 3
-        assert result.path.count("WaitBeforeDescribe15mFeatures") == budget.max_attempts + 2  # + 2 after the stop
-        stop = result.path.index("Stop15mFeaturesPipeline")
+        # the budget covers the pipeline's own limits (its step's max runtime and provisioning, per attempt)
+        assert budget.max_attempts * budget.every_seconds >= budget.runtime_seconds > 0
+        assert result.path.count("WaitBeforeJoinDescribe") == budget.max_attempts + 2  # + 2 after the stop
+        stop = result.path.index("StopPredictionJoinPipeline")
         assert result.path[stop:] == [
-            "Stop15mFeaturesPipeline", "FeaturesPipelineStatusChoice", "WaitBeforeDescribe15mFeatures",
-            "IncrementFeaturesPollAttempt", "Describe15mFeaturesPipeline", "FeaturesPipelineStatusChoice",
-            "WaitBeforeDescribe15mFeatures", "IncrementFeaturesPollAttempt", "Describe15mFeaturesPipeline",
-            "FeaturesPipelineStatusChoice", "ReleaseMiniBatchLockOnFailure", "WorkflowFailed",
+            "StopPredictionJoinPipeline", "JoinPipelineStatusChoice", "WaitBeforeJoinDescribe",
+            "IncrementJoinPollAttempt", "DescribeJoinPipeline", "JoinPipelineStatusChoice",
+            "WaitBeforeJoinDescribe", "IncrementJoinPollAttempt", "DescribeJoinPipeline",
+            "JoinPipelineStatusChoice", "MarkPublicationFailed", "WorkflowFailed",
         ]  # Stopping, then Stopped: only then is the lock released
         assert json.loads(result.cause)["error"] == "NDR.PollAttemptsExhausted"
-        assert platform.lock(BATCH_LOCK) is None
+        assert platform.lock(PUBLICATION_LOCK)["lock_status"] == "FAILED"
         assert len(pipelines.stops) == 1 and pipelines.left_running() == []
+
+
+def test_a_pipeline_that_does_not_stop_leaves_the_lock_to_the_janitor():
+    join = "ndr-prediction-join"
+    pipelines = ScriptedPipelines({join: ["Executing"]}, unstoppable=frozenset({join}))
+    for platform in _platform(pipelines):
+        result = platform.run(PUB, PUB_INPUT, timeout_s=600)
+        assert result.status == "FAILED" and result.error == "NDR.PipelineNotStopped"
+        assert result.path[-2:] == ["JoinPipelineStatusChoice", "PredictionJoinPipelineNotStopped"]
+        assert platform.lock(PUBLICATION_LOCK)["lock_status"] == "RUNNING"  # not freed while the pipeline runs
+        (janitor,) = platform.settle()
+        assert janitor.status == "FAILED" and janitor.error == "NDR.PipelineNotStopped"
+        assert platform.lock(PUBLICATION_LOCK)["lock_status"] == "RUNNING"  # its lease still holds it
+        assert pipelines.left_running() == []  # asked to stop (twice), though it would not
+        assert len(pipelines.stops) == 2
 
 
 def test_15m_inference_failure():

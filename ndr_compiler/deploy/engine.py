@@ -106,6 +106,22 @@ def _missing(exc: ClientError) -> bool:
     )
 
 
+def _wait_active(ddb: Any, table: str, timeout_s: float = 1800, every_s: float = 5) -> None:
+    """Until the table and every index of it are ACTIVE (an index is built in the background after
+    UpdateTable; until then a Query of it fails)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        t = ddb.describe_table(TableName=table)["Table"]
+        statuses = [t["TableStatus"], *(i.get("IndexStatus", "ACTIVE") for i in t.get("GlobalSecondaryIndexes", []))]
+        if all(s == "ACTIVE" for s in statuses):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"table {table} is not ACTIVE after {timeout_s:.0f}s: {statuses}")
+        time.sleep(every_s)
+
+
 class Deployer:
     def __init__(
         self, compilation: Compilation, env: Environment, project: Project, session: Any, commit: str | None = None
@@ -216,8 +232,10 @@ class Deployer:
                     )
                 for index in d.get("GlobalSecondaryIndexes", []):  # one index per update, as DynamoDB wants
                     if index["IndexName"] not in current.get("Indexes", []):
+                        _wait_active(ddb, d["TableName"])
                         ddb.update_table(TableName=d["TableName"], AttributeDefinitions=d["AttributeDefinitions"],
                                          GlobalSecondaryIndexUpdates=[{"Create": index}])
+                _wait_active(ddb, d["TableName"])  # a query of an index still backfilling fails
 
             out.append(Resource("dynamodb-table", name, desired, read, create, update))
         for table, items in seed_items(self.project).items():

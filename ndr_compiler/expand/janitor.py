@@ -18,7 +18,15 @@ from ndr_compiler import ir
 from ndr_compiler import lock_table as lt
 from ndr_compiler.diagnostics import Span
 from ndr_compiler.expand import snippets as js
-from ndr_compiler.expand.state_machine import DDB, DDB_QUERY, NOW, SAGEMAKER_DESCRIBE, SAGEMAKER_STOP, TERMINAL
+from ndr_compiler.expand.state_machine import (
+    DDB,
+    DDB_QUERY,
+    NOW,
+    RETRY,
+    SAGEMAKER_DESCRIBE,
+    SAGEMAKER_STOP,
+    TERMINAL,
+)
 from ndr_compiler.models.project import Project
 
 STATUSES = ("ABORTED", "FAILED", "TIMED_OUT")
@@ -46,16 +54,24 @@ def expand_janitor(project: Project, file: str, origin: Span) -> ir.StateMachine
 
     fail = ir.Catcher(["States.ALL"], "JanitorFailed", assign={"failure": js.failure_record(
         "janitor", *js.CAUGHT_FAILURE)})
-    # the rule (ndr_compiler.deploy) lets through only the status changes of STATUSES
+    # the index is eventually consistent: a record written just before the execution ended may lag
+    settle = state(ir.Wait, "LetOwnedRecordsSettle", "let the owner index catch up", seconds=10,
+                   next="FindOwnedRecords")
+    # the rule (ndr_compiler.deploy) lets through only the status changes of STATUSES; only RUNNING locks and
+    # pipeline runs are read, and only the attributes used (a long backfill owns hundreds of finished locks)
     find = state(
-        ir.Task, "FindOwnedRecords", "the locks and pipeline runs the ended execution owns",
+        ir.Task, "FindOwnedRecords", "the RUNNING locks and the pipeline runs the ended execution owns",
         resource=DDB_QUERY,
         arguments={"TableName": table, "IndexName": lt.OWNER_INDEX, "KeyConditionExpression": "#o = :o",
-                   "ExpressionAttributeNames": {"#o": lt.OWNER},
-                   "ExpressionAttributeValues": {":o": {"S": js.wrap("$states.input.detail.executionArn")}}},
+                   "FilterExpression": "#r = :run OR #s = :running",
+                   "ProjectionExpression": "#k, #r, #s, #p",
+                   "ExpressionAttributeNames": {"#o": lt.OWNER, "#r": lt.RECORD_TYPE, "#s": lt.STATUS,
+                                                "#k": lt.KEY, "#p": lt.PIPELINE_EXECUTION},
+                   "ExpressionAttributeValues": {":o": {"S": js.wrap("$states.input.detail.executionArn")},
+                                                 ":run": {"S": lt.PIPELINE_RUN}, ":running": {"S": lt.RUNNING}}},
         assign={"records": js.wrap(f"[$map($states.result.Items, function($i) {{ {js.unmarshal_item('$i')} }})]"),
                 "execution_arn": js.wrap("$states.input.detail.executionArn"), "failure": None},
-        next="StopOwnedPipelines", catch=[fail],
+        next="StopOwnedPipelines", catch=[fail], retry=RETRY,
     )
 
     # -- one pipeline: stop, then describe until terminal (bounded)
@@ -65,7 +81,7 @@ def expand_janitor(project: Project, file: str, origin: Span) -> ir.StateMachine
         arguments={"PipelineExecutionArn": js.wrap("$states.input.value"),
                    "ClientRequestToken": js.wrap("$hash($states.input.value & '/janitor', 'SHA-256')")},
         assign={"pipeline_arn": js.wrap("$states.input.value"), "attempt": 0},
-        next="DescribeOwnedPipeline",
+        next="DescribeOwnedPipeline", retry=RETRY,
         catch=[ir.Catcher(["States.ALL"], "DescribeOwnedPipeline",
                           assign={"pipeline_arn": js.wrap("$states.input.value"), "attempt": 0})],
     )
@@ -73,7 +89,7 @@ def expand_janitor(project: Project, file: str, origin: Span) -> ir.StateMachine
         ir.Task, "DescribeOwnedPipeline", "its status", resource=SAGEMAKER_DESCRIBE,
         arguments={"PipelineExecutionArn": js.wrap("$pipeline_arn")},
         assign={"status": js.wrap("$states.result.PipelineExecutionStatus")},
-        next="OwnedPipelineStatusChoice",
+        next="OwnedPipelineStatusChoice", retry=RETRY,
         catch=[ir.Catcher(["States.ALL"], "OwnedPipelineUnknown")],
     )
     choice = state(
@@ -147,9 +163,9 @@ def expand_janitor(project: Project, file: str, origin: Span) -> ir.StateMachine
                          "locks_released": js.wrap("$count($locks[released = true])")})
     failed = state(ir.Fail, "JanitorFailed", "the janitor could not finish", error="NDR.JanitorFailed",
                    cause=js.wrap("$failure ? $string($failure) : 'unknown failure'"))
-    states = [find, pipelines, all_settled, not_stopped, locks, done, failed]
+    states = [settle, find, pipelines, all_settled, not_stopped, locks, done, failed]
     return ir.StateMachineIR(
-        name=janitor_name(project), file=file, origin=origin, graph=ir.Graph("FindOwnedRecords", states),
+        name=janitor_name(project), file=file, origin=origin, graph=ir.Graph("LetOwnedRecordsSettle", states),
         comment="Generated: releases what a stopped, timed-out or failed execution of this project left held "
                 "(stops its pipelines, then marks its RUNNING locks FAILED).",
         timeout_seconds=every * (attempts + 2) + 600, generated=True,

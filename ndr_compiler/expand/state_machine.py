@@ -45,6 +45,9 @@ RESERVED_VARIABLES = frozenset(
     {"msg", "ctx", "params", "failure", "item", "item_index", "item_failure", "states", "rejection"}
 )
 TERMINAL = "['Succeeded', 'Failed', 'Stopped']"
+#: for calls that may be repeated safely (reads, token-idempotent starts and stops, unconditional records):
+#: a throttled or failed call is tried again before the failure path takes over
+RETRY = [ir.Retrier(["States.ALL"], interval_seconds=2, max_attempts=2, backoff_rate=2.0)]
 NOW = "$floor($millis() / 1000)"
 OWNER = "$states.context.Execution.Id"
 
@@ -93,7 +96,9 @@ class Expander:
 
     @property
     def lease(self) -> int:
-        return self.timeout + self.project.spec.locks.margin_seconds
+        """The machine's timeout, then the janitor's longest wait for a pipeline to stop, then the margin."""
+        spec = self.project.spec
+        return self.timeout + spec.polling.stop_attempts * spec.polling.every_seconds + spec.locks.margin_seconds
 
     def catch(self, state: str, scope: Scope, to: str | None = None) -> list[ir.Catcher]:
         error, cause = js.CAUGHT_FAILURE
@@ -207,9 +212,10 @@ class Expander:
                 output=js.wrap(f'{{"ignored": true, "reason": {reason}, "event_type": $ctx.event_type}}'),
             ))
         else:
-            out.append(ir.Choice(
+            out.append(ir.Choice(  # rule-level Assigns only: a state-level one would apply to every branch
                 c.valid_choice, self.span(path), self.comment(path, "parse_context: valid?"),
-                rules=[ir.ChoiceRule(js.wrap("$ctx.valid"), body_next)], default=rej.emit, assign=reject,
+                rules=[ir.ChoiceRule(js.wrap("$ctx.valid"), body_next),
+                       ir.ChoiceRule(js.wrap("true"), rej.emit, assign=reject)],
             ))
         rej_path = (*path, "reject")
         emit = ir.Task(
@@ -266,7 +272,7 @@ class Expander:
             resource = DDB.format("getItem")
         state = ir.Task(
             c.name, self.span(path), self.comment(path, f"load {c.table}"), resource=resource,
-            arguments=arguments, assign={c.into: js.wrap(value)}, catch=self.catch(c.name, scope),
+            arguments=arguments, assign={c.into: js.wrap(value)}, catch=self.catch(c.name, scope), retry=RETRY,
         )
         return [self.link(state, nxt)]
 
@@ -325,9 +331,10 @@ class Expander:
             resource=DDB.format("updateItem"),
             arguments={
                 "TableName": table, "Key": key_attr,
+                # the effects are read from the old item (ALL_OLD) and written again only by a release
                 "UpdateExpression": f"SET {lt.RECORD_TYPE} = :lock, {lt.STATUS} = :running, {lt.OWNER} = :me, "
                                     f"{lt.ACQUIRED_AT} = :t, {lt.EXPIRES_AT} = :lease REMOVE {lt.FINISHED_AT}, "
-                                    f"{lt.RELEASED_BY}",
+                                    f"{lt.RELEASED_BY}, {lt.EFFECTS}",
                 "ConditionExpression": condition,
                 "ExpressionAttributeValues": attribute_values,
                 "ReturnValues": "ALL_OLD",
@@ -473,7 +480,7 @@ class Expander:
             },
             assign={arn[1:]: js.wrap("$states.result.PipelineExecutionArn"), attempt[1:]: 0, stopping[1:]: False,
                     status[1:]: "Executing"},
-            next=record_name, catch=self.catch(s.start, scope),
+            next=record_name, catch=self.catch(s.start, scope), retry=RETRY,
         )
         run_key = (f"'run#' & $string([{OWNER}, '{s.start}'"
                    + (", $string($item_index)" if scope.in_map else "") + "])")
@@ -486,7 +493,7 @@ class Expander:
                 lt.ACQUIRED_AT: {"S": js.wrap("$now()")},
                 lt.EXPIRES_AT: {"N": js.wrap(f"$string({NOW} + {self.lease})")},
             }},
-            next=s.describe, catch=self.catch(record_name, scope, to=stop_name),
+            next=s.describe, catch=self.catch(record_name, scope, to=stop_name), retry=RETRY,
         )
         describe = ir.Task(
             s.describe, self.span(path), self.comment(path, f"run_pipeline {c.pipeline}: describe"),
@@ -497,7 +504,7 @@ class Expander:
                 f"{v}_failure_reason": js.wrap(
                     "$exists($states.result.FailureReason) ? $states.result.FailureReason : null"),
             },
-            next=s.choice,
+            next=s.choice, retry=RETRY,
             # the pipeline may still run: stop it (keeping the first failure when already stopping)
             catch=[ir.Catcher(["States.ALL"], stop_name, assign={fail: js.wrap(
                 f"{stopping} ? {keep_failure} : {{'state': '{s.describe}', 'error': $states.errorOutput.Error, "
@@ -518,15 +525,23 @@ class Expander:
             f"'{c.pipeline} execution ' & {arn} & ' still ' & {status} & ' after {stop_attempts} polls since it "
             f"was asked to stop (' & {keep_failure}.error & ': ' & $string({keep_failure}.cause) & ')'",
         )
+        # A pipeline that does not stop keeps what the execution holds: the execution ends failed without its
+        # releases, and the janitor (triggered by that failure) waits for the pipeline before it frees anything.
+        handover = ir.Fail(
+            f"{s_start.removeprefix('Start')}NotStopped", self.span(path),
+            self.comment(path, f"run_pipeline {c.pipeline}: it does not stop (locks go to the janitor)"),
+            error="NDR.PipelineNotStopped", cause=js.wrap(f"$string(${fail})"), hands_lock_over=True,
+        )
         choice = ir.Choice(
             s.choice, self.span(path), self.comment(path, f"run_pipeline {c.pipeline}: status"),
             rules=[
                 ir.ChoiceRule(js.wrap(f"{stopping} and {status} in {TERMINAL}"), scope.fail_to),
-                ir.ChoiceRule(js.wrap(f"{stopping} and {attempt} >= {stop_attempts}"), scope.fail_to,
+                ir.ChoiceRule(js.wrap(f"{stopping} and {attempt} >= {stop_attempts}"), handover.name,
                               assign=not_stopped, bound=stop_attempts),
                 ir.ChoiceRule(js.wrap(f"{status} = 'Succeeded'"), nxt or scope.fail_to),
                 ir.ChoiceRule(js.wrap(f"{status} in ['Failed', 'Stopped']"), scope.fail_to, assign=status_failed),
-                ir.ChoiceRule(js.wrap(f"{attempt} >= {attempts}"), stop_name, assign=exhausted, bound=attempts),
+                ir.ChoiceRule(js.wrap(f"$not({stopping}) and {attempt} >= {attempts}"), stop_name, assign=exhausted,
+                              bound=attempts),
             ],
             default=s.wait,
         )
@@ -542,11 +557,11 @@ class Expander:
             resource=SAGEMAKER_STOP,
             arguments={"PipelineExecutionArn": js.wrap(arn),
                        "ClientRequestToken": js.wrap(f"$hash({token} & '/stop', 'SHA-256')")},
-            assign=stop_assign, next=s.choice,
+            assign=stop_assign, next=s.choice, retry=RETRY,
             # a pipeline that already ended refuses the stop: the describe loop sees its terminal status
             catch=[ir.Catcher(["States.ALL"], s.choice, assign=stop_assign)],
         )
-        return [start, record, describe, choice, wait, increment, stop]
+        return [start, record, describe, choice, wait, increment, stop, handover]
 
     def x_start_workflow(self, c: m.StartWorkflow, path: PathKey, nxt: str | None, scope: Scope) -> list[ir.State]:
         placeholder = child_placeholder(c.state_machine)
@@ -566,18 +581,16 @@ class Expander:
         inner_scope = Scope(fail_to=c.item_failed.name, failure_var="item_failure", in_map=True)
         inner = self.steps(c.steps, (*path, "steps"), c.item_succeeded.name, inner_scope)
         ok_path, ko_path = (*path, "item_succeeded"), (*path, "item_failed")
-        start = ir.Choice(
+        item = {"item": js.wrap("$states.input.value"), "item_index": js.wrap("$states.input.index")}
+        start = ir.Choice(  # rule-level Assigns only: a state-level one would apply to every branch
             c.item_start, self.span(path), self.comment(path, "map: an item starts (invalid items fail)"),
-            rules=[ir.ChoiceRule(
-                js.wrap("$states.input.value.valid = false"), c.item_failed.name,
-                assign={"item": js.wrap("$states.input.value"), "item_index": js.wrap("$states.input.index"),
-                        "item_failure": js.failure_record(
-                            c.item_start, "NDR.InvalidItem",
-                            js.wrap("$string($states.input.value.reason)"))},
-            )],
-            default=self.entry_in(c.steps[0], inner_scope),
-            assign={"item": js.wrap("$states.input.value"), "item_index": js.wrap("$states.input.index"),
-                    "item_failure": None},
+            rules=[
+                ir.ChoiceRule(js.wrap("$states.input.value.valid = false"), c.item_failed.name,
+                              assign={**item, "item_failure": js.failure_record(
+                                  c.item_start, "NDR.InvalidItem", js.wrap("$string($states.input.value.reason)"))}),
+                ir.ChoiceRule(js.wrap("true"), self.entry_in(c.steps[0], inner_scope),
+                              assign={**item, "item_failure": None}),
+            ],
         )
         succeeded = ir.Pass(
             c.item_succeeded.name, self.span(ok_path), self.comment(ok_path, "map: item succeeded"),

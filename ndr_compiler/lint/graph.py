@@ -95,7 +95,7 @@ def locks_released(machine: ir.StateMachineIR) -> Iterator[Diagnostic]:
             state = by_name.get(name)
             if state is None:
                 continue
-            if _terminal(state):
+            if _terminal(state) and not (isinstance(state, ir.Fail) and state.hands_lock_over):
                 yield Diagnostic("E301", f"state '{name}' ends the execution inside the lock taken at "
                                          f"'{lock.acquire}' without releasing it", state.origin)
             for target in ir.successors(state):

@@ -179,10 +179,10 @@ class ScriptedPipelines:
                 self._stopped.setdefault(execution_arn, 0)
 
     def left_running(self) -> list[str]:
-        """Executions that never end by themselves (their script ends Executing) and were not stopped."""
+        """Executions that never end by themselves (their script ends Executing) and nobody asked to stop."""
         with self._lock:
             return sorted(arn for arn, (_, script) in self._executions.items()
-                          if script[-1] in ("Executing", "Stopping") and arn not in self._stopped)
+                          if script[-1] in ("Executing", "Stopping") and arn not in self.stops)
 
 
 def _checked_script(script: list[str]) -> list[str]:

@@ -60,6 +60,9 @@ def render_state(state: ir.State) -> dict[str, Any]:
         d["Assign"] = state.assign
     if state.output is not None and not isinstance(state, ir.Fail):
         d["Output"] = state.output
+    if isinstance(state, ir.Task) and state.retry:
+        d["Retry"] = [{"ErrorEquals": list(r.errors), "IntervalSeconds": r.interval_seconds,
+                       "MaxAttempts": r.max_attempts, "BackoffRate": r.backoff_rate} for r in state.retry]
     if isinstance(state, ir.Task | ir.Map) and state.catch:
         d["Catch"] = _catchers(state.catch)
     if not isinstance(state, ir.Choice | ir.Succeed | ir.Fail):

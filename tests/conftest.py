@@ -4,6 +4,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time (a red main must be a real regression, reproducible); explore with
+# `pytest --hypothesis-profile=explore`, which draws new ones
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"

@@ -201,13 +201,14 @@ def test_cold_start_without_any_delta_writes_an_empty_partition(spark, tmp_path:
 
 
 def test_a_batch_that_is_not_15_minutes_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The runtime itself refuses it (ndr_jobs.contract), before any job can run on it."""
     monkeypatch.setenv("NDR_STORAGE_ROOT", str(tmp_path))
-    odd = BatchRuntime("ndr-prod", "v1", "m", "2026-10-01T12:00:00Z", "2026-10-01T12:30:00Z")
     with pytest.raises(ValueError, match="not 15 minutes"):
-        run_fg_a_builder_from_runtime_config(odd)
-    unaligned = BatchRuntime("ndr-prod", "v1", "m", "2026-10-01T12:05:00Z", "2026-10-01T12:20:00Z")
+        run_fg_a_builder_from_runtime_config(
+            BatchRuntime("ndr-prod", "v1", "m", "2026-10-01T12:00:00Z", "2026-10-01T12:30:00Z"))
     with pytest.raises(ValueError, match="15-minute boundary"):
-        run_fg_a_builder_from_runtime_config(unaligned)
+        run_fg_a_builder_from_runtime_config(
+            BatchRuntime("ndr-prod", "v1", "m", "2026-10-01T12:05:00Z", "2026-10-01T12:20:00Z"))
 
 
 def test_in_cidr_agrees_with_ipaddress(spark) -> None:  # noqa: ANN001

@@ -33,7 +33,7 @@ def _field_schema(f: ir.IntakeField) -> dict[str, Any]:
         notes.append(f"Must equal {f.equals} when both are given.")
     if f.has_default:
         notes.append("Absent: a default computed by the state machine.")
-    if not f.required:
+    if not f.required or f.has_default:  # absent: missing, null or "" (then the default, if any)
         notes.append("Optional; null and the empty string count as absent.")
         schema = {"anyOf": [schema, {"type": "null"}, {"const": ""}]}
     return {"description": " ".join(notes), **schema}

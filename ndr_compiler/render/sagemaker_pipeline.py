@@ -155,12 +155,14 @@ def render_pipeline(p: ir.PipelineIR, pipeline_name: str) -> dict[str, Any]:
 
     Offline (no credentials, network, or uploads) and deterministic; see the module docstring.
     """
-    with _ENV_LOCK, _offline_aws() as boto_session, _quiet_sdk_logs(), warnings.catch_warnings():
+    with _ENV_LOCK, _offline_aws() as boto_session, _quiet_sdk_logs(), warnings.catch_warnings(), \
+            contextlib.ExitStack() as stack:
         warnings.filterwarnings("ignore", message="Running within a PipelineSession")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"sagemaker\.")  # SDK-internal shims
         sdk = _import_sdk()
         _silence_sdk_loggers()
         session = _offline_session(sdk, boto_session)
+        stack.enter_context(_no_local_session_per_step())
         parameters = {prm.name: _parameter(sdk, prm) for prm in p.parameters}
         steps = [_step(sdk, session, s, parameters) for s in p.steps]
         pipeline = sdk.Pipeline(
@@ -219,6 +221,11 @@ def _import_sdk() -> SimpleNamespace:
     )
 
 
+#: the offline boto3 session and SDK session, made once per process: each new SDK session made ~12 boto3
+#: clients and validated its config schema (most of a compile's time with one per pipeline)
+_SESSIONS: dict[str, Any] = {}
+
+
 @contextlib.contextmanager
 def _offline_aws() -> Iterator[Any]:
     """Fixed region, dummy credentials, no profile or metadata lookups; yields the offline boto3 session."""
@@ -230,10 +237,13 @@ def _offline_aws() -> Iterator[Any]:
         for k in _ENV_REMOVED:
             os.environ.pop(k, None)
         os.environ.update(_ENV_OVERLAY)
-        session = boto3.Session(
-            aws_access_key_id=_DUMMY_CREDENTIAL, aws_secret_access_key=_DUMMY_CREDENTIAL, region_name=REGION
-        )
-        session.events.register("before-send", _refuse_request)
+        session = _SESSIONS.get("boto")
+        if session is None:
+            session = boto3.Session(
+                aws_access_key_id=_DUMMY_CREDENTIAL, aws_secret_access_key=_DUMMY_CREDENTIAL, region_name=REGION
+            )
+            session.events.register("before-send", _refuse_request)
+            _SESSIONS["boto"] = session
         boto3.DEFAULT_SESSION = session
         yield session
     finally:
@@ -272,7 +282,31 @@ def _refuse_request(request: Any, **_: Any) -> None:
     raise OfflineRenderError(f"the SageMaker SDK tried to call AWS while rendering: {request.method} {request.url}")
 
 
+@contextlib.contextmanager
+def _no_local_session_per_step() -> Iterator[None]:
+    """``ProcessingStep`` builds a whole local SDK session per step only to read a method's name
+    (``LocalSagemakerClient().create_processing_job.__name__``): give it a class with that name, nothing more."""
+    from sagemaker.mlops.workflow import steps
+
+    class NameOnly:
+        def create_processing_job(self, *_: Any, **__: Any) -> None:
+            raise OfflineRenderError("the SageMaker SDK tried to run a processing job locally while rendering")
+
+    original = steps.LocalSagemakerClient
+    steps.LocalSagemakerClient = NameOnly
+    try:
+        yield
+    finally:
+        steps.LocalSagemakerClient = original
+
+
 def _offline_session(sdk: SimpleNamespace, boto_session: Any) -> Any:
+    if "sdk" not in _SESSIONS:
+        _SESSIONS["sdk"] = _new_offline_session(sdk, boto_session)
+    return _SESSIONS["sdk"]
+
+
+def _new_offline_session(sdk: SimpleNamespace, boto_session: Any) -> Any:
     class OfflinePipelineSession(sdk.PipelineSession):
         def expand_role(self, role: str) -> str:
             return role  # an ARN or a ${Placeholder} resolved at deploy: never looked up in IAM

@@ -14,6 +14,7 @@ from ndr_compiler.expand.janitor import expand_janitor
 from ndr_compiler.expand.pipeline import default_pipeline_name, expand_pipeline, runtime_seconds
 from ndr_compiler.expand.state_machine import expand_state_machine
 from ndr_compiler.lint import lint_ir
+from ndr_compiler.lint.jsonata_rules import spec_expressions
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
 from ndr_compiler.lint.refs import state_machine_refs
 from ndr_compiler.render.asl import render_state_machine
@@ -102,7 +103,7 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
     janitors: dict[str, Spec] = {}
     machine_projects: dict[str, list[str]] = {}
     for sm in specs.state_machines():
-        ref_diags = list(state_machine_refs(specs, sm))
+        ref_diags = list(state_machine_refs(specs, sm)) + list(spec_expressions(sm.doc))
         result.diagnostics.extend(ref_diags)
         project = projects.get(sm.model.spec.project)
         if project is None or ref_diags:

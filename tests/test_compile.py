@@ -248,3 +248,23 @@ def test_seed_pipeline_steps_and_entrypoints():
     training = json.loads((GENERATED / "pipelines" / "if_training.json").read_text())["Steps"]
     stages = [s["Arguments"]["AppSpecification"]["ContainerArguments"][1] for s in training]
     assert stages == ["verify", "remediate", "reverify", "train", "publish", "attributes", "deploy"]
+
+
+@pytest.mark.parametrize("name", [*MACHINES, JANITOR])
+def test_every_generated_jsonata_expression_parses(name: str):
+    """The lint parses what users write (E601); the compiler's own wrapping of it is held to parse here."""
+    from jsonata import Jsonata
+
+    def exprs(value: object) -> list[str]:
+        if isinstance(value, dict):
+            return [e for v in value.values() for e in exprs(v)]
+        if isinstance(value, list):
+            return [e for v in value for e in exprs(v)]
+        if isinstance(value, str) and value.startswith("{%") and value.endswith("%}"):
+            return [value[2:-2]]
+        return []
+
+    found = exprs(load(name))
+    assert len(found) > 10
+    for src in found:
+        Jsonata(src)  # raises on a syntax error

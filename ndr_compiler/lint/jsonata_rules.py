@@ -1,4 +1,5 @@
-"""JSONata rules (E6xx): every ``{% %}`` expression parses, and ``$states`` fields are used where set."""
+"""JSONata rules (E6xx): every ``{% %}`` expression of a spec parses (checked where the user wrote it, once),
+and ``$states`` fields are used where Step Functions sets them (checked on the generated states)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ndr_compiler import ir
 from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand.snippets import inner, is_expr
 from ndr_compiler.lint.graph import graphs
+from ndr_compiler.load import Document, PathKey
 
 RESULT_RE = re.compile(r"\$states\.result\b")
 ERROR_RE = re.compile(r"\$states\.errorOutput\b")
@@ -64,17 +66,32 @@ def _parse_error(src: str) -> str | None:
     return None
 
 
+def spec_expressions(doc: Document) -> Iterator[Diagnostic]:
+    """E601 at the key of every spec value ``{% ... %}`` that does not parse, once, with the position inside
+    the user's own expression (the compiler's own wrapping is tested, not linted)."""
+
+    def walk(value: Any, path: PathKey) -> Iterator[Diagnostic]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from walk(item, (*path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from walk(item, (*path, i))
+        elif is_expr(value):
+            err = _parse_error(inner(value))
+            if err:
+                where = ".".join(str(p) for p in path)
+                yield Diagnostic("E601", f"the JSONata of {where} does not parse: {err}", doc.span(path))
+
+    yield from walk(doc.data, ())
+
+
 def expressions(machine: ir.StateMachineIR) -> Iterator[Diagnostic]:
     for g in graphs(machine):
         for state in g.states:
             result_ok = isinstance(state, ir.Task | ir.Map)
             for field, value in fields(state):
                 for src in strings(value):
-                    err = _parse_error(src)
-                    if err:
-                        yield Diagnostic("E601", f"state '{state.name}' {field}: JSONata does not parse: {err}",
-                                         state.origin)
-                        continue
                     if RESULT_RE.search(src) and not (result_ok and field in ("Output", "Assign")):
                         yield Diagnostic("E602", f"state '{state.name}' {field}: $states.result is only set in "
                                                  "the Output and Assign of a Task, Map or Parallel state",

@@ -21,12 +21,11 @@ from ndr_compiler.render.asl import render_state_machine
 from ndr_compiler.render.contract_schema import contract_schema
 from ndr_compiler.render.iam import pipelines_policy, state_machine_policy
 from ndr_compiler.render.mermaid import pipeline_diagram, state_machine_diagram
+from ndr_compiler.render.sagemaker_pipeline import render_pipeline
 from ndr_compiler.render.schema import spec_schema
 from ndr_compiler.specs import Spec, SpecSet, load_specs
 
 MAX_DEFINITION_BYTES = 1_048_576  # Step Functions and SageMaker pipeline definitions alike
-#: pipeline definitions already rendered in this process (the SDK takes about a second per pipeline)
-_RENDERED: dict[str, str] = {}
 
 
 @dataclass
@@ -133,13 +132,8 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
     if render and result.ok and result.pipelines:
         result.artifacts.append(Artifact("iam/sagemaker_pipelines.json", to_json(pipelines_policy())))
     if render and result.ok:
-        from ndr_compiler.render.sagemaker_pipeline import render_pipeline  # the SDK: compile path only
-
         for name, p in sorted(result.pipelines.items()):
-            key = repr(p)  # the IR is plain dataclasses: equal repr, equal definition
-            if key not in _RENDERED:
-                _RENDERED[key] = json.dumps(render_pipeline(p, default_pipeline_name(name)))
-            definition = json.loads(_RENDERED[key])
+            definition = render_pipeline(p, default_pipeline_name(name))
             text = json.dumps(definition, indent=2, ensure_ascii=False) + "\n"
             too_big = _size_check(text, f"pipeline '{name}'", p.origin)
             if too_big:

@@ -1,4 +1,5 @@
-"""The SageMaker pipeline renderer: definitions built by the SDK, valid, deterministic, and offline.
+"""The SageMaker pipeline renderer: valid against the AWS schema, deterministic, offline, and byte for byte what
+the SageMaker Python SDK builds from the same steps (``tests/sdk_oracle.py``).
 
 Every test runs with no AWS credentials, profile or region in the environment and with the network cut at
 the socket level: any connection or DNS lookup attempted while rendering fails the test.
@@ -6,7 +7,6 @@ the socket level: any connection or DNS lookup attempted while rendering fails t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -15,21 +15,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tests.conftest import aws_pipeline_schema
-
-pytest.importorskip("sagemaker.core", reason="the SageMaker SDK (pip install sagemaker-mlops) is not installed")
-if importlib.util.find_spec("sagemaker.mlops") is None:  # importing it needs a region: see the renderer's docstring
-    pytest.skip("sagemaker-mlops is not installed", allow_module_level=True)
-
-from ndr_compiler import ir  # noqa: E402
-from ndr_compiler.diagnostics import Span  # noqa: E402
-from ndr_compiler.render.sagemaker_pipeline import (  # noqa: E402
+from ndr_compiler import ir
+from ndr_compiler.diagnostics import Span
+from ndr_compiler.render.sagemaker_pipeline import (
+    JOB_EXCEPTIONS,
     SMSPARK_SUBMIT,
     SPARK_CONF_ENV,
     SPARK_LAUNCHER,
+    STEP_EXCEPTIONS,
     render_pipeline,
 )
+from tests.conftest import aws_pipeline_schema
+from tests.sdk_oracle import sdk_render_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT.parent / "shared" / "vendor" / "sagemaker-pipeline-definition.schema.json"
@@ -280,7 +280,7 @@ def test_parameters_of_each_type(schema: dict):
 
 
 def test_schema_rejects_what_the_sdk_adds_by_default(schema: dict):
-    """Why PipelineExperimentConfig/MlflowConfig are turned off and their null keys dropped."""
+    """Why the oracle turns PipelineExperimentConfig/MlflowConfig off and the renderer never writes them."""
     import jsonschema
 
     d = render_pipeline(single_step_ir(), "ndr-test")
@@ -310,22 +310,22 @@ def test_identical_in_a_fresh_interpreter():
     assert out.stdout == dump(render_pipeline(spark_chain_ir(), "ndr-test")) + "\n"
 
 
-def test_environment_is_restored_and_ambient_aws_settings_do_not_matter(monkeypatch: pytest.MonkeyPatch):
+def test_oracle_restores_the_environment_and_ignores_ambient_aws_settings(monkeypatch: pytest.MonkeyPatch):
     import boto3
 
-    baseline = dump(render_pipeline(single_step_ir(), "ndr-test"))
+    baseline = dump(sdk_render_pipeline(single_step_ir(), "ndr-test"))
     default_session = boto3.DEFAULT_SESSION
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")  # boto3 would raise ProfileNotFound
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
-    assert dump(render_pipeline(single_step_ir(), "ndr-test")) == baseline
+    assert dump(sdk_render_pipeline(single_step_ir(), "ndr-test")) == baseline
     assert os.environ["AWS_PROFILE"] == "no-such-profile" and os.environ["AWS_DEFAULT_REGION"] == "eu-west-3"
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CONFIG_FILE"} & set(os.environ)
     assert boto3.DEFAULT_SESSION is default_session
 
 
-def test_sdk_defaults_files_and_studio_project_config_are_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_oracle_ignores_sdk_defaults_files_and_studio_project_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A user's SDK defaults config and a Studio project config would otherwise inject fields into steps."""
-    baseline = dump(render_pipeline(single_step_ir(), "ndr-test"))
+    baseline = dump(sdk_render_pipeline(single_step_ir(), "ndr-test"))
     config = tmp_path / "sagemaker-config.yaml"
     config.write_text(
         "SchemaVersion: '1.0'\n"
@@ -340,7 +340,7 @@ def test_sdk_defaults_files_and_studio_project_config_are_ignored(tmp_path: Path
         json.dumps({"sagemakerProjectId": "p-123", "sagemakerProjectName": "injected"})
     )
     monkeypatch.chdir(tmp_path)
-    assert dump(render_pipeline(single_step_ir(), "ndr-test")) == baseline
+    assert dump(sdk_render_pipeline(single_step_ir(), "ndr-test")) == baseline
 
 
 def test_spark_literal_that_the_shell_would_mangle_is_rejected():
@@ -361,10 +361,78 @@ def test_argument_bound_to_an_undeclared_parameter():
         render_pipeline(p, "ndr-test")
 
 
-def test_the_module_does_not_import_the_sdk():
-    """The lint path imports the renderer's package but must never load the SDK."""
+def test_the_renderer_does_not_import_the_sdk():
+    """Rendering is the compiler's own: a compile never loads the SDK (it costs ~4 s to import)."""
     code = (
-        "import sys, ndr_compiler.render.sagemaker_pipeline; "
+        "import sys, ndr_compiler.render.sagemaker_pipeline as r, tests.test_pipeline_render as t; "
+        "r.render_pipeline(t.spark_chain_ir(), 'x'); "
         "sys.exit(sorted(m for m in sys.modules if m == 'sagemaker' or m.startswith('sagemaker.')) != [])"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+# -- parity with the SDK ----------------------------------------------------------------------------------------
+
+
+def _spec_pipelines() -> dict[str, ir.PipelineIR]:
+    from ndr_compiler.compile import compile_specs
+
+    result = compile_specs([ROOT / "specs"])
+    assert result.ok
+    return dict(sorted(result.pipelines.items()))
+
+
+SPEC_PIPELINES = _spec_pipelines()
+
+
+@pytest.mark.parametrize("name", list(SPEC_PIPELINES))
+def test_every_spec_pipeline_is_what_the_sdk_builds(name: str):
+    p = SPEC_PIPELINES[name]
+    assert dump(render_pipeline(p, name)) == dump(sdk_render_pipeline(p, name))
+
+
+@pytest.mark.parametrize("build", [single_step_ir, spark_chain_ir, all_types_ir])
+def test_every_construct_is_what_the_sdk_builds(build):
+    assert dump(render_pipeline(build(), "ndr-test")) == dump(sdk_render_pipeline(build(), "ndr-test"))
+
+
+_names = st.from_regex(r"[A-Z][A-Za-z0-9]{0,11}", fullmatch=True)
+_literal = st.from_regex(r"[A-Za-z0-9_.:/=-]{1,20}", fullmatch=True)
+
+
+@st.composite
+def pipelines(draw) -> ir.PipelineIR:
+    types = draw(st.lists(st.sampled_from(["String", "Integer", "Float", "Boolean"]), max_size=4))
+    defaults = {"String": st.text(max_size=8), "Integer": st.integers(-5, 5), "Float": st.floats(-2, 2),
+                "Boolean": st.booleans()}
+    parameters = [param(f"P{i}{t}", t, draw(st.none() | defaults[t])) for i, t in enumerate(types)]
+    steps = []
+    for i in range(draw(st.integers(1, 3))):
+        spark = draw(st.booleans())
+        refs = [(f"--p{k}", ir.ParamRef(prm.name)) for k, prm in enumerate(parameters) if draw(st.booleans())]
+        literals = [(f"--l{k}", draw(_literal)) for k in range(draw(st.integers(0, 2)))]
+        exceptions = draw(st.lists(st.sampled_from(STEP_EXCEPTIONS + JOB_EXCEPTIONS), unique=True, max_size=4))
+        steps.append(ir.PipelineStep(
+            name=f"S{i}{draw(_names)}",
+            origin=SPAN,
+            module=f"ndr_jobs.scripts.run_{i}",
+            arguments=draw(st.permutations(refs + literals)),
+            processor=(spark_processor if spark else processor)(
+                instance_count=draw(st.integers(1, 4)),
+                environment=draw(st.dictionaries(st.from_regex(r"[A-Z_]{1,8}", fullmatch=True), _literal,
+                                                 max_size=3)),
+                **({"spark_config": draw(st.dictionaries(st.sampled_from(["spark.a", "spark.b"]), _literal))}
+                   if spark else {}),
+            ),
+            depends_on=[s.name for s in steps if draw(st.booleans())],
+            retry=ir.RetryPolicy(exceptions, draw(st.integers(1, 5)), draw(st.integers(1, 60)),
+                                 draw(st.sampled_from([1.0, 1.5, 2.0]))) if exceptions else None,
+            cache_expire_after=draw(st.none() | st.sampled_from(["P30D", "PT1H"])),
+            description=draw(st.none() | st.text(min_size=1, max_size=12)),
+        ))
+    return pipeline(steps, parameters)
+
+
+@given(pipelines())
+def test_any_pipeline_is_what_the_sdk_builds(p: ir.PipelineIR):
+    assert dump(render_pipeline(p, "ndr-x")) == dump(sdk_render_pipeline(p, "ndr-x"))

@@ -48,8 +48,7 @@ def _size_check(text: str, what: str, origin: ir.Span) -> Diagnostic | None:
     return None
 
 
-def _add_machine(result: Compilation, machine: ir.StateMachineIR, diags: list[Diagnostic], render: bool,
-                 event_bus: str) -> None:
+def _add_machine(result: Compilation, machine: ir.StateMachineIR, diags: list[Diagnostic], render: bool) -> None:
     result.diagnostics.extend(diags)
     result.machines.append(machine)
     if diags or not render:
@@ -61,7 +60,7 @@ def _add_machine(result: Compilation, machine: ir.StateMachineIR, diags: list[Di
         return
     result.artifacts.append(Artifact(f"state_machines/{machine.name}.asl.json", text))
     result.artifacts.append(Artifact(f"diagrams/{machine.name}.md", state_machine_diagram(machine)))
-    result.artifacts.append(Artifact(f"iam/{machine.name}.json", to_json(state_machine_policy(machine, event_bus))))
+    result.artifacts.append(Artifact(f"iam/{machine.name}.json", to_json(state_machine_policy(machine))))
     if machine.intake is not None:
         result.artifacts.append(Artifact(f"schema/events/{machine.name}.schema.json",
                                          to_json(contract_schema(machine))))
@@ -119,13 +118,13 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
         if machine.locks or machine.polls:
             janitors[project.name] = project
             machine_projects.setdefault(project.name, []).append(machine.name)
-        _add_machine(result, machine, ir_diags, render, project.model.spec.event_bus)
+        _add_machine(result, machine, ir_diags, render)
     for project in janitors.values():  # one janitor per project whose machines hold locks or run pipelines
-        machine = expand_janitor(project.model, project.doc.file, project.doc.span())
         started = {p.name: p for m in result.machines if m.name in machine_projects.get(project.name, ())
                    for p in m.placeholders}
+        machine = expand_janitor(project.model, project.doc.file, project.doc.span(), sorted(started))
         machine.placeholders = [started[n] for n in sorted(started)]  # the pipelines it may have to stop
-        _add_machine(result, machine, lint_ir(machine), render, project.model.spec.event_bus)
+        _add_machine(result, machine, lint_ir(machine), render)
 
     if render:
         result.artifacts.append(Artifact("schema/ndr-spec.schema.json", to_json(spec_schema())))

@@ -59,6 +59,15 @@ class Pass(State):
     pass
 
 
+@dataclass(frozen=True)
+class Access:
+    """IAM a Task needs: ``actions`` on ``resources``; the accesses of one ``sid`` merge into one statement."""
+
+    sid: str
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+
+
 @dataclass
 class Task(State):
     resource: str = ""
@@ -66,6 +75,8 @@ class Task(State):
     catch: list[Catcher] = field(default_factory=list)
     timeout_seconds: int | None = None
     retry: list[Retrier] = field(default_factory=list)
+    #: what the call needs in IAM (set with the resource by ``ndr_compiler.expand.services``)
+    access: list[Access] = field(default_factory=list)
 
 
 @dataclass

@@ -268,3 +268,21 @@ def test_every_generated_jsonata_expression_parses(name: str):
     assert len(found) > 10
     for src in found:
         Jsonata(src)  # raises on a syntax error
+
+
+def test_every_task_names_the_iam_it_needs():
+    """IAM is derived from the IR: a Task without an access would be a call its role may not make."""
+    from ndr_compiler import ir
+    from ndr_compiler.lint.graph import graphs
+    from ndr_compiler.render.iam import state_machine_policy
+
+    result = compile_specs([ROOT / "specs"], render=False)
+    tasks = [s for m in result.machines for g in graphs(m) for s in g.states if isinstance(s, ir.Task)]
+    assert len(tasks) > 20
+    assert [t.name for t in tasks if not t.access] == []
+    for m in result.machines:
+        allowed = {(a, r) for st in state_machine_policy(m)["Statement"] for a in st["Action"] for r in st["Resource"]}
+        for g in graphs(m):
+            for t in (s for s in g.states if isinstance(s, ir.Task)):
+                for access in t.access:
+                    assert {(a, r) for a in access.actions for r in access.resources} <= allowed, (m.name, t.name)

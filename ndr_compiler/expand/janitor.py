@@ -17,16 +17,9 @@ from __future__ import annotations
 from ndr_compiler import ir
 from ndr_compiler import lock_table as lt
 from ndr_compiler.diagnostics import Span
+from ndr_compiler.expand import services as svc
 from ndr_compiler.expand import snippets as js
-from ndr_compiler.expand.state_machine import (
-    DDB,
-    DDB_QUERY,
-    NOW,
-    RETRY,
-    SAGEMAKER_DESCRIBE,
-    SAGEMAKER_STOP,
-    TERMINAL,
-)
+from ndr_compiler.expand.state_machine import NOW, RETRY, TERMINAL
 from ndr_compiler.models.project import Project
 
 STATUSES = ("ABORTED", "FAILED", "TIMED_OUT")
@@ -43,7 +36,8 @@ def janitor_name(project: Project) -> str:
     return f"sfn_{project.metadata.name.replace('-', '_')}_lock_janitor"
 
 
-def expand_janitor(project: Project, file: str, origin: Span) -> ir.StateMachineIR:
+def expand_janitor(project: Project, file: str, origin: Span, pipelines: list[str]) -> ir.StateMachineIR:
+    """The janitor of ``project``, which may stop the ``pipelines`` (placeholder names) its machines start."""
     spec = project.spec
     table = spec.tables.locks
     every = spec.polling.every_seconds
@@ -61,7 +55,7 @@ def expand_janitor(project: Project, file: str, origin: Span) -> ir.StateMachine
     # pipeline runs are read, and only the attributes used (a long backfill owns hundreds of finished locks)
     find = state(
         ir.Task, "FindOwnedRecords", "the RUNNING locks and the pipeline runs the ended execution owns",
-        resource=DDB_QUERY,
+        **svc.dynamodb_query(table, lt.OWNER_INDEX),
         arguments={"TableName": table, "IndexName": lt.OWNER_INDEX, "KeyConditionExpression": "#o = :o",
                    "FilterExpression": "#r = :run OR #s = :running",
                    "ProjectionExpression": "#k, #r, #s, #p",
@@ -77,7 +71,7 @@ def expand_janitor(project: Project, file: str, origin: Span) -> ir.StateMachine
     # -- one pipeline: stop, then describe until terminal (bounded)
     stop = state(
         ir.Task, "StopOwnedPipeline", "stop the pipeline (one that already ended refuses: fine)",
-        resource=SAGEMAKER_STOP,
+        **svc.pipeline_execution("stop", pipelines),
         arguments={"PipelineExecutionArn": js.wrap("$states.input.value"),
                    "ClientRequestToken": js.wrap("$hash($states.input.value & '/janitor', 'SHA-256')")},
         assign={"pipeline_arn": js.wrap("$states.input.value"), "attempt": 0},
@@ -86,7 +80,7 @@ def expand_janitor(project: Project, file: str, origin: Span) -> ir.StateMachine
                           assign={"pipeline_arn": js.wrap("$states.input.value"), "attempt": 0})],
     )
     describe = state(
-        ir.Task, "DescribeOwnedPipeline", "its status", resource=SAGEMAKER_DESCRIBE,
+        ir.Task, "DescribeOwnedPipeline", "its status", **svc.pipeline_execution("describe", pipelines),
         arguments={"PipelineExecutionArn": js.wrap("$pipeline_arn")},
         assign={"status": js.wrap("$states.result.PipelineExecutionStatus")},
         next="OwnedPipelineStatusChoice", retry=RETRY,
@@ -135,7 +129,7 @@ def expand_janitor(project: Project, file: str, origin: Span) -> ir.StateMachine
     # -- one lock: mark it FAILED if this execution still holds it RUNNING
     release = state(
         ir.Task, "ReleaseOwnedLock", "mark the lock FAILED (free to take, effects kept)",
-        resource=DDB.format("updateItem"),
+        **svc.dynamodb("updateItem", table),
         arguments={
             "TableName": table, "Key": {lt.KEY: {"S": js.wrap("$states.input.value")}},
             "UpdateExpression": f"SET {lt.STATUS} = :failed, {lt.FINISHED_AT} = :t, {lt.EXPIRES_AT} = :keep, "

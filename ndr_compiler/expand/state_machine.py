@@ -26,19 +26,11 @@ from ndr_compiler import ir
 from ndr_compiler import lock_table as lt
 from ndr_compiler.diagnostics import Span
 from ndr_compiler.expand import intake as intake_x
+from ndr_compiler.expand import services as svc
 from ndr_compiler.expand import snippets as js
 from ndr_compiler.load import Document, PathKey
 from ndr_compiler.models import state_machine as m
 from ndr_compiler.models.project import Project
-
-SAGEMAKER_START = "arn:aws:states:::aws-sdk:sagemaker:startPipelineExecution"
-SAGEMAKER_DESCRIBE = "arn:aws:states:::aws-sdk:sagemaker:describePipelineExecution"
-SAGEMAKER_STOP = "arn:aws:states:::aws-sdk:sagemaker:stopPipelineExecution"
-DDB = "arn:aws:states:::dynamodb:{}"
-DDB_QUERY = "arn:aws:states:::aws-sdk:dynamodb:query"
-SFN_START_SYNC = "arn:aws:states:::states:startExecution.sync:2"
-EVENTS_PUT = "arn:aws:states:::events:putEvents"
-S3_GET = "arn:aws:states:::aws-sdk:s3:getObject"
 
 CONDITIONAL_FAILED = "DynamoDB.ConditionalCheckFailedException"
 RESERVED_VARIABLES = frozenset(
@@ -52,8 +44,6 @@ NOW = "$floor($millis() / 1000)"
 OWNER = "$states.context.Execution.Id"
 
 
-def child_placeholder(state_machine: str) -> str:
-    return "${StateMachineArn_" + state_machine + "}"
 
 
 @dataclass
@@ -220,7 +210,7 @@ class Expander:
         rej_path = (*path, "reject")
         emit = ir.Task(
             rej.emit, self.span(rej_path), self.comment(rej_path, "reject: announce the invalid event"),
-            resource=EVENTS_PUT,
+            **svc.put_events(self.project.spec.event_bus),
             arguments={"Entries": [{
                 "EventBusName": self.project.spec.event_bus, "Source": self.project.spec.event_source,
                 "DetailType": rej.detail_type,
@@ -262,16 +252,16 @@ class Expander:
             items = f"[$map($states.result.Items, function($i) {{ {js.unmarshal_item('$i')} }})]"
             missing = f"$error('no item in table {table} index {c.index} for ' & {key_text})"
             value = f"($all := {items}; {f'$count($all) = 0 ? {missing} : ' if c.required else ''}$all)"
-            resource = DDB_QUERY
+            service = svc.dynamodb_query(table, c.index)
         else:
             key = {k: {"S": js.wrap(f"$string({js.inner(v)})")} for k, v in c.key.items()}
             arguments = {"TableName": table, "Key": key, "ConsistentRead": True}
             item = "$states.result.Item"
             missing = f"$error('no item in table {table} for key ' & {key_text})"
             value = f"$exists({item}) ? {js.unmarshal_item(item)} : " + (missing if c.required else "{}")
-            resource = DDB.format("getItem")
+            service = svc.dynamodb("getItem", table)
         state = ir.Task(
-            c.name, self.span(path), self.comment(path, f"load {c.table}"), resource=resource,
+            c.name, self.span(path), self.comment(path, f"load {c.table}"), **service,
             arguments=arguments, assign={c.into: js.wrap(value)}, catch=self.catch(c.name, scope), retry=RETRY,
         )
         return [self.link(state, nxt)]
@@ -291,7 +281,7 @@ class Expander:
         if c.items is not None:
             select = intake_x.items_validation(c.items, select)
         state = ir.Task(
-            c.name, self.span(path), self.comment(path, "read_json"), resource=S3_GET,
+            c.name, self.span(path), self.comment(path, "read_json"), **svc.s3_get_object(c.bucket),
             arguments={"Bucket": js.template(c.bucket), "Key": js.template(c.key)},
             assign={c.into: js.wrap(f"($doc := $parse($states.result.Body); {select})")},
             catch=self.catch(c.name, scope),
@@ -328,7 +318,7 @@ class Expander:
         previous = "$states.result.Attributes"
         acquire = ir.Task(
             c.acquire, self.span(path), self.comment(path, f"lock {c.scope}: acquire (lease {lease}s)"),
-            resource=DDB.format("updateItem"),
+            **svc.dynamodb("updateItem", table),
             arguments={
                 "TableName": table, "Key": key_attr,
                 # the effects are read from the old item (ALL_OLD) and written again only by a release
@@ -386,7 +376,7 @@ class Expander:
         keep = spec.locks
         on_success = ir.Task(
             rel.on_success, self.span(rel_path), self.comment(rel_path, "lock: mark succeeded"),
-            resource=DDB.format("updateItem"),
+            **svc.dynamodb("updateItem", table),
             arguments={
                 "TableName": table, "Key": key_attr,
                 "UpdateExpression": f"SET {lt.STATUS} = :succeeded, {lt.FINISHED_AT} = :t, {lt.EXPIRES_AT} = :keep, "
@@ -405,7 +395,7 @@ class Expander:
         if rel.failure_action == "delete" and not has_effects:
             on_failure = ir.Task(
                 rel.on_failure, self.span(rel_path), self.comment(rel_path, "lock: release on failure"),
-                resource=DDB.format("deleteItem"),
+                **svc.dynamodb("deleteItem", table),
                 arguments={"TableName": table, "Key": key_attr, "ConditionExpression": owner_cond,
                            "ExpressionAttributeValues": {":me": {"S": js.wrap(OWNER)}}},
                 next=scope.fail_to, catch=self.catch(rel.on_failure, scope, to=release_failed_to),
@@ -413,7 +403,7 @@ class Expander:
         else:  # a failed lock keeps the effects its run completed, for the rerun
             on_failure = ir.Task(
                 rel.on_failure, self.span(rel_path), self.comment(rel_path, "lock: mark failed"),
-                resource=DDB.format("updateItem"),
+                **svc.dynamodb("updateItem", table),
                 arguments={
                     "TableName": table, "Key": key_attr,
                     "UpdateExpression": f"SET {lt.STATUS} = :failed, {lt.FINISHED_AT} = :t, {lt.EXPIRES_AT} = :keep, "
@@ -472,7 +462,7 @@ class Expander:
         keep_failure = f"${fail}"
         start = ir.Task(
             s.start, self.span(path), self.comment(path, f"run_pipeline {c.pipeline}: start"),
-            resource=SAGEMAKER_START,
+            **svc.pipeline_execution("start", [placeholder]),
             arguments={
                 "PipelineName": c.pipeline,
                 "PipelineParameters": params,
@@ -486,7 +476,7 @@ class Expander:
                    + (", $string($item_index)" if scope.in_map else "") + "])")
         record = ir.Task(
             record_name, self.span(path), self.comment(path, f"run_pipeline {c.pipeline}: record the run"),
-            resource=DDB.format("putItem"),
+            **svc.dynamodb("putItem", self.project.spec.tables.locks),
             arguments={"TableName": self.project.spec.tables.locks, "Item": {
                 lt.KEY: {"S": js.wrap(run_key)}, lt.RECORD_TYPE: {"S": lt.PIPELINE_RUN},
                 lt.OWNER: {"S": js.wrap(OWNER)}, lt.PIPELINE_EXECUTION: {"S": js.wrap(arn)},
@@ -497,7 +487,7 @@ class Expander:
         )
         describe = ir.Task(
             s.describe, self.span(path), self.comment(path, f"run_pipeline {c.pipeline}: describe"),
-            resource=SAGEMAKER_DESCRIBE,
+            **svc.pipeline_execution("describe", [placeholder]),
             arguments={"PipelineExecutionArn": js.wrap(arn)},
             assign={
                 status[1:]: js.wrap("$states.result.PipelineExecutionStatus"),
@@ -554,7 +544,7 @@ class Expander:
         stop_assign = {stopping[1:]: True, attempt[1:]: js.wrap(f"{stopping} ? {attempt} : 0")}
         stop = ir.Task(
             stop_name, self.span(path), self.comment(path, f"run_pipeline {c.pipeline}: stop (gave up or failed)"),
-            resource=SAGEMAKER_STOP,
+            **svc.pipeline_execution("stop", [placeholder]),
             arguments={"PipelineExecutionArn": js.wrap(arn),
                        "ClientRequestToken": js.wrap(f"$hash({token} & '/stop', 'SHA-256')")},
             assign=stop_assign, next=s.choice, retry=RETRY,
@@ -564,13 +554,13 @@ class Expander:
         return [start, record, describe, choice, wait, increment, stop, handover]
 
     def x_start_workflow(self, c: m.StartWorkflow, path: PathKey, nxt: str | None, scope: Scope) -> list[ir.State]:
-        placeholder = child_placeholder(c.state_machine)
+        placeholder = svc.child_arn(c.state_machine)
         self.children.append(ir.PlaceholderRef(c.state_machine, c.name, self.span((*path, "state_machine"))))
         payload = js.template(dict(c.input))
         payload["AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID"] = js.wrap(OWNER)
         state = ir.Task(
             c.name, self.span(path), self.comment(path, f"start_workflow {c.state_machine} (sync)"),
-            resource=SFN_START_SYNC,
+            **svc.start_execution_sync(c.state_machine),
             arguments={"StateMachineArn": placeholder, "Input": payload},
             assign={c.into: js.wrap("$states.result.Output")} if c.into else None,
             catch=self.catch(c.name, scope),
@@ -621,7 +611,7 @@ class Expander:
         if scope.lock:  # one id per effect and key: consumers can drop a duplicate (see docs/reliability.md)
             detail["ndr_event_id"] = js.wrap(f"$hash('{c.name}#' & ${scope.lock}_key, 'SHA-256')")
         state = ir.Task(
-            c.name, self.span(path), self.comment(path, f"emit {c.detail_type}"), resource=EVENTS_PUT,
+            c.name, self.span(path), self.comment(path, f"emit {c.detail_type}"), **svc.put_events(spec.event_bus),
             arguments={"Entries": [{
                 "EventBusName": spec.event_bus, "Source": spec.event_source, "DetailType": c.detail_type,
                 "Detail": detail,

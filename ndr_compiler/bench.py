@@ -31,6 +31,20 @@ def wall(cmd: list[str]) -> float:
     return statistics.median(times)
 
 
+def bar_chart(title: str, bars: list[tuple[str, float]]) -> list[str]:
+    """A Mermaid bar chart (rendered where the Markdown is read: GitHub, IDEs), as Markdown lines."""
+    top = max(t for _, t in bars)
+    return [
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{title}"',
+        "    x-axis [" + ", ".join(f'"{name}"' for name, _ in bars) + "]",
+        f'    y-axis "seconds" 0 --> {top * 1.2:.2f}',
+        "    bar [" + ", ".join(f"{t:.3f}" for _, t in bars) + "]",
+        "```",
+    ]
+
+
 def main() -> None:
     machines = sorted(str(p) for p in (ROOT / "generated" / "state_machines").glob("*.asl.json"))
     validator = ROOT / "node_modules" / ".bin" / "asl-validator"
@@ -57,6 +71,8 @@ def main() -> None:
         "|---|---:|---:|",
     ]
     lines += [f"| {name} | {t:.3f} | {t / reference:.2f}x |" for name, t in rows]
+    lines += ["", *bar_chart("Compiler wall time (s)", [("lint", rows[0][1]), ("full compile", rows[1][1]),
+                                                         ("asl-validator", reference)])]
     lines += [
         "",
         "Goals (issue 21): a full compile at most 1.3x, and the lint at most 0.2x, asl-validator's time. Pipeline "

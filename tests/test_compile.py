@@ -286,3 +286,21 @@ def test_every_task_names_the_iam_it_needs():
             for t in (s for s in g.states if isinstance(s, ir.Task)):
                 for access in t.access:
                     assert {(a, r) for a in access.actions for r in access.resources} <= allowed, (m.name, t.name)
+
+
+def test_each_construct_is_one_module_of_the_registry():
+    """A construct (model, expansion, entry, nesting) is defined in its own module and reaches the spec
+    language, the expansion and the walk only through the registry."""
+    import pkgutil
+
+    import ndr_compiler.constructs as constructs
+    from ndr_compiler.expand.state_machine import Expander
+    from ndr_compiler.models.state_machine import STEP_KINDS
+
+    modules = {m.name for m in pkgutil.iter_modules(constructs.__path__)} - {"registry"}
+    assert modules == set(constructs.CONSTRUCTS)
+    for name in modules:
+        module = __import__(f"ndr_compiler.constructs.{name}", fromlist=["CONSTRUCT"])
+        assert module.CONSTRUCT is constructs.CONSTRUCTS[name]
+    assert list(STEP_KINDS) == list(constructs.CONSTRUCTS)
+    assert not [a for a in dir(Expander) if a.startswith("x_")]

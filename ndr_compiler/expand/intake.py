@@ -9,11 +9,16 @@ Map iteration whose Catch holds it anyway. It yields ``$ctx``: ``valid``, ``reas
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ndr_compiler import ir
 from ndr_compiler.diagnostics import Span
 from ndr_compiler.expand import snippets as js
-from ndr_compiler.models import state_machine as m
 from ndr_jobs import contract
+
+if TYPE_CHECKING:
+    from ndr_compiler.constructs.parse_context import ParseContext
+    from ndr_compiler.models.fields import CheckRule, ContractField, ItemContract, Ordered
 
 
 def _re(pattern: str) -> str:
@@ -68,7 +73,7 @@ INTAKE_PREFIXES = ("t_",)
 INTAKE_INFIX = "__"
 
 
-def _check(f: m.ContractField, value: str) -> str:
+def _check(f: ContractField, value: str) -> str:
     """JSONata: the canonical value of ``value`` (a variable), or null."""
     if f.type == "text":
         return f"$t_text({value}, {f.max_length})"
@@ -82,7 +87,7 @@ def _check(f: m.ContractField, value: str) -> str:
     return f"$t_{f.type}({value})"
 
 
-def _summary(f: m.ContractField) -> str:
+def _summary(f: ContractField) -> str:
     if f.type == "list":
         return f"a JSON array of at most {f.max_items} items, each {contract.TYPES[f.items or 'id'].summary}"
     if f.type == "text":
@@ -90,7 +95,7 @@ def _summary(f: m.ContractField) -> str:
     return contract.TYPES[f.type].summary
 
 
-def _field_bindings(fields: dict[str, m.ContractField], checks: list[m.Ordered], rules: list[m.CheckRule],
+def _field_bindings(fields: dict[str, ContractField], checks: list[Ordered], rules: list[CheckRule],
                     label_prefix: str) -> tuple[list[tuple[str, str]], list[str], list[str]]:
     """Bindings that validate the fields of ``$d`` in order: (bindings, problem variables, output fields)."""
     bindings: list[tuple[str, str]] = []
@@ -166,7 +171,7 @@ def _result(errors: list[str], outputs: list[str], subject: str, event_type: str
     return problems, "{" + obj + "}"
 
 
-def validation(c: m.ParseContext) -> str:
+def validation(c: ParseContext) -> str:
     """The JSONata (without ``{% %}``) that validates ``$states.input.msg`` into ``$ctx``."""
     bindings: list[tuple[str, str]] = list(HELPERS)
     bindings.append(("msg", "$states.input.msg"))
@@ -181,7 +186,7 @@ def validation(c: m.ParseContext) -> str:
     return js.block([*bindings, *fields, ("problems", problems)], obj)
 
 
-def items_validation(items: m.ItemContract, select: str) -> str:
+def items_validation(items: ItemContract, select: str) -> str:
     """JSONata: each item of ``select`` (not an array: no items) validated, with ``valid`` and ``reason``."""
     fields, errors, outputs = _field_bindings(items.fields, items.checks, items.rules, "")
     problems, obj = _result(errors, outputs, "$w", None)
@@ -190,7 +195,7 @@ def items_validation(items: m.ItemContract, select: str) -> str:
                     f"[$map($type($all) = 'array' ? $all : [], function($w) {{ {one} }})]")
 
 
-def intake(c: m.ParseContext, origin: Span) -> ir.Intake:
+def intake(c: ParseContext, origin: Span) -> ir.Intake:
     fields = [
         ir.IntakeField(name, f.type, f.required, f.source or name, f.items, f.max_items, f.max_length, f.equals,
                        f.default is not None, f.description)

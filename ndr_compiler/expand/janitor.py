@@ -19,7 +19,7 @@ from ndr_compiler import lock_table as lt
 from ndr_compiler.diagnostics import Span
 from ndr_compiler.expand import services as svc
 from ndr_compiler.expand import snippets as js
-from ndr_compiler.expand.state_machine import NOW, RETRY, TERMINAL
+from ndr_compiler.expand.common import NOW, RETRY, TERMINAL
 from ndr_compiler.models.project import Project
 
 STATUSES = ("ABORTED", "FAILED", "TIMED_OUT")

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
+from ndr_compiler.constructs import walk
 from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.expand.common import RESERVED_VARIABLES
 from ndr_compiler.expand.intake import INTAKE_INFIX, INTAKE_NAMES, INTAKE_PREFIXES
-from ndr_compiler.expand.state_machine import RESERVED_VARIABLES
 from ndr_compiler.specs import Spec, SpecSet
 from ndr_jobs.contract import TYPES
 
 BATCH_FOLDER_BINDS = TYPES["batch_folder"].binds
-
-
-def _walk_steps(steps: list[Any], path: tuple[Any, ...]) -> Iterator[tuple[str, Any, tuple[Any, ...]]]:
-    for i, step in enumerate(steps):
-        kind = next(iter(type(step).model_fields))
-        body = getattr(step, kind)
-        p = (*path, i, kind)
-        yield kind, body, p
-        if kind == "lock":
-            yield from _walk_steps(body.body, (*p, "body"))
-        if kind == "map":
-            yield from _walk_steps(body.steps, (*p, "steps"))
 
 
 def state_machine_refs(specs: SpecSet, sm: Spec) -> Iterator[Diagnostic]:
@@ -34,7 +22,7 @@ def state_machine_refs(specs: SpecSet, sm: Spec) -> Iterator[Diagnostic]:
         known = ", ".join(sorted(projects)) or "none"
         yield Diagnostic("E501", f"project '{spec.project}' is not defined (known: {known})",
                          sm.doc.span(("spec", "project")))
-    for kind, body, path in _walk_steps(spec.steps, ("spec", "steps")):
+    for kind, body, path in walk(spec.steps, ("spec", "steps")):
         if kind == "start_workflow" and body.state_machine not in machines:
             yield Diagnostic("E502", f"state machine '{body.state_machine}' is not defined",
                              sm.doc.span((*path, "state_machine")))

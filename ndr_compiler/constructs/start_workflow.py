@@ -1,0 +1,45 @@
+"""The ``start_workflow`` construct: its spec model, its expansion into IR states, and its entry state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from ndr_compiler import ir
+from ndr_compiler.constructs.registry import Construct
+from ndr_compiler.expand import services as svc
+from ndr_compiler.expand import snippets as js
+from ndr_compiler.expand.common import OWNER, Scope
+from ndr_compiler.load import PathKey
+from ndr_compiler.models.base import Identifier, StateName, Strict
+
+if TYPE_CHECKING:
+    from ndr_compiler.expand.state_machine import Expander
+
+
+class StartWorkflow(Strict):
+    """Run another state machine of this project synchronously (``startExecution.sync:2``)."""
+
+    name: StateName
+    state_machine: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    into: Identifier | None = None
+
+
+def expand(x: Expander, c: StartWorkflow, path: PathKey, nxt: str | None, scope: Scope) -> list[ir.State]:
+    placeholder = svc.child_arn(c.state_machine)
+    x.children.append(ir.PlaceholderRef(c.state_machine, c.name, x.span((*path, "state_machine"))))
+    payload = js.template(dict(c.input))
+    payload["AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID"] = js.wrap(OWNER)
+    state = ir.Task(
+        c.name, x.span(path), x.comment(path, f"start_workflow {c.state_machine} (sync)"),
+        **svc.start_execution_sync(c.state_machine),
+        arguments={"StateMachineArn": placeholder, "Input": payload},
+        assign={c.into: js.wrap("$states.result.Output")} if c.into else None,
+        catch=x.catch(c.name, scope),
+    )
+    return [x.link(state, nxt)]
+
+
+CONSTRUCT = Construct("start_workflow", StartWorkflow, expand, entry=lambda c, in_lock: c.name)

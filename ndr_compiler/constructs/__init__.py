@@ -23,9 +23,9 @@ from ndr_compiler.constructs import (
     start_workflow,
     succeed,
 )
-from ndr_compiler.constructs.registry import Construct, kind
+from ndr_compiler.constructs.registry import CheckContext, Construct, kind
 
-__all__ = ["CONSTRUCTS", "Construct", "kind", "walk"]
+__all__ = ["CONSTRUCTS", "CheckContext", "Construct", "kind", "walk"]
 
 CONSTRUCTS: dict[str, Construct] = {c.key: c for c in (
     normalize.CONSTRUCT, parse_context.CONSTRUCT, check.CONSTRUCT, load.CONSTRUCT, resolve.CONSTRUCT,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from ndr_compiler import ir
-from ndr_compiler.constructs.registry import Construct
+from ndr_compiler.constructs.registry import CheckContext, Construct
+from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand import intake as intake_x
 from ndr_compiler.expand import services as svc
 from ndr_compiler.expand import snippets as js
-from ndr_compiler.expand.common import OWNER, Scope
+from ndr_compiler.expand.common import OWNER, RESERVED_VARIABLES, Scope
 from ndr_compiler.load import PathKey
 from ndr_compiler.models.base import Identifier, StateName, Strict
 from ndr_compiler.models.fields import ContractField, Ordered
@@ -131,4 +133,16 @@ def expand(x: Expander, c: ParseContext, path: PathKey, nxt: str | None, scope: 
     return [*out, emit, fail]
 
 
-CONSTRUCT = Construct("parse_context", ParseContext, expand, entry=lambda c, in_lock: c.name)
+def check(c: ParseContext, path: PathKey, ctx: CheckContext) -> Iterator[Diagnostic]:
+    """A field is bound as a variable of its own name: it may not shadow one the constructs own."""
+    binds = intake_x.contract.TYPES["batch_folder"].binds
+    bound = {b for f in c.fields.values() if f.type == "batch_folder" for b in binds}
+    bound.discard("batch_folder")
+    for name in c.fields:
+        if (name in RESERVED_VARIABLES | intake_x.INTAKE_NAMES or name in bound
+                or name.startswith(intake_x.INTAKE_PREFIXES) or intake_x.INTAKE_INFIX in name):
+            yield Diagnostic("E303", f"field '{name}' would shadow the variable '${name}'",
+                             ctx.span((*path, "fields", name)))
+
+
+CONSTRUCT = Construct("parse_context", ParseContext, expand, entry=lambda c, in_lock: c.name, check=check)

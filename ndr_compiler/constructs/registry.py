@@ -3,12 +3,13 @@ states, the state it starts at, and the step lists it nests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ndr_compiler import ir
+    from ndr_compiler.diagnostics import Diagnostic, Span
     from ndr_compiler.expand.common import Scope
     from ndr_compiler.expand.state_machine import Expander
     from ndr_compiler.load import PathKey
@@ -16,6 +17,19 @@ if TYPE_CHECKING:
 
 def _no_children(_: Any) -> list[tuple[str, list[Any]]]:
     return []
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a construct's own checks may look at beyond its body: the machine it is in and its project's."""
+
+    machine: str
+    machines: frozenset[str]
+    span: Callable[[PathKey], Span]
+
+
+def _no_checks(_: Any, __: PathKey, ___: CheckContext) -> Iterator[Diagnostic]:
+    return iter(())
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,8 @@ class Construct:
     entry: Callable[[Any, bool], str]
     #: ``children(body)``: the nested step lists, as ``(key, steps)``
     children: Callable[[Any], list[tuple[str, list[Any]]]] = field(default=_no_children)
+    #: ``check(body, path, context)``: the construct's own diagnostics (cross-spec references, names)
+    check: Callable[[Any, PathKey, CheckContext], Iterator[Diagnostic]] = field(default=_no_checks)
 
     @property
     def step_model_name(self) -> str:

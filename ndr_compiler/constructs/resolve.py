@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from ndr_compiler import ir
-from ndr_compiler.constructs.registry import Construct
+from ndr_compiler.constructs.registry import CheckContext, Construct
+from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand import snippets as js
-from ndr_compiler.expand.common import Scope
+from ndr_compiler.expand.common import RESERVED_VARIABLES, Scope
 from ndr_compiler.load import PathKey
 from ndr_compiler.models.base import Expr, Identifier, StateName, Strict
 
@@ -36,4 +38,11 @@ def expand(x: Expander, c: Resolve, path: PathKey, nxt: str | None, scope: Scope
     return [x.link(state, nxt)]
 
 
-CONSTRUCT = Construct("resolve", Resolve, expand, entry=lambda c, in_lock: c.name)
+def check(c: Resolve, path: PathKey, ctx: CheckContext) -> Iterator[Diagnostic]:
+    for name in c.values:
+        if name in RESERVED_VARIABLES | {"base"}:
+            yield Diagnostic("E303", f"value '{name}' would shadow the variable '${name}'",
+                             ctx.span((*path, "values", name)))
+
+
+CONSTRUCT = Construct("resolve", Resolve, expand, entry=lambda c, in_lock: c.name, check=check)

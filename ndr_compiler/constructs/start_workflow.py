@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from ndr_compiler import ir
-from ndr_compiler.constructs.registry import Construct
+from ndr_compiler.constructs.registry import CheckContext, Construct
+from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand import services as svc
 from ndr_compiler.expand import snippets as js
 from ndr_compiler.expand.common import OWNER, Scope
@@ -42,4 +44,12 @@ def expand(x: Expander, c: StartWorkflow, path: PathKey, nxt: str | None, scope:
     return [x.link(state, nxt)]
 
 
-CONSTRUCT = Construct("start_workflow", StartWorkflow, expand, entry=lambda c, in_lock: c.name)
+def check(c: StartWorkflow, path: PathKey, ctx: CheckContext) -> Iterator[Diagnostic]:
+    where = ctx.span((*path, "state_machine"))
+    if c.state_machine not in ctx.machines:
+        yield Diagnostic("E502", f"state machine '{c.state_machine}' is not defined", where)
+    if c.state_machine == ctx.machine:
+        yield Diagnostic("E502", "a state machine cannot start itself", where)
+
+
+CONSTRUCT = Construct("start_workflow", StartWorkflow, expand, entry=lambda c, in_lock: c.name, check=check)

@@ -1,17 +1,14 @@
-"""Cross-spec rules (E5xx) and spec-level variable rules (E303), over validated models."""
+"""Cross-spec rules (E5xx) and spec-level variable rules (E303), over validated models; each construct's own
+checks are its registry ``check``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ndr_compiler.constructs import walk
+from ndr_compiler.constructs import CONSTRUCTS, CheckContext, walk
 from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand.common import RESERVED_VARIABLES
-from ndr_compiler.expand.intake import INTAKE_INFIX, INTAKE_NAMES, INTAKE_PREFIXES
 from ndr_compiler.specs import Spec, SpecSet
-from ndr_jobs.contract import TYPES
-
-BATCH_FOLDER_BINDS = TYPES["batch_folder"].binds
 
 
 def state_machine_refs(specs: SpecSet, sm: Spec) -> Iterator[Diagnostic]:
@@ -22,27 +19,11 @@ def state_machine_refs(specs: SpecSet, sm: Spec) -> Iterator[Diagnostic]:
         known = ", ".join(sorted(projects)) or "none"
         yield Diagnostic("E501", f"project '{spec.project}' is not defined (known: {known})",
                          sm.doc.span(("spec", "project")))
+    context = CheckContext(sm.name, frozenset(machines), sm.doc.span)
     for kind, body, path in walk(spec.steps, ("spec", "steps")):
-        if kind == "start_workflow" and body.state_machine not in machines:
-            yield Diagnostic("E502", f"state machine '{body.state_machine}' is not defined",
-                             sm.doc.span((*path, "state_machine")))
-        if kind == "start_workflow" and body.state_machine == sm.name:
-            yield Diagnostic("E502", "a state machine cannot start itself", sm.doc.span((*path, "state_machine")))
         for attr in ("into",):
             var = getattr(body, attr, None)
             if isinstance(var, str) and var in RESERVED_VARIABLES:
                 yield Diagnostic("E303", f"variable '${var}' is owned by the constructs; choose another name",
                                  sm.doc.span((*path, attr)))
-        if kind == "resolve":
-            for name in body.values:
-                if name in RESERVED_VARIABLES | {"base"}:
-                    yield Diagnostic("E303", f"value '{name}' would shadow the variable '${name}'",
-                                     sm.doc.span((*path, "values", name)))
-        if kind == "parse_context":
-            bound = {b for f in body.fields.values() if f.type == "batch_folder" for b in BATCH_FOLDER_BINDS}
-            bound.discard("batch_folder")
-            for name in body.fields:
-                if (name in RESERVED_VARIABLES | INTAKE_NAMES or name in bound or name.startswith(INTAKE_PREFIXES)
-                        or INTAKE_INFIX in name):
-                    yield Diagnostic("E303", f"field '{name}' would shadow the variable '${name}'",
-                                     sm.doc.span((*path, "fields", name)))
+        yield from CONSTRUCTS[kind].check(body, path, context)

@@ -12,11 +12,13 @@ from ndr_compiler.constructs import (
     choice,
     emit,
     fail,
+    intake,
     load,
     lock,
     map,
     normalize,
     parse_context,
+    project_parameters,
     read_json,
     resolve,
     run_pipeline,
@@ -28,9 +30,10 @@ from ndr_compiler.constructs.registry import CheckContext, Construct, kind
 __all__ = ["CONSTRUCTS", "CheckContext", "Construct", "kind", "walk"]
 
 CONSTRUCTS: dict[str, Construct] = {c.key: c for c in (
-    normalize.CONSTRUCT, parse_context.CONSTRUCT, check.CONSTRUCT, load.CONSTRUCT, resolve.CONSTRUCT,
-    lock.CONSTRUCT, run_pipeline.CONSTRUCT, start_workflow.CONSTRUCT, read_json.CONSTRUCT, map.CONSTRUCT,
-    emit.CONSTRUCT, choice.CONSTRUCT, succeed.CONSTRUCT, fail.CONSTRUCT,
+    normalize.CONSTRUCT, parse_context.CONSTRUCT, intake.CONSTRUCT, check.CONSTRUCT, load.CONSTRUCT,
+    resolve.CONSTRUCT, project_parameters.CONSTRUCT, lock.CONSTRUCT, run_pipeline.CONSTRUCT,
+    start_workflow.CONSTRUCT, read_json.CONSTRUCT, map.CONSTRUCT, emit.CONSTRUCT, choice.CONSTRUCT,
+    succeed.CONSTRUCT, fail.CONSTRUCT,
 )}
 
 

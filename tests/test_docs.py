@@ -216,3 +216,26 @@ def test_renderer_reads_constraints_defaults_and_aliases():
     assert polling["`every_seconds`"] == ("integer (≥ 1, ≤ 3600)", "`30`")
     assert ("`validate`", "string (at least 1)", '`"ValidateIncomingEvent"`') in rows(ParseContext)
     assert render_type(dict[str, list[int]]) == "map of string to list of integer"
+
+
+DESIGN = ROOT / "docs" / "design"
+LAYER_SECTIONS = ("## Imports", "## Invariants", "## Decisions", "## Tested")
+
+
+def test_every_design_page_is_indexed_and_complete():
+    index = (DESIGN / "README.md").read_text()
+    pages = sorted(p.name for p in DESIGN.glob("*.md") if p.name != "README.md")
+    assert pages and [p for p in pages if f"]({p})" not in index] == []
+    for page in pages:
+        text = (DESIGN / page).read_text()
+        assert [s for s in LAYER_SECTIONS if s not in text] == [], page
+
+
+def test_relative_links_of_the_docs_resolve():
+    broken = []
+    for page in [SPECS_MD, *DESIGN.glob("*.md"), ROOT / "README.md"]:
+        prose = re.sub(r"`[^`]*`", "", page.read_text())  # a link is never inside a code span
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", prose):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert broken == []

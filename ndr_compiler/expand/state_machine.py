@@ -1,19 +1,7 @@
-"""Expand a StateMachine spec into the IR.
+"""Expand a StateMachine spec into the IR: one function per construct, from its spec to ordered IR states.
 
-Each construct is a function from its spec to an ordered list of IR states. The invariants are built here,
-so every spec gets them by compiling (``docs/reliability.md`` lists them with their tests):
-
-* untrusted input is read only where a Catch holds it: the intake validates every field by value inside a
-  Map iteration, and an invalid event ends in ``NDR.InvalidEvent`` after an "Event Rejected" event;
-* every Task catches ``States.ALL`` to the failure path in scope (the lock's release inside a lock, the
-  item's failure end inside a Map, the workflow's failure otherwise);
-* a lock's RUNNING lease outlives the execution that holds it (timeout + margin), every path out of its
-  body passes a release, and keys are unambiguous;
-* a started pipeline is recorded (so the janitor can stop it), every poll loop ends after a bounded number
-  of attempts that covers the pipeline's own limits, and a machine that gives up on a pipeline, or fails
-  while it runs, stops it and waits for a terminal status before it releases anything;
-* an effect inside a lock (``emit``) runs before the success mark, once: a rerun skips what a failed run
-  already did.
+The constructs' invariants (every Task caught, locks released, polls bounded, effects once) are built here;
+``docs/design/expand.md`` explains them and ``docs/reliability.md`` names the tests that prove each.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""Emit layer: the one writer of everything under ``generated/``.
+"""Emit layer: the one writer of everything under ``generated/``, atomically; ``check`` compares instead.
 
-JSON is written with 2-space indentation, keys in the order the renderer built them, a trailing
-newline, atomically (temporary file + rename). ``check`` compares instead of writing.
+See ``docs/design/emit.md`` for the format and the invariants.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""The typed IR between specs and platform JSON.
-
-Expansion turns spec constructs into these plain states; lint rules check them; renderers read only
-them. Every node carries the ``origin`` span of the spec element that produced it.
+"""The typed IR between specs and platform JSON: what expansion produces, IR lint rules check and renderers
+read (and read alone). Every node carries the ``origin`` span of the spec element that produced it.
+See ``docs/design/expand.md``.
 """
 
 from __future__ import annotations

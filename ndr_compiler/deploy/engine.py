@@ -1,9 +1,7 @@
 """Plan and apply: every resource the project needs, compared with what is deployed, through boto3.
 
-Each resource knows its desired state (normalised), how to read the deployed one (normalised the same
-way), and how to create or update it. ``plan`` reads only; ``apply`` runs the creates and updates in
-dependency order (tables, roles, pipelines, state machines children first, then triggers) and reports
-what it applied when one fails, so that running again converges.
+``plan`` reads only; ``apply`` creates and updates in dependency order and, when a change fails, reports
+what it applied so that running again converges. See ``docs/design/deploy.md``.
 """
 
 from __future__ import annotations

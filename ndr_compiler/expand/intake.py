@@ -1,10 +1,7 @@
 """The typed intake: a ``parse_context`` spec as the JSONata that validates an event field by field.
 
-The expression never throws on any JSON value (every function is guarded by type), and it runs inside a
-Map iteration whose Catch holds it anyway. It yields ``$ctx``: ``valid``, ``reason`` (every problem, joined),
-``event_type`` (layout ``event``) and each field in its canonical form (timestamps as
-``YYYY-MM-DDTHH:MM:SSZ``), plus what a ``batch_folder`` binds. The types and their patterns are
-``ndr_jobs.contract``'s, so the jobs check their arguments by the same rules.
+The expression never throws on any JSON value and yields ``$ctx`` (``valid``, ``reason``, each field in
+canonical form); the types are ``ndr_jobs.contract``'s. See ``docs/design/expand.md``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-"""The lock janitor: a state machine the compiler generates for a project, deployed with its machines.
-
-An execution that is stopped or times out runs none of its own failure states, so what it holds would stay
-held: its RUNNING locks until their lease expires, its pipelines until their own limits. EventBridge sends
-a "Step Functions Execution Status Change" event for every execution that ends ABORTED, TIMED_OUT or
-FAILED; a rule of each environment (``ndr_compiler.deploy``) starts the janitor with it. The janitor finds
-the execution's records by the lock table's owner index (``ndr_compiler.lock_table``), stops every pipeline
-the execution started and waits until each is terminal, and only then marks the execution's RUNNING locks
-FAILED (so the work may run again, and a rerun still sees the effects the locks recorded). A pipeline
-that does not stop leaves the locks held until their lease expires, and the janitor fails, named.
-
-It is idempotent: an execution whose own failure path already released everything leaves nothing to do.
+"""The lock janitor: a state machine the compiler generates per project, started for every execution of the
+project's machines that ends ABORTED, TIMED_OUT or FAILED; it stops the execution's pipelines, then marks its
+RUNNING locks FAILED. Why and how: ``docs/design/expand.md`` ("The lock janitor").
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
-"""Expand a StateMachine spec into the IR.
-
-The Expander walks a spec's steps and hands each to its construct (``ndr_compiler.constructs``: one module
-per construct, from its spec to an ordered list of IR states), with the helpers they share: the failure path
-in scope, links, spans and comments. The invariants are built by the constructs, so every spec gets them by
-compiling (``docs/reliability.md`` lists them with their tests):
-
-* untrusted input is read only where a Catch holds it: the intake validates every field by value inside a
-  Map iteration, and an invalid event ends in ``NDR.InvalidEvent`` after an "Event Rejected" event;
-* every Task catches ``States.ALL`` to the failure path in scope (the lock's release inside a lock, the
-  item's failure end inside a Map, the workflow's failure otherwise);
-* a lock's RUNNING lease outlives the execution that holds it (timeout + margin), every path out of its
-  body passes a release, and keys are unambiguous;
-* a started pipeline is recorded (so the janitor can stop it), every poll loop ends after a bounded number
-  of attempts that covers the pipeline's own limits, and a machine that gives up on a pipeline, or fails
-  while it runs, stops it and waits for a terminal status before it releases anything;
-* an effect inside a lock (``emit``) runs before the success mark, once: a rerun skips what a failed run
-  already did.
+"""Expand a StateMachine spec into the IR: the Expander walks the steps and hands each to its construct
+(``ndr_compiler.constructs``, one module per construct) with the helpers they share (the failure path in
+scope, links, spans, comments). The constructs' invariants (every Task caught, locks released, polls bounded,
+effects once) are explained in ``docs/design/expand.md``; ``docs/reliability.md`` names the tests that prove
+each.
 """
 
 from __future__ import annotations

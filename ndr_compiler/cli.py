@@ -110,20 +110,27 @@ def lint_cmd(paths: tuple[Path, ...], fmt: str, selected: tuple[str, ...], ignor
 @click.option("--base", default="HEAD", show_default=True, help="Git ref whose committed generated/ is the base.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
 def diff_cmd(paths: tuple[Path, ...], base: str, fmt: str) -> None:
-    """Semantic diff of generated/ between a git ref and what the working tree's specs compile to."""
+    """Semantic diff between a git ref and the working tree: of generated/ (against what the specs compile to)
+    and of the Environment specs (schedules and event rules, which the deploy turns into EventBridge rules)."""
     from ndr_compiler import semantic_diff
 
-    result = compile_specs(paths or (Path("specs"),))
+    paths = paths or (Path("specs"),)
+    result = compile_specs(paths)
     _report(result)
     if not result.ok:
         sys.exit(1)
     try:
         before = semantic_diff.artifacts_at(base)
+        envs_before = semantic_diff.environments_at(base, [str(p) for p in paths])
     except Exception as exc:  # not a git checkout, unknown ref
         click.echo(f"error: cannot read generated/ at {base!r}: {exc}", err=True)
         sys.exit(2)
     after = {a.relpath: a.text for a in result.artifacts}
-    click.echo(semantic_diff.render(semantic_diff.diff_artifacts(before, after), fmt, base), nl=False)
+    envs_after = {s.name: s.doc.data.get("spec") or {} for s in result.specs.of_kind("Environment")}
+    triggers = semantic_diff.machine_triggers(envs_after, result.machines)
+    changes = semantic_diff.diff_artifacts(before, after, triggers)
+    changes += semantic_diff.diff_environments(envs_before, envs_after)
+    click.echo(semantic_diff.render(changes, fmt, base), nl=False)
 
 
 def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: bool) -> None:

@@ -392,7 +392,7 @@ class Deployer:
                 sm.add_tags(ResourceArn=arn, Tags=tags)
 
             def diff(old: Any, new: Any) -> list[str]:
-                lines = semantic_diff._pipeline(old["Definition"], new["Definition"])
+                lines = semantic_diff.pipeline_changes(old["Definition"], new["Definition"])
                 return lines + (["~ RoleArn"] if old["RoleArn"] != new["RoleArn"] else [])
 
             out.append(Resource("sagemaker-pipeline", name, desired, read, create, update, diff))
@@ -480,7 +480,7 @@ class Deployer:
                 point_alias(arn, r["stateMachineVersionArn"])
 
             def diff(old: Any, new: Any) -> list[str]:
-                lines = semantic_diff._state_machine(old["Definition"], new["Definition"])
+                lines = semantic_diff.state_machine_changes(old["Definition"], new["Definition"])
                 if old["RoleArn"] != new["RoleArn"]:
                     lines.append("~ roleArn")
                 if not old["Alias"]:

@@ -14,7 +14,7 @@ import click
 
 from ndr_compiler.compile import Compilation, compile_specs
 from ndr_compiler.emit import emit
-from ndr_compiler.report import FORMATS, select
+from ndr_compiler.report import FORMATS, Progress, select
 from ndr_compiler.report import render as render_report
 
 
@@ -156,13 +156,17 @@ def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: boo
         click.echo(ch.line())
         for line in ch.details:
             click.echo(f"    {line}")
-    todo = [c for c in changes if c.action != "unchanged"]
+    todo = [c for c in changes if c.action in ("create", "update")]
     creates = sum(c.action == "create" for c in todo)
-    click.echo(f"plan: {creates} to create, {len(todo) - creates} to update, {len(changes) - len(todo)} unchanged")
+    unchanged = sum(c.action == "unchanged" for c in changes)
+    orphaned = len(changes) - len(todo) - unchanged
+    click.echo(f"plan: {creates} to create, {len(todo) - creates} to update, {unchanged} unchanged"
+               + (f", {orphaned} in no spec (left in place)" if orphaned else ""))
     if not apply:
         return
     try:
-        applied = deployer.apply(todo)
+        with Progress(len(todo), f"deploy to {env_name}") as progress:
+            applied = deployer.apply(todo, before=lambda ch: progress.step(f"{ch.action} {ch.kind} {ch.name}"))
     except DeployError as exc:
         for ch in exc.applied:
             click.echo(f"applied  {ch.kind} {ch.name}")

@@ -43,9 +43,10 @@ def _text(value: Any) -> str:
 
 
 def short(value: Any, width: int = WIDTH) -> str:
-    """A value as compact JSON, cut to ``width`` characters."""
+    """A value as compact JSON, cut in the middle to ``width`` characters (an ARN keeps its name)."""
     text = _text(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    half = (width - 1) // 2
+    return text if len(text) <= width else text[:half] + "…" + text[len(text) - (width - 1 - half):]
 
 
 def _pair(old: Any, new: Any, width: int = WIDTH) -> str:

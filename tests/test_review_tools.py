@@ -195,3 +195,24 @@ def test_semantic_diff_shows_environment_schedules(repo: Path, monkeypatch: pyte
         in out
     assert '    ~ values.NdrOrgId: "acme" -> "other"' in out
     assert "added    environment prod\n    + new environment prod: account 123456789012, us-east-1" in out
+
+
+def test_progress_rewrites_one_line_on_a_terminal_and_logs_lines_otherwise():
+    import io
+
+    from ndr_compiler.report import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, tty in ((Terminal(), True), (io.StringIO(), False)):
+        with Progress(2, "deploy", stream) as p:
+            p.step("create a")
+            p.step("create b")
+        text = stream.getvalue()
+        if tty:
+            assert re.fullmatch(r"\r\x1b\[K\[1/2 \d+s\] deploy: create a\r\x1b\[K\[2/2 \d+s\] deploy: create b"
+                                r"\r\x1b\[Kdeploy: 2/2 in \d+s\n", text), repr(text)
+        else:
+            assert re.fullmatch(r"\[1/2 \d+s\] deploy: create a\n\[2/2 \d+s\] deploy: create b\n", text), repr(text)

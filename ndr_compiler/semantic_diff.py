@@ -148,6 +148,7 @@ def state_machine_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]
         if name not in b:
             lines.append(f"- state `{name}` ({a[name].get('Type')})")
     comment_only = 0
+    same: dict[tuple[str, ...], list[str]] = {}  # states changed alike (a retry added to every task) share a line
     for name in b:
         if name in a and a[name] != b[name]:
             skip = ("ItemProcessor",) if b[name].get("Type") == "Map" else ()
@@ -155,9 +156,13 @@ def state_machine_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]
             if fields == ["Comment"]:
                 comment_only += 1  # the source map moved: the spec line changed, not the state
             elif fields:
-                lines.append(f"~ state `{name}`: {', '.join(f for f in fields if f != 'Comment')}")
                 skip += ("Comment",)
-                lines += _details(value_changes(_without(a[name], skip), _without(b[name], skip)))
+                change = (", ".join(f for f in fields if f != "Comment"),
+                          *_details(value_changes(_without(a[name], skip), _without(b[name], skip))))
+                same.setdefault(change, []).append(name)
+    for (what, *details), names in same.items():
+        lines.append(f"~ state{'s' if len(names) > 1 else ''} {', '.join(f'`{n}`' for n in names)}: {what}")
+        lines += details
     if comment_only:
         lines.append(f"~ {comment_only} state(s): source-map Comment only")
     for key in _changed_fields(old, new, skip=("States",)):

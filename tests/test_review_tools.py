@@ -112,7 +112,7 @@ def test_semantic_diff_names_states_steps_and_fields(repo: Path, monkeypatch: py
     sm = repo / "specs" / "state_machines" / "sfn_ndr_15m_features_inference.yaml"
     sm.write_text(
         sm.read_text().replace(
-            "poll: {every_seconds: 20}", "poll: {every_seconds: 10}", 1
+            "poll: {every_seconds: 20}", "poll: {every_seconds: 10}"
         )
     )
     pl = repo / "specs" / "pipelines" / "inference.yaml"
@@ -120,7 +120,9 @@ def test_semantic_diff_names_states_steps_and_fields(repo: Path, monkeypatch: py
     result = CliRunner().invoke(main, ["diff", "specs/", "--base", "HEAD"])
     assert result.exit_code == 0, result.output
     assert "changed  state_machines/sfn_ndr_15m_features_inference.asl.json" in result.output
-    assert "~ state `WaitBeforeDescribe15mFeatures`: Seconds\n      Seconds: 20 -> 10\n" in result.output
+    # the same change to two states: one line naming both, its values once
+    assert "~ states `WaitBeforeDescribe15mFeatures`, `WaitBeforeDescribeInference`: Seconds\n" \
+           "      Seconds: 20 -> 10\n" in result.output
     assert "~ state `FeaturesPipelineStatusChoice`: Choices" in result.output  # the exhausted-cause text
     # a long string is shown around where it changed, not from its start
     assert re.search(r'\n      Choices\[\d\]\.Condition: "….{0,30}>= 1440 %}" -> "….{0,30}>= 2880 %}"\n', result.output)

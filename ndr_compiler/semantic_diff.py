@@ -336,7 +336,10 @@ def environments_at(ref: str, paths: Iterable[str]) -> dict[str, dict[str, Any]]
     for path in listing:
         if not path.endswith((".yaml", ".yml")):
             continue
-        for doc in yaml.safe_load_all(_git_show(ref, path)):
+        text = _git_show(ref, path)
+        if "Environment" not in text:  # parse only what may be one (the pipeline and machine specs are large)
+            continue
+        for doc in yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
             if isinstance(doc, dict) and doc.get("kind") == "Environment":
                 out[doc["metadata"]["name"]] = doc.get("spec") or {}
     return out

@@ -255,8 +255,13 @@ def test_a_changed_and_a_removed_schedule_show_in_the_plan(aws: str, workdir: Pa
     del doc["spec"]["triggers"]["schedules"]["training"]
     doc["spec"]["triggers"]["schedules"]["monthly-baselines"]["schedule"] = "cron(0 3 1 * ? *)"
     env.write_text(yaml.safe_dump(doc))
+    events = boto3.client("events", region_name="us-east-1")  # another environment's, its prefix extending ours
+    events.put_rule(Name="ndr-dev-eu-training", ScheduleExpression="rate(1 day)")
+    events.put_targets(Rule="ndr-dev-eu-training", Targets=[{"Id": "t", "Arn": f"arn:aws:states:us-east-1:{ACCOUNT}:"
+                                                                                "stateMachine:ndr-dev-eu-training:live"}])
     code, out = run("plan", "--env", "dev")
     assert code == 0, out
+    assert "ndr-dev-eu-training" not in out
     assert re.search(r"update +events-rule +ndr-dev-monthly-baselines\n"
                      r'    ~ ScheduleExpression: "cron\(0 2 1 \* \? \*\)" -> "cron\(0 3 1 \* \? \*\)"\n', out), out
     assert re.search(r"orphaned +events-rule +ndr-dev-training\n    - cron\(0 4 2 \* \? \*\): in no spec any more", out)
@@ -264,6 +269,5 @@ def test_a_changed_and_a_removed_schedule_show_in_the_plan(aws: str, workdir: Pa
     assert ", 1 in no spec (left in place)" in out
     code, out = deploy()
     assert code == 0 and "deployed to dev: 2 changed" in out, out
-    events = boto3.client("events", region_name="us-east-1")
     assert events.describe_rule(Name="ndr-dev-monthly-baselines")["ScheduleExpression"] == "cron(0 3 1 * ? *)"
     assert events.describe_rule(Name="ndr-dev-training")["ScheduleExpression"] == "cron(0 4 2 * ? *)"  # left

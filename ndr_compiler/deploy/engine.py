@@ -564,10 +564,12 @@ class Deployer:
         return out
 
     def _orphaned_rules(self, wanted: set[str]) -> list[Change]:
-        """This environment's rules (by name prefix) that no spec wants any more, e.g. a removed schedule: the
-        deploy never deletes, so they keep starting executions until deleted by hand."""
+        """This environment's rules that no spec wants any more, e.g. a removed schedule: the deploy never deletes,
+        so they keep starting executions until deleted by hand. A rule is this environment's when it has its
+        prefix and starts one of its state machines (another environment's prefix may extend this one's)."""
         events = self.client("events")
         buses = {"default", *(t.event_bus for t in self.env.triggers.events.values())}
+        mine = {self.machine_arn(m.name) for m in self.c.machines}
         out = []
         for bus in sorted(buses):
             try:
@@ -578,7 +580,10 @@ class Deployer:
                     continue
                 raise
             for r in rules:
-                if r["Name"] not in wanted:
+                if r["Name"] in wanted:
+                    continue
+                targets = events.list_targets_by_rule(Rule=r["Name"], EventBusName=bus).get("Targets", [])
+                if any(t["Arn"] in mine or t["Arn"].rsplit(":", 1)[0] in mine for t in targets):
                     what = r.get("ScheduleExpression") or semantic_diff.short(_json(r.get("EventPattern") or "{}"))
                     out.append(Change("events-rule", r["Name"], "orphaned",
                                       [f"- {what}: in no spec any more; the deploy leaves it in place (delete it by "

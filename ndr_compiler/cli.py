@@ -14,7 +14,7 @@ import click
 
 from ndr_compiler.compile import Compilation, compile_specs
 from ndr_compiler.emit import emit
-from ndr_compiler.report import FORMATS, select
+from ndr_compiler.report import FORMATS, Progress, select
 from ndr_compiler.report import render as render_report
 
 
@@ -110,20 +110,27 @@ def lint_cmd(paths: tuple[Path, ...], fmt: str, selected: tuple[str, ...], ignor
 @click.option("--base", default="HEAD", show_default=True, help="Git ref whose committed generated/ is the base.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
 def diff_cmd(paths: tuple[Path, ...], base: str, fmt: str) -> None:
-    """Semantic diff of generated/ between a git ref and what the working tree's specs compile to."""
+    """Semantic diff between a git ref and the working tree: of generated/ (against what the specs compile to)
+    and of the Environment specs (schedules and event rules, which the deploy turns into EventBridge rules)."""
     from ndr_compiler import semantic_diff
 
-    result = compile_specs(paths or (Path("specs"),))
+    paths = paths or (Path("specs"),)
+    result = compile_specs(paths)
     _report(result)
     if not result.ok:
         sys.exit(1)
     try:
         before = semantic_diff.artifacts_at(base)
+        envs_before = semantic_diff.environments_at(base, [str(p) for p in paths])
     except Exception as exc:  # not a git checkout, unknown ref
         click.echo(f"error: cannot read generated/ at {base!r}: {exc}", err=True)
         sys.exit(2)
     after = {a.relpath: a.text for a in result.artifacts}
-    click.echo(semantic_diff.render(semantic_diff.diff_artifacts(before, after), fmt, base), nl=False)
+    envs_after = {s.name: s.doc.data.get("spec") or {} for s in result.specs.of_kind("Environment")}
+    triggers = semantic_diff.machine_triggers(envs_after, result.machines)
+    changes = semantic_diff.diff_artifacts(before, after, triggers)
+    changes += semantic_diff.diff_environments(envs_before, envs_after)
+    click.echo(semantic_diff.render(changes, fmt, base), nl=False)
 
 
 def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: bool) -> None:
@@ -149,13 +156,17 @@ def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: boo
         click.echo(ch.line())
         for line in ch.details:
             click.echo(f"    {line}")
-    todo = [c for c in changes if c.action != "unchanged"]
+    todo = [c for c in changes if c.action in ("create", "update")]
     creates = sum(c.action == "create" for c in todo)
-    click.echo(f"plan: {creates} to create, {len(todo) - creates} to update, {len(changes) - len(todo)} unchanged")
+    unchanged = sum(c.action == "unchanged" for c in changes)
+    orphaned = len(changes) - len(todo) - unchanged
+    click.echo(f"plan: {creates} to create, {len(todo) - creates} to update, {unchanged} unchanged"
+               + (f", {orphaned} in no spec (left in place)" if orphaned else ""))
     if not apply:
         return
     try:
-        applied = deployer.apply(todo)
+        with Progress(len(todo), f"deploy to {env_name}") as progress:
+            applied = deployer.apply(todo, before=lambda ch: progress.step(f"{ch.action} {ch.kind} {ch.name}"))
     except DeployError as exc:
         for ch in exc.applied:
             click.echo(f"applied  {ch.kind} {ch.name}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import socket
 import urllib.request
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 from click.testing import CliRunner
 from moto.server import ThreadedMotoServer
 
@@ -223,3 +225,49 @@ def test_a_failure_half_way_reports_what_was_applied_and_a_rerun_converges(aws: 
 def test_unknown_environment(aws: str, workdir: Path):
     code, out = run("plan", "--env", "prod")
     assert code == 2 and "known: dev" in out
+
+
+def test_plan_summarises_what_a_create_makes_and_deploy_shows_progress(aws: str, workdir: Path):
+    code, out = run("plan", "--env", "dev")
+    assert code == 0, out
+    asl = json.loads((GENERATED / "state_machines" / "sfn_ndr_monthly_fg_b_baselines.asl.json").read_text())
+    first = next(iter(asl["States"]))
+    assert re.search(r"create +state-machine +ndr-dev-monthly-fg-b-baselines\n"
+                     rf"    \+ new state machine sfn_ndr_monthly_fg_b_baselines: \d+ states \({first}"
+                     r", .*\), triggers: schedule cron\(0 2 1 \* \? \*\) \(dev\)\n", out), out
+    assert re.search(r"create +events-rule +ndr-dev-monthly-baselines\n"
+                     r"    \+ schedule cron\(0 2 1 \* \? \*\) -> ndr-dev-monthly-fg-b-baselines:live\n", out), out
+    assert re.search(r"create +sagemaker-pipeline +ndr-dev-if-training\n    \+ new pipeline if_training: \d+ steps",
+                     out)
+    todo = int(re.search(r"plan: (\d+) to create, 0 to update", out)[1])
+    code, out = deploy()
+    assert code == 0, out
+    # not a terminal: one progress line per change, in the order applied
+    steps = re.findall(rf"^\[(\d+)/{todo} \d+s\] deploy to dev: create (\S+) (\S+)$", out, re.M)
+    assert [int(s[0]) for s in steps] == list(range(1, todo + 1))
+    assert steps[0][1] == "dynamodb-table" and steps[-1][1] == "events-rule"
+
+
+def test_a_changed_and_a_removed_schedule_show_in_the_plan(aws: str, workdir: Path):
+    assert deploy()[0] == 0
+    env = workdir / "specs" / "environments" / "dev.yaml"
+    doc = yaml.safe_load(env.read_text())
+    del doc["spec"]["triggers"]["schedules"]["training"]
+    doc["spec"]["triggers"]["schedules"]["monthly-baselines"]["schedule"] = "cron(0 3 1 * ? *)"
+    env.write_text(yaml.safe_dump(doc))
+    events = boto3.client("events", region_name="us-east-1")  # another environment's, its prefix extending ours
+    events.put_rule(Name="ndr-dev-eu-training", ScheduleExpression="rate(1 day)")
+    events.put_targets(Rule="ndr-dev-eu-training", Targets=[{"Id": "t", "Arn": f"arn:aws:states:us-east-1:{ACCOUNT}:"
+                                                                                "stateMachine:ndr-dev-eu-training:live"}])
+    code, out = run("plan", "--env", "dev")
+    assert code == 0, out
+    assert "ndr-dev-eu-training" not in out
+    assert re.search(r"update +events-rule +ndr-dev-monthly-baselines\n"
+                     r'    ~ ScheduleExpression: "cron\(0 2 1 \* \? \*\)" -> "cron\(0 3 1 \* \? \*\)"\n', out), out
+    assert re.search(r"orphaned +events-rule +ndr-dev-training\n    - cron\(0 4 2 \* \? \*\): in no spec any more", out)
+    assert re.search(r"update +iam-role +ndr-dev-events-invoke\n    ~ Policy\.Statement\[0\]\.Resource\[\d+\]: - ", out)
+    assert ", 1 in no spec (left in place)" in out
+    code, out = deploy()
+    assert code == 0 and "deployed to dev: 2 changed" in out, out
+    assert events.describe_rule(Name="ndr-dev-monthly-baselines")["ScheduleExpression"] == "cron(0 3 1 * ? *)"
+    assert events.describe_rule(Name="ndr-dev-training")["ScheduleExpression"] == "cron(0 4 2 * ? *)"  # left

@@ -112,7 +112,7 @@ def test_semantic_diff_names_states_steps_and_fields(repo: Path, monkeypatch: py
     sm = repo / "specs" / "state_machines" / "sfn_ndr_15m_features_inference.yaml"
     sm.write_text(
         sm.read_text().replace(
-            "poll: {every_seconds: 20}", "poll: {every_seconds: 10}", 1
+            "poll: {every_seconds: 20}", "poll: {every_seconds: 10}"
         )
     )
     pl = repo / "specs" / "pipelines" / "inference.yaml"
@@ -120,21 +120,101 @@ def test_semantic_diff_names_states_steps_and_fields(repo: Path, monkeypatch: py
     result = CliRunner().invoke(main, ["diff", "specs/", "--base", "HEAD"])
     assert result.exit_code == 0, result.output
     assert "changed  state_machines/sfn_ndr_15m_features_inference.asl.json" in result.output
-    assert "~ state `WaitBeforeDescribe15mFeatures`: Seconds" in result.output
+    # the same change to two states: one line naming both, its values once
+    assert "~ states `WaitBeforeDescribe15mFeatures`, `WaitBeforeDescribeInference`: Seconds\n" \
+           "      Seconds: 20 -> 10\n" in result.output
     assert "~ state `FeaturesPipelineStatusChoice`: Choices" in result.output  # the exhausted-cause text
+    # a long string is shown around where it changed, not from its start
+    assert re.search(r'\n      Choices\[\d\]\.Condition: "….{0,30}>= 1440 %}" -> "….{0,30}>= 2880 %}"\n', result.output)
     assert "changed  pipelines/inference.json" in result.output
-    assert "~ step `InferencePredictionsStep`: processor" in result.output
+    assert "~ step `InferencePredictionsStep`: processor\n" \
+           "      ProcessingResources.ClusterConfig.InstanceCount: 1 -> 4\n" in result.output
     md = CliRunner().invoke(main, ["diff", "specs/", "--base", "HEAD", "--format", "markdown"]).output
     assert md.startswith("### ndr: generated changes since `HEAD`")
+    assert "    - `Seconds: 20 -> 10`" in md
 
 
 def test_semantic_diff_with_no_change(repo: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(repo)
     result = CliRunner().invoke(main, ["diff", "specs/"])
-    assert result.exit_code == 0 and "No change to generated/ since HEAD." in result.output
+    assert result.exit_code == 0 and "No change to generated/ or the environments since HEAD." in result.output
 
 
 def test_semantic_diff_bad_ref(repo: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(repo)
     result = CliRunner().invoke(main, ["diff", "specs/", "--base", "no-such-ref"])
     assert result.exit_code == 2 and "cannot read generated/" in result.output
+
+
+def test_value_changes_are_compact_and_bounded():
+    from ndr_compiler.semantic_diff import value_changes
+
+    assert value_changes({"a": [1, 2, 3], "b": "x"}, {"a": [1, 3], "b": "y", "c": True}) == [
+        "a[1]: - 2", 'b: "x" -> "y"', "c: + true"]
+    long = value_changes("x" * 200, "y" * 200)[0]
+    assert len(long) < 140 and long.count("…") == 2
+    many = value_changes(list(range(10)), list(range(10, 20)))
+    assert len(many) == 4 and many[-1] == "… and 7 more"
+
+
+def test_semantic_diff_summarises_new_and_removed_files(repo: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(repo)
+    subprocess.run(["git", "rm", "-q", "generated/state_machines/sfn_ndr_monthly_fg_b_baselines.asl.json",
+                    "generated/pipelines/if_training.json"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before"], cwd=repo,
+                   check=True)
+    (repo / "specs" / "pipelines" / "delta_builder.yaml").unlink()
+    out = CliRunner().invoke(main, ["diff", "specs/"]).output
+    asl = json.loads((GENERATED / "state_machines" / "sfn_ndr_monthly_fg_b_baselines.asl.json").read_text())
+    first = next(iter(asl["States"]))
+    assert re.search(r"added    state_machines/sfn_ndr_monthly_fg_b_baselines.asl.json\n"
+                     rf"    \+ new state machine sfn_ndr_monthly_fg_b_baselines: \d+ states \({first}, .*\), "
+                     r"triggers: schedule cron\(0 2 1 \* \? \*\) \(dev\)\n", out), out
+    steps = json.loads((GENERATED / "pipelines" / "if_training.json").read_text())["Steps"]
+    assert f"    + new pipeline if_training: {len(steps)} steps ({steps[0]['Name']}, " in out
+    assert re.search(r"removed  pipelines/delta_builder.json\n    - removed pipeline delta_builder: \d+ steps", out)
+
+
+def test_semantic_diff_shows_environment_schedules(repo: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(repo)
+    env = repo / "specs" / "environments" / "dev.yaml"
+    doc = yaml.safe_load(env.read_text())
+    schedules = doc["spec"]["triggers"]["schedules"]
+    del schedules["training"]
+    schedules["monthly-baselines"]["schedule"] = "cron(0 3 1 * ? *)"
+    schedules["publication"] = {"state_machine": "sfn_ndr_prediction_publication", "schedule": "rate(15 minutes)"}
+    doc["spec"]["values"]["NdrOrgId"] = "other"
+    env.write_text(yaml.safe_dump(doc))
+    prod = dict(doc, metadata={"name": "prod"})
+    (env.parent / "prod.yaml").write_text(yaml.safe_dump(prod))
+    result = CliRunner().invoke(main, ["diff", "specs/"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "changed  environment dev\n" in out
+    assert "    + schedule `publication`: rate(15 minutes) -> sfn_ndr_prediction_publication\n" in out
+    assert "    - schedule `training`: cron(0 4 2 * ? *) -> sfn_ndr_training_orchestrator" in out
+    assert '    ~ schedule `monthly-baselines`: schedule\n      schedule: "cron(0 2 1 * ? *)" -> "cron(0 3 1 * ? *)"' \
+        in out
+    assert '    ~ values.NdrOrgId: "acme" -> "other"' in out
+    assert "added    environment prod\n    + new environment prod: account 123456789012, us-east-1" in out
+
+
+def test_progress_rewrites_one_line_on_a_terminal_and_logs_lines_otherwise():
+    import io
+
+    from ndr_compiler.report import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, tty in ((Terminal(), True), (io.StringIO(), False)):
+        with Progress(2, "deploy", stream) as p:
+            p.step("create a")
+            p.step("create b")
+        text = stream.getvalue()
+        if tty:
+            assert re.fullmatch(r"\r\x1b\[K\[1/2 \d+s\] deploy: create a\r\x1b\[K\[2/2 \d+s\] deploy: create b"
+                                r"\r\x1b\[Kdeploy: 2/2 in \d+s\n", text), repr(text)
+        else:
+            assert re.fullmatch(r"\[1/2 \d+s\] deploy: create a\n\[2/2 \d+s\] deploy: create b\n", text), repr(text)

@@ -51,13 +51,15 @@ class Resource:
     update: Callable[[Any], None]
     describe_diff: Callable[[Any, Any], list[str]] | None = None
     drift: Callable[[Any], bool] | None = None
+    #: what a create makes, for the plan (a new state machine's states and triggers, a rule's schedule)
+    summary: str = ""
 
 
 @dataclass
 class Change:
     kind: str
     name: str
-    action: str  # create | update | unchanged
+    action: str  # create | update | unchanged | orphaned (deployed, no longer in the specs; left in place)
     details: list[str] = field(default_factory=list)
     drift: bool = False
     resource: Resource | None = field(default=None, repr=False)
@@ -126,6 +128,7 @@ class Deployer:
     ):
         self.c = compilation
         self.env = env.spec
+        self.env_name = env.metadata.name
         self.project = project
         self.session = session
         self.commit = commit or git_commit()
@@ -390,10 +393,14 @@ class Deployer:
                 sm.add_tags(ResourceArn=arn, Tags=tags)
 
             def diff(old: Any, new: Any) -> list[str]:
-                lines = semantic_diff._pipeline(old["Definition"], new["Definition"])
-                return lines + (["~ RoleArn"] if old["RoleArn"] != new["RoleArn"] else [])
+                lines = semantic_diff.pipeline_changes(old["Definition"], new["Definition"])
+                if old["RoleArn"] != new["RoleArn"]:
+                    lines += ["~ RoleArn", *(f"  {d}" for d in semantic_diff.value_changes(old["RoleArn"],
+                                                                                         new["RoleArn"], "RoleArn"))]
+                return lines
 
-            out.append(Resource("sagemaker-pipeline", name, desired, read, create, update, diff))
+            out.append(Resource("sagemaker-pipeline", name, desired, read, create, update, diff,
+                                summary=semantic_diff.pipeline_summary(spec_name, definition)))
         return out
 
     def _children_first(self) -> list[str]:
@@ -416,6 +423,7 @@ class Deployer:
         sfn = self.client("stepfunctions")
         out = []
         alias = self.env.alias
+        triggers = semantic_diff.machine_triggers({self.env_name: self.env.model_dump(mode="json")}, self.c.machines)
         for spec_name in self._children_first():
             name = self.machine_names[spec_name]
             arn = self.machine_arn(spec_name)
@@ -478,9 +486,10 @@ class Deployer:
                 point_alias(arn, r["stateMachineVersionArn"])
 
             def diff(old: Any, new: Any) -> list[str]:
-                lines = semantic_diff._state_machine(old["Definition"], new["Definition"])
+                lines = semantic_diff.state_machine_changes(old["Definition"], new["Definition"])
                 if old["RoleArn"] != new["RoleArn"]:
-                    lines.append("~ roleArn")
+                    lines += ["~ roleArn", *(f"  {d}" for d in semantic_diff.value_changes(old["RoleArn"],
+                                                                                         new["RoleArn"], "roleArn"))]
                 if not old["Alias"]:
                     lines.append(f"+ alias {alias}")
                 return lines
@@ -489,7 +498,8 @@ class Deployer:
                 deployed = _sha(json.dumps(current["Definition"], sort_keys=True))
                 return current.get("_sha") is not None and current["_sha"] != deployed
 
-            out.append(Resource("state-machine", name, desired, read, create, update, diff, drift))
+            summary = semantic_diff.state_machine_summary(spec_name, definition, triggers.get(spec_name, []))
+            out.append(Resource("state-machine", name, desired, read, create, update, diff, drift, summary))
         return out
 
     def _triggers(self) -> list[Resource]:
@@ -545,7 +555,37 @@ class Deployer:
                 events.put_rule(Name=name, EventBusName=bus, State="ENABLED", **spec)
                 events.put_targets(Rule=name, EventBusName=bus, Targets=[target])
 
-            out.append(Resource("events-rule", name, desired, read, put, lambda _c, put=put: put()))
+            what = (f"schedule {spec['ScheduleExpression']}" if "ScheduleExpression" in spec
+                    else f"pattern {semantic_diff.short(json.loads(spec['EventPattern']))}")
+            summary = f"{what} -> {target['Arn'].rsplit(':stateMachine:', 1)[-1]}"
+            out.append(Resource("events-rule", name, desired, read, put, lambda _c, put=put: put(), summary=summary))
+        return out
+
+    def _orphaned_rules(self, wanted: set[str]) -> list[Change]:
+        """This environment's rules that no spec wants any more, e.g. a removed schedule: the deploy never deletes,
+        so they keep starting executions until deleted by hand. A rule is this environment's when it has its
+        prefix and starts one of its state machines (another environment's prefix may extend this one's)."""
+        events = self.client("events")
+        buses = {"default", *(t.event_bus for t in self.env.triggers.events.values())}
+        mine = {self.machine_arn(m.name) for m in self.c.machines}
+        out = []
+        for bus in sorted(buses):
+            try:
+                pages = events.get_paginator("list_rules").paginate(NamePrefix=f"{self.env.prefix}-", EventBusName=bus)
+                rules = [r for page in pages for r in page.get("Rules", [])]
+            except ClientError as exc:
+                if _missing(exc):
+                    continue
+                raise
+            for r in rules:
+                if r["Name"] in wanted:
+                    continue
+                targets = events.list_targets_by_rule(Rule=r["Name"], EventBusName=bus).get("Targets", [])
+                if any(t["Arn"] in mine or t["Arn"].rsplit(":", 1)[0] in mine for t in targets):
+                    what = r.get("ScheduleExpression") or semantic_diff.short(_json(r.get("EventPattern") or "{}"))
+                    out.append(Change("events-rule", r["Name"], "orphaned",
+                                      [f"- {what}: in no spec any more; the deploy leaves it in place (delete it by "
+                                       "hand)"]))
         return out
 
     # -- plan and apply --------------------------------------------------------------------------------
@@ -554,7 +594,7 @@ class Deployer:
         for r in self.resources():
             current = r.read()
             if current is None:
-                changes.append(Change(r.kind, r.name, "create", resource=r))
+                changes.append(Change(r.kind, r.name, "create", [f"+ {r.summary}"] if r.summary else [], resource=r))
                 continue
             comparable = (
                 {k: v for k, v in current.items() if not k.startswith("_")} if isinstance(current, dict) else current
@@ -565,21 +605,20 @@ class Deployer:
             details = (
                 r.describe_diff(comparable, r.desired)
                 if r.describe_diff
-                else [
-                    f"~ {k}" for k in sorted(set(comparable) | set(r.desired)) if comparable.get(k) != r.desired.get(k)
-                ]
-                if isinstance(comparable, dict)
-                else ["~ value"]
+                else [f"~ {line}" for line in semantic_diff.value_changes(comparable, r.desired)]
             )
             drift = bool(r.drift and r.drift(current))
             changes.append(Change(r.kind, r.name, "update", details, drift, resource=r))
-        return changes
+        return changes + self._orphaned_rules({c.name for c in changes if c.kind == "events-rule"})
 
-    def apply(self, changes: list[Change]) -> list[Change]:
+    def apply(self, changes: list[Change], before: Callable[[Change], None] | None = None) -> list[Change]:
+        """Run the creates and updates in order (``before`` is told of each first, e.g. a progress line)."""
         applied: list[Change] = []
         for ch in changes:
-            if ch.action == "unchanged" or ch.resource is None:
+            if ch.action not in ("create", "update") or ch.resource is None:
                 continue
+            if before:
+                before(ch)
             try:
                 if ch.action == "create":
                     ch.resource.create()

@@ -209,8 +209,8 @@ def test_every_cli_exit_code_is_documented():
 
 def test_renderer_reads_constraints_defaults_and_aliases():
     """The renderer itself: a field it misreads would make every table agree with a wrong reference."""
-    from ndr_compiler.models.project import Polling
     from ndr_compiler.constructs.parse_context import ParseContext
+    from ndr_compiler.models.project import Polling
 
     polling = dict((r[0], r[1:]) for r in rows(Polling))
     assert polling["`every_seconds`"] == ("integer (≥ 1, ≤ 3600)", "`30`")

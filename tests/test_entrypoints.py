@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 
 import pytest
 
+import ndr_jobs.scripts
+from ndr_jobs.interface import entrypoints
 from ndr_jobs.runtime import BatchRuntime, PublicationRuntime, TrainingRuntime
 
 SCRIPTS = [
@@ -35,6 +38,25 @@ BATCH = [
     "--batch-end-ts-iso",
     "2026-10-01T12:15:00Z",
 ]
+
+
+def test_every_script_is_declared_in_the_interface():
+    found = {m.name for m in pkgutil.iter_modules(ndr_jobs.scripts.__path__) if m.name.startswith("run_")}
+    assert {f"ndr_jobs.scripts.{name}" for name in found} == set(entrypoints.ENTRYPOINTS) == {
+        f"ndr_jobs.scripts.{name}" for name in SCRIPTS
+    }
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_script_parses_exactly_its_declaration(name: str):
+    module = f"ndr_jobs.scripts.{name}"
+    script = importlib.import_module(module)
+
+    def shape(parser):
+        return [(a.option_strings, a.required, a.default, a.choices, a.type) for a in parser._actions]
+
+    assert shape(script.build_parser()) == shape(entrypoints.build_parser(module))
+    assert script.build_parser().prog == f"python -m {module}"
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -33,7 +33,7 @@ from ndr_compiler.local.pipeline_runner import load_definition, resolve_paramete
 from ndr_compiler.local.platform import OfflinePlatform, stand_up
 from ndr_compiler.local.sfn_runtime import Faults
 from ndr_compiler.specs import load_specs
-from ndr_jobs import contract
+from ndr_jobs.interface import contract
 from tests.conftest import CONTRACTS, GENERATED, SPECS
 
 PROJECT = next(iter(load_specs([SPECS])[0].projects().values())).model

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import load_feature_spec
+from ndr_jobs.interface.feature_spec import load_feature_spec
 from ndr_jobs.processing.delta_builder_job import DELTA_COLUMNS
 from ndr_jobs.processing.fg_a_builder_job import run_fg_a_builder_from_runtime_config
 from ndr_jobs.runtime import BatchRuntime
@@ -201,7 +201,7 @@ def test_cold_start_without_any_delta_writes_an_empty_partition(spark, tmp_path:
 
 
 def test_a_batch_that_is_not_15_minutes_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The runtime itself refuses it (ndr_jobs.contract), before any job can run on it."""
+    """The runtime itself refuses it (ndr_jobs.interface.contract), before any job can run on it."""
     monkeypatch.setenv("NDR_STORAGE_ROOT", str(tmp_path))
     with pytest.raises(ValueError, match="not 15 minutes"):
         run_fg_a_builder_from_runtime_config(

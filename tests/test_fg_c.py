@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ndr_jobs import datasets
-from ndr_jobs.feature_spec import FG_C_CATALOGUE
+from ndr_jobs.interface.feature_spec import FG_C_CATALOGUE
 from ndr_jobs.processing.fg_b_builder_job import run_fg_b_builder_from_runtime_config
 from ndr_jobs.processing.fg_c_builder_job import latest_snapshot, run_fg_c_builder_from_runtime_config
 from ndr_jobs.runtime import BatchRuntime
@@ -150,7 +150,7 @@ def test_pair_novelty_prevalence_and_periodicity(built: tuple[Path, dict, str]) 
 
 
 def test_beacon_features_from_minute_masks(spark) -> None:  # noqa: ANN001
-    from ndr_jobs.feature_spec import load_feature_spec
+    from ndr_jobs.interface.feature_spec import load_feature_spec
     from ndr_jobs.processing.fg_c_builder_job import beacon_features
 
     spec = load_feature_spec("v1")  # beacon window 1h, at least 4 active minutes

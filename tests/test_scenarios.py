@@ -19,7 +19,7 @@ from ndr_compiler.local import ScriptedPipelines, offline_aws
 from ndr_compiler.local.platform import OfflinePlatform, stand_up
 from ndr_compiler.local.sfn_runtime import Faults
 from ndr_compiler.specs import load_specs
-from ndr_jobs.contract import lock_key
+from ndr_jobs.interface.contract import lock_key
 from tests.conftest import CONTRACTS, GENERATED, SPECS
 
 PIPELINES = {

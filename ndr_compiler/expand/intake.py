@@ -4,7 +4,7 @@ The expression never throws on any JSON value (every function is guarded by type
 Map iteration whose Catch holds it anyway. It yields ``$ctx``: ``valid``, ``reason`` (every problem, joined),
 ``event_type`` (layout ``event``) and each field in its canonical form (timestamps as
 ``YYYY-MM-DDTHH:MM:SSZ``), plus what a ``batch_folder`` binds. The types and their patterns are
-``ndr_jobs.contract``'s, so the jobs check their arguments by the same rules.
+``ndr_jobs.interface.contract``'s, so the jobs check their arguments by the same rules.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from ndr_compiler import ir
 from ndr_compiler.diagnostics import Span
 from ndr_compiler.expand import snippets as js
 from ndr_compiler.models import state_machine as m
-from ndr_jobs import contract
+from ndr_jobs.interface import contract
 
 
 def _re(pattern: str) -> str:

@@ -9,7 +9,7 @@ from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand.intake import INTAKE_INFIX, INTAKE_NAMES, INTAKE_PREFIXES
 from ndr_compiler.expand.state_machine import RESERVED_VARIABLES
 from ndr_compiler.specs import Spec, SpecSet
-from ndr_jobs.contract import TYPES
+from ndr_jobs.interface.contract import TYPES
 
 BATCH_FOLDER_BINDS = TYPES["batch_folder"].binds
 

@@ -228,7 +228,7 @@ class LocalRun:
     def abort_and_recover(self, start: datetime) -> tuple[Any, list[Any], Any]:
         """Start the batch's 15-minute execution, stop it while its features pipeline runs, let the janitor
         clean up, then announce the batch again: (the aborted run's status, the janitor runs, the rerun)."""
-        from ndr_jobs.contract import mini_batch_id
+        from ndr_jobs.interface.contract import mini_batch_id
 
         machine = "sfn_ndr_15m_features_inference"
         event = self.batch_event(start)

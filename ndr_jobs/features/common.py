@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import Network, Periodicity
+from ndr_jobs.interface.feature_spec import Network, Periodicity
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession

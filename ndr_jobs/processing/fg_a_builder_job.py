@@ -9,7 +9,7 @@ One run, for the batch window ``[batch_start, batch_end)`` (15 minutes), writes
     * ``host_ip`` (string);
     * ``<feature>_<window>`` (double, never null) for every feature of the spec's ``fg_a.features`` and each
       of its windows, features in spec order, windows shortest first (v1: ``sessions_15m``, ``sessions_1h``,
-      ``sessions_24h``, ``fan_out_15m``, ... — :meth:`ndr_jobs.feature_spec.FgA.columns`);
+      ``sessions_24h``, ``fan_out_15m``, ... — :meth:`ndr_jobs.interface.feature_spec.FgA.columns`);
     * ``batch_start_ts``, ``batch_end_ts`` (timestamps, UTC).
 
     Rows are sorted by ``host_ip``; re-running a batch replaces its partition.
@@ -17,7 +17,7 @@ One run, for the batch window ``[batch_start, batch_end)`` (15 minutes), writes
 Windows end at the batch end: ``15m`` is the batch's own delta, ``1h`` the last 4 delta partitions, ``24h``
 the last 96. Missing delta partitions are skipped: the window uses what exists, and the summary's
 ``windows_coverage`` says what fraction of each window's partitions was there. Features (the catalogue,
-:data:`ndr_jobs.feature_spec.FG_A_CATALOGUE`), per host and window, over the host's delta rows as source:
+:data:`ndr_jobs.interface.feature_spec.FG_A_CATALOGUE`), per host and window, over the host's delta rows as source:
 
 ``sessions``, ``fan_out`` (distinct dst_ip), ``distinct_dst_ports``, ``internal_fan_out``/``external_fan_out``
 (distinct internal/external dst_ip), ``admin_port_fan_out`` (distinct internal dst_ip on a
@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration, slices
+from ndr_jobs.interface.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration, slices
 from ndr_jobs.runtime import BatchRuntime
 
 if TYPE_CHECKING:

@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration
+from ndr_jobs.interface.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration
 from ndr_jobs.runtime import MonthlyRuntime
 
 if TYPE_CHECKING:

@@ -11,13 +11,13 @@ of the month after it) is at or before the batch start. It writes
     * ``host_ip``, ``segment`` (strings; segment from the host baseline, else the snapshot month's
       inventory, else the spec's CIDR map);
     * ``z_host_<c>`` then ``z_segment_<c>`` (double; for the baselines in ``fg_c.zscore.baselines``, v1:
-      host only) for every FG-A column ``<c>`` of :meth:`ndr_jobs.feature_spec.FeatureSpecBody.zscore_columns`
+      host only) for every FG-A column ``<c>`` of :meth:`ndr_jobs.interface.feature_spec.FeatureSpecBody.zscore_columns`
       (v1: the 15m and 1h columns of ``fg_c.zscore.features``): the robust z-score ``(x - median) / scale``
       against the host's (segment's) baseline, ``scale`` = 1.4826 x MAD,
       or the baseline's std when the MAD is 0, or ``fg_c.zscore.min_scale`` when both are 0; clipped to
       +-``fg_c.zscore.clip``; 0 when the baseline is missing;
     * the spec's ``fg_c.features`` (double), from the catalogue
-      (:data:`ndr_jobs.feature_spec.FG_C_CATALOGUE`): pair novelty against the host's pair baseline
+      (:data:`ndr_jobs.interface.feature_spec.FG_C_CATALOGUE`): pair novelty against the host's pair baseline
       (``pairs``, ``novel_pairs``, ``novel_pair_fraction``, ``novel_pair_bytes_out_log``, ``novel_dsts``,
       ``novel_external_dsts``, ``novel_dst_bytes_out_log``) and the segment's (``segment_novel_pairs``);
       destination prevalence from the IP metadata (``max_dst_rarity`` = max 1 / (1 + prevalence),
@@ -51,7 +51,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import FG_C_FLAGS, FeatureSpecBody, load_feature_spec, parse_duration
+from ndr_jobs.interface.feature_spec import FG_C_FLAGS, FeatureSpecBody, load_feature_spec, parse_duration
 from ndr_jobs.processing.fg_a_builder_job import batch_window
 from ndr_jobs.processing.fg_b_builder_job import horizon_end, snapshot_partition, table_location
 from ndr_jobs.runtime import BatchRuntime

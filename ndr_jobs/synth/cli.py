@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 
-from ndr_jobs.contract import window_start
+from ndr_jobs.interface.contract import window_start
 from ndr_jobs.synth.generator import ATTACK_CLASSES, SynthConfig, generate
 
 

@@ -43,11 +43,11 @@ check: $(STAMP)
 	$(VENV)/bin/ndr-compile specs/ --check
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ndr_compiler ndr_jobs tests
+	$(VENV)/bin/ruff check ndr_compiler ndr_jobs ndr_local tests
 	$(VENV)/bin/ndr-compile lint specs/
 
 test: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
-	$(VENV)/bin/ruff check ndr_compiler ndr_jobs tests
+	$(VENV)/bin/ruff check ndr_compiler ndr_jobs ndr_local tests
 	$(VENV)/bin/ndr-compile specs/ --check
 	$(PY) -m pytest
 

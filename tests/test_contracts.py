@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from ndr_compiler.expand import snippets as js
 from ndr_compiler.expand.intake import HELPERS
-from ndr_compiler.local import ScriptedPipelines, offline_aws
-from ndr_compiler.local.platform import OfflinePlatform, stand_up
-from ndr_compiler.local.sfn_runtime import _compiled, _from_jsonata, _to_jsonata
 from ndr_jobs.interface import contract
+from ndr_local import ScriptedPipelines, offline_aws
+from ndr_local.platform import OfflinePlatform, stand_up
+from ndr_local.sfn_runtime import _compiled, _from_jsonata, _to_jsonata
 from tests.conftest import CONTRACTS, GENERATED, SHARED
 from tests.test_faults import MACHINES, PIPELINES, PROJECT, accepted_by_every_step, new_case
 

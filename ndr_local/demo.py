@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ndr_compiler.local import events
+from ndr_local import events
 
 ORG, PROJECT, FSV = "acme", "ndr-prod", "v1"
 
@@ -154,10 +154,10 @@ class LocalRun:
         self._stack = ExitStack()
 
     def __enter__(self) -> LocalRun:
-        from ndr_compiler.local.platform import stand_up
-        from ndr_compiler.local.runner import LocalPipelines, local_pipeline_names
-        from ndr_compiler.local.sfn_runtime import offline_aws
-        from ndr_compiler.local.step_worker import WarmExecutor
+        from ndr_local.platform import stand_up
+        from ndr_local.runner import LocalPipelines, local_pipeline_names
+        from ndr_local.sfn_runtime import offline_aws
+        from ndr_local.step_worker import WarmExecutor
 
         if self.work.exists():
             shutil.rmtree(self.work)

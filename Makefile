@@ -52,12 +52,12 @@ test: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
-	$(PY) -m ndr_jobs.bench --out docs/benchmarks-data.md
+	$(PY) -m ndr_jobs.devtools.bench --out docs/benchmarks-data.md
 	$(PY) -m ndr_compiler.bench
 
 # Detection quality on labelled synthetic traffic: AUC and recall at fixed FPR per attack class.
 eval: $(STAMP) $(JAVA_STAMP)
-	$(PY) -m ndr_jobs.eval --out docs/detection.md
+	$(PY) -m ndr_jobs.devtools.eval --out docs/detection.md
 
 clean:
 	rm -rf $(VENV) node_modules

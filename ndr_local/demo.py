@@ -3,7 +3,7 @@
 What it does, in order (every stage is a real execution of a compiled state machine whose pipelines run
 the real jobs on local Spark; nothing is scripted):
 
-1. **estate**: a seeded synthetic estate (``ndr_jobs.synth``) writes PAN-OS TRAFFIC mini-batches into the
+1. **estate**: a seeded synthetic estate (``ndr_jobs.devtools.synth``) writes PAN-OS TRAFFIC mini-batches into the
    local stand-in of the raw bucket, in the ingestion layout, with a few malformed lines; a machine
    inventory goes into a DuckDB file (the local Redshift).
 2. **backfill** (``sfn_ndr_backfill_reprocessing``): a history range is reprocessed, one 15-minute
@@ -202,7 +202,7 @@ class LocalRun:
     def generate(self, name: str, start: datetime, hours: float, attacks: tuple[str, ...] = (),
                  noise_rate: float = 0.0) -> Any:
         """Synthetic raw batches of the estate into the local raw bucket; labels in ``labels-<name>.jsonl``."""
-        from ndr_jobs.synth.generator import SynthConfig, generate
+        from ndr_jobs.devtools.synth.generator import SynthConfig, generate
 
         return generate(
             SynthConfig(start=start, hours=hours, hosts=self.config.hosts, seed=self.config.seed, attacks=attacks,
@@ -326,8 +326,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRep
 
 
 def _make_estate(run: LocalRun, echo: Callable[[str], None]) -> None:
-    from ndr_jobs.synth.generator import ATTACK_CLASSES
-    from ndr_jobs.synth.inventory import create_inventory_duckdb
+    from ndr_jobs.devtools.synth.generator import ATTACK_CLASSES
+    from ndr_jobs.devtools.synth.inventory import create_inventory_duckdb
 
     c = run.config
     spans = [

@@ -12,7 +12,7 @@ import pytest
 
 import ndr_jobs.scripts
 from ndr_jobs.interface import entrypoints
-from ndr_jobs.runtime import BatchRuntime, PublicationRuntime, TrainingRuntime
+from ndr_jobs.runtime.config import BatchRuntime, PublicationRuntime, TrainingRuntime
 
 SCRIPTS = [
     "run_delta_builder",

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from ndr_jobs.devtools.synth.generator import SynthConfig, batch_folder, generate
 from ndr_jobs.processing.delta_builder_job import raw_batch_folder
 from ndr_jobs.processing.historical_windows_extractor_job import (
     HistoricalWindowsExtractorJob,
     run_historical_windows_extractor_from_runtime_config,
 )
-from ndr_jobs.runtime import BackfillRuntime, BatchRuntime
-from ndr_jobs.synth.generator import SynthConfig, batch_folder, generate
+from ndr_jobs.runtime.config import BackfillRuntime, BatchRuntime
 from tests.conftest import CONTRACTS, GENERATED, SPECS
 
 PROJECT = "pan-traffic/acme/ndr-prod/v1"

@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ndr_jobs import datasets, storage
+from ndr_jobs.datasets import layout, storage
 from ndr_jobs.interface.feature_spec import Network, Periodicity
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from ndr_jobs.runtime import BatchRuntime
+    from ndr_jobs.runtime.config import BatchRuntime
 
 
 def in_cidr(col: str | Column, cidr: str) -> Column:
@@ -83,7 +83,7 @@ def read_inventory(spark: SparkSession, root: str, feature_spec_version: str, mo
     """``inventory/feature_spec_version=<v>/reference_month=<YYYY-MM>/`` as (ip_address, segment), or None."""
     from pyspark.sql import functions as F
 
-    path = storage.join(root, datasets.INVENTORY, f"feature_spec_version={feature_spec_version}",
+    path = storage.join(root, layout.INVENTORY, f"feature_spec_version={feature_spec_version}",
                         f"reference_month={month}")  # fmt: skip
     if not storage.list_objects(path):
         return None
@@ -222,4 +222,4 @@ def emit(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def iso(moment: datetime) -> str:
-    return datasets.iso(moment)
+    return layout.iso(moment)

@@ -41,9 +41,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ndr_jobs import datasets, storage
+from ndr_jobs.datasets import layout, storage
 from ndr_jobs.interface.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration, slices
-from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.runtime.config import BatchRuntime
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -53,8 +53,8 @@ PERIODIC_FEATURES = ("periodic_max_score", "periodic_top_fill", "periodic_top_cv
 
 def batch_window(runtime: BatchRuntime) -> tuple[datetime, datetime]:
     """The batch's [start, end), checked to be one 15-minute slice on a slice boundary."""
-    start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
-    if end - start != datasets.BATCH:
+    start, end = layout.parse_utc(runtime.batch_start_ts), layout.parse_utc(runtime.batch_end_ts)
+    if end - start != layout.BATCH:
         raise ValueError(f"batch {runtime.batch_start_ts} .. {runtime.batch_end_ts} is not 15 minutes")
     if start.minute % 15 or start.second or start.microsecond:
         raise ValueError(f"batch start {runtime.batch_start_ts} is not on a 15-minute boundary")
@@ -63,12 +63,12 @@ def batch_window(runtime: BatchRuntime) -> tuple[datetime, datetime]:
 
 def window_starts(end: datetime, window: str) -> list[datetime]:
     """The 15-minute slice starts of a window ending at ``end``."""
-    return datasets.batch_starts(end - parse_duration(window), end)
+    return layout.batch_starts(end - parse_duration(window), end)
 
 
 def _ts(moment: datetime) -> str:
     """A SQL timestamp literal of an instant (UTC, whatever the session time zone)."""
-    return f"TIMESTAMP '{datasets.iso(moment)}'"
+    return f"TIMESTAMP '{layout.iso(moment)}'"
 
 
 def _str(value: str) -> str:
@@ -296,29 +296,29 @@ def build_fg_a(
 def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's FG-A partition; print and return the summary."""
     from ndr_jobs.features.common import Phases, batch_header, emit
-    from ndr_jobs.spark import ONE_LEVEL_AGGREGATE_MAP, UNCOMPRESSED_CACHE, spark_session, sql_conf
+    from ndr_jobs.runtime.spark import ONE_LEVEL_AGGREGATE_MAP, UNCOMPRESSED_CACHE, spark_session, sql_conf
 
     phase = Phases()
     start, end = batch_window(runtime)
     spec = load_feature_spec(runtime.feature_spec_version)
-    root = datasets.storage_root()
+    root = layout.storage_root()
     fsv = runtime.feature_spec_version
     spark = spark_session("ndr-fg-a-builder")
     phase("spark_session")
 
     longest = window_starts(end, spec.fg_a.max_window)
-    present = [s for s in datasets.existing_batches(root, datasets.DELTA, fsv) if longest[0] <= s < end]
+    present = [s for s in layout.existing_batches(root, layout.DELTA, fsv) if longest[0] <= s < end]
     coverage = {
         w: round(sum(1 for s in present if s >= end - parse_duration(w)) / slices(w), 6) for w in spec.fg_a.windows
     }
-    delta = datasets.read_batches(spark, root, datasets.DELTA, fsv, present) if present else None
+    delta = layout.read_batches(spark, root, layout.DELTA, fsv, present) if present else None
     cached: list[DataFrame] = []
     with sql_conf(spark, {**UNCOMPRESSED_CACHE, **ONE_LEVEL_AGGREGATE_MAP}):
         try:
             frame, hosts = build_fg_a(spark, delta, spec, start, end, present, cached)
             phase("features")
             written = storage.write_partition(
-                frame, root, datasets.FG_A, datasets.batch_partition(fsv, start), ["host_ip"],
+                frame, root, layout.FG_A, layout.batch_partition(fsv, start), ["host_ip"],
                 storage.files_for(hosts, 200_000), hosts,
             )  # fmt: skip
             phase("write")

@@ -1,7 +1,7 @@
 """Enumerate historical mini-batch objects, derive their windows, write the backfill window manifest.
 
 One run lists the raw mini-batches of a project whose 15-minute window starts in ``[start_ts, end_ts)`` and
-writes one JSON object at ``--manifest-uri`` (S3 or local, through :mod:`ndr_jobs.storage`), which the
+writes one JSON object at ``--manifest-uri`` (S3 or local, through :mod:`ndr_jobs.datasets.storage`), which the
 backfill state machine (``sfn_ndr_backfill_reprocessing``) reads in ``ResolveBackfillWindows``
 (``$parse(Body).windows``, an array) and maps over in ``RunBackfillWindows``: one run of the 15-minute
 feature pipeline per item, with ``MiniBatchId``, ``BatchStartTsIso``, ``BatchEndTsIso`` and
@@ -56,8 +56,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ndr_jobs import storage
-from ndr_jobs.runtime import BackfillRuntime
+from ndr_jobs.datasets import storage
+from ndr_jobs.runtime.config import BackfillRuntime
 
 MANIFEST_VERSION = 1
 WINDOW = timedelta(minutes=15)

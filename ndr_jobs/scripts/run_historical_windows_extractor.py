@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ndr_jobs.interface import entrypoints
-from ndr_jobs.runtime import BackfillRuntime
+from ndr_jobs.runtime.config import BackfillRuntime
 from ndr_jobs.scripts._cli import run
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ndr_jobs.runtime import PublicationRuntime
+from ndr_jobs.runtime.config import PublicationRuntime
 from ndr_jobs.scripts._cli import BatchScript, run
 
 SCRIPT = BatchScript(

@@ -45,13 +45,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ndr_jobs.interface.contract import iso, parse_utc
 from ndr_local import events
 
 ORG, PROJECT, FSV = "acme", "ndr-prod", "v1"
-
-
-def _utc(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -62,12 +59,12 @@ class DemoConfig:
     hosts: int = 40
     seed: int = 7
     # 8 windows of history: the fewest FG-B takes as a baseline (fewer: cold start, every z-score 0)
-    history_start: datetime = _utc("2026-09-30T10:00:00Z")
+    history_start: datetime = parse_utc("2026-09-30T10:00:00Z")
     history_hours: float = 2.0
     # training remediates (builds) its windows' features in one step: every window costs a 15m chain run
-    training_start: datetime = _utc("2026-10-01T11:00:00Z")
+    training_start: datetime = parse_utc("2026-10-01T11:00:00Z")
     training_hours: float = 1.0
-    live_start: datetime = _utc("2026-10-01T12:00:00Z")
+    live_start: datetime = parse_utc("2026-10-01T12:00:00Z")
     live_hours: float = 1.0
     noise_rate: float = 0.002
     # waits and poll budgets at a tenth: a 15m pipeline has 90 s (not 15 min) before the machine gives up
@@ -235,7 +232,7 @@ class LocalRun:
         sfn = self.platform.client("stepfunctions")
         arn = sfn.start_execution(stateMachineArn=self.platform.machine_arns[machine], input=json.dumps(event),
                                   name=f"aborted-{start:%Y%m%dT%H%M}")["executionArn"]
-        batch = mini_batch_id(ORG, PROJECT, FSV, events._iso(start))
+        batch = mini_batch_id(ORG, PROJECT, FSV, iso(start))
         deadline = time.monotonic() + 600
         while not any(p.get("MiniBatchId") == batch for _, p, _ in self.pipelines.started):
             if time.monotonic() > deadline:
@@ -271,12 +268,12 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRep
     with LocalRun(config, echo) as run:
         with stage("estate: synthetic PAN-OS traffic and inventory"):
             _make_estate(run, echo)
-        with stage(f"backfill: history {events._iso(c.history_start)} .. {events._iso(hist_end)}"):
+        with stage(f"backfill: history {iso(c.history_start)} .. {iso(hist_end)}"):
             run.backfill(c.history_start, hist_end)
         month = c.history_start.strftime("%Y-%m")
         with stage(f"baselines: inventory and FG-B for {month}"):
             run.baselines(month)
-        with stage(f"training: {events._iso(c.training_start)} .. {events._iso(train_end)}"):
+        with stage(f"training: {iso(c.training_start)} .. {iso(train_end)}"):
             run.train(c.training_start, train_end)
         with stage("live: 15-minute batches with injected attacks, through the three contract wrappers"):
             live = _live_events(run)
@@ -361,7 +358,7 @@ def _summarise(report: DemoReport, run: LocalRun) -> None:
             continue
         for step in pipeline_run.steps:
             summary = step.summary or {}
-            if step.name == "DeltaBuilderStep" and _params.get("BatchStartTsIso", "") >= events._iso(
+            if step.name == "DeltaBuilderStep" and _params.get("BatchStartTsIso", "") >= iso(
                 run.config.live_start
             ):
                 report.lines += int(summary.get("rows_read", 0) or 0)
@@ -403,7 +400,7 @@ def _attack_windows(labels: Path) -> dict[tuple[str, datetime], str]:
         return out
     for line in labels.read_text().splitlines():
         label = json.loads(line)
-        start, end = _utc(label["start"]), _utc(label["end"])
+        start, end = parse_utc(label["start"]), parse_utc(label["end"])
         moment = start.replace(minute=start.minute - start.minute % 15, second=0, microsecond=0)
         while moment <= end:
             out.setdefault((label["src_ip"], moment), label["attack"])

@@ -28,6 +28,7 @@ from ndr_compiler.deploy.dynamodb import ensure_tables
 from ndr_compiler.deploy.placeholders import placeholders, resolve, state_machine_arn_placeholder
 from ndr_compiler.expand.janitor import STATUSES, janitor_name, status_change_pattern
 from ndr_compiler.models.project import Project
+from ndr_jobs.interface.contract import iso
 from ndr_local.sfn_runtime import ExecutionResult, run_execution
 
 ACCOUNT = "123456789012"
@@ -165,7 +166,7 @@ def status_change_event(execution: dict[str, Any], region: str) -> dict[str, Any
         "version": "0", "id": hashlib.sha256(arn.encode()).hexdigest()[:36],
         "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
         "account": arn.split(":")[4],
-        "time": (execution.get("stopDate") or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": iso(execution.get("stopDate") or datetime.now(UTC)),
         "region": region, "resources": [arn],
         "detail": {
             "executionArn": arn, "stateMachineArn": execution["stateMachineArn"], "name": execution["name"],

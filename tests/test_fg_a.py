@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
 from ndr_jobs.interface.feature_spec import load_feature_spec
 from ndr_jobs.processing.delta_builder_job import DELTA_COLUMNS
 from ndr_jobs.processing.fg_a_builder_job import run_fg_a_builder_from_runtime_config
@@ -61,8 +62,8 @@ def write_delta(spark, store: Path, start: datetime, rows: list[dict]) -> None: 
 
 def batch(start: datetime = NOON) -> BatchRuntime:
     end = start + SLICE
-    return BatchRuntime("ndr-prod", "v1", f"acme-ndr-prod-v1-{layout.stamp(start)}", layout.iso(start),
-                        layout.iso(end))  # fmt: skip
+    return BatchRuntime("ndr-prod", "v1", f"acme-ndr-prod-v1-{layout.stamp(start)}", contract.iso(start),
+                        contract.iso(end))  # fmt: skip
 
 
 #: the current batch (12:00): A talks to a server (two apps on one port), DNS, a denied SMTP and a beacon;

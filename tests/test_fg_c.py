@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ndr_jobs.datasets import layout
+from ndr_jobs.interface import contract
 from ndr_jobs.interface.feature_spec import FG_C_CATALOGUE
 from ndr_jobs.processing.fg_b_builder_job import run_fg_b_builder_from_runtime_config
 from ndr_jobs.processing.fg_c_builder_job import latest_snapshot, run_fg_c_builder_from_runtime_config
@@ -47,8 +48,8 @@ EARLIER_PAIRS = [(HOST_A, C2, 443, NOON - k * SLICE, 2, 1000) for k in (1, 2, 3)
 
 
 def batch() -> BatchRuntime:
-    return BatchRuntime("ndr-prod", "t1", "acme-ndr-prod-t1-20261001T1200", layout.iso(NOON),
-                        layout.iso(NOON + SLICE))  # fmt: skip
+    return BatchRuntime("ndr-prod", "t1", "acme-ndr-prod-t1-20261001T1200", contract.iso(NOON),
+                        contract.iso(NOON + SLICE))  # fmt: skip
 
 
 def write_batch(spark, store: Path) -> None:  # noqa: ANN001

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ndr_jobs.datasets import layout
+from ndr_jobs.interface import contract
 from ndr_jobs.model import artifacts, registry
 from ndr_jobs.model.artifacts import ArtifactError, RunPaths
 from ndr_jobs.model.features import Preprocessor, explain, join_features
@@ -105,8 +106,8 @@ def training(stage: str, run_key: str = "run-1", n: int = 12, start: datetime = 
         project_name=PROJECT,
         feature_spec_version=FSV,
         stage=stage,
-        training_start_ts=layout.iso(start),
-        training_end_ts=layout.iso(start + n * layout.BATCH),
+        training_start_ts=contract.iso(start),
+        training_end_ts=contract.iso(start + n * layout.BATCH),
         run_key=run_key,
         **kw,  # type: ignore[arg-type]
     )
@@ -153,8 +154,8 @@ def test_verify_lists_the_windows_either_dataset_lacks(root: Path):
     ws = windows(8)
     write_features(root, ws, skip_a=(ws[2],), skip_c=(ws[5],))
     status = run("verify", n=8)
-    assert status["missing_windows"] == [layout.iso(ws[2]), layout.iso(ws[5])]
-    assert status["missing_fg_a"] == [layout.iso(ws[2])] and status["missing_fg_c"] == [layout.iso(ws[5])]
+    assert status["missing_windows"] == [contract.iso(ws[2]), contract.iso(ws[5])]
+    assert status["missing_fg_a"] == [contract.iso(ws[2])] and status["missing_fg_c"] == [contract.iso(ws[5])]
     assert status["expected_windows"] == 8 and status["present_windows"] == 6 and status["coverage_ok"] is False
     path = RunPaths(str(root), FSV, "run-1").verify
     before = Path(path).read_bytes()
@@ -198,7 +199,7 @@ class FakeChain:
             self.calls.append((name, runtime.batch_start_ts, runtime.mini_batch_id))
             if name == self.fail_at:
                 raise RuntimeError("boom")
-            start = layout.parse_utc(runtime.batch_start_ts)
+            start = contract.parse_utc(runtime.batch_start_ts)
             fg_a, fg_c = fg_frames(start, HOSTS, 0)
             if name == "fg_a_builder":
                 write_window(self.root, layout.FG_A, start, fg_a)
@@ -225,7 +226,7 @@ def test_remediation_rebuilds_missing_windows_in_order_and_reverify_passes(
     run("verify", n=8)
     record = run("remediate", n=8)
     assert [c[0] for c in chain.calls] == ["delta_builder", "fg_a_builder", "pair_counts_builder", "fg_c_builder"] * 2
-    assert [c[1] for c in chain.calls[::4]] == [layout.iso(ws[1]), layout.iso(ws[3])]
+    assert [c[1] for c in chain.calls[::4]] == [contract.iso(ws[1]), contract.iso(ws[3])]
     assert chain.calls[0][2] == f"acme-{PROJECT}-{FSV}-{layout.stamp(ws[1])}"
     assert record["status"] == "succeeded" and len(record["attempts"]) == 1
     before = Path(RunPaths(str(root), FSV, "run-1").remediation).read_bytes()
@@ -250,7 +251,7 @@ def test_remediation_stops_after_two_attempts(root: Path, tmp_path: Path, monkey
     with pytest.raises(job.RemediationExhaustedError, match="already used its 2 remediation attempts"):
         run("remediate", n=8)
     with pytest.raises(job.RemediationExhaustedError):
-        run("remediate", n=8, missing_windows_override=[layout.iso(ws[4])])
+        run("remediate", n=8, missing_windows_override=[contract.iso(ws[4])])
     assert [c[0] for c in chain.calls].count("fg_a_builder") == 2
     record = artifacts.read_json(RunPaths(str(root), FSV, "run-1").remediation)
     assert [a["status"] for a in record["attempts"]] == ["failed", "failed"]
@@ -266,10 +267,10 @@ def test_windows_without_raw_data_are_tolerated_and_nothing_to_do_costs_no_attem
     chain = FakeChain(root).install(monkeypatch)
     run("verify", n=8)
     record = run("remediate", n=8)
-    assert record["attempts"][0]["outcomes"][layout.iso(ws[6])]["outcome"] == "no_raw_data"
+    assert record["attempts"][0]["outcomes"][contract.iso(ws[6])]["outcome"] == "no_raw_data"
     assert chain.calls == []
     status = run("reverify", n=8)
-    assert status["status"] == "passed" and status["unrecoverable_windows"] == [layout.iso(ws[6])]
+    assert status["status"] == "passed" and status["unrecoverable_windows"] == [contract.iso(ws[6])]
     assert len(status["usable_windows"]) == 7
 
     write_features(root, ws)  # a complete range: remediation has nothing to do

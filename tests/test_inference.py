@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
 from ndr_jobs.model import forest, registry
 from ndr_jobs.model.features import FeatureDataError
 from ndr_jobs.model.registry import NoPromotedModelError
@@ -30,8 +31,8 @@ def batch(start=WINDOW) -> BatchRuntime:
         project_name=PROJECT,
         feature_spec_version=FSV,
         mini_batch_id=f"acme-{PROJECT}-{FSV}-{layout.stamp(start)}",
-        batch_start_ts=layout.iso(start),
-        batch_end_ts=layout.iso(start + layout.BATCH),
+        batch_start_ts=contract.iso(start),
+        batch_end_ts=contract.iso(start + layout.BATCH),
     )
 
 

@@ -41,17 +41,6 @@ def storage_root() -> str:
     return root
 
 
-def parse_utc(value: str) -> datetime:
-    """An ISO-8601 timestamp as an aware UTC datetime (naive values are UTC)."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """``2026-10-01T12:00:00Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def stamp(moment: datetime) -> str:
     """A ``batch_start`` partition value: ``YYYYMMDDTHHMM`` (UTC)."""
     return moment.astimezone(UTC).strftime(STAMP_FORMAT)

@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from ndr_jobs.datasets import storage
+from ndr_jobs.interface.contract import iso
 from ndr_jobs.runtime.config import BatchRuntime
 
 #: the 15-minute pipeline's stages, in order: ``ndr_jobs.processing.<stage>_job.run_<stage>_from_runtime_config``
@@ -378,8 +379,8 @@ def run_chain(batch: Batch, store: str, stages: Sequence[str] = STAGES) -> list[
     stamp = BATCH_START.strftime("%Y%m%dT%H%M")
     runtime = BatchRuntime(project_name=PROJECT, feature_spec_version=FSV,
                            mini_batch_id=f"{ORG}-{PROJECT}-{FSV}-{stamp}",
-                           batch_start_ts=BATCH_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                           batch_end_ts=(BATCH_START + timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           batch_start_ts=iso(BATCH_START),
+                           batch_end_ts=iso(BATCH_START + timedelta(minutes=15)),
                            raw_batch_folder=batch.folder)  # fmt: skip
     results = []
     with _environment(NDR_STORAGE_ROOT=store, NDR_RAW_ROOT=batch.raw_root, NDR_ORG_ID=ORG):

@@ -54,6 +54,7 @@ import pandas as pd
 
 from ndr_jobs.datasets import layout, storage
 from ndr_jobs.devtools.synth.generator import ATTACK_CLASSES
+from ndr_jobs.interface import contract
 
 FPRS = (0.001, 0.01)
 GOAL_AUC = 0.97
@@ -193,7 +194,7 @@ def check_labels(labels_path: str, windows: dict[tuple[str, datetime], set[str]]
     for line in storage.read_text(labels_path).splitlines():
         label = json.loads(line)
         for moment in (label["start"], label["end"]):
-            t = layout.parse_utc(moment)
+            t = contract.parse_utc(moment)
             start = t - timedelta(minutes=t.minute % 15, seconds=t.second, microseconds=t.microsecond)
             if label["attack"] not in windows.get((label["src_ip"], start), set()):
                 raise AssertionError(f"label {label['attack_id']} at {moment} has no matching attack session")
@@ -211,8 +212,8 @@ def _quiet(function: Callable[..., Any], *args: Any) -> Any:
 def _batch(start: datetime) -> Any:
     from ndr_jobs.runtime.config import BatchRuntime
 
-    return BatchRuntime(PROJECT, FSV, f"{ORG}-{PROJECT}-{FSV}-{layout.stamp(start)}", layout.iso(start),
-                        layout.iso(start + layout.BATCH))  # fmt: skip
+    return BatchRuntime(PROJECT, FSV, f"{ORG}-{PROJECT}-{FSV}-{layout.stamp(start)}", contract.iso(start),
+                        contract.iso(start + layout.BATCH))  # fmt: skip
 
 
 @dataclass
@@ -290,8 +291,8 @@ def run_chain(
     gate = "promoted"
     with timer.phase("training"):
         for stage in ("verify", "remediate", "reverify", "train", "publish", "attributes", "deploy"):
-            runtime = TrainingRuntime(PROJECT, FSV, stage, layout.iso(config.boundary),
-                                      layout.iso(config.train_end), run_key)  # fmt: skip
+            runtime = TrainingRuntime(PROJECT, FSV, stage, contract.iso(config.boundary),
+                                      contract.iso(config.train_end), run_key)  # fmt: skip
             try:
                 _quiet(run_if_training_from_runtime_config, runtime)
             except DeployRefusedError as exc:  # measure the model anyway, and say so in the report
@@ -436,10 +437,10 @@ def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
         "| setting | value |",
         "|---|---|",
         f"| hosts | {config.hosts} (seed {config.seed}) |",
-        f"| baseline span (FG-B month {config.reference_month}) | {layout.iso(config.baseline_start)} .. "
-        f"{layout.iso(config.boundary)} |",
-        f"| training span (clean) | {layout.iso(config.boundary)} .. {layout.iso(config.train_end)} |",
-        f"| attack span | {layout.iso(config.train_end)} .. {layout.iso(config.attack_end)}, "
+        f"| baseline span (FG-B month {config.reference_month}) | {contract.iso(config.baseline_start)} .. "
+        f"{contract.iso(config.boundary)} |",
+        f"| training span (clean) | {contract.iso(config.boundary)} .. {contract.iso(config.train_end)} |",
+        f"| attack span | {contract.iso(config.train_end)} .. {contract.iso(config.attack_end)}, "
         f"{config.instances} attack(s) per class |",
         f"| scored (host, window) rows in the attack span | {meta['rows']} ({meta['negatives']} negatives, "
         f"{meta['echoes']} echoes within {config.echo_hours:g} h after an attack window left out) |",
@@ -626,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": {**asdict(config), "boundary": layout.iso(config.boundary)},
+        Path(args.json).write_text(json.dumps({"config": {**asdict(config), "boundary": contract.iso(config.boundary)},
                                                **result}, sort_keys=True, indent=2, default=str))  # fmt: skip
     print(json.dumps({"out": args.out, "metrics": result["metrics"]["model"]["overall"]}, sort_keys=True))
     return 0

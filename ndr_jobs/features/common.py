@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
 from ndr_jobs.interface.feature_spec import Network, Periodicity
 
 if TYPE_CHECKING:
@@ -210,8 +211,8 @@ def batch_header(job: str, runtime: BatchRuntime, start: datetime, end: datetime
         "mini_batch_id": runtime.mini_batch_id,
         "project_name": runtime.project_name,
         "feature_spec_version": runtime.feature_spec_version,
-        "batch_start_ts": iso(start),
-        "batch_end_ts": iso(end),
+        "batch_start_ts": contract.iso(start),
+        "batch_end_ts": contract.iso(end),
     }
 
 
@@ -219,7 +220,3 @@ def emit(summary: dict[str, Any]) -> dict[str, Any]:
     """Print the summary as one JSON line on stdout and return it."""
     print(json.dumps(summary, sort_keys=True, default=str), flush=True)
     return summary
-
-
-def iso(moment: datetime) -> str:
-    return layout.iso(moment)

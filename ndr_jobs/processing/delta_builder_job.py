@@ -54,6 +54,7 @@ import pyarrow.compute as pc
 
 from ndr_jobs.datasets import layout, storage
 from ndr_jobs.features.hash_agg import MAX, MIN, OR, SUM, HashAggregator
+from ndr_jobs.interface import contract
 from ndr_jobs.parsing import raw_lines
 from ndr_jobs.runtime.config import BatchRuntime
 
@@ -288,7 +289,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     from ndr_jobs.runtime.spark import UNCOMPRESSED_CACHE, spark_session, sql_conf
 
     phase = Phases()
-    start, end = layout.parse_utc(runtime.batch_start_ts), layout.parse_utc(runtime.batch_end_ts)
+    start, end = contract.parse_utc(runtime.batch_start_ts), contract.parse_utc(runtime.batch_end_ts)
     if end <= start:
         raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
     if start.second or start.microsecond:

@@ -42,6 +42,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
 from ndr_jobs.interface.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration, slices
 from ndr_jobs.runtime.config import BatchRuntime
 
@@ -53,7 +54,7 @@ PERIODIC_FEATURES = ("periodic_max_score", "periodic_top_fill", "periodic_top_cv
 
 def batch_window(runtime: BatchRuntime) -> tuple[datetime, datetime]:
     """The batch's [start, end), checked to be one 15-minute slice on a slice boundary."""
-    start, end = layout.parse_utc(runtime.batch_start_ts), layout.parse_utc(runtime.batch_end_ts)
+    start, end = contract.parse_utc(runtime.batch_start_ts), contract.parse_utc(runtime.batch_end_ts)
     if end - start != layout.BATCH:
         raise ValueError(f"batch {runtime.batch_start_ts} .. {runtime.batch_end_ts} is not 15 minutes")
     if start.minute % 15 or start.second or start.microsecond:
@@ -68,7 +69,7 @@ def window_starts(end: datetime, window: str) -> list[datetime]:
 
 def _ts(moment: datetime) -> str:
     """A SQL timestamp literal of an instant (UTC, whatever the session time zone)."""
-    return f"TIMESTAMP '{layout.iso(moment)}'"
+    return f"TIMESTAMP '{contract.iso(moment)}'"
 
 
 def _str(value: str) -> str:

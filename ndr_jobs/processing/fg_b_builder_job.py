@@ -217,7 +217,8 @@ def run_fg_b_builder_from_runtime_config(runtime: MonthlyRuntime) -> dict[str, A
     """Build and write every FG-B table for every horizon of the reference month; print and return the summary."""
     from pyspark.sql import functions as F
 
-    from ndr_jobs.features.common import Phases, emit, is_internal, iso, read_inventory, with_segment
+    from ndr_jobs.features.common import Phases, emit, is_internal, read_inventory, with_segment
+    from ndr_jobs.interface.contract import iso
     from ndr_jobs.runtime.spark import spark_session
 
     if runtime.baseline_mode not in BASELINE_MODES:

@@ -53,10 +53,11 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ndr_jobs.datasets import storage
+from ndr_jobs.interface.contract import iso, parse_utc
 from ndr_jobs.runtime.config import BackfillRuntime
 
 MANIFEST_VERSION = 1
@@ -69,19 +70,6 @@ DEFAULT_MAX_BYTES = 250_000
 #: ``.../pan-traffic/<org>/<project>/<fsv>`` at the end of a prefix
 _PROJECT_PREFIX = re.compile(r"(?:^|/)pan-traffic/(?P<org>[^/]+)/(?P<project>[^/]+)/(?P<fsv>[^/]+)/?$")
 _HHMM = re.compile(r"^(?P<hh>[01]\d|2[0-3])(?P<mm>[0-5]\d)$")
-
-
-def parse_utc(value: str, name: str) -> datetime:
-    """An ISO-8601 timestamp as an aware UTC datetime (naive values are UTC); a clear error otherwise."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{name} {value!r} is not an ISO-8601 timestamp") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 
 from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
 from ndr_jobs.model import artifacts, forest, gate, registry
 from ndr_jobs.model.artifacts import ArtifactError, RunPaths, read_json_if_exists, write_json
 from ndr_jobs.model.features import FeatureDataError, Preprocessor, load_features, matrix
@@ -120,14 +121,14 @@ class TrainingContext:
         artifacts.check_segment("project name", runtime.project_name)
         artifacts.check_segment("feature spec version", runtime.feature_spec_version)
         artifacts.check_segment("run key", runtime.run_key)
-        start, end = layout.parse_utc(runtime.training_start_ts), layout.parse_utc(runtime.training_end_ts)
+        start, end = contract.parse_utc(runtime.training_start_ts), contract.parse_utc(runtime.training_end_ts)
         if end <= start:
             raise ValueError(
                 f"training end {runtime.training_end_ts} is not after training start {runtime.training_start_ts}"
             )
         for name, moment in (("start", start), ("end", end)):
             if moment.minute % 15 or moment.second or moment.microsecond:
-                raise ValueError(f"training {name} {layout.iso(moment)} is not on a 15-minute boundary")
+                raise ValueError(f"training {name} {contract.iso(moment)} is not on a 15-minute boundary")
         root = layout.storage_root()
         windows = tuple(layout.batch_starts(start, end))
         return cls(runtime, root, start, end, windows, RunPaths(root, runtime.feature_spec_version, runtime.run_key))
@@ -138,8 +139,8 @@ class TrainingContext:
             "project_name": self.runtime.project_name,
             "feature_spec_version": self.runtime.feature_spec_version,
             "run_key": self.runtime.run_key,
-            "training_start_ts": layout.iso(self.start),
-            "training_end_ts": layout.iso(self.end),
+            "training_start_ts": contract.iso(self.start),
+            "training_end_ts": contract.iso(self.end),
         }
 
     def pin(self) -> None:
@@ -172,9 +173,9 @@ def coverage(ctx: TrainingContext) -> dict[str, Any]:
     return {
         "expected_windows": len(ctx.windows),
         "present_windows": len(ctx.windows) - len(missing),
-        "missing_windows": [layout.iso(w) for w in missing],
-        "missing_fg_a": [layout.iso(w) for w in ctx.windows if w not in present_a],
-        "missing_fg_c": [layout.iso(w) for w in ctx.windows if w not in present_c],
+        "missing_windows": [contract.iso(w) for w in missing],
+        "missing_fg_a": [contract.iso(w) for w in ctx.windows if w not in present_a],
+        "missing_fg_c": [contract.iso(w) for w in ctx.windows if w not in present_c],
         "policy": MISSING_POLICY,
     }
 
@@ -202,13 +203,13 @@ def _override_windows(ctx: TrainingContext, values: list[str]) -> list[datetime]
     out = set()
     for value in values:
         try:
-            moment = layout.parse_utc(value)
+            moment = contract.parse_utc(value)
         except ValueError:
             raise ValueError(f"--missing-windows-override: {value!r} is not an ISO-8601 timestamp") from None
         if moment not in set(ctx.windows):
             raise ValueError(
                 f"--missing-windows-override: {value!r} is not a 15-minute window start in the training range "
-                f"[{layout.iso(ctx.start)}, {layout.iso(ctx.end)})"
+                f"[{contract.iso(ctx.start)}, {contract.iso(ctx.end)})"
             )
         out.add(moment)
     return sorted(out)
@@ -230,8 +231,8 @@ def batch_runtime(ctx: TrainingContext, start: datetime) -> BatchRuntime:
         project_name=r.project_name,
         feature_spec_version=r.feature_spec_version,
         mini_batch_id=f"{org}-{r.project_name}-{r.feature_spec_version}-{layout.stamp(start)}",
-        batch_start_ts=layout.iso(start),
-        batch_end_ts=layout.iso(start + layout.BATCH),
+        batch_start_ts=contract.iso(start),
+        batch_end_ts=contract.iso(start + layout.BATCH),
     )
 
 
@@ -263,8 +264,8 @@ def stage_remediate(ctx: TrainingContext) -> dict[str, Any]:
         verified = read_json_if_exists(ctx.paths.verify)
         if verified is None:
             raise StageOrderError(f"run the verify stage first: {ctx.paths.verify} does not exist")
-        windows, source = [layout.parse_utc(w) for w in verified["missing_windows"]], "verify"
-    wanted = [layout.iso(w) for w in windows]
+        windows, source = [contract.parse_utc(w) for w in verified["missing_windows"]], "verify"
+    wanted = [contract.iso(w) for w in windows]
     attempts = record["attempts"]
     if not windows:
         if not attempts and record["status"] != "nothing_to_remediate":
@@ -283,7 +284,7 @@ def stage_remediate(ctx: TrainingContext) -> dict[str, Any]:
     record["attempts"] = [*attempts, attempt]
     record["status"] = "running"
     write_json(ctx.paths.remediation, record)  # the attempt counts from here, even if the process dies
-    outcomes = {layout.iso(w): _rebuild(ctx, w) for w in windows}
+    outcomes = {contract.iso(w): _rebuild(ctx, w) for w in windows}
     failed = sorted(w for w, o in outcomes.items() if o["outcome"] == "failed")
     attempt["outcomes"] = outcomes
     attempt["status"] = record["status"] = "failed" if failed else "succeeded"
@@ -309,7 +310,7 @@ def stage_reverify(ctx: TrainingContext) -> dict[str, Any]:
     missing = found["missing_windows"]
     unrecoverable = [w for w in missing if w in no_raw]
     blocking = [w for w in missing if w not in no_raw]
-    usable = [layout.iso(w) for w in ctx.windows if layout.iso(w) not in set(missing)]
+    usable = [contract.iso(w) for w in ctx.windows if contract.iso(w) not in set(missing)]
     passed = not blocking and bool(usable)
     status = {
         "stage": "reverify", **ctx.identity, **found, "status": "passed" if passed else "failed",
@@ -406,7 +407,7 @@ def stage_train(ctx: TrainingContext) -> dict[str, Any]:
     if reverified is None or reverified["status"] != "passed":
         raise StageOrderError(f"train needs a passed reverify stage ({p.reverify})")
     params = forest.params_for(ctx.runtime.feature_spec_version)
-    usable = [layout.parse_utc(w) for w in reverified["usable_windows"]]
+    usable = [contract.parse_utc(w) for w in reverified["usable_windows"]]
     loaded = load_features(ctx.root, ctx.runtime.feature_spec_version, usable)
     if loaded is None or loaded[0].empty:
         raise FeatureDataError(f"FG-A has no rows in the {len(usable)} usable window(s) of the training range")
@@ -487,7 +488,7 @@ def stage_attributes(ctx: TrainingContext) -> dict[str, Any]:
         "preprocessing": artifacts.read_json(ctx.paths.preprocessing),
         "params": metrics["params"],
         "windows": {
-            "training_start_ts": layout.iso(ctx.start), "training_end_ts": layout.iso(ctx.end),
+            "training_start_ts": contract.iso(ctx.start), "training_end_ts": contract.iso(ctx.end),
             "expected": len(ctx.windows), "usable": len(reverified["usable_windows"]),
             "unrecoverable": reverified["unrecoverable_windows"], "split": metrics["split"],
         },

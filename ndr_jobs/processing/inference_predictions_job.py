@@ -43,6 +43,7 @@ import pandas as pd
 
 from ndr_jobs.datasets import layout, storage
 from ndr_jobs.features.common import batch_header
+from ndr_jobs.interface import contract
 from ndr_jobs.model import forest, registry
 from ndr_jobs.model.features import FeatureDataError, explain, load_features, matrix
 from ndr_jobs.runtime.config import BatchRuntime
@@ -132,7 +133,7 @@ def run_inference_predictions_from_runtime_config(runtime: BatchRuntime) -> dict
     from ndr_jobs.runtime.spark import spark_session
 
     began = time.perf_counter()
-    start, end = layout.parse_utc(runtime.batch_start_ts), layout.parse_utc(runtime.batch_end_ts)
+    start, end = contract.parse_utc(runtime.batch_start_ts), contract.parse_utc(runtime.batch_end_ts)
     if end <= start:
         raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
     root = layout.storage_root()
@@ -143,7 +144,7 @@ def run_inference_predictions_from_runtime_config(runtime: BatchRuntime) -> dict
     for dataset in (layout.FG_A, layout.FG_C):
         if start not in layout.existing_batches(root, dataset, fsv):
             raise FeatureDataError(
-                f"{dataset} has no partition for window {layout.iso(start)} "
+                f"{dataset} has no partition for window {contract.iso(start)} "
                 f"({layout.dataset_dir(root, dataset, fsv)}/batch_start={layout.stamp(start)}): "
                 "run the 15-minute features pipeline for this window first"
             )

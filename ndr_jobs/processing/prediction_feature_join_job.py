@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from ndr_jobs.datasets import layout, storage
 from ndr_jobs.features.common import batch_header
+from ndr_jobs.interface import contract
 from ndr_jobs.model.features import FG_C_PREFIX, KEYS, NON_FEATURES, FeatureDataError
 from ndr_jobs.runtime.config import PublicationRuntime
 
@@ -75,7 +76,7 @@ def _features(spark: SparkSession, root: str, dataset: str, fsv: str, start: Any
     df = layout.read_batches(spark, root, dataset, fsv, [start])
     if df is None:
         raise FeatureDataError(
-            f"{dataset} has no partition for window {layout.iso(start)}: run the 15-minute features pipeline first"
+            f"{dataset} has no partition for window {contract.iso(start)}: run the 15-minute features pipeline first"
         )
     return df
 
@@ -87,7 +88,7 @@ def joined(spark: SparkSession, root: str, fsv: str, start: Any) -> DataFrame:
     predictions = layout.read_batches(spark, root, layout.PREDICTIONS, fsv, [start])
     if predictions is None:
         raise FeatureDataError(
-            f"predictions has no partition for window {layout.iso(start)}: run inference_predictions first"
+            f"predictions has no partition for window {contract.iso(start)}: run inference_predictions first"
         )
     fg_a = _features(spark, root, layout.FG_A, fsv, start)
     fg_c = _features(spark, root, layout.FG_C, fsv, start)
@@ -195,7 +196,7 @@ def run_prediction_feature_join_from_runtime_config(runtime: PublicationRuntime)
     from ndr_jobs.runtime.spark import spark_session
 
     began = time.perf_counter()
-    start, end = layout.parse_utc(runtime.batch_start_ts), layout.parse_utc(runtime.batch_end_ts)
+    start, end = contract.parse_utc(runtime.batch_start_ts), contract.parse_utc(runtime.batch_end_ts)
     if end <= start:
         raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
     target = runtime.publication_target

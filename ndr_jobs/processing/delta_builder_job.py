@@ -285,8 +285,8 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from ndr_jobs.features.common import Phases, batch_header, emit
     from ndr_jobs.runtime.spark import UNCOMPRESSED_CACHE, spark_session, sql_conf
+    from ndr_jobs.runtime.summary import Phases, batch_header, emit
 
     phase = Phases()
     start, end = contract.parse_utc(runtime.batch_start_ts), contract.parse_utc(runtime.batch_end_ts)

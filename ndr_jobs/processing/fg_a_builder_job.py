@@ -296,8 +296,8 @@ def build_fg_a(
 
 def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's FG-A partition; print and return the summary."""
-    from ndr_jobs.features.common import Phases, batch_header, emit
     from ndr_jobs.runtime.spark import ONE_LEVEL_AGGREGATE_MAP, UNCOMPRESSED_CACHE, spark_session, sql_conf
+    from ndr_jobs.runtime.summary import Phases, batch_header, emit
 
     phase = Phases()
     start, end = batch_window(runtime)

@@ -217,9 +217,10 @@ def run_fg_b_builder_from_runtime_config(runtime: MonthlyRuntime) -> dict[str, A
     """Build and write every FG-B table for every horizon of the reference month; print and return the summary."""
     from pyspark.sql import functions as F
 
-    from ndr_jobs.features.common import Phases, emit, is_internal, read_inventory, with_segment
+    from ndr_jobs.features.common import is_internal, read_inventory, with_segment
     from ndr_jobs.interface.contract import iso
     from ndr_jobs.runtime.spark import spark_session
+    from ndr_jobs.runtime.summary import Phases, emit
 
     if runtime.baseline_mode not in BASELINE_MODES:
         raise ValueError(f"baseline mode {runtime.baseline_mode!r} is not one of {', '.join(BASELINE_MODES)}")

@@ -369,8 +369,9 @@ def build_fg_c(
 def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's FG-C partition; print and return the summary."""
 
-    from ndr_jobs.features.common import Phases, batch_header, emit, read_inventory
+    from ndr_jobs.features.common import read_inventory
     from ndr_jobs.runtime.spark import spark_session
+    from ndr_jobs.runtime.summary import Phases, batch_header, emit
 
     phase = Phases()
     start, end = batch_window(runtime)

@@ -59,6 +59,7 @@ from typing import Any
 from ndr_jobs.datasets import storage
 from ndr_jobs.interface.contract import iso, parse_utc
 from ndr_jobs.runtime.config import BackfillRuntime
+from ndr_jobs.runtime.summary import emit
 
 MANIFEST_VERSION = 1
 WINDOW = timedelta(minutes=15)
@@ -238,7 +239,7 @@ class HistoricalWindowsExtractorJob:
             "skipped_by_reason": dict(sorted(Counter(s["reason"] for s in skipped).items())),
             "seconds": round(time.perf_counter() - began, 3),
         }
-        print(json.dumps(summary, sort_keys=True), flush=True)
+        emit(summary)
         return summary
 
 

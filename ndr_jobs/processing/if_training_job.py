@@ -59,7 +59,6 @@ Every stage prints its status as one JSON line and returns it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
@@ -75,6 +74,7 @@ from ndr_jobs.model import artifacts, forest, gate, registry
 from ndr_jobs.model.artifacts import ArtifactError, RunPaths, read_json_if_exists, write_json
 from ndr_jobs.model.features import FeatureDataError, Preprocessor, load_features, matrix
 from ndr_jobs.runtime.config import BatchRuntime, TrainingRuntime
+from ndr_jobs.runtime.summary import emit
 
 MAX_REMEDIATION_ATTEMPTS = 2
 #: the 15-minute feature chain remediation runs per window: (name, module, function), in order
@@ -564,5 +564,5 @@ def run_if_training_from_runtime_config(runtime: TrainingRuntime) -> dict[str, A
     status = STAGES[runtime.stage](ctx)
     outcome = status.get("status") or status.get("decision") or "done"
     line = {"job": "if_training", "stage": runtime.stage, "run_key": runtime.run_key, "status": outcome}
-    print(json.dumps(line, sort_keys=True), flush=True)
+    emit(line)
     return status

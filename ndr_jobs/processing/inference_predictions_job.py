@@ -34,7 +34,6 @@ partition (the one atomic partition writer of every dataset).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +41,11 @@ import numpy as np
 import pandas as pd
 
 from ndr_jobs.datasets import layout, storage
-from ndr_jobs.features.common import batch_header
 from ndr_jobs.interface import contract
 from ndr_jobs.model import forest, registry
 from ndr_jobs.model.features import FeatureDataError, explain, load_features, matrix
 from ndr_jobs.runtime.config import BatchRuntime
+from ndr_jobs.runtime.summary import batch_header, emit
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -165,5 +164,5 @@ def run_inference_predictions_from_runtime_config(runtime: BatchRuntime) -> dict
         "output": out.path,
         "seconds": round(time.perf_counter() - began, 3),
     }
-    print(json.dumps(summary, sort_keys=True), flush=True)
+    emit(summary)
     return summary

@@ -52,7 +52,6 @@ The summary (a dict, also printed as one JSON line on stdout) says where from, h
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import shutil
@@ -69,6 +68,7 @@ from urllib.parse import urlparse
 
 from ndr_jobs.datasets import storage
 from ndr_jobs.runtime.config import MonthlyRuntime
+from ndr_jobs.runtime.summary import emit
 
 INVENTORY_DATASET = "inventory"
 INVENTORY_COLUMNS: tuple[str, ...] = ("ip_address", "hostname", "segment", "zone", "os", "role", "criticality")
@@ -401,7 +401,7 @@ def unload_inventory(
         "output_files": len(files),
         "seconds": round(time.perf_counter() - began, 3),
     }
-    print(json.dumps(summary, sort_keys=True), flush=True)
+    emit(summary)
     return summary
 
 

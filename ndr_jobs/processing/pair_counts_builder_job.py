@@ -64,8 +64,8 @@ def build_pair_counts(delta: DataFrame) -> DataFrame:
 def run_pair_counts_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's pair-count partition; print and return the summary."""
 
-    from ndr_jobs.features.common import Phases, batch_header, emit
     from ndr_jobs.runtime.spark import spark_session
+    from ndr_jobs.runtime.summary import Phases, batch_header, emit
 
     phase = Phases()
     start, end = batch_window(runtime)

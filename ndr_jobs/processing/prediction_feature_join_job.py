@@ -35,17 +35,16 @@ Targets (``--publication-target``):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
 from ndr_jobs.datasets import layout, storage
-from ndr_jobs.features.common import batch_header
 from ndr_jobs.interface import contract
 from ndr_jobs.model.features import FG_C_PREFIX, KEYS, NON_FEATURES, FeatureDataError
 from ndr_jobs.runtime.config import PublicationRuntime
+from ndr_jobs.runtime.summary import batch_header, emit
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -237,5 +236,5 @@ def run_prediction_feature_join_from_runtime_config(runtime: PublicationRuntime)
     finally:
         rows_df.unpersist()
     summary["seconds"] = round(time.perf_counter() - began, 3)
-    print(json.dumps(summary, sort_keys=True), flush=True)
+    emit(summary)
     return summary

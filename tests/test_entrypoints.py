@@ -13,6 +13,7 @@ import pytest
 import ndr_jobs.scripts
 from ndr_jobs.interface import entrypoints
 from ndr_jobs.runtime.config import BatchRuntime, PublicationRuntime, TrainingRuntime
+from tests.conftest import SPECS
 
 SCRIPTS = [
     "run_delta_builder",
@@ -122,3 +123,12 @@ def test_a_job_that_fails_exits_1_and_its_last_line_says_why():
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr  # for the logs
     assert proc.stderr.strip().splitlines()[-1] == "error: ValueError: NDR_STORAGE_ROOT is not set"
+
+
+def test_the_15_minute_pipeline_runs_the_feature_chain_in_its_one_declared_order():
+    from ndr_compiler.specs import load_specs
+    from ndr_jobs.processing.chain import FEATURE_CHAIN
+
+    specs = load_specs([SPECS])[0]
+    (pipeline,) = [p for p in specs.of_kind("Pipeline") if p.name == "features_15m"]
+    assert [s.entrypoint for s in pipeline.model.spec.steps] == [f"ndr_jobs.scripts.run_{n}" for n in FEATURE_CHAIN]

@@ -15,11 +15,13 @@ import pytest
 
 from ndr_jobs.datasets import layout
 from ndr_jobs.interface import contract
+from ndr_jobs.interface.entrypoints import TRAINING_STAGES
 from ndr_jobs.model import artifacts, registry
 from ndr_jobs.model.artifacts import ArtifactError, RunPaths
 from ndr_jobs.model.features import Preprocessor, explain, join_features
 from ndr_jobs.model.forest import ks, psi
 from ndr_jobs.processing import if_training_job as job
+from ndr_jobs.processing.chain import FEATURE_CHAIN
 from ndr_jobs.runtime.config import BatchRuntime, TrainingRuntime
 
 FSV = "v1"
@@ -115,6 +117,10 @@ def training(stage: str, run_key: str = "run-1", n: int = 12, start: datetime = 
 
 def run(stage: str, **kw: object) -> dict:
     return job.run_if_training_from_runtime_config(training(stage, **kw))
+
+
+def test_the_job_runs_exactly_the_stages_its_command_line_declares():
+    assert tuple(job.STAGES) == TRAINING_STAGES
 
 
 def run_all(run_key: str = "run-1", n: int = 12, start: datetime = T0) -> dict:
@@ -225,7 +231,7 @@ def test_remediation_rebuilds_missing_windows_in_order_and_reverify_passes(
     chain = FakeChain(root).install(monkeypatch)
     run("verify", n=8)
     record = run("remediate", n=8)
-    assert [c[0] for c in chain.calls] == ["delta_builder", "fg_a_builder", "pair_counts_builder", "fg_c_builder"] * 2
+    assert [c[0] for c in chain.calls] == [*FEATURE_CHAIN] * 2
     assert [c[1] for c in chain.calls[::4]] == [contract.iso(ws[1]), contract.iso(ws[3])]
     assert chain.calls[0][2] == f"acme-{PROJECT}-{FSV}-{layout.stamp(ws[1])}"
     assert record["status"] == "succeeded" and len(record["attempts"]) == 1

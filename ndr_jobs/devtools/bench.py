@@ -64,10 +64,11 @@ from typing import Any
 
 from ndr_jobs.datasets import storage
 from ndr_jobs.interface.contract import iso
+from ndr_jobs.processing.chain import FEATURE_CHAIN, job_function
 from ndr_jobs.runtime.config import BatchRuntime
 
-#: the 15-minute pipeline's stages, in order: ``ndr_jobs.processing.<stage>_job.run_<stage>_from_runtime_config``
-STAGES: tuple[str, ...] = ("delta_builder", "fg_a_builder", "pair_counts_builder", "fg_c_builder")
+#: the 15-minute pipeline's stages, in order
+STAGES: tuple[str, ...] = FEATURE_CHAIN
 REFERENCE = "delta (DuckDB reference)"
 #: the summary key that counts each stage's output rows (the first one present)
 OUTPUT_KEYS = ("delta_rows", "hosts", "pairs", "rows")
@@ -390,8 +391,8 @@ def run_chain(batch: Batch, store: str, stages: Sequence[str] = STAGES) -> list[
                 continue
 
             def call(name: str = name) -> Any:
-                job = import_module(f"ndr_jobs.processing.{name}_job")
-                return getattr(job, f"run_{name}_from_runtime_config")(runtime)
+                module, function = job_function(name)
+                return getattr(import_module(module), function)(runtime)
 
             with contextlib.redirect_stdout(sys.stderr):  # the jobs' JSON summaries: not the report's stdout
                 results.append(_timed(name, batch.lines, call))

@@ -46,6 +46,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ import pandas as pd
 from ndr_jobs.datasets import layout, storage
 from ndr_jobs.devtools.synth.generator import ATTACK_CLASSES
 from ndr_jobs.interface import contract
+from ndr_jobs.interface.entrypoints import TRAINING_STAGES
+from ndr_jobs.processing.chain import FEATURE_CHAIN, job_function
 
 FPRS = (0.001, 0.01)
 GOAL_AUC = 0.97
@@ -203,6 +206,11 @@ def check_labels(labels_path: str, windows: dict[tuple[str, datetime], set[str]]
 # --- the chain ------------------------------------------------------------------------------------------------
 
 
+def _chain_job(name: str) -> Callable[..., Any]:
+    module, function = job_function(name)
+    return getattr(import_module(module), function)
+
+
 def _quiet(function: Callable[..., Any], *args: Any) -> Any:
     """Run a job, keeping its one-line JSON summary off stdout (the report is the output)."""
     with contextlib.redirect_stdout(io.StringIO()):
@@ -238,13 +246,9 @@ def run_chain(
     the synthetic data when its labels exist, each job's partition when it exists.
     """
     from ndr_jobs.devtools.synth.generator import SynthConfig, generate
-    from ndr_jobs.processing.delta_builder_job import run_delta_builder_from_runtime_config
-    from ndr_jobs.processing.fg_a_builder_job import run_fg_a_builder_from_runtime_config
     from ndr_jobs.processing.fg_b_builder_job import run_fg_b_builder_from_runtime_config
-    from ndr_jobs.processing.fg_c_builder_job import run_fg_c_builder_from_runtime_config
     from ndr_jobs.processing.if_training_job import DeployRefusedError, run_if_training_from_runtime_config
     from ndr_jobs.processing.inference_predictions_job import run_inference_predictions_from_runtime_config
-    from ndr_jobs.processing.pair_counts_builder_job import run_pair_counts_builder_from_runtime_config
     from ndr_jobs.runtime.config import MonthlyRuntime, TrainingRuntime
 
     raw, root = work / "raw", work / "store"
@@ -267,30 +271,29 @@ def run_chain(
             generate(attack, str(raw), str(work / "labels.jsonl"))
     baseline = layout.batch_starts(config.baseline_start, config.boundary)
     featured = layout.batch_starts(config.boundary, config.attack_end)
+    # the chain's jobs but the last run for every batch; the last (FG-C) reads the month's FG-B, built after them
+    *per_batch, last = [(name.removesuffix("_builder"), _chain_job(name)) for name in FEATURE_CHAIN]
     for i, start in enumerate([*baseline, *featured]):
         runtime = _batch(start)
-        for phase, dataset, job in (
-            ("delta", layout.DELTA, run_delta_builder_from_runtime_config),
-            ("fg_a", layout.FG_A, run_fg_a_builder_from_runtime_config),
-            ("pair_counts", layout.PAIR_COUNTS, run_pair_counts_builder_from_runtime_config),
-        ):
-            if not done(dataset, start):
+        for phase, job in per_batch:
+            if not done(phase, start):  # each job's dataset is named as its phase
                 with timer.phase(phase):
                     _quiet(job, runtime)  # fmt: skip
         if i % 16 == 15:
-            log(f"delta/fg_a/pair_counts: {i + 1}/{len(baseline) + len(featured)} batches")
+            log(f"{'/'.join(phase for phase, _ in per_batch)}: {i + 1}/{len(baseline) + len(featured)} batches")
     with timer.phase("fg_b"):
         _quiet(run_fg_b_builder_from_runtime_config, MonthlyRuntime(PROJECT, FSV, config.reference_month))
+    phase, job = last
     for i, start in enumerate(featured):
-        if not done(layout.FG_C, start):
-            with timer.phase("fg_c"):
-                _quiet(run_fg_c_builder_from_runtime_config, _batch(start))
+        if not done(phase, start):
+            with timer.phase(phase):
+                _quiet(job, _batch(start))
         if i % 16 == 15:
             log(f"fg_c: {i + 1}/{len(featured)} batches")
     run_key = f"eval-{config.seed}"
     gate = "promoted"
     with timer.phase("training"):
-        for stage in ("verify", "remediate", "reverify", "train", "publish", "attributes", "deploy"):
+        for stage in TRAINING_STAGES:
             runtime = TrainingRuntime(PROJECT, FSV, stage, contract.iso(config.boundary),
                                       contract.iso(config.train_end), run_key)  # fmt: skip
             try:

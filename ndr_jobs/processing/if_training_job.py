@@ -73,15 +73,13 @@ from ndr_jobs.interface import contract
 from ndr_jobs.model import artifacts, forest, gate, registry
 from ndr_jobs.model.artifacts import ArtifactError, RunPaths, read_json_if_exists, write_json
 from ndr_jobs.model.features import FeatureDataError, Preprocessor, load_features, matrix
+from ndr_jobs.processing.chain import FEATURE_CHAIN, job_function
 from ndr_jobs.runtime.config import BatchRuntime, TrainingRuntime
 from ndr_jobs.runtime.summary import emit
 
 MAX_REMEDIATION_ATTEMPTS = 2
 #: the 15-minute feature chain remediation runs per window: (name, module, function), in order
-REMEDIATION_CHAIN: tuple[tuple[str, str, str], ...] = tuple(
-    (f"{job}_builder", f"ndr_jobs.processing.{job}_builder_job", f"run_{job}_builder_from_runtime_config")
-    for job in ("delta", "fg_a", "pair_counts", "fg_c")
-)
+REMEDIATION_CHAIN: tuple[tuple[str, str, str], ...] = tuple((name, *job_function(name)) for name in FEATURE_CHAIN)
 MISSING_POLICY = "a window is missing when FG-A or FG-C lacks its batch_start partition (an empty partition is present)"
 
 

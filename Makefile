@@ -43,21 +43,21 @@ check: $(STAMP)
 	$(VENV)/bin/ndr-compile specs/ --check
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ndr_compiler ndr_jobs tests
+	$(VENV)/bin/ruff check ndr_compiler ndr_jobs ndr_local tests
 	$(VENV)/bin/ndr-compile lint specs/
 
 test: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
-	$(VENV)/bin/ruff check ndr_compiler ndr_jobs tests
+	$(VENV)/bin/ruff check ndr_compiler ndr_jobs ndr_local tests
 	$(VENV)/bin/ndr-compile specs/ --check
 	$(PY) -m pytest
 
 bench: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
-	$(PY) -m ndr_jobs.bench --out docs/benchmarks-data.md
+	$(PY) -m ndr_jobs.devtools.bench --out docs/benchmarks-data.md
 	$(PY) -m ndr_compiler.bench
 
 # Detection quality on labelled synthetic traffic: AUC and recall at fixed FPR per attack class.
 eval: $(STAMP) $(JAVA_STAMP)
-	$(PY) -m ndr_jobs.eval --out docs/detection.md
+	$(PY) -m ndr_jobs.devtools.eval --out docs/detection.md
 
 clean:
 	rm -rf $(VENV) node_modules

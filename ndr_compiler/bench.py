@@ -80,7 +80,7 @@ def main() -> None:
         "`tests/test_pipeline_render.py`, which holds every definition to what it builds, byte for byte).",
         "",
     ]
-    data_plane = ROOT / "docs" / "benchmarks-data.md"  # `python -m ndr_jobs.bench`, run first by `make bench`
+    data_plane = ROOT / "docs" / "benchmarks-data.md"  # `python -m ndr_jobs.devtools.bench`, run first by `make bench`
     if data_plane.exists():
         lines += [data_plane.read_text().rstrip(), ""]
     text = "\n".join(lines)

@@ -200,8 +200,8 @@ def plan_cmd(paths: tuple[Path, ...], env_name: str, out_dir: Path) -> None:
 def run_pipeline_cmd(pipeline: str, params: tuple[str, ...], values: tuple[str, ...], generated: Path,
                      isolated: bool) -> None:
     """Run a compiled pipeline's steps locally, in dependency order, exactly as its definition says."""
-    from ndr_compiler.local.pipeline_runner import PipelineRunError, run_pipeline
-    from ndr_compiler.local.step_worker import SubprocessExecutor, WarmExecutor
+    from ndr_local.pipeline_runner import PipelineRunError, run_pipeline
+    from ndr_local.step_worker import SubprocessExecutor, WarmExecutor
 
     def pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
         out = {}
@@ -250,10 +250,10 @@ def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Pa
     """Run a compiled state machine offline; its pipelines run the real jobs on this machine."""
     import json
 
-    from ndr_compiler.local.platform import stand_up
-    from ndr_compiler.local.runner import LocalPipelines, local_pipeline_names
-    from ndr_compiler.local.sfn_runtime import offline_aws
-    from ndr_compiler.local.step_worker import SubprocessExecutor, WarmExecutor
+    from ndr_local.platform import stand_up
+    from ndr_local.runner import LocalPipelines, local_pipeline_names
+    from ndr_local.sfn_runtime import offline_aws
+    from ndr_local.step_worker import SubprocessExecutor, WarmExecutor
 
     result = compile_specs([specs_dir], render=False)
     _report(result)
@@ -309,7 +309,7 @@ def demo_cmd(workdir: Path, specs_dir: Path, generated: Path, hosts: int, seed: 
              top: int) -> None:
     """The whole platform on this machine (make run): synthetic estate -> backfill -> baselines -> training ->
     live batches with attacks -> publication, all driven by the generated state machines."""
-    from ndr_compiler.local.demo import DemoConfig, DemoError, render, run_demo
+    from ndr_local.demo import DemoConfig, DemoError, render, run_demo
 
     config = DemoConfig(workdir=workdir, specs=specs_dir, generated=generated, hosts=hosts, seed=seed,
                         live_hours=live_hours, top=top)

@@ -143,7 +143,7 @@ class PollLoop:
 
 @dataclass
 class IntakeField:
-    """One validated field of an inbound event (``ndr_jobs.contract`` types)."""
+    """One validated field of an inbound event (``ndr_jobs.interface.contract`` types)."""
 
     name: str
     type: str

@@ -23,7 +23,7 @@ REFERENCE_STATES = SPECS / "contracts" / "reference_states.json"
 
 @pytest.fixture(scope="session")
 def spark():  # noqa: ANN201 - a SparkSession (spark_session() reuses one per process)
-    from ndr_jobs.spark import spark_session
+    from ndr_jobs.runtime.spark import spark_session
 
     return spark_session()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ndr_jobs.bench import (
+from ndr_jobs.devtools.bench import (
     REFERENCE,
     STAGES,
     TABLE_HEADER,
@@ -34,7 +34,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     out = tmp_path_factory.mktemp("bench")
     args = ["--quick", "--rows", str(ROWS), "--warmup", "0", "--stages", "delta_builder",
             "--out", str(out / "bench.md"), "--json", str(out / "bench.json")]  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "ndr_jobs.bench", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "ndr_jobs.devtools.bench", *args], capture_output=True, text=True,
                           cwd=ROOT, env=os.environ, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (out / "bench.md").read_text()
@@ -56,7 +56,7 @@ def table(text: str, header: str) -> list[list[str]]:
 def test_report_has_the_command_machine_and_one_row_per_stage(report: tuple[str, dict]):
     text, _ = report
     assert text.startswith("## Data plane: the 15-minute chain on local Spark\n")
-    assert f"Command: `python -m ndr_jobs.bench --quick --rows {ROWS} --warmup 0" in text
+    assert f"Command: `python -m ndr_jobs.devtools.bench --quick --rows {ROWS} --warmup 0" in text
     machine = next(line for line in text.splitlines() if line.startswith("Machine: "))
     assert re.search(r"Machine: \d+ cores .*, [\d.]+ GiB memory, .*(openjdk|java) version .*PySpark .*DuckDB", machine)
     assert "No warm-up (`--warmup 0`)" in text
@@ -70,7 +70,7 @@ def test_report_has_the_command_machine_and_one_row_per_stage(report: tuple[str,
         assert float(seconds) > 0 and int(lines_per_s.replace(",", "")) > 0 and int(output_rows.replace(",", "")) > 0
         assert all(re.fullmatch(r"[\d,]+", v) for v in (jvm, workers, driver))
     assert int(by_stage["delta_builder"][5].replace(",", "")) > 0  # the JVM was found and sampled
-    for name in ("fg_a_builder", "pair_counts_builder", "fg_c_builder"):
+    for name in STAGES[1:]:
         assert by_stage[name][1:] == ["skipped (not selected (--stages))", *["–"] * 6]
 
 

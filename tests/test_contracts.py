@@ -3,7 +3,7 @@ state machines' intake (JSONata) and the jobs' parsers (Python).
 
 * every example of ``specs/contracts/events`` is what the upstream systems send (``../shared/contracts`` when a
   checkout has it beside), validates against its machine's generated schema, and is accepted by its machine;
-* the JSONata type checks and ``ndr_jobs.contract`` agree on every value hypothesis tries;
+* the JSONata type checks and ``ndr_jobs.interface.contract`` agree on every value hypothesis tries;
 * any JSON, in any wrapper, sent to any machine ends in success, a clean ignore or ``NDR.InvalidEvent``, and
   what a machine accepts, its schema accepts, and every pipeline it starts gets values its jobs accept.
 """
@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from ndr_compiler.expand import snippets as js
 from ndr_compiler.expand.intake import HELPERS
-from ndr_compiler.local import ScriptedPipelines, offline_aws
-from ndr_compiler.local.platform import OfflinePlatform, stand_up
-from ndr_compiler.local.sfn_runtime import _compiled, _from_jsonata, _to_jsonata
-from ndr_jobs import contract
+from ndr_jobs.interface import contract
+from ndr_local import ScriptedPipelines, offline_aws
+from ndr_local.platform import OfflinePlatform, stand_up
+from ndr_local.sfn_runtime import _compiled, _from_jsonata, _to_jsonata
 from tests.conftest import CONTRACTS, GENERATED, SHARED
 from tests.test_faults import MACHINES, PIPELINES, PROJECT, accepted_by_every_step, new_case
 

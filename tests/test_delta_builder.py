@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs import storage
+from ndr_jobs.datasets import storage
 from ndr_jobs.processing.delta_builder_job import (
     DELTA_COLUMNS,
     QUARANTINE_COLUMNS,
@@ -23,8 +23,8 @@ from ndr_jobs.processing.delta_builder_job import (
     run_delta_builder_from_runtime_config,
     task_bytes,
 )
-from ndr_jobs.runtime import BatchRuntime
-from ndr_jobs.spark import sql_conf
+from ndr_jobs.runtime.config import BatchRuntime
+from ndr_jobs.runtime.spark import sql_conf
 from tests.test_panos import traffic_line
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ndr_compiler.local import events
+from ndr_local import events
 from tests.conftest import CONTRACTS
 
 START = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
@@ -68,7 +68,7 @@ def test_the_top_anomalies_come_from_the_publication_with_their_drivers_and_grou
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ndr_compiler.local.demo import DemoConfig, DemoReport, _top_anomalies, render
+    from ndr_local.demo import DemoConfig, DemoReport, _top_anomalies, render
 
     part = tmp_path / "publication" / "feature_spec_version=v1" / "batch_start=20261001T1200"
     part.mkdir(parents=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_compiler.local.demo import DemoConfig, LocalRun
+from ndr_local.demo import DemoConfig, LocalRun
 from tests.conftest import GENERATED, SPECS
 
 HISTORY = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)

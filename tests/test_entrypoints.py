@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 
 import pytest
 
-from ndr_jobs.runtime import BatchRuntime, PublicationRuntime, TrainingRuntime
+import ndr_jobs.scripts
+from ndr_jobs.interface import entrypoints
+from ndr_jobs.runtime.config import BatchRuntime, PublicationRuntime, TrainingRuntime
+from tests.conftest import SPECS
 
 SCRIPTS = [
     "run_delta_builder",
@@ -35,6 +39,25 @@ BATCH = [
     "--batch-end-ts-iso",
     "2026-10-01T12:15:00Z",
 ]
+
+
+def test_every_script_is_declared_in_the_interface():
+    found = {m.name for m in pkgutil.iter_modules(ndr_jobs.scripts.__path__) if m.name.startswith("run_")}
+    assert {f"ndr_jobs.scripts.{name}" for name in found} == set(entrypoints.ENTRYPOINTS) == {
+        f"ndr_jobs.scripts.{name}" for name in SCRIPTS
+    }
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_script_parses_exactly_its_declaration(name: str):
+    module = f"ndr_jobs.scripts.{name}"
+    script = importlib.import_module(module)
+
+    def shape(parser):
+        return [(a.option_strings, a.required, a.default, a.choices, a.type) for a in parser._actions]
+
+    assert shape(script.build_parser()) == shape(entrypoints.build_parser(module))
+    assert script.build_parser().prog == f"python -m {module}"
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -100,3 +123,12 @@ def test_a_job_that_fails_exits_1_and_its_last_line_says_why():
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr  # for the logs
     assert proc.stderr.strip().splitlines()[-1] == "error: ValueError: NDR_STORAGE_ROOT is not set"
+
+
+def test_the_15_minute_pipeline_runs_the_feature_chain_in_its_one_declared_order():
+    from ndr_compiler.specs import load_specs
+    from ndr_jobs.processing.chain import FEATURE_CHAIN
+
+    specs = load_specs([SPECS])[0]
+    (pipeline,) = [p for p in specs.of_kind("Pipeline") if p.name == "features_15m"]
+    assert [s.entrypoint for s in pipeline.model.spec.steps] == [f"ndr_jobs.scripts.run_{n}" for n in FEATURE_CHAIN]

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ndr_jobs import eval as ev
-from ndr_jobs.synth.generator import ATTACK_CLASSES
+from ndr_jobs.devtools import eval as ev
+from ndr_jobs.devtools.synth.generator import ATTACK_CLASSES
 
 
 def test_auc_and_recall_at_a_fixed_false_positive_rate():
@@ -56,7 +56,7 @@ def _check_report(text: str) -> dict[str, list[str]]:
     assert text.startswith("# Detection, measured\n")
     for heading in ("## Configuration", "## Results", "## What drove the detections", "## Reading the numbers"):
         assert heading in text
-    assert "python -m ndr_jobs.eval" in text
+    assert "python -m ndr_jobs.devtools.eval" in text
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]

@@ -28,12 +28,12 @@ from typing import Any
 
 import pytest
 
-from ndr_compiler.local import ScriptedPipelines, offline_aws
-from ndr_compiler.local.pipeline_runner import load_definition, resolve_parameters, step_command
-from ndr_compiler.local.platform import OfflinePlatform, stand_up
-from ndr_compiler.local.sfn_runtime import Faults
 from ndr_compiler.specs import load_specs
-from ndr_jobs import contract
+from ndr_jobs.interface import contract
+from ndr_local import ScriptedPipelines, offline_aws
+from ndr_local.pipeline_runner import load_definition, resolve_parameters, step_command
+from ndr_local.platform import OfflinePlatform, stand_up
+from ndr_local.sfn_runtime import Faults
 from tests.conftest import CONTRACTS, GENERATED, SPECS
 
 PROJECT = next(iter(load_specs([SPECS])[0].projects().values())).model

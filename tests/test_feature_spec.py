@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ndr_jobs.feature_spec import (
+from ndr_jobs.interface.feature_spec import (
     FG_A_CATALOGUE,
     FeatureSpecDocument,
     IsolationForestParams,
@@ -51,7 +51,10 @@ def test_v1_loads_and_declares_what_the_jobs_need(monkeypatch: pytest.MonkeyPatc
 
 
 def test_the_module_does_not_import_spark() -> None:
-    code = "import sys, ndr_jobs.feature_spec as f; f.load_feature_spec('v1'); print('pyspark' in sys.modules)"
+    code = (
+        "import sys, ndr_jobs.interface.feature_spec as f; "
+        "f.load_feature_spec('v1'); print('pyspark' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 

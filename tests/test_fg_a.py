@@ -13,11 +13,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import load_feature_spec
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
+from ndr_jobs.interface.feature_spec import load_feature_spec
 from ndr_jobs.processing.delta_builder_job import DELTA_COLUMNS
 from ndr_jobs.processing.fg_a_builder_job import run_fg_a_builder_from_runtime_config
-from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.runtime.config import BatchRuntime
 
 A, B, C, S, FILES = "10.0.0.1", "10.0.0.9", "10.0.0.7", "10.0.0.2", "10.0.0.3"
 OUTSIDER, BEACON = "203.0.113.5", "9.9.9.9"
@@ -56,13 +57,13 @@ def write_delta(spark, store: Path, start: datetime, rows: list[dict]) -> None: 
                      "last_seen": start + timedelta(minutes=r["last_seen"]), "batch_start_ts": start,
                      "batch_end_ts": start + SLICE})  # fmt: skip
     frame = spark.createDataFrame([tuple(r[c] for c in DELTA_COLUMNS) for r in full], DELTA_SCHEMA)
-    storage.write_partition(frame, str(store), "delta", datasets.batch_partition("v1", start), ["src_ip", "dst_ip"])
+    storage.write_partition(frame, str(store), "delta", layout.batch_partition("v1", start), ["src_ip", "dst_ip"])
 
 
 def batch(start: datetime = NOON) -> BatchRuntime:
     end = start + SLICE
-    return BatchRuntime("ndr-prod", "v1", f"acme-ndr-prod-v1-{datasets.stamp(start)}", datasets.iso(start),
-                        datasets.iso(end))  # fmt: skip
+    return BatchRuntime("ndr-prod", "v1", f"acme-ndr-prod-v1-{layout.stamp(start)}", contract.iso(start),
+                        contract.iso(end))  # fmt: skip
 
 
 #: the current batch (12:00): A talks to a server (two apps on one port), DNS, a denied SMTP and a beacon;
@@ -110,7 +111,7 @@ def built(spark, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
 
 
 def read_rows(store: Path, start: datetime = NOON) -> dict[str, dict]:
-    path = store / "fg_a" / f"feature_spec_version=v1/batch_start={datasets.stamp(start)}"
+    path = store / "fg_a" / f"feature_spec_version=v1/batch_start={layout.stamp(start)}"
     return {r["host_ip"]: r for r in pq.read_table(path).to_pylist()}
 
 
@@ -201,7 +202,7 @@ def test_cold_start_without_any_delta_writes_an_empty_partition(spark, tmp_path:
 
 
 def test_a_batch_that_is_not_15_minutes_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The runtime itself refuses it (ndr_jobs.contract), before any job can run on it."""
+    """The runtime itself refuses it (ndr_jobs.interface.contract), before any job can run on it."""
     monkeypatch.setenv("NDR_STORAGE_ROOT", str(tmp_path))
     with pytest.raises(ValueError, match="not 15 minutes"):
         run_fg_a_builder_from_runtime_config(

@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs import datasets, storage
+from ndr_jobs.datasets import layout, storage
 from ndr_jobs.processing.fg_b_builder_job import horizon_end, run_fg_b_builder_from_runtime_config
 from ndr_jobs.processing.pair_counts_builder_job import PAIR_COUNTS_COLUMNS
-from ndr_jobs.runtime import MonthlyRuntime
+from ndr_jobs.runtime.config import MonthlyRuntime
 
 #: a small spec: two FG-A features over 15m only, horizons of one and two days, periodicity over 1h
 MINI_SPEC = """\
@@ -80,7 +80,7 @@ def write_fg_a(spark, store: Path, rows: list[tuple]) -> None:  # noqa: ANN001
         by_slice.setdefault(start, []).append((host, float(sessions), float(fan_out), start, start + SLICE))
     for start, items in by_slice.items():
         frame = spark.createDataFrame(items, FG_A_SCHEMA)
-        storage.write_partition(frame, str(store), "fg_a", datasets.batch_partition("t1", start), ["host_ip"])
+        storage.write_partition(frame, str(store), "fg_a", layout.batch_partition("t1", start), ["host_ip"])
 
 
 def write_pairs(spark, store: Path, rows: list[tuple]) -> None:  # noqa: ANN001
@@ -91,7 +91,7 @@ def write_pairs(spark, store: Path, rows: list[tuple]) -> None:  # noqa: ANN001
         by_slice.setdefault(start, []).append(item)
     for start, items in by_slice.items():
         frame = spark.createDataFrame(items, PAIR_SCHEMA).select(*PAIR_COUNTS_COLUMNS)
-        storage.write_partition(frame, str(store), "pair_counts", datasets.batch_partition("t1", start), ["src_ip"])
+        storage.write_partition(frame, str(store), "pair_counts", layout.batch_partition("t1", start), ["src_ip"])
 
 
 def monthly(month: str = "2026-09", mode: str = "regular") -> MonthlyRuntime:

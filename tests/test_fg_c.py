@@ -13,11 +13,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs import datasets
-from ndr_jobs.feature_spec import FG_C_CATALOGUE
+from ndr_jobs.datasets import layout
+from ndr_jobs.interface import contract
+from ndr_jobs.interface.feature_spec import FG_C_CATALOGUE
 from ndr_jobs.processing.fg_b_builder_job import run_fg_b_builder_from_runtime_config
 from ndr_jobs.processing.fg_c_builder_job import latest_snapshot, run_fg_c_builder_from_runtime_config
-from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.runtime.config import BatchRuntime
 from tests.test_fg_b import (
     DNS,
     FG_A_ROWS,
@@ -47,8 +48,8 @@ EARLIER_PAIRS = [(HOST_A, C2, 443, NOON - k * SLICE, 2, 1000) for k in (1, 2, 3)
 
 
 def batch() -> BatchRuntime:
-    return BatchRuntime("ndr-prod", "t1", "acme-ndr-prod-t1-20261001T1200", datasets.iso(NOON),
-                        datasets.iso(NOON + SLICE))  # fmt: skip
+    return BatchRuntime("ndr-prod", "t1", "acme-ndr-prod-t1-20261001T1200", contract.iso(NOON),
+                        contract.iso(NOON + SLICE))  # fmt: skip
 
 
 def write_batch(spark, store: Path) -> None:  # noqa: ANN001
@@ -57,9 +58,9 @@ def write_batch(spark, store: Path) -> None:  # noqa: ANN001
     # the pair counts as written mark the deny: rewrite the batch with deny_count set for the blocked pair
     from pyspark.sql import functions as F
 
-    from ndr_jobs import storage
+    from ndr_jobs.datasets import storage
 
-    part = datasets.batch_partition("t1", NOON)
+    part = layout.batch_partition("t1", NOON)
     path = storage.partition_path(str(store), "pair_counts", part)
     frame = spark.read.parquet(path).withColumn(
         "deny_count", F.when(F.col("dst_ip") == BLOCKED, F.lit(1)).otherwise(F.col("deny_count")).cast("BIGINT")
@@ -150,7 +151,7 @@ def test_pair_novelty_prevalence_and_periodicity(built: tuple[Path, dict, str]) 
 
 
 def test_beacon_features_from_minute_masks(spark) -> None:  # noqa: ANN001
-    from ndr_jobs.feature_spec import load_feature_spec
+    from ndr_jobs.interface.feature_spec import load_feature_spec
     from ndr_jobs.processing.fg_c_builder_job import beacon_features
 
     spec = load_feature_spec("v1")  # beacon window 1h, at least 4 active minutes

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ndr_jobs.hash_agg import MAX, MIN, OR, SUM, HashAggregator
+from ndr_jobs.features.hash_agg import MAX, MIN, OR, SUM, HashAggregator
 
 VALUES = (("total", SUM), ("low", MIN), ("high", MAX), ("bits", OR))
 

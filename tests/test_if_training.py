@@ -13,13 +13,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs import datasets
+from ndr_jobs.datasets import layout
+from ndr_jobs.interface import contract
+from ndr_jobs.interface.entrypoints import TRAINING_STAGES
 from ndr_jobs.model import artifacts, registry
 from ndr_jobs.model.artifacts import ArtifactError, RunPaths
 from ndr_jobs.model.features import Preprocessor, explain, join_features
 from ndr_jobs.model.forest import ks, psi
 from ndr_jobs.processing import if_training_job as job
-from ndr_jobs.runtime import BatchRuntime, TrainingRuntime
+from ndr_jobs.processing.chain import FEATURE_CHAIN
+from ndr_jobs.runtime.config import BatchRuntime, TrainingRuntime
 
 FSV = "v1"
 PROJECT = "ndr-prod"
@@ -33,12 +36,12 @@ FG_C_FEATURES = ("cold_start", "novel_pairs", "z_host_sessions_15m")
 
 
 def windows(n: int, start: datetime = T0) -> list[datetime]:
-    return [start + i * datasets.BATCH for i in range(n)]
+    return [start + i * layout.BATCH for i in range(n)]
 
 
 def fg_frames(start: datetime, hosts: list[str], seed: int, mode: str = "normal") -> tuple[pd.DataFrame, pd.DataFrame]:
     """One window's FG-A and FG-C rows; ``mode`` ``bimodal`` makes a differently shaped population."""
-    index = int((start - T0) / datasets.BATCH)
+    index = int((start - T0) / layout.BATCH)
     rng = np.random.default_rng([seed, index])
     n = len(hosts)
     base = np.linspace(5, 60, n)  # each host has its own level
@@ -48,7 +51,7 @@ def fg_frames(start: datetime, hosts: list[str], seed: int, mode: str = "normal"
     keys = {
         "host_ip": hosts,
         "batch_start_ts": [start] * n,
-        "batch_end_ts": [start + datasets.BATCH] * n,
+        "batch_end_ts": [start + layout.BATCH] * n,
     }
     fg_a = pd.DataFrame(
         {
@@ -71,7 +74,7 @@ def fg_frames(start: datetime, hosts: list[str], seed: int, mode: str = "normal"
 
 
 def write_window(root: Path, dataset: str, start: datetime, frame: pd.DataFrame) -> None:
-    folder = root / dataset / f"feature_spec_version={FSV}" / f"batch_start={datasets.stamp(start)}"
+    folder = root / dataset / f"feature_spec_version={FSV}" / f"batch_start={layout.stamp(start)}"
     folder.mkdir(parents=True, exist_ok=True)
     stamps = ("batch_start_ts", "batch_end_ts")  # naive UTC into Arrow, then marked UTC (no tz-aware .values)
     frame = frame.assign(**{n: pd.to_datetime(frame[n], utc=True).dt.tz_localize(None) for n in stamps})
@@ -95,9 +98,9 @@ def write_features(
     for start in starts:
         fg_a, fg_c = fg_frames(start, hosts or HOSTS, seed, mode)
         if start not in skip_a:
-            write_window(root, datasets.FG_A, start, fg_a)
+            write_window(root, layout.FG_A, start, fg_a)
         if start not in skip_c:
-            write_window(root, datasets.FG_C, start, fg_c)
+            write_window(root, layout.FG_C, start, fg_c)
 
 
 def training(stage: str, run_key: str = "run-1", n: int = 12, start: datetime = T0, **kw: object) -> TrainingRuntime:
@@ -105,8 +108,8 @@ def training(stage: str, run_key: str = "run-1", n: int = 12, start: datetime = 
         project_name=PROJECT,
         feature_spec_version=FSV,
         stage=stage,
-        training_start_ts=datasets.iso(start),
-        training_end_ts=datasets.iso(start + n * datasets.BATCH),
+        training_start_ts=contract.iso(start),
+        training_end_ts=contract.iso(start + n * layout.BATCH),
         run_key=run_key,
         **kw,  # type: ignore[arg-type]
     )
@@ -114,6 +117,10 @@ def training(stage: str, run_key: str = "run-1", n: int = 12, start: datetime = 
 
 def run(stage: str, **kw: object) -> dict:
     return job.run_if_training_from_runtime_config(training(stage, **kw))
+
+
+def test_the_job_runs_exactly_the_stages_its_command_line_declares():
+    assert tuple(job.STAGES) == TRAINING_STAGES
 
 
 def run_all(run_key: str = "run-1", n: int = 12, start: datetime = T0) -> dict:
@@ -153,8 +160,8 @@ def test_verify_lists_the_windows_either_dataset_lacks(root: Path):
     ws = windows(8)
     write_features(root, ws, skip_a=(ws[2],), skip_c=(ws[5],))
     status = run("verify", n=8)
-    assert status["missing_windows"] == [datasets.iso(ws[2]), datasets.iso(ws[5])]
-    assert status["missing_fg_a"] == [datasets.iso(ws[2])] and status["missing_fg_c"] == [datasets.iso(ws[5])]
+    assert status["missing_windows"] == [contract.iso(ws[2]), contract.iso(ws[5])]
+    assert status["missing_fg_a"] == [contract.iso(ws[2])] and status["missing_fg_c"] == [contract.iso(ws[5])]
     assert status["expected_windows"] == 8 and status["present_windows"] == 6 and status["coverage_ok"] is False
     path = RunPaths(str(root), FSV, "run-1").verify
     before = Path(path).read_bytes()
@@ -198,12 +205,12 @@ class FakeChain:
             self.calls.append((name, runtime.batch_start_ts, runtime.mini_batch_id))
             if name == self.fail_at:
                 raise RuntimeError("boom")
-            start = datasets.parse_utc(runtime.batch_start_ts)
+            start = contract.parse_utc(runtime.batch_start_ts)
             fg_a, fg_c = fg_frames(start, HOSTS, 0)
             if name == "fg_a_builder":
-                write_window(self.root, datasets.FG_A, start, fg_a)
+                write_window(self.root, layout.FG_A, start, fg_a)
             if name == "fg_c_builder":
-                write_window(self.root, datasets.FG_C, start, fg_c)
+                write_window(self.root, layout.FG_C, start, fg_c)
 
         return build
 
@@ -224,9 +231,9 @@ def test_remediation_rebuilds_missing_windows_in_order_and_reverify_passes(
     chain = FakeChain(root).install(monkeypatch)
     run("verify", n=8)
     record = run("remediate", n=8)
-    assert [c[0] for c in chain.calls] == ["delta_builder", "fg_a_builder", "pair_counts_builder", "fg_c_builder"] * 2
-    assert [c[1] for c in chain.calls[::4]] == [datasets.iso(ws[1]), datasets.iso(ws[3])]
-    assert chain.calls[0][2] == f"acme-{PROJECT}-{FSV}-{datasets.stamp(ws[1])}"
+    assert [c[0] for c in chain.calls] == [*FEATURE_CHAIN] * 2
+    assert [c[1] for c in chain.calls[::4]] == [contract.iso(ws[1]), contract.iso(ws[3])]
+    assert chain.calls[0][2] == f"acme-{PROJECT}-{FSV}-{layout.stamp(ws[1])}"
     assert record["status"] == "succeeded" and len(record["attempts"]) == 1
     before = Path(RunPaths(str(root), FSV, "run-1").remediation).read_bytes()
     run("remediate", n=8)  # the same remediation succeeded already: no attempt, no call, same bytes
@@ -250,7 +257,7 @@ def test_remediation_stops_after_two_attempts(root: Path, tmp_path: Path, monkey
     with pytest.raises(job.RemediationExhaustedError, match="already used its 2 remediation attempts"):
         run("remediate", n=8)
     with pytest.raises(job.RemediationExhaustedError):
-        run("remediate", n=8, missing_windows_override=[datasets.iso(ws[4])])
+        run("remediate", n=8, missing_windows_override=[contract.iso(ws[4])])
     assert [c[0] for c in chain.calls].count("fg_a_builder") == 2
     record = artifacts.read_json(RunPaths(str(root), FSV, "run-1").remediation)
     assert [a["status"] for a in record["attempts"]] == ["failed", "failed"]
@@ -266,10 +273,10 @@ def test_windows_without_raw_data_are_tolerated_and_nothing_to_do_costs_no_attem
     chain = FakeChain(root).install(monkeypatch)
     run("verify", n=8)
     record = run("remediate", n=8)
-    assert record["attempts"][0]["outcomes"][datasets.iso(ws[6])]["outcome"] == "no_raw_data"
+    assert record["attempts"][0]["outcomes"][contract.iso(ws[6])]["outcome"] == "no_raw_data"
     assert chain.calls == []
     status = run("reverify", n=8)
-    assert status["status"] == "passed" and status["unrecoverable_windows"] == [datasets.iso(ws[6])]
+    assert status["status"] == "passed" and status["unrecoverable_windows"] == [contract.iso(ws[6])]
     assert len(status["usable_windows"]) == 7
 
     write_features(root, ws)  # a complete range: remediation has nothing to do
@@ -433,7 +440,7 @@ def test_excluded_features_are_left_out_of_the_model():
     columns = ["sessions_15m", "sessions_24h", "z_host_sessions_15m", "z_segment_sessions_15m", "z_segment_fan_out_1h"]
     assert model_features(columns, params) == ["sessions_15m", "z_host_sessions_15m"]
     assert ForestParams(**params.as_json()) == params  # as recorded in model.json and loaded back
-    frames = [fg_frames(T0 + k * datasets.BATCH, HOSTS, 0) for k in range(4)]
+    frames = [fg_frames(T0 + k * layout.BATCH, HOSTS, 0) for k in range(4)]
     frame, sources = join_features(pd.concat([a for a, _ in frames]), ["sessions_15m", "fan_out_15m"], None, [])
     bundle, metrics = job.train_model(frame, sources, ForestParams(exclude_features=["fan_out_*"]), {})
     assert bundle.features == ("sessions_15m",) and metrics["features"] == ["sessions_15m"]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs import datasets, storage
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
 from ndr_jobs.model import forest, registry
 from ndr_jobs.model.features import FeatureDataError
 from ndr_jobs.model.registry import NoPromotedModelError
@@ -17,7 +18,7 @@ from ndr_jobs.processing.inference_predictions_job import (
     PREDICTION_COLUMNS,
     run_inference_predictions_from_runtime_config,
 )
-from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.runtime.config import BatchRuntime
 from tests.test_if_training import FSV, HOSTS, PROJECT, T0, fg_frames, root, run_all, windows, write_window
 
 __all__ = ["root"]  # the fixture
@@ -29,9 +30,9 @@ def batch(start=WINDOW) -> BatchRuntime:
     return BatchRuntime(
         project_name=PROJECT,
         feature_spec_version=FSV,
-        mini_batch_id=f"acme-{PROJECT}-{FSV}-{datasets.stamp(start)}",
-        batch_start_ts=datasets.iso(start),
-        batch_end_ts=datasets.iso(start + datasets.BATCH),
+        mini_batch_id=f"acme-{PROJECT}-{FSV}-{layout.stamp(start)}",
+        batch_start_ts=contract.iso(start),
+        batch_end_ts=contract.iso(start + layout.BATCH),
     )
 
 
@@ -42,12 +43,12 @@ def write_odd_window(store: Path, start=WINDOW) -> None:
     fg_a.loc[odd, "fan_out_15m"] = 900.0
     fg_a.loc[odd, "sessions_15m"] = 950.0
     fg_c.loc[odd, "novel_pairs"] = 800
-    write_window(store, datasets.FG_A, start, fg_a)
-    write_window(store, datasets.FG_C, start, fg_c)
+    write_window(store, layout.FG_A, start, fg_a)
+    write_window(store, layout.FG_C, start, fg_c)
 
 
 def predictions(store: Path, start=WINDOW) -> list[dict]:
-    folder = store / "predictions" / f"feature_spec_version={FSV}" / f"batch_start={datasets.stamp(start)}"
+    folder = store / "predictions" / f"feature_spec_version={FSV}" / f"batch_start={layout.stamp(start)}"
     files = sorted(folder.glob("*.parquet"))
     assert [f.name for f in files] == ["part-00000.snappy.parquet"]
     return pq.read_table(files[0]).to_pylist()
@@ -104,18 +105,18 @@ def test_an_empty_window_gets_an_empty_partition_and_missing_features_are_refuse
     run_all()
     empty = T0 + timedelta(hours=8)
     fg_a, fg_c = fg_frames(empty, HOSTS, 0)
-    write_window(root, datasets.FG_A, empty, fg_a.iloc[0:0])
-    write_window(root, datasets.FG_C, empty, fg_c.iloc[0:0])
+    write_window(root, layout.FG_A, empty, fg_a.iloc[0:0])
+    write_window(root, layout.FG_C, empty, fg_c.iloc[0:0])
     assert run_inference_predictions_from_runtime_config(batch(empty))["hosts_scored"] == 0
     assert predictions(root, empty) == []
 
     missing_c = T0 + timedelta(hours=9)
-    write_window(root, datasets.FG_A, missing_c, fg_frames(missing_c, HOSTS, 0)[0])
+    write_window(root, layout.FG_A, missing_c, fg_frames(missing_c, HOSTS, 0)[0])
     with pytest.raises(FeatureDataError, match="fg_c has no partition for window 2026-10-01T09:00:00Z"):
         run_inference_predictions_from_runtime_config(batch(missing_c))
     lacking = T0 + timedelta(hours=10)
     fg_a, fg_c = fg_frames(lacking, HOSTS, 0)
-    write_window(root, datasets.FG_A, lacking, fg_a.drop(columns=["fan_out_15m"]))
-    write_window(root, datasets.FG_C, lacking, fg_c)
+    write_window(root, layout.FG_A, lacking, fg_a.drop(columns=["fan_out_15m"]))
+    write_window(root, layout.FG_C, lacking, fg_c)
     with pytest.raises(FeatureDataError, match=r"lacks 1 model feature\(s\): \['fan_out_15m'\]"):
         run_inference_predictions_from_runtime_config(batch(lacking))

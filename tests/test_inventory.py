@@ -26,7 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs import storage
+from ndr_jobs.datasets import storage
+from ndr_jobs.devtools.synth.generator import FW_PUBLIC_IP, build_network
+from ndr_jobs.devtools.synth.inventory import create_inventory_duckdb, inventory_machines
 from ndr_jobs.processing.machine_inventory_unload_job import (
     INVENTORY_COLUMNS,
     RedshiftConfig,
@@ -36,9 +38,7 @@ from ndr_jobs.processing.machine_inventory_unload_job import (
     run_statement,
     unload_inventory,
 )
-from ndr_jobs.runtime import MonthlyRuntime
-from ndr_jobs.synth.generator import FW_PUBLIC_IP, build_network
-from ndr_jobs.synth.inventory import create_inventory_duckdb, inventory_machines
+from ndr_jobs.runtime.config import MonthlyRuntime
 
 HOSTS, SEED = 40, 7
 MONTH = "2026-09"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ndr_jobs import spark_launcher
+from ndr_jobs.runtime import spark_launcher
 from tests.conftest import ROOT
 
 HOSTILE = [

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ndr_compiler.cli import main
-from ndr_jobs.synth.generator import SynthConfig, generate
+from ndr_jobs.devtools.synth.generator import SynthConfig, generate
 from tests.conftest import CONTRACTS, GENERATED, SPECS
 
 

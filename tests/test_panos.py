@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from ndr_jobs import panos
-from ndr_jobs.panos import QuarantineRecord, TrafficRecord
+from ndr_jobs.parsing import panos
+from ndr_jobs.parsing.panos import QuarantineRecord, TrafficRecord
 
 #: the values of a well-formed row, by position (everything else empty)
 BASE: dict[int, str] = {
@@ -170,7 +170,7 @@ def _corpus() -> list[str]:
 
 
 def test_vectorised_engine_matches_the_reference_row_by_row_in_order(tmp_path: Path) -> None:
-    from ndr_jobs.synth import SynthConfig, generate
+    from ndr_jobs.devtools.synth import SynthConfig, generate
 
     config = SynthConfig(start=utc(2026, 10, 1, 12), hours=0.5, hosts=20, seed=3, noise_rate=0.05,
                          attacks=("portscan", "lateral"), files_per_batch=1)  # fmt: skip
@@ -238,7 +238,7 @@ def test_the_engines_agree_on_mutated_rows() -> None:
 
 def test_the_compiled_checks_agree_with_the_reference_on_edge_values() -> None:
     """Times, addresses and numbers near and across their limits, many lines in one batch: the compiled
-    scanner's verdicts and values (``ndr_jobs.panos_scan``) are the reference parser's, line for line."""
+    scanner's verdicts and values (``ndr_jobs.parsing.panos_scan``) are the reference parser's, line for line."""
     rng = random.Random(7)
 
     def digits(n: int) -> str:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ndr_compiler.cli import main
-from ndr_compiler.local.pipeline_runner import PipelineRunError, run_pipeline, step_command
+from ndr_local.pipeline_runner import PipelineRunError, run_pipeline, step_command
 from tests.conftest import GENERATED
 
 TRAINING = {
@@ -135,7 +135,7 @@ def step_dir(tmp_path: Path) -> Path:
 
 
 def _both(step_dir: Path, module: str, *args: str, env: dict[str, str] | None = None):
-    from ndr_compiler.local.step_worker import SubprocessExecutor, WarmExecutor
+    from ndr_local.step_worker import SubprocessExecutor, WarmExecutor
 
     argv = [sys.executable, "-m", module, *args]
     full_env = {**os.environ, **(env or {})}
@@ -159,7 +159,7 @@ def test_a_warm_step_exits_and_prints_as_a_fresh_process_does(step_dir: Path, mo
 
 
 def test_the_warm_worker_is_reused_isolates_environments_and_survives_a_dying_step(step_dir: Path):
-    from ndr_compiler.local.step_worker import WarmExecutor
+    from ndr_local.step_worker import WarmExecutor
 
     env = dict(os.environ)
     argv = [sys.executable, "-m"]

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.stub import Stubber
 
-from ndr_jobs import datasets
+from ndr_jobs.datasets import layout
 from ndr_jobs.model.features import FeatureDataError
 from ndr_jobs.processing.inference_predictions_job import run_inference_predictions_from_runtime_config
 from ndr_jobs.processing.prediction_feature_join_job import (
@@ -25,7 +25,7 @@ from ndr_jobs.processing.prediction_feature_join_job import (
     redshift_statements,
     run_prediction_feature_join_from_runtime_config,
 )
-from ndr_jobs.runtime import PublicationRuntime
+from ndr_jobs.runtime.config import PublicationRuntime
 from tests.test_if_training import FSV, HOSTS, T0, run_all, windows, write_features
 from tests.test_inference import ODD_HOST, WINDOW, batch, write_odd_window
 
@@ -50,7 +50,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def read_partition(store: Path, dataset: str, start=WINDOW) -> list[dict]:
-    folder = store / dataset / f"feature_spec_version={FSV}" / f"batch_start={datasets.stamp(start)}"
+    folder = store / dataset / f"feature_spec_version={FSV}" / f"batch_start={layout.stamp(start)}"
     return [row for f in sorted(folder.glob("*.parquet")) for row in pq.read_table(f).to_pylist()]
 
 
@@ -92,15 +92,15 @@ def test_redshift_target_loads_duckdb_idempotently_per_window(scored: Path, tmp_
         ).fetchall()
         assert counts == [
             ("20261001T0500", FSV, len(HOSTS), len(HOSTS), 1),
-            (datasets.stamp(WINDOW), FSV, len(HOSTS), len(HOSTS), 1),
+            (layout.stamp(WINDOW), FSV, len(HOSTS), len(HOSTS), 1),
         ]
         host, features = con.execute(
             "SELECT host_ip, top_features_json FROM ndr_publication WHERE rank = 1 AND batch_start = ?",
-            [datasets.stamp(WINDOW)],
+            [layout.stamp(WINDOW)],
         ).fetchone()
     assert host == ODD_HOST and json.loads(features)[0]["feature"] in {"fan_out_15m", "sessions_15m", "novel_pairs"}
     staged = read_partition(scored, "publication_staged")
-    assert len(staged) == len(HOSTS) and staged[0]["batch_start"] == datasets.stamp(WINDOW)
+    assert len(staged) == len(HOSTS) and staged[0]["batch_start"] == layout.stamp(WINDOW)
 
 
 def test_errors_are_clear(scored: Path, monkeypatch):

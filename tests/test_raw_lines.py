@@ -11,8 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from ndr_jobs import raw_lines, storage
-from ndr_jobs.raw_lines import Split
+from ndr_jobs.datasets import storage
+from ndr_jobs.parsing import raw_lines
+from ndr_jobs.parsing.raw_lines import Split
 
 
 def lines_of(split: Split, batch_lines: int = raw_lines.BATCH_LINES) -> list[bytes]:

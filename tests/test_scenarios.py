@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 import pytest
 
 from ndr_compiler.compile import Compilation, compile_specs
-from ndr_compiler.local import ScriptedPipelines, offline_aws
-from ndr_compiler.local.platform import OfflinePlatform, stand_up
-from ndr_compiler.local.sfn_runtime import Faults
 from ndr_compiler.specs import load_specs
-from ndr_jobs.contract import lock_key
+from ndr_jobs.interface.contract import lock_key
+from ndr_local import ScriptedPipelines, offline_aws
+from ndr_local.platform import OfflinePlatform, stand_up
+from ndr_local.sfn_runtime import Faults
 from tests.conftest import CONTRACTS, GENERATED, SPECS
 
 PIPELINES = {

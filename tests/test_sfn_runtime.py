@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from ndr_compiler.local.sfn_runtime import (
+from ndr_local.sfn_runtime import (
     ExecutionResult,
     PipelineRuntime,
     ScriptedPipelines,

@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ndr_jobs import panos
-from ndr_jobs.panos import QuarantineRecord, TrafficRecord
-from ndr_jobs.synth import ATTACK_CLASSES, SynthConfig, generate
-from ndr_jobs.synth import cli as synth_cli
-from ndr_jobs.synth.generator import FIELD_COUNT, background, build_network
+from ndr_jobs.devtools.synth import ATTACK_CLASSES, SynthConfig, generate
+from ndr_jobs.devtools.synth import cli as synth_cli
+from ndr_jobs.devtools.synth.generator import FIELD_COUNT, background, build_network
+from ndr_jobs.parsing import panos
+from ndr_jobs.parsing.panos import QuarantineRecord, TrafficRecord
 
 START = datetime(2026, 10, 1, 8, tzinfo=UTC)  # a Thursday: office hours ramp up
 CONFIG = SynthConfig(start=START, hours=2, hosts=50, seed=7, attacks=ATTACK_CLASSES, gzip=True)

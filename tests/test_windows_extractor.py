@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from ndr_jobs.devtools.synth.generator import SynthConfig, batch_folder, generate
 from ndr_jobs.processing.delta_builder_job import raw_batch_folder
 from ndr_jobs.processing.historical_windows_extractor_job import (
     HistoricalWindowsExtractorJob,
     run_historical_windows_extractor_from_runtime_config,
 )
-from ndr_jobs.runtime import BackfillRuntime, BatchRuntime
-from ndr_jobs.synth.generator import SynthConfig, batch_folder, generate
+from ndr_jobs.runtime.config import BackfillRuntime, BatchRuntime
 from tests.conftest import CONTRACTS, GENERATED, SPECS
 
 PROJECT = "pan-traffic/acme/ndr-prod/v1"
@@ -250,11 +250,11 @@ def _state_machine_run(raw_keys: list[str], request: dict) -> tuple[object, list
     """Run the backfill machine offline; the extractor pipeline runs the real script with its compiled arguments."""
     import boto3
 
-    from ndr_compiler.local import ScriptedPipelines, offline_aws
-    from ndr_compiler.local.pipeline_runner import load_definition, resolve_parameters, step_command
-    from ndr_compiler.local.platform import stand_up
     from ndr_compiler.specs import load_specs
     from ndr_jobs.scripts import run_historical_windows_extractor as script
+    from ndr_local import ScriptedPipelines, offline_aws
+    from ndr_local.pipeline_runner import load_definition, resolve_parameters, step_command
+    from ndr_local.platform import stand_up
 
     names = {"PipelineNameBackfill15m": "ndr-features-15m", "PipelineNameBackfillHistoricalExtractor": "ndr-extract"}
     definition = load_definition(GENERATED, "backfill_historical_extractor")

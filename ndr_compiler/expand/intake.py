@@ -1,7 +1,7 @@
 """The typed intake: a ``parse_context`` spec as the JSONata that validates an event field by field.
 
 The expression never throws on any JSON value and yields ``$ctx`` (``valid``, ``reason``, each field in
-canonical form); the types are ``ndr_jobs.contract``'s. See ``docs/design/expand.md``.
+canonical form); the types are ``ndr_jobs.interface.contract``'s. See ``docs/design/expand.md``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ndr_compiler import ir
 from ndr_compiler.diagnostics import Span
 from ndr_compiler.expand import snippets as js
-from ndr_jobs import contract
+from ndr_jobs.interface import contract
 
 if TYPE_CHECKING:
     from ndr_compiler.constructs.parse_context import ParseContext

@@ -1,16 +1,14 @@
 """Pipeline rules: references between state machines, pipelines and the job library (E5xx), limits (E4xx).
 
-Entry points are checked by importing the script (scripts import no Spark) and parsing the step's exact
-command line with the script's own ``build_parser()``: a flag the script does not take, or a required one
-the step does not pass, is reported with argparse's own words.
+Entry points are checked by parsing the step's exact command line with the parser the script itself builds
+from its declaration in ``ndr_jobs.interface.entrypoints`` (the script is not imported): a flag the script
+does not take, or a required one the step does not pass, is reported with argparse's own words.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
 import io
 import re
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand.snippets import is_expr
 from ndr_compiler.models.pipeline import param_ref
 from ndr_compiler.specs import Spec, SpecSet
+from ndr_jobs.interface import entrypoints
 
 SAGEMAKER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$")
@@ -125,33 +124,12 @@ def entrypoint_rules(p: Spec, index: int) -> Iterator[Diagnostic]:
     step = p.model.spec.steps[index]
     path = ("spec", "steps", index)
     module = step.entrypoint
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        found = None
-    if found is None:
+    if module not in entrypoints.ENTRYPOINTS:
         yield Diagnostic(
             "E508", f"entrypoint module '{module}' does not exist in ndr_jobs", p.doc.span((*path, "entrypoint"))
         )
         return
-    try:
-        script = importlib.import_module(module)
-    except Exception as exc:
-        yield Diagnostic(
-            "E508",
-            f"entrypoint module '{module}' fails to import: {type(exc).__name__}: {exc}",
-            p.doc.span((*path, "entrypoint")),
-        )
-        return
-    build = getattr(script, "build_parser", None)
-    if not callable(build):
-        yield Diagnostic(
-            "E508",
-            f"entrypoint module '{module}' has no build_parser() to check its command line",
-            p.doc.span((*path, "entrypoint")),
-        )
-        return
-    parser: argparse.ArgumentParser = build()
+    parser = entrypoints.build_parser(module)
     actions = {opt: a for a in parser._actions for opt in a.option_strings}
     argv: list[str] = []
     for flag, value in step.arguments.items():

@@ -5,7 +5,7 @@ from ndr_compiler.models.environment import Environment
 from ndr_compiler.models.pipeline import Pipeline
 from ndr_compiler.models.project import Project
 from ndr_compiler.models.state_machine import StateMachine
-from ndr_jobs.feature_spec import FeatureSpecDocument as FeatureSpec  # the jobs read it; the compiler lints it
+from ndr_jobs.interface.feature_spec import FeatureSpecDocument as FeatureSpec  # the jobs read it; the compiler too
 
 KINDS: dict[str, type] = {
     "Project": Project, "StateMachine": StateMachine, "Pipeline": Pipeline, "Environment": Environment,

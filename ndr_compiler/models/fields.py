@@ -14,7 +14,7 @@ FieldType = Literal[
 
 
 class ContractField(Strict):
-    """One field of an inbound event, validated by value (the types are ``ndr_jobs.contract.TYPES``)."""
+    """One field of an inbound event, validated by value (the types are ``ndr_jobs.interface.contract.TYPES``)."""
 
     type: FieldType
     required: bool = True

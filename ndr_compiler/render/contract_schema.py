@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ndr_compiler import ir
-from ndr_jobs import contract
+from ndr_jobs.interface import contract
 
 
 def _field_schema(f: ir.IntakeField) -> dict[str, Any]:

@@ -13,19 +13,16 @@
 from __future__ import annotations
 
 import ipaddress
-import json
-import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import Network, Periodicity
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface.feature_spec import Network, Periodicity
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from ndr_jobs.runtime import BatchRuntime
 
 
 def in_cidr(col: str | Column, cidr: str) -> Column:
@@ -83,7 +80,7 @@ def read_inventory(spark: SparkSession, root: str, feature_spec_version: str, mo
     """``inventory/feature_spec_version=<v>/reference_month=<YYYY-MM>/`` as (ip_address, segment), or None."""
     from pyspark.sql import functions as F
 
-    path = storage.join(root, datasets.INVENTORY, f"feature_spec_version={feature_spec_version}",
+    path = storage.join(root, layout.INVENTORY, f"feature_spec_version={feature_spec_version}",
                         f"reference_month={month}")  # fmt: skip
     if not storage.list_objects(path):
         return None
@@ -185,41 +182,3 @@ def pair_periodicity(
         F.col("first_slice"), F.col("active_slices"), F.col("total"), F.col("total_sq"), covered, settings
     )
     return per_pair.select("host_ip", "dst_ip", *(e.alias(n) for n, e in scores.items()))
-
-
-class Phases:
-    """Seconds spent per named phase of a job."""
-
-    def __init__(self) -> None:
-        self.began = self.mark = time.perf_counter()
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name] = round(now - self.mark, 3)
-        self.mark = now
-
-    def total(self) -> float:
-        return round(time.perf_counter() - self.began, 3)
-
-
-def batch_header(job: str, runtime: BatchRuntime, start: datetime, end: datetime) -> dict[str, Any]:
-    """The fields a batch job's summary starts with: the job, the batch and its window."""
-    return {
-        "job": job,
-        "mini_batch_id": runtime.mini_batch_id,
-        "project_name": runtime.project_name,
-        "feature_spec_version": runtime.feature_spec_version,
-        "batch_start_ts": iso(start),
-        "batch_end_ts": iso(end),
-    }
-
-
-def emit(summary: dict[str, Any]) -> dict[str, Any]:
-    """Print the summary as one JSON line on stdout and return it."""
-    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
-    return summary
-
-
-def iso(moment: datetime) -> str:
-    return datasets.iso(moment)

@@ -16,7 +16,7 @@ Every artifact a training run writes lives under one directory per run key::
         attributes.json        attributes: features, preprocessing, windows, spec version, model version
         deploy_status.json     deploy: the gate's checks and the decision (promoted / refused)
 
-Each file is written whole (:func:`ndr_jobs.storage.write_bytes`); a stage writes its final status artifact
+Each file is written whole (:func:`ndr_jobs.datasets.storage.write_bytes`); a stage writes its final status artifact
 last, so a stage whose status artifact exists has finished. JSON is canonical (sorted keys, two-space
 indent, trailing newline, no timestamps, floats as Python's shortest repr) so the same inputs give the
 same bytes.
@@ -34,7 +34,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any
 
-from ndr_jobs import storage
+from ndr_jobs.datasets import storage
 
 #: a run key, project name or spec version: one plain path segment
 SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")

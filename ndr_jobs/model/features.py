@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ndr_jobs import datasets, storage
+from ndr_jobs.datasets import layout, storage
 
 KEYS: tuple[str, ...] = ("host_ip", "batch_start_ts")
 #: columns that are never features even when numeric
@@ -59,20 +59,20 @@ def _is_feature_type(kind: pa.DataType) -> bool:
 def read_partitions(root: str, dataset: str, feature_spec_version: str, starts: Sequence[datetime]) -> pa.Table | None:
     """The Parquet files of the ``batch_start`` partitions of ``starts`` that exist, as one Arrow table.
 
-    Read through :mod:`ndr_jobs.storage` (local directories and S3 alike) without Spark: the training and
+    Read through :mod:`ndr_jobs.datasets.storage` (local directories and S3 alike) without Spark: the training and
     inference inputs are small (hosts x windows rows). ``batch_start_ts`` is set from the partition value,
-    as :func:`ndr_jobs.datasets.read_batches` does. None when no partition exists.
+    as :func:`ndr_jobs.datasets.layout.read_batches` does. None when no partition exists.
     """
     import pyarrow.parquet as pq
 
-    wanted = {datasets.stamp(s) for s in starts}
-    present = [s for s in datasets.existing_batches(root, dataset, feature_spec_version) if datasets.stamp(s) in wanted]
+    wanted = {layout.stamp(s) for s in starts}
+    present = [s for s in layout.existing_batches(root, dataset, feature_spec_version) if layout.stamp(s) in wanted]
     if not present:
         return None
-    base = datasets.dataset_dir(root, dataset, feature_spec_version)
+    base = layout.dataset_dir(root, dataset, feature_spec_version)
     tables = []
     for start in present:
-        files = [o.path for o in storage.list_objects(storage.join(base, f"batch_start={datasets.stamp(start)}"))]
+        files = [o.path for o in storage.list_objects(storage.join(base, f"batch_start={layout.stamp(start)}"))]
         for path in (f for f in files if f.endswith(".parquet")):
             table = pq.read_table(io.BytesIO(storage.read_bytes(path)))
             moment = pa.array([start.replace(tzinfo=None)] * table.num_rows, type=pa.timestamp("us"))
@@ -141,10 +141,10 @@ def load_features(
     root: str, feature_spec_version: str, starts: Sequence[datetime]
 ) -> tuple[pd.DataFrame, dict[str, str]] | None:
     """FG-A + FG-C of ``starts`` joined (see :func:`join_features`); None when FG-A has none of the windows."""
-    a = read_dataset(root, datasets.FG_A, feature_spec_version, starts)
+    a = read_dataset(root, layout.FG_A, feature_spec_version, starts)
     if a is None:
         return None
-    c = read_dataset(root, datasets.FG_C, feature_spec_version, starts)
+    c = read_dataset(root, layout.FG_C, feature_spec_version, starts)
     return join_features(a[0], a[1], c[0] if c else None, c[1] if c else [])
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ndr_jobs.feature_spec import ALL_FEATURES
+from ndr_jobs.interface.feature_spec import ALL_FEATURES
 from ndr_jobs.model import artifacts
 from ndr_jobs.model.features import Preprocessor
 
@@ -92,7 +92,7 @@ class ForestParams:
 
 def params_for(feature_spec_version: str) -> ForestParams:
     """The hyper-parameters of the feature spec ``feature_spec_version`` (``specs/features/<v>.yaml``)."""
-    from ndr_jobs.feature_spec import load_feature_spec
+    from ndr_jobs.interface.feature_spec import load_feature_spec
 
     section = load_feature_spec(feature_spec_version).isolation_forest
     values = section.model_dump()

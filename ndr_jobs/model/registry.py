@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ndr_jobs import storage
+from ndr_jobs.datasets import storage
 from ndr_jobs.model import artifacts
 
 REGISTRY_ENV = "NDR_MODEL_REGISTRY"

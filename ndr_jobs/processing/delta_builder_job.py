@@ -11,11 +11,11 @@ One run reads one raw mini-batch folder and writes, for its window ``[batch_star
 ``$NDR_STORAGE_ROOT/quarantine/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
     every line that is not a usable TRAFFIC record: reason code, detail, source file and the raw line.
 
-How: the batch's objects are cut into splits of at most 128 MiB (:mod:`ndr_jobs.raw_lines`: plain or
+How: the batch's objects are cut into splits of at most 128 MiB (:mod:`ndr_jobs.parsing.raw_lines`: plain or
 gzip/bzip2/deflate, local or S3), packed by bytes into one Spark task per core (:func:`task_bytes`: 128 MiB ..
 1 GiB of raw bytes per task), and each task's Python worker reads its lines itself, parses them
-(:func:`ndr_jobs.panos.parse_arrow`) and sums its in-window records per delta key in a compiled hash table
-(:func:`partial_rows`, :class:`ndr_jobs.hash_agg.HashAggregator`): the lines never enter the JVM, and a task
+(:func:`ndr_jobs.parsing.panos.parse_arrow`) and sums its in-window records per delta key in a compiled hash table
+(:func:`partial_rows`, :class:`ndr_jobs.features.hash_agg.HashAggregator`): the lines never enter the JVM, and a task
 sends one row per key it saw rather than one per line. Records before or after the window and blank lines
 come back as counts, each quarantined line as a row of its own. The tasks' rows are shuffled by a hash of
 the delta key into the delta's files (:func:`delta_files`: one per 256 MiB of raw bytes, at most one per
@@ -29,7 +29,7 @@ job took 29-32 s in a later session (``make bench``, ``docs/benchmarks.md``, has
 
 Rows whose event time falls outside the window (late or early arrivals) are counted in the summary and
 not written. Blank lines are counted and skipped. Each partition is replaced as a whole, atomically
-(:func:`ndr_jobs.storage.write_partition`): re-running a batch replaces its output, a failed run leaves
+(:func:`ndr_jobs.datasets.storage.write_partition`): re-running a batch replaces its output, a failed run leaves
 the previous output. The quarantine partition is written before the delta one, so a delta partition is
 never newer than its quarantine; the two are not one transaction, and a retried run makes them agree.
 The summary (a dict, also printed as one JSON line on stdout) says what was read, parsed, quarantined
@@ -52,9 +52,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ndr_jobs import datasets, raw_lines, storage
-from ndr_jobs.hash_agg import MAX, MIN, OR, SUM, HashAggregator
-from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.features.hash_agg import MAX, MIN, OR, SUM, HashAggregator
+from ndr_jobs.interface import contract
+from ndr_jobs.parsing import raw_lines
+from ndr_jobs.runtime.config import BatchRuntime
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -104,7 +106,7 @@ def org_id_for(runtime: BatchRuntime, start: datetime) -> str:
     """``$NDR_ORG_ID``, or the org id the mini-batch id starts with."""
     if os.environ.get("NDR_ORG_ID"):
         return os.environ["NDR_ORG_ID"]
-    suffix = f"-{runtime.project_name}-{runtime.feature_spec_version}-{datasets.stamp(start)}"
+    suffix = f"-{runtime.project_name}-{runtime.feature_spec_version}-{layout.stamp(start)}"
     if runtime.mini_batch_id.endswith(suffix) and len(runtime.mini_batch_id) > len(suffix):
         return runtime.mini_batch_id[: -len(suffix)]
     raise ValueError(
@@ -189,7 +191,7 @@ def partial_rows(batches: Iterable[tuple[pa.Array, int]], start_us: int, end_us:
     task sends one row per key it saw, not one per line. Records before or after the window and blank lines
     are counted, one row per status; each quarantined line is a row of its own (reason, detail, file, line).
     """
-    from ndr_jobs.panos import parse_arrow
+    from ndr_jobs.parsing.panos import parse_arrow
 
     schema = _partial_schema()
     table = HashAggregator(TEXT_KEYS, ("dst_port",), PARTIAL_VALUES, max_groups=1 << 20, arena_bytes=96 << 20)
@@ -283,11 +285,11 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from ndr_jobs.features.common import Phases, batch_header, emit
-    from ndr_jobs.spark import UNCOMPRESSED_CACHE, spark_session, sql_conf
+    from ndr_jobs.runtime.spark import UNCOMPRESSED_CACHE, spark_session, sql_conf
+    from ndr_jobs.runtime.summary import Phases, batch_header, emit
 
     phase = Phases()
-    start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
+    start, end = contract.parse_utc(runtime.batch_start_ts), contract.parse_utc(runtime.batch_end_ts)
     if end <= start:
         raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
     if start.second or start.microsecond:
@@ -338,7 +340,7 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
             phase("read_parse_group")
 
             # quarantine first: a delta partition (what the next steps read) never precedes its quarantine
-            partition = [("feature_spec_version", runtime.feature_spec_version), ("batch_start", datasets.stamp(start))]
+            partition = [("feature_spec_version", runtime.feature_spec_version), ("batch_start", layout.stamp(start))]
             quarantine = (
                 groups.filter(F.col("status") == "quarantined")
                 .select(

@@ -9,7 +9,7 @@ One run, for the batch window ``[batch_start, batch_end)`` (15 minutes), writes
     * ``host_ip`` (string);
     * ``<feature>_<window>`` (double, never null) for every feature of the spec's ``fg_a.features`` and each
       of its windows, features in spec order, windows shortest first (v1: ``sessions_15m``, ``sessions_1h``,
-      ``sessions_24h``, ``fan_out_15m``, ... — :meth:`ndr_jobs.feature_spec.FgA.columns`);
+      ``sessions_24h``, ``fan_out_15m``, ... — :meth:`ndr_jobs.interface.feature_spec.FgA.columns`);
     * ``batch_start_ts``, ``batch_end_ts`` (timestamps, UTC).
 
     Rows are sorted by ``host_ip``; re-running a batch replaces its partition.
@@ -17,7 +17,7 @@ One run, for the batch window ``[batch_start, batch_end)`` (15 minutes), writes
 Windows end at the batch end: ``15m`` is the batch's own delta, ``1h`` the last 4 delta partitions, ``24h``
 the last 96. Missing delta partitions are skipped: the window uses what exists, and the summary's
 ``windows_coverage`` says what fraction of each window's partitions was there. Features (the catalogue,
-:data:`ndr_jobs.feature_spec.FG_A_CATALOGUE`), per host and window, over the host's delta rows as source:
+:data:`ndr_jobs.interface.feature_spec.FG_A_CATALOGUE`), per host and window, over the host's delta rows as source:
 
 ``sessions``, ``fan_out`` (distinct dst_ip), ``distinct_dst_ports``, ``internal_fan_out``/``external_fan_out``
 (distinct internal/external dst_ip), ``admin_port_fan_out`` (distinct internal dst_ip on a
@@ -41,9 +41,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration, slices
-from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
+from ndr_jobs.interface.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration, slices
+from ndr_jobs.runtime.config import BatchRuntime
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -53,8 +54,8 @@ PERIODIC_FEATURES = ("periodic_max_score", "periodic_top_fill", "periodic_top_cv
 
 def batch_window(runtime: BatchRuntime) -> tuple[datetime, datetime]:
     """The batch's [start, end), checked to be one 15-minute slice on a slice boundary."""
-    start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
-    if end - start != datasets.BATCH:
+    start, end = contract.parse_utc(runtime.batch_start_ts), contract.parse_utc(runtime.batch_end_ts)
+    if end - start != layout.BATCH:
         raise ValueError(f"batch {runtime.batch_start_ts} .. {runtime.batch_end_ts} is not 15 minutes")
     if start.minute % 15 or start.second or start.microsecond:
         raise ValueError(f"batch start {runtime.batch_start_ts} is not on a 15-minute boundary")
@@ -63,12 +64,12 @@ def batch_window(runtime: BatchRuntime) -> tuple[datetime, datetime]:
 
 def window_starts(end: datetime, window: str) -> list[datetime]:
     """The 15-minute slice starts of a window ending at ``end``."""
-    return datasets.batch_starts(end - parse_duration(window), end)
+    return layout.batch_starts(end - parse_duration(window), end)
 
 
 def _ts(moment: datetime) -> str:
     """A SQL timestamp literal of an instant (UTC, whatever the session time zone)."""
-    return f"TIMESTAMP '{datasets.iso(moment)}'"
+    return f"TIMESTAMP '{contract.iso(moment)}'"
 
 
 def _str(value: str) -> str:
@@ -295,30 +296,30 @@ def build_fg_a(
 
 def run_fg_a_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's FG-A partition; print and return the summary."""
-    from ndr_jobs.features.common import Phases, batch_header, emit
-    from ndr_jobs.spark import ONE_LEVEL_AGGREGATE_MAP, UNCOMPRESSED_CACHE, spark_session, sql_conf
+    from ndr_jobs.runtime.spark import ONE_LEVEL_AGGREGATE_MAP, UNCOMPRESSED_CACHE, spark_session, sql_conf
+    from ndr_jobs.runtime.summary import Phases, batch_header, emit
 
     phase = Phases()
     start, end = batch_window(runtime)
     spec = load_feature_spec(runtime.feature_spec_version)
-    root = datasets.storage_root()
+    root = layout.storage_root()
     fsv = runtime.feature_spec_version
     spark = spark_session("ndr-fg-a-builder")
     phase("spark_session")
 
     longest = window_starts(end, spec.fg_a.max_window)
-    present = [s for s in datasets.existing_batches(root, datasets.DELTA, fsv) if longest[0] <= s < end]
+    present = [s for s in layout.existing_batches(root, layout.DELTA, fsv) if longest[0] <= s < end]
     coverage = {
         w: round(sum(1 for s in present if s >= end - parse_duration(w)) / slices(w), 6) for w in spec.fg_a.windows
     }
-    delta = datasets.read_batches(spark, root, datasets.DELTA, fsv, present) if present else None
+    delta = layout.read_batches(spark, root, layout.DELTA, fsv, present) if present else None
     cached: list[DataFrame] = []
     with sql_conf(spark, {**UNCOMPRESSED_CACHE, **ONE_LEVEL_AGGREGATE_MAP}):
         try:
             frame, hosts = build_fg_a(spark, delta, spec, start, end, present, cached)
             phase("features")
             written = storage.write_partition(
-                frame, root, datasets.FG_A, datasets.batch_partition(fsv, start), ["host_ip"],
+                frame, root, layout.FG_A, layout.batch_partition(fsv, start), ["host_ip"],
                 storage.files_for(hosts, 200_000), hosts,
             )  # fmt: skip
             phase("write")

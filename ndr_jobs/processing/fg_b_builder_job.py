@@ -47,9 +47,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration
-from ndr_jobs.runtime import MonthlyRuntime
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface.feature_spec import FeatureSpecBody, load_feature_spec, parse_duration
+from ndr_jobs.runtime.config import MonthlyRuntime
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -66,8 +66,11 @@ def horizon_end(reference_month: str) -> datetime:
 
 
 def table_location(root: str, table: str) -> tuple[str, str]:
-    """(root, dataset) for :func:`ndr_jobs.storage.write_partition`: ``fg_b/pair/host`` -> (root/fg_b/pair, host)."""
-    parent, _, name = f"{datasets.FG_B}/{table}".rpartition("/")
+    """(root, dataset) for :func:`ndr_jobs.datasets.storage.write_partition`.
+
+    ``fg_b/pair/host`` -> (root/fg_b/pair, host).
+    """
+    parent, _, name = f"{layout.FG_B}/{table}".rpartition("/")
     return storage.join(root, parent), name
 
 
@@ -214,22 +217,24 @@ def run_fg_b_builder_from_runtime_config(runtime: MonthlyRuntime) -> dict[str, A
     """Build and write every FG-B table for every horizon of the reference month; print and return the summary."""
     from pyspark.sql import functions as F
 
-    from ndr_jobs.features.common import Phases, emit, is_internal, iso, read_inventory, with_segment
-    from ndr_jobs.spark import spark_session
+    from ndr_jobs.features.common import is_internal, read_inventory, with_segment
+    from ndr_jobs.interface.contract import iso
+    from ndr_jobs.runtime.spark import spark_session
+    from ndr_jobs.runtime.summary import Phases, emit
 
     if runtime.baseline_mode not in BASELINE_MODES:
         raise ValueError(f"baseline mode {runtime.baseline_mode!r} is not one of {', '.join(BASELINE_MODES)}")
     phase = Phases()
     spec = load_feature_spec(runtime.feature_spec_version)
-    root, fsv, month = datasets.storage_root(), runtime.feature_spec_version, runtime.reference_month
+    root, fsv, month = layout.storage_root(), runtime.feature_spec_version, runtime.reference_month
     end = horizon_end(month)
     horizons = sorted(spec.fg_b.horizons, key=parse_duration)
     earliest = end - parse_duration(horizons[-1])
     spark = spark_session("ndr-fg-b-builder")
     phase("spark_session")
 
-    fg_a_present = [s for s in datasets.existing_batches(root, datasets.FG_A, fsv) if earliest <= s < end]
-    pairs_present = [s for s in datasets.existing_batches(root, datasets.PAIR_COUNTS, fsv) if earliest <= s < end]
+    fg_a_present = [s for s in layout.existing_batches(root, layout.FG_A, fsv) if earliest <= s < end]
+    pairs_present = [s for s in layout.existing_batches(root, layout.PAIR_COUNTS, fsv) if earliest <= s < end]
     inventory = read_inventory(spark, root, fsv, month)
     cached: list[DataFrame] = []
 
@@ -238,15 +243,15 @@ def run_fg_b_builder_from_runtime_config(runtime: MonthlyRuntime) -> dict[str, A
         cached.append(frame)
         return frame
 
-    fg_a_all = datasets.read_batches(spark, root, datasets.FG_A, fsv, fg_a_present)
+    fg_a_all = layout.read_batches(spark, root, layout.FG_A, fsv, fg_a_present)
     if fg_a_all is not None:
         fg_a_all = keep(with_segment(fg_a_all, "host_ip", "segment", spec.network, inventory))
-    pairs_all = datasets.read_batches(spark, root, datasets.PAIR_COUNTS, fsv, pairs_present)
+    pairs_all = layout.read_batches(spark, root, layout.PAIR_COUNTS, fsv, pairs_present)
     if pairs_all is not None:
         pairs_all = pairs_all.where(is_internal("src_ip", spec.network))
         pairs_all = with_segment(pairs_all, "src_ip", "src_segment", spec.network, inventory)
         pairs_all = keep(with_segment(pairs_all, "dst_ip", "dst_segment", spec.network, inventory))
-    all_pairs = datasets.read_batches(spark, root, datasets.PAIR_COUNTS, fsv, pairs_present)
+    all_pairs = layout.read_batches(spark, root, layout.PAIR_COUNTS, fsv, pairs_present)
     phase("read")
 
     rows: dict[str, dict[str, int]] = {h: {} for h in horizons}
@@ -255,7 +260,7 @@ def run_fg_b_builder_from_runtime_config(runtime: MonthlyRuntime) -> dict[str, A
     try:
         for horizon in horizons:
             start = end - parse_duration(horizon)
-            n_slices = int(parse_duration(horizon) / datasets.BATCH)
+            n_slices = int(parse_duration(horizon) / layout.BATCH)
             coverage[horizon] = {
                 "fg_a": round(sum(1 for s in fg_a_present if s >= start) / n_slices, 6),
                 "pair_counts": round(sum(1 for s in pairs_present if s >= start) / n_slices, 6),

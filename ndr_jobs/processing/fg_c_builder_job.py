@@ -11,13 +11,13 @@ of the month after it) is at or before the batch start. It writes
     * ``host_ip``, ``segment`` (strings; segment from the host baseline, else the snapshot month's
       inventory, else the spec's CIDR map);
     * ``z_host_<c>`` then ``z_segment_<c>`` (double; for the baselines in ``fg_c.zscore.baselines``, v1:
-      host only) for every FG-A column ``<c>`` of :meth:`ndr_jobs.feature_spec.FeatureSpecBody.zscore_columns`
+      host only) for every FG-A column ``<c>`` of :meth:`ndr_jobs.interface.feature_spec.FeatureSpecBody.zscore_columns`
       (v1: the 15m and 1h columns of ``fg_c.zscore.features``): the robust z-score ``(x - median) / scale``
       against the host's (segment's) baseline, ``scale`` = 1.4826 x MAD,
       or the baseline's std when the MAD is 0, or ``fg_c.zscore.min_scale`` when both are 0; clipped to
       +-``fg_c.zscore.clip``; 0 when the baseline is missing;
     * the spec's ``fg_c.features`` (double), from the catalogue
-      (:data:`ndr_jobs.feature_spec.FG_C_CATALOGUE`): pair novelty against the host's pair baseline
+      (:data:`ndr_jobs.interface.feature_spec.FG_C_CATALOGUE`): pair novelty against the host's pair baseline
       (``pairs``, ``novel_pairs``, ``novel_pair_fraction``, ``novel_pair_bytes_out_log``, ``novel_dsts``,
       ``novel_external_dsts``, ``novel_dst_bytes_out_log``) and the segment's (``segment_novel_pairs``);
       destination prevalence from the IP metadata (``max_dst_rarity`` = max 1 / (1 + prevalence),
@@ -50,11 +50,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ndr_jobs import datasets, storage
-from ndr_jobs.feature_spec import FG_C_FLAGS, FeatureSpecBody, load_feature_spec, parse_duration
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface.feature_spec import FG_C_FLAGS, FeatureSpecBody, load_feature_spec, parse_duration
 from ndr_jobs.processing.fg_a_builder_job import batch_window
 from ndr_jobs.processing.fg_b_builder_job import horizon_end, snapshot_partition, table_location
-from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.runtime.config import BatchRuntime
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -124,7 +124,7 @@ def beacon_features(
     window = parse_duration(novelty.beacon_window)
     window_start = end - window
     n_minutes = int(window.total_seconds() // 60)
-    slice_minutes = int(datasets.BATCH.total_seconds() // 60)
+    slice_minutes = int(layout.BATCH.total_seconds() // 60)
     schema = "host_ip STRING, rare_dst_beacon_score DOUBLE, rare_dst_active_minutes DOUBLE"
     if window_pairs is None or "active_minutes" not in window_pairs.columns:
         return spark.createDataFrame([], schema)
@@ -369,26 +369,27 @@ def build_fg_c(
 def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's FG-C partition; print and return the summary."""
 
-    from ndr_jobs.features.common import Phases, batch_header, emit, read_inventory
-    from ndr_jobs.spark import spark_session
+    from ndr_jobs.features.common import read_inventory
+    from ndr_jobs.runtime.spark import spark_session
+    from ndr_jobs.runtime.summary import Phases, batch_header, emit
 
     phase = Phases()
     start, end = batch_window(runtime)
     spec = load_feature_spec(runtime.feature_spec_version)
-    root, fsv = datasets.storage_root(), runtime.feature_spec_version
+    root, fsv = layout.storage_root(), runtime.feature_spec_version
     spark = spark_session("ndr-fg-c-builder")
     phase("spark_session")
 
-    fg_a = datasets.read_batches(spark, root, datasets.FG_A, fsv, [start])
-    batch_pairs = datasets.read_batches(spark, root, datasets.PAIR_COUNTS, fsv, [start])
+    fg_a = layout.read_batches(spark, root, layout.FG_A, fsv, [start])
+    batch_pairs = layout.read_batches(spark, root, layout.PAIR_COUNTS, fsv, [start])
     for name, frame in (("fg_a", fg_a), ("pair_counts", batch_pairs)):
         if frame is None:
-            raise FileNotFoundError(f"no {name} partition for {datasets.stamp(start)} (feature spec version {fsv})")
+            raise FileNotFoundError(f"no {name} partition for {layout.stamp(start)} (feature spec version {fsv})")
     novelty = spec.fg_c.novelty
     longest = max(parse_duration(novelty.periodicity_window), parse_duration(novelty.beacon_window))
-    wanted = datasets.batch_starts(end - longest, end)
-    covered = [s for s in datasets.existing_batches(root, datasets.PAIR_COUNTS, fsv) if wanted[0] <= s < end]
-    window_pairs = datasets.read_batches(spark, root, datasets.PAIR_COUNTS, fsv, covered)
+    wanted = layout.batch_starts(end - longest, end)
+    covered = [s for s in layout.existing_batches(root, layout.PAIR_COUNTS, fsv) if wanted[0] <= s < end]
+    window_pairs = layout.read_batches(spark, root, layout.PAIR_COUNTS, fsv, covered)
     horizon = spec.fg_c.baseline_horizon
     month = latest_snapshot(root, fsv, horizon, start)
     baselines = {
@@ -399,9 +400,9 @@ def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
     phase("read")
 
     frame = build_fg_c(spark, spec, fg_a, batch_pairs, window_pairs, covered, baselines, inventory, start, end, month)
-    bound = datasets.partition_rows(root, datasets.FG_A, fsv, start)  # one row per FG-A host
+    bound = layout.partition_rows(root, layout.FG_A, fsv, start)  # one row per FG-A host
     written, hosts = storage.write_counted(
-        frame, root, datasets.FG_C, datasets.batch_partition(fsv, start), ["host_ip"], bound, 200_000
+        frame, root, layout.FG_C, layout.batch_partition(fsv, start), ["host_ip"], bound, 200_000
     )
     phase("write")
     return emit(
@@ -413,7 +414,7 @@ def run_fg_c_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any
             "baselines_missing": sorted(t for t, f in baselines.items() if f is None),
             "periodicity_window_coverage": round(
                 sum(1 for s in covered if s >= end - parse_duration(novelty.periodicity_window))
-                / len(datasets.batch_starts(end - parse_duration(novelty.periodicity_window), end)),
+                / len(layout.batch_starts(end - parse_duration(novelty.periodicity_window), end)),
                 6,
             ),
             "output": written.path,

@@ -1,7 +1,7 @@
 """Enumerate historical mini-batch objects, derive their windows, write the backfill window manifest.
 
 One run lists the raw mini-batches of a project whose 15-minute window starts in ``[start_ts, end_ts)`` and
-writes one JSON object at ``--manifest-uri`` (S3 or local, through :mod:`ndr_jobs.storage`), which the
+writes one JSON object at ``--manifest-uri`` (S3 or local, through :mod:`ndr_jobs.datasets.storage`), which the
 backfill state machine (``sfn_ndr_backfill_reprocessing``) reads in ``ResolveBackfillWindows``
 (``$parse(Body).windows``, an array) and maps over in ``RunBackfillWindows``: one run of the 15-minute
 feature pipeline per item, with ``MiniBatchId``, ``BatchStartTsIso``, ``BatchEndTsIso`` and
@@ -53,11 +53,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from ndr_jobs import storage
-from ndr_jobs.runtime import BackfillRuntime
+from ndr_jobs.datasets import storage
+from ndr_jobs.interface.contract import iso, parse_utc
+from ndr_jobs.runtime.config import BackfillRuntime
+from ndr_jobs.runtime.summary import emit
 
 MANIFEST_VERSION = 1
 WINDOW = timedelta(minutes=15)
@@ -69,19 +71,6 @@ DEFAULT_MAX_BYTES = 250_000
 #: ``.../pan-traffic/<org>/<project>/<fsv>`` at the end of a prefix
 _PROJECT_PREFIX = re.compile(r"(?:^|/)pan-traffic/(?P<org>[^/]+)/(?P<project>[^/]+)/(?P<fsv>[^/]+)/?$")
 _HHMM = re.compile(r"^(?P<hh>[01]\d|2[0-3])(?P<mm>[0-5]\d)$")
-
-
-def parse_utc(value: str, name: str) -> datetime:
-    """An ISO-8601 timestamp as an aware UTC datetime (naive values are UTC); a clear error otherwise."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{name} {value!r} is not an ISO-8601 timestamp") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -250,7 +239,7 @@ class HistoricalWindowsExtractorJob:
             "skipped_by_reason": dict(sorted(Counter(s["reason"] for s in skipped).items())),
             "seconds": round(time.perf_counter() - began, 3),
         }
-        print(json.dumps(summary, sort_keys=True), flush=True)
+        emit(summary)
         return summary
 
 

@@ -59,7 +59,6 @@ Every stage prints its status as one JSON line and returns it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
@@ -69,18 +68,18 @@ from typing import Any
 
 import numpy as np
 
-from ndr_jobs import datasets, storage
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
 from ndr_jobs.model import artifacts, forest, gate, registry
 from ndr_jobs.model.artifacts import ArtifactError, RunPaths, read_json_if_exists, write_json
 from ndr_jobs.model.features import FeatureDataError, Preprocessor, load_features, matrix
-from ndr_jobs.runtime import BatchRuntime, TrainingRuntime
+from ndr_jobs.processing.chain import FEATURE_CHAIN, job_function
+from ndr_jobs.runtime.config import BatchRuntime, TrainingRuntime
+from ndr_jobs.runtime.summary import emit
 
 MAX_REMEDIATION_ATTEMPTS = 2
 #: the 15-minute feature chain remediation runs per window: (name, module, function), in order
-REMEDIATION_CHAIN: tuple[tuple[str, str, str], ...] = tuple(
-    (f"{job}_builder", f"ndr_jobs.processing.{job}_builder_job", f"run_{job}_builder_from_runtime_config")
-    for job in ("delta", "fg_a", "pair_counts", "fg_c")
-)
+REMEDIATION_CHAIN: tuple[tuple[str, str, str], ...] = tuple((name, *job_function(name)) for name in FEATURE_CHAIN)
 MISSING_POLICY = "a window is missing when FG-A or FG-C lacks its batch_start partition (an empty partition is present)"
 
 
@@ -120,16 +119,16 @@ class TrainingContext:
         artifacts.check_segment("project name", runtime.project_name)
         artifacts.check_segment("feature spec version", runtime.feature_spec_version)
         artifacts.check_segment("run key", runtime.run_key)
-        start, end = datasets.parse_utc(runtime.training_start_ts), datasets.parse_utc(runtime.training_end_ts)
+        start, end = contract.parse_utc(runtime.training_start_ts), contract.parse_utc(runtime.training_end_ts)
         if end <= start:
             raise ValueError(
                 f"training end {runtime.training_end_ts} is not after training start {runtime.training_start_ts}"
             )
         for name, moment in (("start", start), ("end", end)):
             if moment.minute % 15 or moment.second or moment.microsecond:
-                raise ValueError(f"training {name} {datasets.iso(moment)} is not on a 15-minute boundary")
-        root = datasets.storage_root()
-        windows = tuple(datasets.batch_starts(start, end))
+                raise ValueError(f"training {name} {contract.iso(moment)} is not on a 15-minute boundary")
+        root = layout.storage_root()
+        windows = tuple(layout.batch_starts(start, end))
         return cls(runtime, root, start, end, windows, RunPaths(root, runtime.feature_spec_version, runtime.run_key))
 
     @property
@@ -138,8 +137,8 @@ class TrainingContext:
             "project_name": self.runtime.project_name,
             "feature_spec_version": self.runtime.feature_spec_version,
             "run_key": self.runtime.run_key,
-            "training_start_ts": datasets.iso(self.start),
-            "training_end_ts": datasets.iso(self.end),
+            "training_start_ts": contract.iso(self.start),
+            "training_end_ts": contract.iso(self.end),
         }
 
     def pin(self) -> None:
@@ -166,15 +165,15 @@ def coverage(ctx: TrainingContext) -> dict[str, Any]:
     """Which windows of the range lack FG-A or FG-C partitions (see :data:`MISSING_POLICY`)."""
     fsv = ctx.runtime.feature_spec_version
     wanted = set(ctx.windows)
-    present_a = wanted & set(datasets.existing_batches(ctx.root, datasets.FG_A, fsv))
-    present_c = wanted & set(datasets.existing_batches(ctx.root, datasets.FG_C, fsv))
+    present_a = wanted & set(layout.existing_batches(ctx.root, layout.FG_A, fsv))
+    present_c = wanted & set(layout.existing_batches(ctx.root, layout.FG_C, fsv))
     missing = [w for w in ctx.windows if w not in present_a or w not in present_c]
     return {
         "expected_windows": len(ctx.windows),
         "present_windows": len(ctx.windows) - len(missing),
-        "missing_windows": [datasets.iso(w) for w in missing],
-        "missing_fg_a": [datasets.iso(w) for w in ctx.windows if w not in present_a],
-        "missing_fg_c": [datasets.iso(w) for w in ctx.windows if w not in present_c],
+        "missing_windows": [contract.iso(w) for w in missing],
+        "missing_fg_a": [contract.iso(w) for w in ctx.windows if w not in present_a],
+        "missing_fg_c": [contract.iso(w) for w in ctx.windows if w not in present_c],
         "policy": MISSING_POLICY,
     }
 
@@ -202,13 +201,13 @@ def _override_windows(ctx: TrainingContext, values: list[str]) -> list[datetime]
     out = set()
     for value in values:
         try:
-            moment = datasets.parse_utc(value)
+            moment = contract.parse_utc(value)
         except ValueError:
             raise ValueError(f"--missing-windows-override: {value!r} is not an ISO-8601 timestamp") from None
         if moment not in set(ctx.windows):
             raise ValueError(
                 f"--missing-windows-override: {value!r} is not a 15-minute window start in the training range "
-                f"[{datasets.iso(ctx.start)}, {datasets.iso(ctx.end)})"
+                f"[{contract.iso(ctx.start)}, {contract.iso(ctx.end)})"
             )
         out.add(moment)
     return sorted(out)
@@ -229,9 +228,9 @@ def batch_runtime(ctx: TrainingContext, start: datetime) -> BatchRuntime:
     return BatchRuntime(
         project_name=r.project_name,
         feature_spec_version=r.feature_spec_version,
-        mini_batch_id=f"{org}-{r.project_name}-{r.feature_spec_version}-{datasets.stamp(start)}",
-        batch_start_ts=datasets.iso(start),
-        batch_end_ts=datasets.iso(start + datasets.BATCH),
+        mini_batch_id=f"{org}-{r.project_name}-{r.feature_spec_version}-{layout.stamp(start)}",
+        batch_start_ts=contract.iso(start),
+        batch_end_ts=contract.iso(start + layout.BATCH),
     )
 
 
@@ -263,8 +262,8 @@ def stage_remediate(ctx: TrainingContext) -> dict[str, Any]:
         verified = read_json_if_exists(ctx.paths.verify)
         if verified is None:
             raise StageOrderError(f"run the verify stage first: {ctx.paths.verify} does not exist")
-        windows, source = [datasets.parse_utc(w) for w in verified["missing_windows"]], "verify"
-    wanted = [datasets.iso(w) for w in windows]
+        windows, source = [contract.parse_utc(w) for w in verified["missing_windows"]], "verify"
+    wanted = [contract.iso(w) for w in windows]
     attempts = record["attempts"]
     if not windows:
         if not attempts and record["status"] != "nothing_to_remediate":
@@ -283,7 +282,7 @@ def stage_remediate(ctx: TrainingContext) -> dict[str, Any]:
     record["attempts"] = [*attempts, attempt]
     record["status"] = "running"
     write_json(ctx.paths.remediation, record)  # the attempt counts from here, even if the process dies
-    outcomes = {datasets.iso(w): _rebuild(ctx, w) for w in windows}
+    outcomes = {contract.iso(w): _rebuild(ctx, w) for w in windows}
     failed = sorted(w for w, o in outcomes.items() if o["outcome"] == "failed")
     attempt["outcomes"] = outcomes
     attempt["status"] = record["status"] = "failed" if failed else "succeeded"
@@ -309,7 +308,7 @@ def stage_reverify(ctx: TrainingContext) -> dict[str, Any]:
     missing = found["missing_windows"]
     unrecoverable = [w for w in missing if w in no_raw]
     blocking = [w for w in missing if w not in no_raw]
-    usable = [datasets.iso(w) for w in ctx.windows if datasets.iso(w) not in set(missing)]
+    usable = [contract.iso(w) for w in ctx.windows if contract.iso(w) not in set(missing)]
     passed = not blocking and bool(usable)
     status = {
         "stage": "reverify", **ctx.identity, **found, "status": "passed" if passed else "failed",
@@ -406,7 +405,7 @@ def stage_train(ctx: TrainingContext) -> dict[str, Any]:
     if reverified is None or reverified["status"] != "passed":
         raise StageOrderError(f"train needs a passed reverify stage ({p.reverify})")
     params = forest.params_for(ctx.runtime.feature_spec_version)
-    usable = [datasets.parse_utc(w) for w in reverified["usable_windows"]]
+    usable = [contract.parse_utc(w) for w in reverified["usable_windows"]]
     loaded = load_features(ctx.root, ctx.runtime.feature_spec_version, usable)
     if loaded is None or loaded[0].empty:
         raise FeatureDataError(f"FG-A has no rows in the {len(usable)} usable window(s) of the training range")
@@ -487,7 +486,7 @@ def stage_attributes(ctx: TrainingContext) -> dict[str, Any]:
         "preprocessing": artifacts.read_json(ctx.paths.preprocessing),
         "params": metrics["params"],
         "windows": {
-            "training_start_ts": datasets.iso(ctx.start), "training_end_ts": datasets.iso(ctx.end),
+            "training_start_ts": contract.iso(ctx.start), "training_end_ts": contract.iso(ctx.end),
             "expected": len(ctx.windows), "usable": len(reverified["usable_windows"]),
             "unrecoverable": reverified["unrecoverable_windows"], "split": metrics["split"],
         },
@@ -563,5 +562,5 @@ def run_if_training_from_runtime_config(runtime: TrainingRuntime) -> dict[str, A
     status = STAGES[runtime.stage](ctx)
     outcome = status.get("status") or status.get("decision") or "done"
     line = {"job": "if_training", "stage": runtime.stage, "run_key": runtime.run_key, "status": outcome}
-    print(json.dumps(line, sort_keys=True), flush=True)
+    emit(line)
     return status

@@ -25,27 +25,27 @@ FG-A and FG-C are joined as in training (:mod:`ndr_jobs.model.features`). Errors
 (:class:`~ndr_jobs.model.registry.NoPromotedModelError`), the window's FG-A or FG-C partition missing
 (:class:`~ndr_jobs.model.features.FeatureDataError`: build the features first), or the data lacking a
 model feature. A window whose FG-A partition is empty gets an empty predictions partition. The partition
-is replaced atomically (:func:`ndr_jobs.storage.write_partition`): re-running a window replaces it.
+is replaced atomically (:func:`ndr_jobs.datasets.storage.write_partition`): re-running a window replaces it.
 
-The batch is small (hosts x 1 row): the features are read with pyarrow through :mod:`ndr_jobs.storage`
+The batch is small (hosts x 1 row): the features are read with pyarrow through :mod:`ndr_jobs.datasets.storage`
 (:func:`ndr_jobs.model.features.load_features`) and scored with numpy on the driver; Spark only writes the
 partition (the one atomic partition writer of every dataset).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from ndr_jobs import datasets, storage
-from ndr_jobs.features.common import batch_header
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
 from ndr_jobs.model import forest, registry
 from ndr_jobs.model.features import FeatureDataError, explain, load_features, matrix
-from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.runtime.config import BatchRuntime
+from ndr_jobs.runtime.summary import batch_header, emit
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -129,22 +129,22 @@ def predictions_frame(spark: SparkSession, rows: list[dict[str, Any]], start: An
 
 def run_inference_predictions_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Score the window and write its predictions partition; print and return the summary."""
-    from ndr_jobs.spark import spark_session
+    from ndr_jobs.runtime.spark import spark_session
 
     began = time.perf_counter()
-    start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
+    start, end = contract.parse_utc(runtime.batch_start_ts), contract.parse_utc(runtime.batch_end_ts)
     if end <= start:
         raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
-    root = datasets.storage_root()
+    root = layout.storage_root()
     fsv = runtime.feature_spec_version
     store = registry.ModelStore(root, runtime.project_name, fsv)
     pointer, model = store.load_promoted_model()
     bundle = forest.ModelBundle.from_bytes(model)
-    for dataset in (datasets.FG_A, datasets.FG_C):
-        if start not in datasets.existing_batches(root, dataset, fsv):
+    for dataset in (layout.FG_A, layout.FG_C):
+        if start not in layout.existing_batches(root, dataset, fsv):
             raise FeatureDataError(
-                f"{dataset} has no partition for window {datasets.iso(start)} "
-                f"({datasets.dataset_dir(root, dataset, fsv)}/batch_start={datasets.stamp(start)}): "
+                f"{dataset} has no partition for window {contract.iso(start)} "
+                f"({layout.dataset_dir(root, dataset, fsv)}/batch_start={layout.stamp(start)}): "
                 "run the 15-minute features pipeline for this window first"
             )
     loaded = load_features(root, fsv, [start])
@@ -152,8 +152,8 @@ def run_inference_predictions_from_runtime_config(runtime: BatchRuntime) -> dict
     rows = score_frame(frame, bundle, pointer)
     spark = spark_session("ndr-inference-predictions")
     out = storage.write_partition(
-        predictions_frame(spark, rows, start, end), root, datasets.PREDICTIONS,
-        datasets.batch_partition(fsv, start), ["rank"], 1, len(rows),
+        predictions_frame(spark, rows, start, end), root, layout.PREDICTIONS,
+        layout.batch_partition(fsv, start), ["rank"], 1, len(rows),
     )  # fmt: skip
     summary = {
         **batch_header("inference_predictions", runtime, start, end),
@@ -164,5 +164,5 @@ def run_inference_predictions_from_runtime_config(runtime: BatchRuntime) -> dict
         "output": out.path,
         "seconds": round(time.perf_counter() - began, 3),
     }
-    print(json.dumps(summary, sort_keys=True), flush=True)
+    emit(summary)
     return summary

@@ -15,7 +15,7 @@ The query (the same shape in both engines)
     ``'YYYY-MM'``, ``CAST('YYYY-MM-01' AS DATE)`` and the first day of the next month, likewise), otherwise
     ``SELECT * FROM $NDR_INVENTORY_TABLE WHERE valid_from < <month_end> AND (valid_to IS NULL OR valid_to >
     <month_start>)`` (table default ``machine_inventory``: the seven columns plus the validity interval
-    ``valid_from`` inclusive, ``valid_to`` exclusive / NULL while active; :mod:`ndr_jobs.synth.inventory`
+    ``valid_from`` inclusive, ``valid_to`` exclusive / NULL while active; :mod:`ndr_jobs.devtools.synth.inventory`
     creates one). These environment variables are the job's configuration; a deployment sets them in the
     step's environment from the project parameters.
 
@@ -42,7 +42,7 @@ Locally (``NDR_INVENTORY_DUCKDB=<file.duckdb>``, the embedded default)
 Atomicity (both paths): the engine writes into a staging prefix
 ``inventory/_staging/feature_spec_version=<v>/reference_month=<m>/<run-id>/`` (a ``_`` directory, skipped by
 readers), the staged files are checked (columns, rows, ``ip_address``), and
-:func:`ndr_jobs.storage.swap_in` replaces the partition by them: the same swap as every other dataset
+:func:`ndr_jobs.datasets.storage.swap_in` replaces the partition by them: the same swap as every other dataset
 (a rename locally; copy-then-delete on S3). Unloading into staging rather than straight into the partition
 (``ALLOWOVERWRITE`` overwrites same-named objects but leaves a previous run's extra ones) means a failed or
 empty unload never touches the previous month's partition, and a re-run leaves exactly one file.
@@ -52,7 +52,6 @@ The summary (a dict, also printed as one JSON line on stdout) says where from, h
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import shutil
@@ -67,8 +66,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ndr_jobs import storage
-from ndr_jobs.runtime import MonthlyRuntime
+from ndr_jobs.datasets import storage
+from ndr_jobs.runtime.config import MonthlyRuntime
+from ndr_jobs.runtime.summary import emit
 
 INVENTORY_DATASET = "inventory"
 INVENTORY_COLUMNS: tuple[str, ...] = ("ip_address", "hostname", "segment", "zone", "os", "role", "criticality")
@@ -401,7 +401,7 @@ def unload_inventory(
         "output_files": len(files),
         "seconds": round(time.perf_counter() - began, 3),
     }
-    print(json.dumps(summary, sort_keys=True), flush=True)
+    emit(summary)
     return summary
 
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ndr_jobs import datasets, storage
+from ndr_jobs.datasets import layout, storage
 from ndr_jobs.processing.fg_a_builder_job import batch_window
-from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.runtime.config import BatchRuntime
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -64,22 +64,22 @@ def build_pair_counts(delta: DataFrame) -> DataFrame:
 def run_pair_counts_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, Any]:
     """Build and write the batch's pair-count partition; print and return the summary."""
 
-    from ndr_jobs.features.common import Phases, batch_header, emit
-    from ndr_jobs.spark import spark_session
+    from ndr_jobs.runtime.spark import spark_session
+    from ndr_jobs.runtime.summary import Phases, batch_header, emit
 
     phase = Phases()
     start, end = batch_window(runtime)
-    root, fsv = datasets.storage_root(), runtime.feature_spec_version
+    root, fsv = layout.storage_root(), runtime.feature_spec_version
     spark = spark_session("ndr-pair-counts-builder")
     phase("spark_session")
-    delta = datasets.read_batches(spark, root, datasets.DELTA, fsv, [start])
+    delta = layout.read_batches(spark, root, layout.DELTA, fsv, [start])
     if delta is None:
         raise FileNotFoundError(
-            f"no delta partition for {datasets.stamp(start)} under {datasets.dataset_dir(root, datasets.DELTA, fsv)}"
+            f"no delta partition for {layout.stamp(start)} under {layout.dataset_dir(root, layout.DELTA, fsv)}"
         )
-    bound = datasets.partition_rows(root, datasets.DELTA, fsv, start)  # pairs <= delta rows
+    bound = layout.partition_rows(root, layout.DELTA, fsv, start)  # pairs <= delta rows
     written, rows = storage.write_counted(
-        build_pair_counts(delta), root, datasets.PAIR_COUNTS, datasets.batch_partition(fsv, start), list(PAIR_KEYS),
+        build_pair_counts(delta), root, layout.PAIR_COUNTS, layout.batch_partition(fsv, start), list(PAIR_KEYS),
         bound,
     )  # fmt: skip
     phase("write")

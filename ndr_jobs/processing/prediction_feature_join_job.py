@@ -12,7 +12,7 @@ Targets (``--publication-target``):
 
 ``s3``
     ``$NDR_STORAGE_ROOT/publication/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``, replaced
-    atomically per window (:func:`ndr_jobs.storage.write_partition`): a re-run overwrites, never appends.
+    atomically per window (:func:`ndr_jobs.datasets.storage.write_partition`): a re-run overwrites, never appends.
 ``redshift``
     The rows plus ``feature_spec_version`` and ``batch_start`` (``YYYYMMDDTHHMM``) columns are staged as
     Parquet at ``$NDR_STORAGE_ROOT/publication_staged/feature_spec_version=<v>/batch_start=<...>/`` (same
@@ -35,16 +35,16 @@ Targets (``--publication-target``):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from ndr_jobs import datasets, storage
-from ndr_jobs.features.common import batch_header
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface import contract
 from ndr_jobs.model.features import FG_C_PREFIX, KEYS, NON_FEATURES, FeatureDataError
-from ndr_jobs.runtime import PublicationRuntime
+from ndr_jobs.runtime.config import PublicationRuntime
+from ndr_jobs.runtime.summary import batch_header, emit
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -72,10 +72,10 @@ def table_name() -> str:
 
 
 def _features(spark: SparkSession, root: str, dataset: str, fsv: str, start: Any) -> DataFrame:
-    df = datasets.read_batches(spark, root, dataset, fsv, [start])
+    df = layout.read_batches(spark, root, dataset, fsv, [start])
     if df is None:
         raise FeatureDataError(
-            f"{dataset} has no partition for window {datasets.iso(start)}: run the 15-minute features pipeline first"
+            f"{dataset} has no partition for window {contract.iso(start)}: run the 15-minute features pipeline first"
         )
     return df
 
@@ -84,13 +84,13 @@ def joined(spark: SparkSession, root: str, fsv: str, start: Any) -> DataFrame:
     """The publication rows of a window (see the module doc)."""
     from pyspark.sql import functions as F
 
-    predictions = datasets.read_batches(spark, root, datasets.PREDICTIONS, fsv, [start])
+    predictions = layout.read_batches(spark, root, layout.PREDICTIONS, fsv, [start])
     if predictions is None:
         raise FeatureDataError(
-            f"predictions has no partition for window {datasets.iso(start)}: run inference_predictions first"
+            f"predictions has no partition for window {contract.iso(start)}: run inference_predictions first"
         )
-    fg_a = _features(spark, root, datasets.FG_A, fsv, start)
-    fg_c = _features(spark, root, datasets.FG_C, fsv, start)
+    fg_a = _features(spark, root, layout.FG_A, fsv, start)
+    fg_c = _features(spark, root, layout.FG_C, fsv, start)
     a_cols = sorted(c for c in fg_a.columns if c not in NON_FEATURES)
     c_cols = sorted(c for c in fg_c.columns if c not in NON_FEATURES)
     c_names = {c: (FG_C_PREFIX + c if c in a_cols or c in PREDICTION_PART else c) for c in c_cols}
@@ -192,31 +192,31 @@ def run_prediction_feature_join_from_runtime_config(runtime: PublicationRuntime)
     """Join the window's predictions with their features and publish them; print and return the summary."""
     from pyspark.sql import functions as F
 
-    from ndr_jobs.spark import spark_session
+    from ndr_jobs.runtime.spark import spark_session
 
     began = time.perf_counter()
-    start, end = datasets.parse_utc(runtime.batch_start_ts), datasets.parse_utc(runtime.batch_end_ts)
+    start, end = contract.parse_utc(runtime.batch_start_ts), contract.parse_utc(runtime.batch_end_ts)
     if end <= start:
         raise ValueError(f"batch end {runtime.batch_end_ts} is not after batch start {runtime.batch_start_ts}")
     target = runtime.publication_target
     if target not in ("s3", "redshift"):
         raise ValueError(f"publication target must be 's3' or 'redshift', not {target!r}")
-    root = datasets.storage_root()
+    root = layout.storage_root()
     fsv = runtime.feature_spec_version
     spark = spark_session("ndr-prediction-feature-join")
     rows_df = joined(spark, root, fsv, start).cache()
     try:
         rows = rows_df.count()
-        partition = datasets.batch_partition(fsv, start)
+        partition = layout.batch_partition(fsv, start)
         summary: dict[str, Any] = {
             **batch_header("prediction_feature_join", runtime, start, end), "publication_target": target,
             "rows": rows,
         }  # fmt: skip
         if target == "s3":
-            out = storage.write_partition(rows_df, root, datasets.PUBLICATION, partition, ["rank"], 1, rows)
+            out = storage.write_partition(rows_df, root, layout.PUBLICATION, partition, ["rank"], 1, rows)
             summary["output"] = out.path
         else:
-            stamp = datasets.stamp(start)
+            stamp = layout.stamp(start)
             staged_df = rows_df.withColumn("feature_spec_version", F.lit(fsv)).withColumn("batch_start", F.lit(stamp))
             staged = storage.write_partition(staged_df, root, STAGED_DATASET, partition, ["rank"], 1, rows)
             summary["staged"] = staged.path
@@ -236,5 +236,5 @@ def run_prediction_feature_join_from_runtime_config(runtime: PublicationRuntime)
     finally:
         rows_df.unpersist()
     summary["seconds"] = round(time.perf_counter() - began, 3)
-    print(json.dumps(summary, sort_keys=True), flush=True)
+    emit(summary)
     return summary

@@ -13,20 +13,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ndr_jobs import contract
-from ndr_jobs.runtime import BatchRuntime
-
-
-def project_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project-name", required=True, type=contract.identifier)
-    parser.add_argument("--feature-spec-version", required=True, type=contract.identifier)
-
-
-def batch_arguments(parser: argparse.ArgumentParser) -> None:
-    project_arguments(parser)
-    parser.add_argument("--mini-batch-id", required=True, type=contract.identifier)
-    parser.add_argument("--batch-start-ts-iso", required=True, type=contract.window_start)
-    parser.add_argument("--batch-end-ts-iso", required=True, type=contract.timestamp)
+from ndr_jobs.interface import contract, entrypoints
+from ndr_jobs.runtime.config import BatchRuntime
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
@@ -40,9 +28,9 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
 
 
 class BatchScript:
-    """A ``run_*`` script over one mini-batch window: the batch arguments, optional extras, one job function.
+    """A ``run_*`` script over one mini-batch window: its declared arguments, one job function.
 
-    ``extra`` adds script-specific arguments; ``fields`` maps the parsed namespace to the extra runtime fields.
+    ``fields`` maps the parsed namespace to the runtime fields beyond the batch window.
     """
 
     def __init__(
@@ -52,18 +40,13 @@ class BatchScript:
         job: str,
         function: str,
         runtime: type[BatchRuntime] = BatchRuntime,
-        extra: Callable[[argparse.ArgumentParser], None] | None = None,
         fields: Callable[[argparse.Namespace], dict[str, Any]] | None = None,
     ) -> None:
         self.module, self.doc, self.job, self.function = module, doc, job, function
-        self.runtime, self.extra, self.fields = runtime, extra, fields
+        self.runtime, self.fields = runtime, fields
 
     def build_parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(prog=f"python -m {self.module}", description=self.doc)
-        batch_arguments(parser)
-        if self.extra:
-            self.extra(parser)
-        return parser
+        return entrypoints.build_parser(self.module, self.doc)
 
     def parse_runtime(self, argv: Sequence[str] | None = None) -> BatchRuntime:
         parser = self.build_parser()

@@ -6,17 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ndr_jobs import contract
-from ndr_jobs.runtime import MonthlyRuntime
-from ndr_jobs.scripts._cli import project_arguments, run
+from ndr_jobs.interface import entrypoints
+from ndr_jobs.runtime.config import MonthlyRuntime
+from ndr_jobs.scripts._cli import run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.scripts.run_fg_b_builder", description=__doc__)
-    project_arguments(parser)
-    parser.add_argument("--reference-month", required=True, type=contract.month)
-    parser.add_argument("--baseline-mode", choices=["regular", "backfill"], default="regular")
-    return parser
+    return entrypoints.build_parser("ndr_jobs.scripts.run_fg_b_builder", __doc__)
 
 
 def parse_runtime(argv: Sequence[str] | None = None) -> MonthlyRuntime:

@@ -6,23 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ndr_jobs import contract
-from ndr_jobs.runtime import BackfillRuntime
-from ndr_jobs.scripts._cli import project_arguments, run
+from ndr_jobs.interface import entrypoints
+from ndr_jobs.runtime.config import BackfillRuntime
+from ndr_jobs.scripts._cli import run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ndr_jobs.scripts.run_historical_windows_extractor", description=__doc__
-    )
-    project_arguments(parser)
-    parser.add_argument("--start-ts-iso", required=True, type=contract.timestamp)
-    parser.add_argument("--end-ts-iso", required=True, type=contract.timestamp)
-    parser.add_argument("--manifest-uri", required=True, type=contract.storage_uri,
-                        help="where to write the window manifest (JSON)")
-    parser.add_argument("--raw-prefix", default="", type=contract.optional(contract.storage_uri),
-                        help="raw mini-batch prefix; empty: the project's routing")
-    return parser
+    return entrypoints.build_parser("ndr_jobs.scripts.run_historical_windows_extractor", __doc__)
 
 
 def parse_runtime(argv: Sequence[str] | None = None) -> BackfillRuntime:

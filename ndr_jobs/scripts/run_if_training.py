@@ -6,27 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ndr_jobs import contract
-from ndr_jobs.runtime import TrainingRuntime
-from ndr_jobs.scripts._cli import project_arguments, run
-
-STAGES = ("verify", "remediate", "reverify", "train", "publish", "attributes", "deploy")
+from ndr_jobs.interface import entrypoints
+from ndr_jobs.runtime.config import TrainingRuntime
+from ndr_jobs.scripts._cli import run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.scripts.run_if_training", description=__doc__)
-    parser.add_argument("--stage", required=True, choices=STAGES)
-    project_arguments(parser)
-    parser.add_argument("--training-start-ts-iso", required=True, type=contract.timestamp)
-    parser.add_argument("--training-end-ts-iso", required=True, type=contract.timestamp)
-    parser.add_argument("--run-key", required=True, type=contract.run_key, help="idempotency key of the training run")
-    parser.add_argument(
-        "--missing-windows-override",
-        type=contract.window_list,
-        default=[],
-        help="JSON array of window start timestamps to remediate instead of the verifier's list",
-    )
-    return parser
+    return entrypoints.build_parser("ndr_jobs.scripts.run_if_training", __doc__)
 
 
 def parse_runtime(argv: Sequence[str] | None = None) -> TrainingRuntime:

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ndr_jobs.runtime import PublicationRuntime
+from ndr_jobs.runtime.config import PublicationRuntime
 from ndr_jobs.scripts._cli import BatchScript, run
-
-
-def _extra(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--publication-target", choices=["s3", "redshift"], default="s3")
-
 
 SCRIPT = BatchScript(
     __name__.replace("__main__", "ndr_jobs.scripts.run_prediction_feature_join"),
@@ -19,7 +13,6 @@ SCRIPT = BatchScript(
     "ndr_jobs.processing.prediction_feature_join_job",
     "run_prediction_feature_join_from_runtime_config",
     runtime=PublicationRuntime,
-    extra=_extra,
     fields=lambda a: {"publication_target": a.publication_target},
 )
 build_parser, parse_runtime, main = SCRIPT.build_parser, SCRIPT.parse_runtime, SCRIPT.main

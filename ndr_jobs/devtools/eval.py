@@ -1,19 +1,19 @@
 """Detection report: the real feature chain, training and inference on labelled synthetic traffic.
 
-``python -m ndr_jobs.eval --out docs/detection.md`` (``make eval``; ``--quick`` for a small smoke run)
+``python -m ndr_jobs.devtools.eval --out docs/detection.md`` (``make eval``; ``--quick`` for a small smoke run)
 
-1. Synthetic PAN-OS traffic (:mod:`ndr_jobs.synth.generator`, one seed, ``--hosts`` hosts) over three
+1. Synthetic PAN-OS traffic (:mod:`ndr_jobs.devtools.synth.generator`, one seed, ``--hosts`` hosts) over three
    consecutive spans: a *baseline* span ending at a month boundary (FG-B's monthly snapshot of month M
    covers the slices before the first instant of M+1, and FG-C uses it from then on), a clean *training*
    span right after the boundary, and an *attack* span after that with ``--instances`` attacks of every
-   class (:data:`ndr_jobs.synth.generator.ATTACK_CLASSES`), each from its own compromised host.
+   class (:data:`ndr_jobs.devtools.synth.generator.ATTACK_CLASSES`), each from its own compromised host.
 2. The real chain in-process, in time order: ``delta -> fg_a -> pair_counts`` for every batch, ``fg_b`` for
    the baseline month, ``fg_c`` for every training and attack batch; then the training pipeline's seven
    stages over the training span (``verify`` .. ``deploy``: the model is promoted), and
    ``inference_predictions`` for every attack batch.
 3. Labels: a (host, window) of the attack span is *positive for class c* when the host started at least one
    session of an attack of class c in that window. The exact session times come from re-running the
-   generator's seeded attack injection (:func:`ndr_jobs.synth.generator.inject_attacks`, cross-checked
+   generator's seeded attack injection (:func:`ndr_jobs.devtools.synth.generator.inject_attacks`, cross-checked
    against the labels file, which only has each relation's first and last session). Negatives: every
    scored (host, window) of the attack span without any attack session (a compromised host's quiet windows
    included) and not an *echo*: a compromised host's window within ``echo_hours`` (1 h) after one of its
@@ -46,14 +46,18 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ndr_jobs import datasets, storage
-from ndr_jobs.synth.generator import ATTACK_CLASSES
+from ndr_jobs.datasets import layout, storage
+from ndr_jobs.devtools.synth.generator import ATTACK_CLASSES
+from ndr_jobs.interface import contract
+from ndr_jobs.interface.entrypoints import TRAINING_STAGES
+from ndr_jobs.processing.chain import FEATURE_CHAIN, job_function
 
 FPRS = (0.001, 0.01)
 GOAL_AUC = 0.97
@@ -168,13 +172,13 @@ def measure(frame: pd.DataFrame, score: str) -> dict[str, dict[str, Any]]:
 
 def attack_windows(config: EvalConfig) -> dict[tuple[str, datetime], set[str]]:
     """``{(host_ip, window_start): {attack classes}}`` from the generator's seeded attack sessions."""
-    from ndr_jobs.synth.generator import build_network, inject_attacks
+    from ndr_jobs.devtools.synth.generator import build_network, inject_attacks
 
     span = (int(config.train_end.timestamp() * 1000), int(config.attack_end.timestamp() * 1000))
     net = build_network(config.hosts, config.seed)
     cols, _ = inject_attacks(net, config.attacks, config.seed, span)
     out: dict[tuple[str, datetime], set[str]] = {}
-    batch_ms = int(datasets.BATCH.total_seconds() * 1000)
+    batch_ms = int(layout.BATCH.total_seconds() * 1000)
     for t, src, attack in zip(cols["t"].tolist(), cols["src"].tolist(), cols["attack"].tolist(), strict=True):
         start = datetime.fromtimestamp((t // batch_ms) * batch_ms / 1000, UTC)
         out.setdefault((net.ips[src], start), set()).add(ATTACK_CLASSES[attack])
@@ -183,8 +187,8 @@ def attack_windows(config: EvalConfig) -> dict[tuple[str, datetime], set[str]]:
 
 def echo_windows(windows: dict[tuple[str, datetime], set[str]], hours: float) -> set[tuple[str, datetime]]:
     """The (host, window) pairs within ``hours`` after a positive window of the host that are not positive."""
-    steps = int(round(hours * 3600 / datasets.BATCH.total_seconds()))
-    after = {(host, start + k * datasets.BATCH) for host, start in windows for k in range(1, steps + 1)}
+    steps = int(round(hours * 3600 / layout.BATCH.total_seconds()))
+    after = {(host, start + k * layout.BATCH) for host, start in windows for k in range(1, steps + 1)}
     return after - set(windows)
 
 
@@ -193,13 +197,18 @@ def check_labels(labels_path: str, windows: dict[tuple[str, datetime], set[str]]
     for line in storage.read_text(labels_path).splitlines():
         label = json.loads(line)
         for moment in (label["start"], label["end"]):
-            t = datasets.parse_utc(moment)
+            t = contract.parse_utc(moment)
             start = t - timedelta(minutes=t.minute % 15, seconds=t.second, microseconds=t.microsecond)
             if label["attack"] not in windows.get((label["src_ip"], start), set()):
                 raise AssertionError(f"label {label['attack_id']} at {moment} has no matching attack session")
 
 
 # --- the chain ------------------------------------------------------------------------------------------------
+
+
+def _chain_job(name: str) -> Callable[..., Any]:
+    module, function = job_function(name)
+    return getattr(import_module(module), function)
 
 
 def _quiet(function: Callable[..., Any], *args: Any) -> Any:
@@ -209,10 +218,10 @@ def _quiet(function: Callable[..., Any], *args: Any) -> Any:
 
 
 def _batch(start: datetime) -> Any:
-    from ndr_jobs.runtime import BatchRuntime
+    from ndr_jobs.runtime.config import BatchRuntime
 
-    return BatchRuntime(PROJECT, FSV, f"{ORG}-{PROJECT}-{FSV}-{datasets.stamp(start)}", datasets.iso(start),
-                        datasets.iso(start + datasets.BATCH))  # fmt: skip
+    return BatchRuntime(PROJECT, FSV, f"{ORG}-{PROJECT}-{FSV}-{layout.stamp(start)}", contract.iso(start),
+                        contract.iso(start + layout.BATCH))  # fmt: skip
 
 
 @dataclass
@@ -236,15 +245,11 @@ def run_chain(
     With ``resume``, outputs already in ``work`` (from an interrupted run of the same configuration) are kept:
     the synthetic data when its labels exist, each job's partition when it exists.
     """
-    from ndr_jobs.processing.delta_builder_job import run_delta_builder_from_runtime_config
-    from ndr_jobs.processing.fg_a_builder_job import run_fg_a_builder_from_runtime_config
+    from ndr_jobs.devtools.synth.generator import SynthConfig, generate
     from ndr_jobs.processing.fg_b_builder_job import run_fg_b_builder_from_runtime_config
-    from ndr_jobs.processing.fg_c_builder_job import run_fg_c_builder_from_runtime_config
     from ndr_jobs.processing.if_training_job import DeployRefusedError, run_if_training_from_runtime_config
     from ndr_jobs.processing.inference_predictions_job import run_inference_predictions_from_runtime_config
-    from ndr_jobs.processing.pair_counts_builder_job import run_pair_counts_builder_from_runtime_config
-    from ndr_jobs.runtime import MonthlyRuntime, TrainingRuntime
-    from ndr_jobs.synth.generator import SynthConfig, generate
+    from ndr_jobs.runtime.config import MonthlyRuntime, TrainingRuntime
 
     raw, root = work / "raw", work / "store"
     os.environ.update({"NDR_RAW_ROOT": str(raw), "NDR_STORAGE_ROOT": str(root), "NDR_ORG_ID": ORG})
@@ -253,7 +258,7 @@ def run_chain(
               "feature_spec_version": FSV, "files_per_batch": 1}  # fmt: skip
 
     def done(dataset: str, start: datetime) -> bool:
-        return resume and start in datasets.existing_batches(str(root), dataset, FSV)
+        return resume and start in layout.existing_batches(str(root), dataset, FSV)
 
     with timer.phase("synth"):
         clean_hours = config.baseline_hours + config.train_hours
@@ -264,41 +269,40 @@ def run_chain(
             generate(clean, str(raw), str(work / "labels-clean.jsonl"))
             attack = SynthConfig(start=config.train_end, hours=config.attack_hours, attacks=config.attacks, **common)
             generate(attack, str(raw), str(work / "labels.jsonl"))
-    baseline = datasets.batch_starts(config.baseline_start, config.boundary)
-    featured = datasets.batch_starts(config.boundary, config.attack_end)
+    baseline = layout.batch_starts(config.baseline_start, config.boundary)
+    featured = layout.batch_starts(config.boundary, config.attack_end)
+    # the chain's jobs but the last run for every batch; the last (FG-C) reads the month's FG-B, built after them
+    *per_batch, last = [(name.removesuffix("_builder"), _chain_job(name)) for name in FEATURE_CHAIN]
     for i, start in enumerate([*baseline, *featured]):
         runtime = _batch(start)
-        for phase, dataset, job in (
-            ("delta", datasets.DELTA, run_delta_builder_from_runtime_config),
-            ("fg_a", datasets.FG_A, run_fg_a_builder_from_runtime_config),
-            ("pair_counts", datasets.PAIR_COUNTS, run_pair_counts_builder_from_runtime_config),
-        ):
-            if not done(dataset, start):
+        for phase, job in per_batch:
+            if not done(phase, start):  # each job's dataset is named as its phase
                 with timer.phase(phase):
                     _quiet(job, runtime)  # fmt: skip
         if i % 16 == 15:
-            log(f"delta/fg_a/pair_counts: {i + 1}/{len(baseline) + len(featured)} batches")
+            log(f"{'/'.join(phase for phase, _ in per_batch)}: {i + 1}/{len(baseline) + len(featured)} batches")
     with timer.phase("fg_b"):
         _quiet(run_fg_b_builder_from_runtime_config, MonthlyRuntime(PROJECT, FSV, config.reference_month))
+    phase, job = last
     for i, start in enumerate(featured):
-        if not done(datasets.FG_C, start):
-            with timer.phase("fg_c"):
-                _quiet(run_fg_c_builder_from_runtime_config, _batch(start))
+        if not done(phase, start):
+            with timer.phase(phase):
+                _quiet(job, _batch(start))
         if i % 16 == 15:
             log(f"fg_c: {i + 1}/{len(featured)} batches")
     run_key = f"eval-{config.seed}"
     gate = "promoted"
     with timer.phase("training"):
-        for stage in ("verify", "remediate", "reverify", "train", "publish", "attributes", "deploy"):
-            runtime = TrainingRuntime(PROJECT, FSV, stage, datasets.iso(config.boundary),
-                                      datasets.iso(config.train_end), run_key)  # fmt: skip
+        for stage in TRAINING_STAGES:
+            runtime = TrainingRuntime(PROJECT, FSV, stage, contract.iso(config.boundary),
+                                      contract.iso(config.train_end), run_key)  # fmt: skip
             try:
                 _quiet(run_if_training_from_runtime_config, runtime)
             except DeployRefusedError as exc:  # measure the model anyway, and say so in the report
                 gate = f"refused ({exc}); the eval promoted the model itself to measure it"
                 log(f"deploy gate: {gate}")
                 promote_anyway(str(root), run_key)
-    attack_starts = datasets.batch_starts(config.train_end, config.attack_end)
+    attack_starts = layout.batch_starts(config.train_end, config.attack_end)
     with timer.phase("inference"):
         for start in attack_starts:
             _quiet(run_inference_predictions_from_runtime_config, _batch(start))
@@ -328,7 +332,7 @@ def delta_counts(root: str, starts: Sequence[datetime]) -> pd.DataFrame:
     """The baseline's per-(host, window) counts from the delta partitions."""
     from ndr_jobs.model.features import read_partitions
 
-    table = read_partitions(root, datasets.DELTA, FSV, starts)
+    table = read_partitions(root, layout.DELTA, FSV, starts)
     if table is None:
         raise ValueError("no delta partitions")
     delta = table.select(["src_ip", "batch_start_ts", *BASELINE_SUMS, *BASELINE_DISTINCT]).to_pandas()
@@ -346,8 +350,8 @@ def comparison_scores(root: str, config: EvalConfig, rows: pd.DataFrame) -> pd.D
     from ndr_jobs.model.features import Preprocessor, load_features, matrix
 
     params = forest.params_for(FSV)
-    train_starts = datasets.batch_starts(config.boundary, config.train_end)
-    attack_starts = datasets.batch_starts(config.train_end, config.attack_end)
+    train_starts = layout.batch_starts(config.boundary, config.train_end)
+    attack_starts = layout.batch_starts(config.train_end, config.attack_end)
     keys = ["host_ip", "batch_start_ts"]
     train_frame, sources = load_features(root, FSV, train_starts) or (None, {})
     test_frame, _ = load_features(root, FSV, attack_starts) or (None, {})
@@ -378,9 +382,9 @@ def labelled_predictions(root: str, config: EvalConfig, windows: dict[tuple[str,
     import pyarrow.parquet as pq
 
     parts = []
-    for start in datasets.batch_starts(config.train_end, config.attack_end):
+    for start in layout.batch_starts(config.train_end, config.attack_end):
         folder = storage.join(
-            datasets.dataset_dir(root, datasets.PREDICTIONS, FSV), f"batch_start={datasets.stamp(start)}"
+            layout.dataset_dir(root, layout.PREDICTIONS, FSV), f"batch_start={layout.stamp(start)}"
         )
         for obj in storage.list_objects(folder):
             parts.append(pq.read_table(io.BytesIO(storage.read_bytes(obj.path))).to_pandas())
@@ -425,7 +429,7 @@ def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
     lines = [
         "# Detection, measured",
         "",
-        "Generated by `ndr_jobs/eval.py` (the method is in its module docstring). Reproduce with:",
+        "Generated by `ndr_jobs/devtools/eval.py` (the method is in its module docstring). Reproduce with:",
         "",
         "```",
         command,
@@ -436,10 +440,10 @@ def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
         "| setting | value |",
         "|---|---|",
         f"| hosts | {config.hosts} (seed {config.seed}) |",
-        f"| baseline span (FG-B month {config.reference_month}) | {datasets.iso(config.baseline_start)} .. "
-        f"{datasets.iso(config.boundary)} |",
-        f"| training span (clean) | {datasets.iso(config.boundary)} .. {datasets.iso(config.train_end)} |",
-        f"| attack span | {datasets.iso(config.train_end)} .. {datasets.iso(config.attack_end)}, "
+        f"| baseline span (FG-B month {config.reference_month}) | {contract.iso(config.baseline_start)} .. "
+        f"{contract.iso(config.boundary)} |",
+        f"| training span (clean) | {contract.iso(config.boundary)} .. {contract.iso(config.train_end)} |",
+        f"| attack span | {contract.iso(config.train_end)} .. {contract.iso(config.attack_end)}, "
         f"{config.instances} attack(s) per class |",
         f"| scored (host, window) rows in the attack span | {meta['rows']} ({meta['negatives']} negatives, "
         f"{meta['echoes']} echoes within {config.echo_hours:g} h after an attack window left out) |",
@@ -492,8 +496,9 @@ def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
 
 #: the interpretation of the default configuration's measurement (kept with the code that produced it)
 NOTES: list[str] = [
-    "These notes interpret the default configuration's run (`python -m ndr_jobs.eval --out docs/detection.md`,",
-    "measured 2026-11-28 on a 2-core machine); a `--quick` run has too few rows to mean anything. The",
+    "These notes interpret the default configuration's run",
+    "(`python -m ndr_jobs.devtools.eval --out docs/detection.md`, measured 2026-11-28 on a 2-core machine); a",
+    "`--quick` run has too few rows to mean anything. The",
     "chain's outputs of the full run were kept (`--work`) and the model re-trained on them (`--resume`) after",
     "the last change to the forest's parameters; the numbers are what a fresh run gives.",
     "",
@@ -580,7 +585,7 @@ def evaluate(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.eval", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.devtools.eval", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="the Markdown report to write (e.g. docs/detection.md)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (numbers are not meaningful)")
     parser.add_argument("--work", default=None, help="working directory (default: a temporary one, removed)")
@@ -609,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    command = "python -m ndr_jobs.eval " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m ndr_jobs.devtools.eval " + " ".join(argv if argv is not None else sys.argv[1:])
 
     def log(message: str) -> None:
         print(f"[eval] {message}", file=sys.stderr, flush=True)
@@ -625,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": {**asdict(config), "boundary": datasets.iso(config.boundary)},
+        Path(args.json).write_text(json.dumps({"config": {**asdict(config), "boundary": contract.iso(config.boundary)},
                                                **result}, sort_keys=True, indent=2, default=str))  # fmt: skip
     print(json.dumps({"out": args.out, "metrics": result["metrics"]["model"]["overall"]}, sort_keys=True))
     return 0

@@ -101,7 +101,7 @@ class WarmExecutor:
         read_fd, write_fd = os.pipe()
         with open(self.log_path, "a") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "ndr_compiler.local.step_worker", str(write_fd)],
+                [sys.executable, "-m", "ndr_local.step_worker", str(write_fd)],
                 stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,), text=True,
             )  # fmt: skip
         os.close(write_fd)

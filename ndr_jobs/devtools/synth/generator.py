@@ -48,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ndr_jobs import storage
+from ndr_jobs.datasets import storage
 
 ATTACK_CLASSES: tuple[str, ...] = ("portscan", "beacon", "exfil_fast", "exfil_slow", "lateral")
 BATCH_MS = 15 * 60 * 1000

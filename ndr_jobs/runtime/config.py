@@ -1,6 +1,6 @@
 """Typed runtime configurations, built from a script's command line (and, later, project parameters).
 
-The command lines check every value against ``ndr_jobs.contract`` (the state machines' rules); a batch
+The command lines check every value against ``ndr_jobs.interface.contract`` (the state machines' rules); a batch
 runtime also checks its window, so a job called directly gets the same guarantee.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ndr_jobs import contract
+from ndr_jobs.interface import contract
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from ndr_jobs.panos_scan import gather
+from ndr_jobs.parsing.panos_scan import gather
 
 SUM, MIN, MAX, OR = 0, 1, 2, 3
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from ndr_jobs import storage
+from ndr_jobs.datasets import storage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

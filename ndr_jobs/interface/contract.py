@@ -126,7 +126,20 @@ def parse_timestamp(value: Any) -> datetime:
 
 
 def iso(moment: datetime) -> str:
+    """``2026-10-01T12:00:00Z``."""
     return moment.astimezone(UTC).strftime(ISO_FORMAT)
+
+
+def parse_utc(value: str, name: str = "timestamp") -> datetime:
+    """An ISO-8601 timestamp as an aware UTC datetime (naive values are UTC); a clear error otherwise.
+
+    Lenient where :func:`parse_timestamp` is strict: for values the jobs wrote themselves or already checked.
+    """
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not an ISO-8601 timestamp") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def timestamp(value: Any) -> str:

@@ -3,7 +3,7 @@
 Used by the scenario tests and the local runner: the DynamoDB tables (seeded from the project spec),
 one SageMaker pipeline per pipeline name, the state machines with their placeholders resolved (children
 first), the event bus with a rule that copies every event to an SQS queue so runs can be inspected, and
-the buckets. Call inside :func:`ndr_compiler.local.offline_aws`.
+the buckets. Call inside :func:`ndr_local.offline_aws`.
 
 moto sends no "Step Functions Execution Status Change" events: :meth:`OfflinePlatform.settle` puts them on
 the default bus for every execution that ended since its last call, where a rule with the janitor's own
@@ -27,8 +27,9 @@ import boto3
 from ndr_compiler.deploy.dynamodb import ensure_tables
 from ndr_compiler.deploy.placeholders import placeholders, resolve, state_machine_arn_placeholder
 from ndr_compiler.expand.janitor import STATUSES, janitor_name, status_change_pattern
-from ndr_compiler.local.sfn_runtime import ExecutionResult, run_execution
 from ndr_compiler.models.project import Project
+from ndr_jobs.interface.contract import iso
+from ndr_local.sfn_runtime import ExecutionResult, run_execution
 
 ACCOUNT = "123456789012"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/ndr-offline"
@@ -165,7 +166,7 @@ def status_change_event(execution: dict[str, Any], region: str) -> dict[str, Any
         "version": "0", "id": hashlib.sha256(arn.encode()).hexdigest()[:36],
         "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
         "account": arn.split(":")[4],
-        "time": (execution.get("stopDate") or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": iso(execution.get("stopDate") or datetime.now(UTC)),
         "region": region, "resources": [arn],
         "detail": {
             "executionArn": arn, "stateMachineArn": execution["stateMachineArn"], "name": execution["name"],

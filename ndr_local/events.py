@@ -11,12 +11,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ndr_jobs.interface.contract import iso
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _event_id(*parts: str) -> str:
@@ -37,14 +35,14 @@ def batch_completed(raw_bucket: str, org_id: str, project_name: str, feature_spe
         "detail-type": "Batch Completed",
         "source": "ndr.ingestion",
         "account": ACCOUNT,
-        "time": _iso(end + timedelta(minutes=1, seconds=4)),
+        "time": iso(end + timedelta(minutes=1, seconds=4)),
         "region": REGION,
         "resources": [],
         "detail": {
             "event_type": "batch_completed",
             "org_id": org_id,
             "batch_folder": folder,
-            "batch_end_ts": _iso(end),
+            "batch_end_ts": iso(end),
             "object_count": object_count,
             "total_bytes": total_bytes,
         },
@@ -79,7 +77,7 @@ def training_request(project_name: str, feature_spec_version: str, start: dateti
                      missing_windows_override: list[str] | None = None) -> dict[str, Any]:
     """``training.request.json``."""
     return {"project_name": project_name, "feature_spec_version": feature_spec_version,
-            "training_start": _iso(start), "training_end": _iso(end),
+            "training_start": iso(start), "training_end": iso(end),
             "missing_windows_override": list(missing_windows_override or [])}
 
 
@@ -87,7 +85,7 @@ def backfill_request(project_name: str, feature_spec_version: str, start: dateti
                      raw_prefix: str, requested_by: str = "make-run@localhost") -> dict[str, Any]:
     """``backfill.request.json``."""
     return {"project_name": project_name, "feature_spec_version": feature_spec_version,
-            "start_ts": _iso(start), "end_ts": _iso(end), "raw_prefix": raw_prefix, "requested_by": requested_by}
+            "start_ts": iso(start), "end_ts": iso(end), "raw_prefix": raw_prefix, "requested_by": requested_by}
 
 
 def as_sns(event: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ releases send are accepted as they are.
 Engines
     * :func:`parse_line` — pure Python, one line at a time: the reference (tests, small tools).
     * :func:`parse_arrow` — the same results for an Arrow array of lines, vectorised: one compiled pass over
-      the batch's bytes (:mod:`ndr_jobs.panos_scan`, numba) finds each line's fields, reads its integers, IPv4
+      the batch's bytes (:mod:`ndr_jobs.parsing.panos_scan`, numba) finds each line's fields, reads its integers, IPv4
       addresses and times and copies out the text fields the caller asked for; the few values it cannot
       settle (IPv6, odd or extreme times) go through Arrow's RE2 and the reference time parser, once per distinct value.
       Lines that need real CSV unquoting before position 103 (a quoted user or rule name) fall back to
@@ -52,7 +52,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ndr_jobs import panos_scan
+from ndr_jobs.parsing import panos_scan
 
 if TYPE_CHECKING:  # Spark is imported lazily: the scripts import this module's callers without Spark.
     from pyspark.sql import DataFrame

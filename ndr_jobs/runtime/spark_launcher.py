@@ -5,7 +5,7 @@ The Spark image carries this file at ``/opt/ndr/spark_launcher.py`` (see
 with every argument passed through ``shlex.quote`` and runs it with ``/bin/sh``
 (``smspark/cli.py::_construct_spark_submit_command`` in aws/sagemaker-spark-container), so the arguments
 arrive here exactly as the step's ``ContainerArguments`` hold them; ``tests/test_launcher.py`` runs this
-file that way with hostile values. The job's parser then checks each value against ``ndr_jobs.contract``.
+file that way with hostile values. The job's parser then checks each value against ``ndr_jobs.interface.contract``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""``python -m ndr_jobs.synth.cli``: write synthetic PAN-OS TRAFFIC mini-batches and attack labels.
+"""``python -m ndr_jobs.devtools.synth.cli``: write synthetic PAN-OS TRAFFIC mini-batches and attack labels.
 
 Example::
 
-    python -m ndr_jobs.synth.cli --out /tmp/raw --start 2026-10-01T00:00:00Z --hours 2 --hosts 50 --seed 7 \\
+    python -m ndr_jobs.devtools.synth.cli --out /tmp/raw --start 2026-10-01T00:00:00Z --hours 2 --hosts 50 --seed 7 \\
         --attacks portscan,beacon,exfil_fast,exfil_slow,lateral
 
 prints a JSON summary (rows, files, attack rows, labels) on stdout. ``--out`` is the raw root (a local
@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 
-from ndr_jobs.contract import window_start
-from ndr_jobs.synth.generator import ATTACK_CLASSES, SynthConfig, generate
+from ndr_jobs.devtools.synth.generator import ATTACK_CLASSES, SynthConfig, generate
+from ndr_jobs.interface.contract import window_start
 
 
 def _attacks(value: str) -> tuple[str, ...]:
@@ -31,7 +31,7 @@ def _attacks(value: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.synth.cli", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.devtools.synth.cli", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="raw root: local directory or s3://bucket[/prefix]")
     parser.add_argument("--start", required=True, type=window_start, help="ISO-8601 UTC start (15-minute aligned)")
     parser.add_argument("--hours", type=float, default=2.0)

@@ -1,12 +1,13 @@
 """The data-plane benchmark: the 15-minute chain on local Spark, stage by stage, beside a DuckDB reference.
 
-``python -m ndr_jobs.bench --out docs/benchmarks-data.md [--rows 1000000 5000000] [--repeat 3] [--quick] [--json FILE]``
+``python -m ndr_jobs.devtools.bench --out docs/benchmarks-data.md [--rows 1000000 5000000] [--repeat 3] [--quick]
+[--json FILE]``
 
 What it does, all in one run and one process (so the JVM is the one the jobs use):
 
 1. Machine facts: cores, memory, CPU model, Java, PySpark, DuckDB and Python versions.
 2. For each ``--rows`` size (and first a small warm-up batch, whose figures are discarded), one 15-minute
-   batch of synthetic PAN-OS TRAFFIC lines (:mod:`ndr_jobs.synth.generator`, generated in a separate
+   batch of synthetic PAN-OS TRAFFIC lines (:mod:`ndr_jobs.devtools.synth.generator`, generated in a separate
    process so that its memory is not counted): ``hosts = rows / 200`` (20 .. 50,000) and ``rate_scale``
    calibrated from the network's expected rate so that the batch has about ``rows`` lines. Data lives in a
    temporary directory (``--work-dir`` to choose it), removed at the end unless ``--keep``.
@@ -61,11 +62,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from ndr_jobs import storage
-from ndr_jobs.runtime import BatchRuntime
+from ndr_jobs.datasets import storage
+from ndr_jobs.interface.contract import iso
+from ndr_jobs.processing.chain import FEATURE_CHAIN, job_function
+from ndr_jobs.runtime.config import BatchRuntime
 
-#: the 15-minute pipeline's stages, in order: ``ndr_jobs.processing.<stage>_job.run_<stage>_from_runtime_config``
-STAGES: tuple[str, ...] = ("delta_builder", "fg_a_builder", "pair_counts_builder", "fg_c_builder")
+#: the 15-minute pipeline's stages, in order
+STAGES: tuple[str, ...] = FEATURE_CHAIN
 REFERENCE = "delta (DuckDB reference)"
 #: the summary key that counts each stage's output rows (the first one present)
 OUTPUT_KEYS = ("delta_rows", "hosts", "pairs", "rows")
@@ -223,7 +226,7 @@ class Batch:
 
 def expected_lines(hosts: int, seed: int, start: datetime) -> float:
     """The generator's expected line count of one batch at ``rate_scale`` 1 (background, denies, scanners)."""
-    from ndr_jobs.synth import generator as g
+    from ndr_jobs.devtools.synth import generator as g
 
     net = g.build_network(hosts, seed)
     hours = g.BATCH_MS / 3_600_000
@@ -245,7 +248,7 @@ def _generate(rows: int, seed: int, raw_root: str) -> dict[str, Any]:
     each ``rows / k`` lines, the same host count: the same internal addresses, ``k`` times the sessions; each
     seed draws its own internet pool), their files renamed ``...-c<chunk>-<file>.log`` into one folder.
     """
-    from ndr_jobs.synth.generator import SynthConfig, batch_folder, generate
+    from ndr_jobs.devtools.synth.generator import SynthConfig, batch_folder, generate
 
     hosts = min(50_000, max(20, rows // LINES_PER_HOST))
     chunks = max(1, math.ceil(rows / CHUNK_LINES))
@@ -377,8 +380,8 @@ def run_chain(batch: Batch, store: str, stages: Sequence[str] = STAGES) -> list[
     stamp = BATCH_START.strftime("%Y%m%dT%H%M")
     runtime = BatchRuntime(project_name=PROJECT, feature_spec_version=FSV,
                            mini_batch_id=f"{ORG}-{PROJECT}-{FSV}-{stamp}",
-                           batch_start_ts=BATCH_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                           batch_end_ts=(BATCH_START + timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           batch_start_ts=iso(BATCH_START),
+                           batch_end_ts=iso(BATCH_START + timedelta(minutes=15)),
                            raw_batch_folder=batch.folder)  # fmt: skip
     results = []
     with _environment(NDR_STORAGE_ROOT=store, NDR_RAW_ROOT=batch.raw_root, NDR_ORG_ID=ORG):
@@ -388,8 +391,8 @@ def run_chain(batch: Batch, store: str, stages: Sequence[str] = STAGES) -> list[
                 continue
 
             def call(name: str = name) -> Any:
-                job = import_module(f"ndr_jobs.processing.{name}_job")
-                return getattr(job, f"run_{name}_from_runtime_config")(runtime)
+                module, function = job_function(name)
+                return getattr(import_module(module), function)(runtime)
 
             with contextlib.redirect_stdout(sys.stderr):  # the jobs' JSON summaries: not the report's stdout
                 results.append(_timed(name, batch.lines, call))
@@ -584,7 +587,7 @@ def render(command: str, machine: dict[str, Any], warmup: int, sizes: list[SizeR
             else "**No warm-up (`--warmup 0`): cold figures.**"
         )
         + " Each size is one 15-minute batch of synthetic PAN-OS TRAFFIC lines "
-        "(`ndr_jobs.synth`), on its own storage root, so FG-A reads one delta partition (its 1h/24h windows "
+        "(`ndr_jobs.devtools.synth`), on its own storage root, so FG-A reads one delta partition (its 1h/24h windows "
         "are mostly empty: a steady-state run reads 96). `lines/s` = the batch's raw lines / the stage's "
         "seconds. Memory: peak RSS sampled every 0.2 s during the stage (the driver is this Python process, "
         f"where DuckDB runs); the driver's `ru_maxrss` over the whole run: {max_rss_mib:,.0f} MiB.",
@@ -661,7 +664,7 @@ def render(command: str, machine: dict[str, Any], warmup: int, sizes: list[SizeR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.devtools.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="the markdown report to write (replaced)")
     parser.add_argument("--rows", type=int, nargs="+", default=None, help="lines per batch, one run per size")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS:,} lines after a {QUICK_WARMUP:,} warm-up")
@@ -697,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeat = a.repeat if a.repeat is not None else (1 if a.quick else REPEAT)
     if repeat < 1:
         parser.error("--repeat: at least 1")
-    command = "python -m ndr_jobs.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m ndr_jobs.devtools.bench " + " ".join(sys.argv[1:] if argv is None else argv)
 
     work = a.work_dir or tempfile.mkdtemp(prefix="ndr-bench-")
     Path(work).mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Where each dataset lives and how jobs read time ranges of its partitions (see ``docs/datasets.md``).
 
-Writes go through :func:`ndr_jobs.storage.write_partition`; this module names the partitions and reads
+Writes go through :func:`ndr_jobs.datasets.storage.write_partition`; this module names the partitions and reads
 them back: a job that needs the last 24 hours of ``delta`` asks for the 15-minute ``batch_start`` values
 of that range and gets one DataFrame of the partitions that exist, with ``batch_start_ts`` (the window
 start, a timestamp) as a column.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ndr_jobs import storage
+from ndr_jobs.datasets import storage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -39,17 +39,6 @@ def storage_root() -> str:
     if not root:
         raise ValueError("NDR_STORAGE_ROOT is not set")
     return root
-
-
-def parse_utc(value: str) -> datetime:
-    """An ISO-8601 timestamp as an aware UTC datetime (naive values are UTC)."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """``2026-10-01T12:00:00Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def stamp(moment: datetime) -> str:

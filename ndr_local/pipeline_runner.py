@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ndr_compiler.deploy.placeholders import PLACEHOLDER
-from ndr_compiler.local.step_worker import StepOutcome, SubprocessExecutor, WarmExecutor
+from ndr_local.step_worker import StepOutcome, SubprocessExecutor, WarmExecutor
 
 Executor = SubprocessExecutor | WarmExecutor
 
@@ -138,7 +138,7 @@ def run_pipeline(generated: Path, pipeline: str, given: Mapping[str, str], value
     """Run every step; ``values`` resolves ``${...}`` in step environments (e.g. NdrStorageRoot).
 
     ``executor`` runs each ``python -m`` command: a fresh process per step by default, or a
-    :class:`~ndr_compiler.local.step_worker.WarmExecutor` that keeps one Spark JVM across steps. Once
+    :class:`~ndr_local.step_worker.WarmExecutor` that keeps one Spark JVM across steps. Once
     ``stop`` is set, no further step starts and the run ends ``Stopped`` (the step under way finishes: the
     local stand-in of SageMaker stopping a pipeline's running processing job).
     """

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ndr_compiler.expand.pipeline import default_pipeline_name
-from ndr_compiler.local.pipeline_runner import Executor, PipelineRun, run_pipeline
-from ndr_compiler.local.sfn_runtime import PipelineNotRunning
+from ndr_local.pipeline_runner import Executor, PipelineRun, run_pipeline
+from ndr_local.sfn_runtime import PipelineNotRunning
 
 
 @dataclass
 class LocalPipelines:
-    """A :class:`~ndr_compiler.local.sfn_runtime.PipelineRuntime` that runs the compiled pipelines' jobs."""
+    """A :class:`~ndr_local.sfn_runtime.PipelineRuntime` that runs the compiled pipelines' jobs."""
 
     generated: Path
     names: dict[str, str]  # SageMaker pipeline name -> pipeline spec name

@@ -1,7 +1,8 @@
-"""Compiled byte scanners behind :func:`ndr_jobs.panos.parse_arrow` (numba): one pass per line, no Python per row.
+"""Compiled byte scanners behind :func:`ndr_jobs.parsing.panos.parse_arrow` (numba): one pass per line, no Python
+per row.
 
 Each function reads the UTF-8 bytes of a batch of lines (the Arrow data buffer) and answers for every line at
-once; :mod:`ndr_jobs.panos` turns the answers into Arrow columns and applies its rules. The checks here are
+once; :mod:`ndr_jobs.parsing.panos` turns the answers into Arrow columns and applies its rules. The checks here are
 exact translations of the reference parser's (``INT_RE``/``PORT_RE``, the IPv4 part of ``IP_RE``, both time
 formats with ``strptime``'s and ``fromisoformat``'s ranges); what they cannot settle (IPv6 addresses, times
 near the ends of ``datetime``'s range, anything odd) they report as undecided, and the caller decides those few

@@ -3,7 +3,7 @@
 What it does, in order (every stage is a real execution of a compiled state machine whose pipelines run
 the real jobs on local Spark; nothing is scripted):
 
-1. **estate**: a seeded synthetic estate (``ndr_jobs.synth``) writes PAN-OS TRAFFIC mini-batches into the
+1. **estate**: a seeded synthetic estate (``ndr_jobs.devtools.synth``) writes PAN-OS TRAFFIC mini-batches into the
    local stand-in of the raw bucket, in the ingestion layout, with a few malformed lines; a machine
    inventory goes into a DuckDB file (the local Redshift).
 2. **backfill** (``sfn_ndr_backfill_reprocessing``): a history range is reprocessed, one 15-minute
@@ -45,13 +45,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ndr_compiler.local import events
+from ndr_jobs.interface.contract import iso, parse_utc
+from ndr_local import events
 
 ORG, PROJECT, FSV = "acme", "ndr-prod", "v1"
-
-
-def _utc(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -62,12 +59,12 @@ class DemoConfig:
     hosts: int = 40
     seed: int = 7
     # 8 windows of history: the fewest FG-B takes as a baseline (fewer: cold start, every z-score 0)
-    history_start: datetime = _utc("2026-09-30T10:00:00Z")
+    history_start: datetime = parse_utc("2026-09-30T10:00:00Z")
     history_hours: float = 2.0
     # training remediates (builds) its windows' features in one step: every window costs a 15m chain run
-    training_start: datetime = _utc("2026-10-01T11:00:00Z")
+    training_start: datetime = parse_utc("2026-10-01T11:00:00Z")
     training_hours: float = 1.0
-    live_start: datetime = _utc("2026-10-01T12:00:00Z")
+    live_start: datetime = parse_utc("2026-10-01T12:00:00Z")
     live_hours: float = 1.0
     noise_rate: float = 0.002
     # waits and poll budgets at a tenth: a 15m pipeline has 90 s (not 15 min) before the machine gives up
@@ -154,10 +151,10 @@ class LocalRun:
         self._stack = ExitStack()
 
     def __enter__(self) -> LocalRun:
-        from ndr_compiler.local.platform import stand_up
-        from ndr_compiler.local.runner import LocalPipelines, local_pipeline_names
-        from ndr_compiler.local.sfn_runtime import offline_aws
-        from ndr_compiler.local.step_worker import WarmExecutor
+        from ndr_local.platform import stand_up
+        from ndr_local.runner import LocalPipelines, local_pipeline_names
+        from ndr_local.sfn_runtime import offline_aws
+        from ndr_local.step_worker import WarmExecutor
 
         if self.work.exists():
             shutil.rmtree(self.work)
@@ -202,7 +199,7 @@ class LocalRun:
     def generate(self, name: str, start: datetime, hours: float, attacks: tuple[str, ...] = (),
                  noise_rate: float = 0.0) -> Any:
         """Synthetic raw batches of the estate into the local raw bucket; labels in ``labels-<name>.jsonl``."""
-        from ndr_jobs.synth.generator import SynthConfig, generate
+        from ndr_jobs.devtools.synth.generator import SynthConfig, generate
 
         return generate(
             SynthConfig(start=start, hours=hours, hosts=self.config.hosts, seed=self.config.seed, attacks=attacks,
@@ -228,14 +225,14 @@ class LocalRun:
     def abort_and_recover(self, start: datetime) -> tuple[Any, list[Any], Any]:
         """Start the batch's 15-minute execution, stop it while its features pipeline runs, let the janitor
         clean up, then announce the batch again: (the aborted run's status, the janitor runs, the rerun)."""
-        from ndr_jobs.contract import mini_batch_id
+        from ndr_jobs.interface.contract import mini_batch_id
 
         machine = "sfn_ndr_15m_features_inference"
         event = self.batch_event(start)
         sfn = self.platform.client("stepfunctions")
         arn = sfn.start_execution(stateMachineArn=self.platform.machine_arns[machine], input=json.dumps(event),
                                   name=f"aborted-{start:%Y%m%dT%H%M}")["executionArn"]
-        batch = mini_batch_id(ORG, PROJECT, FSV, events._iso(start))
+        batch = mini_batch_id(ORG, PROJECT, FSV, iso(start))
         deadline = time.monotonic() + 600
         while not any(p.get("MiniBatchId") == batch for _, p, _ in self.pipelines.started):
             if time.monotonic() > deadline:
@@ -271,12 +268,12 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRep
     with LocalRun(config, echo) as run:
         with stage("estate: synthetic PAN-OS traffic and inventory"):
             _make_estate(run, echo)
-        with stage(f"backfill: history {events._iso(c.history_start)} .. {events._iso(hist_end)}"):
+        with stage(f"backfill: history {iso(c.history_start)} .. {iso(hist_end)}"):
             run.backfill(c.history_start, hist_end)
         month = c.history_start.strftime("%Y-%m")
         with stage(f"baselines: inventory and FG-B for {month}"):
             run.baselines(month)
-        with stage(f"training: {events._iso(c.training_start)} .. {events._iso(train_end)}"):
+        with stage(f"training: {iso(c.training_start)} .. {iso(train_end)}"):
             run.train(c.training_start, train_end)
         with stage("live: 15-minute batches with injected attacks, through the three contract wrappers"):
             live = _live_events(run)
@@ -326,8 +323,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRep
 
 
 def _make_estate(run: LocalRun, echo: Callable[[str], None]) -> None:
-    from ndr_jobs.synth.generator import ATTACK_CLASSES
-    from ndr_jobs.synth.inventory import create_inventory_duckdb
+    from ndr_jobs.devtools.synth.generator import ATTACK_CLASSES
+    from ndr_jobs.devtools.synth.inventory import create_inventory_duckdb
 
     c = run.config
     spans = [
@@ -361,7 +358,7 @@ def _summarise(report: DemoReport, run: LocalRun) -> None:
             continue
         for step in pipeline_run.steps:
             summary = step.summary or {}
-            if step.name == "DeltaBuilderStep" and _params.get("BatchStartTsIso", "") >= events._iso(
+            if step.name == "DeltaBuilderStep" and _params.get("BatchStartTsIso", "") >= iso(
                 run.config.live_start
             ):
                 report.lines += int(summary.get("rows_read", 0) or 0)
@@ -403,7 +400,7 @@ def _attack_windows(labels: Path) -> dict[tuple[str, datetime], str]:
         return out
     for line in labels.read_text().splitlines():
         label = json.loads(line)
-        start, end = _utc(label["start"]), _utc(label["end"])
+        start, end = parse_utc(label["start"]), parse_utc(label["end"])
         moment = start.replace(minute=start.minute - start.minute % 15, second=0, microsecond=0)
         while moment <= end:
             out.setdefault((label["src_ip"], moment), label["attack"])

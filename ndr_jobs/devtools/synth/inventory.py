@@ -1,9 +1,9 @@
 """A machine inventory for the synthetic network, as a DuckDB file: the local stand-in for the Redshift table
 that ``machine_inventory_unload`` unloads.
 
-``python -m ndr_jobs.synth.inventory --out inventory.duckdb --hosts 50 --seed 7`` writes the table
+``python -m ndr_jobs.devtools.synth.inventory --out inventory.duckdb --hosts 50 --seed 7`` writes the table
 ``machine_inventory`` (:data:`TABLE_COLUMNS`, one row per internal machine of
-:func:`ndr_jobs.synth.generator.build_network` for the same ``hosts`` and ``seed``) so that a local run
+:func:`ndr_jobs.devtools.synth.generator.build_network` for the same ``hosts`` and ``seed``) so that a local run
 (``NDR_INVENTORY_DUCKDB=inventory.duckdb``) has an inventory that matches the generated traffic.
 
 The table
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ndr_jobs.devtools.synth.generator import DEVELOPER, SERVER, WS, ZONES, build_network
 from ndr_jobs.processing.machine_inventory_unload_job import DEFAULT_TABLE, INVENTORY_COLUMNS
-from ndr_jobs.synth.generator import DEVELOPER, SERVER, WS, ZONES, build_network
 
 TABLE = DEFAULT_TABLE
 TABLE_COLUMNS: tuple[str, ...] = (*INVENTORY_COLUMNS, "valid_from", "valid_to")
@@ -166,7 +166,9 @@ def create_inventory_duckdb(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.synth.inventory", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ndr_jobs.devtools.synth.inventory", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", required=True, help="the DuckDB file to write (replaced if present)")
     parser.add_argument("--hosts", type=int, required=True, help="as given to the traffic generator")
     parser.add_argument("--seed", type=int, required=True, help="as given to the traffic generator")

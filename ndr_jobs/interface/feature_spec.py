@@ -388,7 +388,7 @@ class FeatureSpecDocument(Strict):
 def feature_spec_dir() -> Path:
     """``$NDR_FEATURE_SPEC_DIR``, or the repository's ``specs/features``."""
     configured = os.environ.get(FEATURE_SPEC_DIR_ENV)
-    return Path(configured) if configured else Path(__file__).resolve().parents[1] / "specs" / "features"
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "specs" / "features"
 
 
 def load_feature_spec(version: str) -> FeatureSpecBody:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from ndr_compiler.cli import main
 from tests.conftest import SPECS
 
 BAD = Path(__file__).parent / "bad_specs"
+#: every fixture's full diagnostics (file:line:col CODE message); regenerate with NDR_UPDATE_GOLDEN=1 and review
+GOLDEN = BAD / "expected.txt"
 NO_HEADER = {"empty.yaml": "E104", "binary.yaml": "E106"}
 CONTEXT = [
     SPECS / "project.yaml",
@@ -48,6 +51,28 @@ def test_bad_spec_gets_its_code(path: Path):
         m = LINE.match(ln)
         assert int(m["line"]) >= 1 and int(m["col"]) >= 1
         assert "\n" not in m["msg"]
+
+
+def diagnostics_of(path: Path) -> list[str]:
+    result = CliRunner().invoke(main, ["lint", str(path), *map(str, CONTEXT)])
+    return [ln for ln in result.output.splitlines() if LINE.match(ln)]
+
+
+def golden_table() -> str:
+    """One block per fixture: its name, then every diagnostic it gets, exactly as printed."""
+    blocks = []
+    for path in CASES:
+        lines = diagnostics_of(path)
+        blocks.append("\n".join([f"== {path.name}", *lines]))
+    return "\n\n".join(blocks) + "\n"
+
+
+def test_corpus_diagnostics_match_the_golden_table():
+    """A change of any code, position or message of any fixture fails here; NDR_UPDATE_GOLDEN=1 rewrites it."""
+    table = golden_table()
+    if os.environ.get("NDR_UPDATE_GOLDEN"):
+        GOLDEN.write_text(table)
+    assert table == GOLDEN.read_text()
 
 
 def test_diagnostic_points_at_the_offending_key():

@@ -8,7 +8,7 @@ from typing import Any
 from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand.intake import INTAKE_INFIX, INTAKE_NAMES, INTAKE_PREFIXES
 from ndr_compiler.expand.state_machine import RESERVED_VARIABLES
-from ndr_compiler.specs import Spec, SpecSet
+from ndr_compiler.specs import Spec, SpecSet, did_you_mean
 from ndr_jobs.contract import TYPES
 
 BATCH_FOLDER_BINDS = TYPES["batch_folder"].binds
@@ -30,14 +30,15 @@ def state_machine_refs(specs: SpecSet, sm: Spec) -> Iterator[Diagnostic]:
     projects = specs.projects()
     machines = {s.name for s in specs.state_machines()}
     spec = sm.model.spec
-    if spec.project not in projects:
+    if spec.project not in projects and not specs.is_broken("Project", spec.project):
         known = ", ".join(sorted(projects)) or "none"
-        yield Diagnostic("E501", f"project '{spec.project}' is not defined (known: {known})",
-                         sm.doc.span(("spec", "project")))
+        yield Diagnostic("E501", f"project '{spec.project}' is not defined (known: {known})"
+                         f"{did_you_mean(spec.project, projects)}", sm.doc.span(("spec", "project")))
     for kind, body, path in _walk_steps(spec.steps, ("spec", "steps")):
-        if kind == "start_workflow" and body.state_machine not in machines:
-            yield Diagnostic("E502", f"state machine '{body.state_machine}' is not defined",
-                             sm.doc.span((*path, "state_machine")))
+        if (kind == "start_workflow" and body.state_machine not in machines
+                and not specs.is_broken("StateMachine", body.state_machine)):
+            yield Diagnostic("E502", f"state machine '{body.state_machine}' is not defined"
+                             f"{did_you_mean(body.state_machine, machines)}", sm.doc.span((*path, "state_machine")))
         if kind == "start_workflow" and body.state_machine == sm.name:
             yield Diagnostic("E502", "a state machine cannot start itself", sm.doc.span((*path, "state_machine")))
         for attr in ("into",):

@@ -16,6 +16,7 @@ from ndr_compiler.expand.state_machine import expand_state_machine
 from ndr_compiler.lint import lint_ir
 from ndr_compiler.lint.jsonata_rules import spec_expressions
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
+from ndr_compiler.lint.processing import project_rules
 from ndr_compiler.lint.refs import state_machine_refs
 from ndr_compiler.render.asl import render_state_machine
 from ndr_compiler.render.contract_schema import contract_schema
@@ -42,10 +43,10 @@ class Compilation:
         return not any(d.severity == "error" for d in self.diagnostics)
 
 
-def _size_check(text: str, what: str, origin: ir.Span) -> Diagnostic | None:
+def _size_check(code: str, text: str, what: str, origin: ir.Span) -> Diagnostic | None:
     size = len(text.encode())
     if size > MAX_DEFINITION_BYTES:
-        return Diagnostic("E402", f"definition of {what} is {size} bytes; the limit is {MAX_DEFINITION_BYTES}", origin)
+        return Diagnostic(code, f"definition of {what} is {size} bytes; the limit is {MAX_DEFINITION_BYTES}", origin)
     return None
 
 
@@ -56,7 +57,7 @@ def _add_machine(result: Compilation, machine: ir.StateMachineIR, diags: list[Di
     if diags or not render:
         return
     text = to_json(render_state_machine(machine))
-    too_big = _size_check(text, f"state machine '{machine.name}'", machine.origin)
+    too_big = _size_check("E402", text, f"state machine '{machine.name}'", machine.origin)
     if too_big:
         result.diagnostics.append(too_big)
         return
@@ -88,6 +89,8 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
     result = Compilation(specs, diagnostics=list(diags))
     projects = specs.projects()
 
+    for project in projects.values():
+        result.diagnostics.extend(project_rules(project))
     pipeline_specs = sorted(specs.of_kind("Pipeline"), key=lambda s: s.name)
     result.diagnostics.extend(duplicate_placeholders(pipeline_specs))
     for p in pipeline_specs:
@@ -137,11 +140,16 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
 
         for name, p in sorted(result.pipelines.items()):
             key = repr(p)  # the IR is plain dataclasses: equal repr, equal definition
-            if key not in _RENDERED:
-                _RENDERED[key] = json.dumps(render_pipeline(p, default_pipeline_name(name)))
+            try:
+                if key not in _RENDERED:
+                    _RENDERED[key] = json.dumps(render_pipeline(p, default_pipeline_name(name)))
+            except Exception as exc:  # lint rules catch every user mistake the renderer refuses: a bug of ours
+                result.diagnostics.append(Diagnostic(
+                    "E001", f"rendering pipeline '{name}' crashed: {type(exc).__name__}: {exc}", p.origin))
+                continue
             definition = json.loads(_RENDERED[key])
             text = json.dumps(definition, indent=2, ensure_ascii=False) + "\n"
-            too_big = _size_check(text, f"pipeline '{name}'", p.origin)
+            too_big = _size_check("E410", text, f"pipeline '{name}'", p.origin)
             if too_big:
                 result.diagnostics.append(too_big)
                 continue

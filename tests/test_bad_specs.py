@@ -108,6 +108,41 @@ def test_definition_over_the_size_limit(spec_copy: Path):
     assert [d.code for d in result.diagnostics] == ["E402"]
 
 
+def _big_pipeline(spec_copy: Path) -> Path:
+    path = spec_copy / "pipelines" / "machine_inventory_unload.yaml"
+    text = path.read_text()
+    assert "\n  steps:\n    - name: " in text
+    blob = "x" * 1_100_000
+    path.write_text(text.replace("\n  steps:\n    - name: ", f"\n  steps:\n    - description: {blob}\n      name: ", 1))
+    return path
+
+
+def test_pipeline_definition_over_the_size_limit(spec_copy: Path):
+    from ndr_compiler.compile import compile_specs
+
+    path = _big_pipeline(spec_copy)
+    result = compile_specs([spec_copy])
+    [diag] = result.diagnostics
+    assert (diag.code, diag.span.file, diag.span.line) == ("E410", str(path), 2)
+    assert "definition of pipeline 'machine_inventory_unload' is " in diag.message
+
+
+def test_a_renderer_crash_is_located_at_its_pipeline(spec_copy: Path, monkeypatch):
+    """Every user mistake the renderer refuses is a lint rule; what is left is a bug, still at its spec."""
+    from ndr_compiler import compile as compile_module
+    from ndr_compiler.render import sagemaker_pipeline
+
+    def broken(p, name):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(sagemaker_pipeline, "render_pipeline", broken)
+    monkeypatch.setattr(compile_module, "_RENDERED", {})
+    result = compile_module.compile_specs([spec_copy])
+    assert {d.code for d in result.diagnostics} == {"E001"}
+    assert all(d.span.file.endswith(".yaml") and d.span.line >= 1 for d in result.diagnostics)
+    assert any("rendering pipeline 'inference' crashed: ValueError: boom" in d.message for d in result.diagnostics)
+
+
 def test_a_crashing_rule_is_a_diagnostic(monkeypatch):
     from ndr_compiler import lint
 

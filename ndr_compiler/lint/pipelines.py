@@ -19,6 +19,7 @@ from typing import Any
 from ndr_compiler import ir
 from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand.snippets import is_expr
+from ndr_compiler.lint.processing import ARGUMENT_CODES, step_rules
 from ndr_compiler.models.pipeline import param_ref
 from ndr_compiler.specs import Spec, SpecSet, did_you_mean
 
@@ -96,7 +97,10 @@ def pipeline_spec_rules(specs: SpecSet, p: Spec) -> Iterator[Diagnostic]:
                     f"{did_you_mean(ref, spec.parameters)}",
                     doc.span((*path, "arguments", flag)),
                 )
-        yield from entrypoint_rules(p, i)
+        limits = list(step_rules(p, project, i))
+        yield from limits
+        if not any(d.code in ARGUMENT_CODES for d in limits):  # one diagnostic for an argument, not two
+            yield from entrypoint_rules(p, i)
 
 
 def _fits(kind: str, value: Any) -> bool:

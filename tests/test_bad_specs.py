@@ -154,3 +154,31 @@ def test_a_crashing_rule_is_a_diagnostic(monkeypatch):
     assert result.exit_code == 1
     assert " E001 rule broken crashed: KeyError" in result.output
     assert "Traceback" not in result.output
+
+
+def _deployer_of(children: dict[str, list[str]]):
+    from types import SimpleNamespace
+
+    from ndr_compiler import ir
+    from ndr_compiler.deploy.engine import Deployer
+
+    machines = [SimpleNamespace(name=m, child_state_machines=[ir.PlaceholderRef(c, "Start", ir.Span("x"))
+                                                               for c in cs]) for m, cs in children.items()]
+    deployer = object.__new__(Deployer)
+    deployer.c = SimpleNamespace(machines=machines)
+    return deployer
+
+
+def test_deploy_refuses_a_workflow_cycle_even_without_lint():
+    from ndr_compiler.deploy.engine import DeployError
+
+    deployer = _deployer_of({"a": ["b"], "b": ["c"], "c": ["a"], "d": []})
+    with pytest.raises(DeployError, match="start each other without end: a --> b --> c --> a"):
+        deployer._children_first()
+
+
+def test_deploy_orders_children_first_at_any_depth():
+    chain = {f"m{i:04d}": [f"m{i + 1:04d}"] for i in range(3000)} | {"m3000": []}  # deeper than Python's stack
+    order = _deployer_of(chain)._children_first()
+    assert order == sorted(chain, reverse=True)
+    assert _deployer_of({"p": ["c2", "c1"], "c1": [], "c2": ["c1"]})._children_first() == ["c1", "c2", "p"]

@@ -39,8 +39,6 @@ def state_machine_refs(specs: SpecSet, sm: Spec) -> Iterator[Diagnostic]:
                 and not specs.is_broken("StateMachine", body.state_machine)):
             yield Diagnostic("E502", f"state machine '{body.state_machine}' is not defined"
                              f"{did_you_mean(body.state_machine, machines)}", sm.doc.span((*path, "state_machine")))
-        if kind == "start_workflow" and body.state_machine == sm.name:
-            yield Diagnostic("E502", "a state machine cannot start itself", sm.doc.span((*path, "state_machine")))
         for attr in ("into",):
             var = getattr(body, attr, None)
             if isinstance(var, str) and var in RESERVED_VARIABLES:
@@ -59,3 +57,43 @@ def state_machine_refs(specs: SpecSet, sm: Spec) -> Iterator[Diagnostic]:
                         or INTAKE_INFIX in name):
                     yield Diagnostic("E303", f"field '{name}' would shadow the variable '${name}'",
                                      sm.doc.span((*path, "fields", name)))
+
+
+def find_cycle(children: dict[str, list[str]]) -> list[str] | None:
+    """The first cycle (``[a, b, a]``) of a name -> children graph, visiting names in sorted order; iterative, so
+    any depth is safe."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    for root in sorted(children):
+        if root in state:
+            continue
+        path: list[str] = [root]
+        todo: list[list[str]] = [sorted(set(children.get(root, ())))]
+        state[root] = 1
+        while path:
+            if not todo[-1]:
+                state[path.pop()] = 2
+                todo.pop()
+                continue
+            nxt = todo[-1].pop(0)
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(sorted(set(children.get(nxt, ()))))
+    return None
+
+
+def workflow_cycles(specs: SpecSet) -> Iterator[Diagnostic]:
+    """E206: state machines that start each other (start_workflow) would nest executions without end; one
+    diagnostic per cycle, at the start_workflow of its first machine."""
+    starts: dict[str, dict[str, Any]] = {}  # machine -> child -> span of the start_workflow that names it
+    for sm in specs.state_machines():
+        own = starts.setdefault(sm.name, {})
+        for kind, body, path in _walk_steps(sm.model.spec.steps, ("spec", "steps")):
+            if kind == "start_workflow":
+                own.setdefault(body.state_machine, sm.doc.span((*path, "state_machine")))
+    while (cycle := find_cycle({m: list(c) for m, c in starts.items()})) is not None:
+        yield Diagnostic("E206", "state machines start each other without end: " + " --> ".join(cycle),
+                         starts[cycle[0]][cycle[1]])
+        del starts[cycle[0]][cycle[1]]  # the next cycle, if any, is another one

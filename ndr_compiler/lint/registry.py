@@ -52,6 +52,7 @@ _CODES = [
     Code("E203", "unreachable-state", "graph", "a state cannot be reached from the start"),
     Code("E204", "no-terminal", "graph", "no path ends the execution"),
     Code("E205", "duplicate-step", "graph", "two steps of a pipeline share a name"),
+    Code("E206", "workflow-cycle", "graph", "state machines start each other (start_workflow) in a cycle"),
     Code("E301", "lock-not-released", "locks and polling", "a path leaves a lock body without releasing it"),
     Code("E302", "unbounded-loop", "locks and polling", "a loop has no bounded exit"),
     Code("E303", "reserved-variable", "locks and polling", "a spec assigns a variable the constructs own"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -196,6 +197,25 @@ def validate_document(doc: Document) -> Any:
         raise DiagnosticError(_pydantic_diagnostics(doc, exc, KINDS[kind])) from None
 
 
+_KIND = re.compile(r"^kind:\s*([A-Za-z]+)\s*$", re.M)
+_NAME = re.compile(r"^metadata:\s*(?:\{\s*name:\s*([^,}\s]+)|\n[ ]+name:\s*([^\s#]+))", re.M)
+
+
+def _named_in(file: Path) -> list[tuple[str, str, Any]]:
+    """``(kind, name, {})`` of the specs a file that does not load seems to define, read off its text, so that
+    references to them are not reported too (its own error is the one to fix)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    out = []
+    for part in re.split(r"^---\s*$", text, flags=re.M):
+        kind, name = _KIND.search(part), _NAME.search(part)
+        if kind and name:
+            out.append((kind.group(1), (name.group(1) or name.group(2)).strip("'\""), {}))
+    return out
+
+
 def load_specs(paths: Iterable[Path]) -> tuple[SpecSet, list[Diagnostic]]:
     specs = SpecSet()
     diags: list[Diagnostic] = []
@@ -207,6 +227,7 @@ def load_specs(paths: Iterable[Path]) -> tuple[SpecSet, list[Diagnostic]]:
             docs = load_file(file)
         except DiagnosticError as exc:
             diags.extend(exc.diagnostics)
+            specs.broken.extend(_named_in(file))
             continue
         except Exception as exc:  # a bug of ours: still a diagnostic, never a traceback
             diags.append(Diagnostic("E001", f"loading crashed: {type(exc).__name__}: {exc}", Span(str(file))))

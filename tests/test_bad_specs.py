@@ -84,6 +84,19 @@ def test_diagnostic_points_at_the_offending_key():
     assert src[int(col) - 1 :].startswith("colour")
 
 
+def test_a_dedented_line_is_the_only_diagnostic_and_is_reported_at_itself(spec_copy: Path):
+    """Not at the next line, where the parser notices it; nor as 'not defined' where another spec starts it."""
+    from ndr_compiler.compile import compile_specs
+
+    path = spec_copy / "state_machines" / "sfn_ndr_prediction_publication.yaml"
+    lines = path.read_text().splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.strip().startswith("pipeline: "))
+    lines[at] = lines[at][2:]
+    path.write_text("\n".join(lines) + "\n")
+    [diag] = compile_specs([spec_copy], render=False).diagnostics
+    assert (diag.code, diag.span.line, diag.span.col) == ("E109", at + 1, len(lines[at]) - len(lines[at].lstrip()) + 1)
+
+
 def test_unsupported_api_version_lists_the_supported_ones():
     result = CliRunner().invoke(main, ["lint", str(BAD / "unsupported_api_version.yaml")])
     assert "unsupported apiVersion 'ndr/v9'; supported: ndr/v1" in result.output

@@ -34,6 +34,7 @@ _CODES = [
     Code("E106", "not-text", "schema", "the spec file is binary or not UTF-8"),
     Code("E107", "not-a-mapping", "schema", "a spec document is not a mapping"),
     Code("E108", "no-specs", "schema", "no spec files were found"),
+    Code("E109", "yaml-dedent", "schema", "a line is indented less than the block it belongs to"),
     Code("E110", "unknown-key", "schema", "a key the spec language does not define"),
     Code("E111", "wrong-type", "schema", "a value has the wrong type"),
     Code("E112", "missing-field", "schema", "a required field is missing"),

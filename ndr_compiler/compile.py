@@ -17,7 +17,7 @@ from ndr_compiler.lint import lint_ir
 from ndr_compiler.lint.jsonata_rules import spec_expressions
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
 from ndr_compiler.lint.processing import project_rules
-from ndr_compiler.lint.refs import state_machine_refs, workflow_cycles
+from ndr_compiler.lint.refs import placeholder_values, state_machine_refs, workflow_cycles
 from ndr_compiler.render.asl import render_state_machine
 from ndr_compiler.render.contract_schema import contract_schema
 from ndr_compiler.render.iam import pipelines_policy, state_machine_policy
@@ -104,6 +104,7 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
                                                  p.doc.span()))
 
     result.diagnostics.extend(workflow_cycles(specs))
+    result.diagnostics.extend(placeholder_values(specs))
     janitors: dict[str, Spec] = {}
     machine_projects: dict[str, list[str]] = {}
     for sm in specs.state_machines():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,3 +98,45 @@ def workflow_cycles(specs: SpecSet) -> Iterator[Diagnostic]:
         yield Diagnostic("E206", "state machines start each other without end: " + " --> ".join(cycle),
                          starts[cycle[0]][cycle[1]])
         del starts[cycle[0]][cycle[1]]  # the next cycle, if any, is another one
+
+
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z][A-Za-z0-9_]*)\}")
+#: values every deployment gives, whatever the environment
+DEPLOY_VALUES = ("Region", "AccountId", "SageMakerPipelineRoleArn")
+
+
+def _placeholder_uses(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not (key == "pipeline" and path and path[-1] == "run_pipeline"):  # E503's: served by a Pipeline spec
+                yield from _placeholder_uses(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _placeholder_uses(item, (*path, i))
+    elif isinstance(value, str):
+        for name in PLACEHOLDER.findall(value):
+            yield name, path
+
+
+def placeholder_values(specs: SpecSet) -> Iterator[Diagnostic]:
+    """E512: a ``${Name}`` in a spec that an Environment spec of its project gives no value (deploy would stop
+    there), with the closest name it does give. Without an Environment spec, nothing is known to check."""
+    machines = [s.name for s in specs.state_machines()]
+    known_everywhere = {*DEPLOY_VALUES, *(ph for p in specs.of_kind("Pipeline") for ph in p.model.spec.placeholders),
+                        *(f"StateMachineArn_{m}" for m in machines), *(f"StateMachineName_{m}" for m in machines)}
+    envs = sorted(specs.of_kind("Environment"), key=lambda s: s.name)
+    for spec in sorted(specs.specs, key=lambda s: (s.doc.file, s.name)):
+        if spec.model.kind == "Project":
+            project = spec.name
+        elif spec.model.kind in ("StateMachine", "Pipeline"):
+            project = spec.model.spec.project
+        else:
+            continue
+        known = {e.name: known_everywhere | set(e.model.spec.values) for e in envs if e.model.spec.project == project}
+        for name, path in _placeholder_uses(spec.doc.data, ()):
+            lacking = [env for env, names in known.items() if name not in names]
+            if lacking:
+                which = ", ".join(f"'{e}'" for e in lacking)
+                hint = did_you_mean(name, set.union(*(known[e] for e in lacking)))
+                yield Diagnostic("E512", f"${{{name}}} has no value in environment {which} (spec.values){hint}",
+                                 spec.doc.span(path))

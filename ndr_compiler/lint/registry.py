@@ -86,6 +86,7 @@ _CODES = [
     Code("E509", "entrypoint-arguments", "cross-spec references", "the script's parser rejects the step's arguments"),
     Code("E510", "unknown-step-reference", "cross-spec references", "unknown processor profile or depends_on step"),
     Code("E511", "duplicate-placeholder", "cross-spec references", "two pipeline specs serve one placeholder"),
+    Code("E512", "unknown-placeholder", "cross-spec references", "a ${Name} has no value in an Environment spec"),
     Code("E601", "jsonata-syntax", "JSONata", "a JSONata expression does not parse"),
     Code("E602", "states-result-scope", "JSONata", "$states.result used where Step Functions does not set it"),
     Code("E603", "states-error-scope", "JSONata", "$states.errorOutput used outside a Catch"),

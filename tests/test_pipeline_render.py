@@ -110,7 +110,7 @@ def spark_processor(**overrides) -> ir.Processor:
 
 def pipeline(steps: list[ir.PipelineStep], parameters: list[ir.PipelineParameter]) -> ir.PipelineIR:
     return ir.PipelineIR(
-        name="test", file="test.yaml", origin=SPAN, builder="build_test", placeholders=[], parameters=parameters,
+        name="test", file="test.yaml", origin=SPAN, placeholders=[], parameters=parameters,
         steps=steps,
     )
 

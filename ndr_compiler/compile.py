@@ -14,7 +14,7 @@ from ndr_compiler.expand.janitor import expand_janitor
 from ndr_compiler.expand.pipeline import default_pipeline_name, expand_pipeline, runtime_seconds
 from ndr_compiler.expand.state_machine import expand_state_machine
 from ndr_compiler.lint import lint_ir
-from ndr_compiler.lint.jsonata_rules import spec_expressions
+from ndr_compiler.lint.jsonata_rules import spec_expressions, spec_variables
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
 from ndr_compiler.lint.processing import project_rules
 from ndr_compiler.lint.refs import placeholder_values, state_machine_refs, workflow_cycles
@@ -97,8 +97,9 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
         try:
             p_diags = list(pipeline_spec_rules(specs, p))
             result.diagnostics.extend(p_diags)
-            if not any(d.severity == "error" for d in p_diags):
-                result.pipelines[p.name] = expand_pipeline(p.doc, p.model, projects[p.model.spec.project].model)
+            project = projects.get(p.model.spec.project)  # absent: reported, here or where it fails to load
+            if project is not None and not any(d.severity == "error" for d in p_diags):
+                result.pipelines[p.name] = expand_pipeline(p.doc, p.model, project.model)
         except Exception as exc:
             result.diagnostics.append(Diagnostic("E001", f"pipeline checks crashed: {type(exc).__name__}: {exc}",
                                                  p.doc.span()))
@@ -117,7 +118,8 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
         runtimes = {ph: runtime_seconds(p, provisioning) for p in result.pipelines.values() for ph in p.placeholders}
         try:
             machine = expand_state_machine(sm.doc, sm.model, project.model, runtimes)
-            ir_diags = lint_ir(machine) + list(start_rules(specs, machine, result.pipelines))
+            ir_diags = (lint_ir(machine) + list(start_rules(specs, machine, result.pipelines))
+                        + list(spec_variables(sm.doc, machine)))
         except Exception as exc:
             result.diagnostics.append(Diagnostic("E001", f"expansion crashed: {type(exc).__name__}: {exc}",
                                                  sm.doc.span()))

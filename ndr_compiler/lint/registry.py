@@ -90,6 +90,7 @@ _CODES = [
     Code("E601", "jsonata-syntax", "JSONata", "a JSONata expression does not parse"),
     Code("E602", "states-result-scope", "JSONata", "$states.result used where Step Functions does not set it"),
     Code("E603", "states-error-scope", "JSONata", "$states.errorOutput used outside a Catch"),
+    Code("E604", "unknown-variable", "JSONata", "an expression reads a variable nothing assigns"),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _CODES}

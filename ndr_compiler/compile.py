@@ -56,7 +56,12 @@ def _add_machine(result: Compilation, machine: ir.StateMachineIR, diags: list[Di
     result.machines.append(machine)
     if diags or not render:
         return
-    text = to_json(render_state_machine(machine))
+    try:
+        text = to_json(render_state_machine(machine))
+    except Exception as exc:  # lint rules catch every user mistake: a bug of ours, still at its spec
+        result.diagnostics.append(Diagnostic(
+            "E001", f"rendering state machine '{machine.name}' crashed: {type(exc).__name__}: {exc}", machine.origin))
+        return
     too_big = _size_check("E402", text, f"state machine '{machine.name}'", machine.origin)
     if too_big:
         result.diagnostics.append(too_big)

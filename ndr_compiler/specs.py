@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ndr_compiler.diagnostics import Diagnostic, DiagnosticError, Span
+from ndr_compiler.diagnostics import Diagnostic, DiagnosticError, Span, did_you_mean
 from ndr_compiler.load import Document, discover, load_file
 from ndr_compiler.models import KINDS, SUPPORTED_API_VERSIONS, Project, StateMachine
 from ndr_compiler.models.state_machine import STEP_KINDS
@@ -61,12 +61,6 @@ def _doc_path(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
             continue
         out.append(part)
     return tuple(out)
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """``; did you mean 'x'?`` for the closest candidate, or nothing when none is close."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.8)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _unwrap(t: Any) -> Any:

@@ -3,7 +3,6 @@ and ``$states`` fields are used where Step Functions sets them (checked on the g
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from typing import Any
 import jsonata
 
 from ndr_compiler import ir
-from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.diagnostics import Diagnostic, did_you_mean
 from ndr_compiler.expand.snippets import inner, is_expr
 from ndr_compiler.lint.graph import graphs
 from ndr_compiler.load import Document, PathKey
@@ -182,8 +181,7 @@ def spec_variables(doc: Document, machine: ir.StateMachineIR) -> Iterator[Diagno
                 yield from walk(item, (*path, i), scope)
         elif is_expr(value):
             for name in sorted(free_variables(inner(value)) - scope):
-                close = difflib.get_close_matches(name, sorted(scope), n=1, cutoff=0.8)
-                hint = f"; did you mean '${close[0]}'?" if close else ""
+                hint = did_you_mean(name, scope).replace("'", "'$", 1)
                 where = ".".join(str(p) for p in path)
                 yield Diagnostic("E604", f"the JSONata of {where} reads ${name}, which nothing assigns{hint}",
                                  doc.span(path))

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from ndr_compiler import ir
-from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.diagnostics import Diagnostic, did_you_mean
 from ndr_compiler.expand.snippets import is_expr
 from ndr_compiler.lint.processing import ARGUMENT_CODES, step_rules
 from ndr_compiler.models.pipeline import param_ref
-from ndr_compiler.specs import Spec, SpecSet, did_you_mean
+from ndr_compiler.specs import Spec, SpecSet
 
 SAGEMAKER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$")

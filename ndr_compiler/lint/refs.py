@@ -6,10 +6,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.diagnostics import Diagnostic, did_you_mean
 from ndr_compiler.expand.intake import INTAKE_INFIX, INTAKE_NAMES, INTAKE_PREFIXES
 from ndr_compiler.expand.state_machine import RESERVED_VARIABLES
-from ndr_compiler.specs import Spec, SpecSet, did_you_mean
+from ndr_compiler.specs import Spec, SpecSet
 from ndr_jobs.contract import TYPES
 
 BATCH_FOLDER_BINDS = TYPES["batch_folder"].binds

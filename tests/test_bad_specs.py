@@ -195,3 +195,14 @@ def test_deploy_orders_children_first_at_any_depth():
     order = _deployer_of(chain)._children_first()
     assert order == sorted(chain, reverse=True)
     assert _deployer_of({"p": ["c2", "c1"], "c1": [], "c2": ["c1"]})._children_first() == ["c1", "c2", "p"]
+
+
+def test_lint_refuses_what_the_renderer_refuses():
+    """The renderer keeps its own checks (last line of defence); the lint rules report the same limits first."""
+    from ndr_compiler.lint import processing as lint
+    from ndr_compiler.render import sagemaker_pipeline as render
+
+    ours = (lint.MAX_ARGUMENTS, lint.MAX_ARGUMENT, lint.MAX_ENV_VALUE, lint.SPARK_CONF_ENV, lint.SHELL_SAFE.pattern)
+    theirs = (render._MAX_ARGUMENTS, render._MAX_ARGUMENT, render._MAX_ENV_VALUE, render.SPARK_CONF_ENV,
+              render._SHELL_SAFE.pattern)
+    assert ours == theirs

@@ -97,9 +97,8 @@ def _dedented_line(lines: list[str], at: int) -> tuple[int, int, int] | None:
     if _indent(lines[here]) <= _indent(lines[before]):
         return None
     text = lines[before].strip()
-    body = text[2:].lstrip() if text.startswith("- ") else text
-    if ": " not in body or body.endswith(":") or text.startswith("- "):
-        return None  # a parent key (or a sequence item): the deeper lines are its children
+    if text.startswith("- ") or ": " not in text or text.endswith(":"):
+        return None  # a sequence item or a parent key: the deeper lines may be its children
     if len(content) < 3:
         return None
     earlier = lines[content[-3]]

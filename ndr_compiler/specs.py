@@ -79,10 +79,7 @@ def _unwrap(t: Any) -> Any:
 
 def _fields(t: Any) -> dict[str, Any]:
     """A model's keys as written in a spec (aliases included) and their types."""
-    out = {}
-    for name, f in t.model_fields.items():
-        out[f.alias or name] = f.annotation
-    return out
+    return {f.alias or name: f.annotation for name, f in t.model_fields.items()}
 
 
 def _keys_at(model: type, loc: tuple[Any, ...]) -> list[str]:
@@ -137,23 +134,27 @@ def _invalid_step(doc: Document, path: tuple[Any, ...]) -> tuple[str, tuple[Any,
 def _pydantic_diagnostics(doc: Document, exc: ValidationError, model: type) -> list[Diagnostic]:
     diags = []
     errors = exc.errors(include_url=False)
-    #: a misspelt key is one mistake: "unknown key" with the field it meant, and no "missing field" for that one
-    meant: set[tuple[Any, ...]] = set()
+    #: a misspelt key is one mistake: "unknown key" naming the missing field it meant, and no "missing field"
+    meant: dict[tuple[Any, ...], str] = {}  # location of the unknown key -> the missing key it meant
     for err in errors:
         if err["type"] == "extra_forbidden":
             loc = tuple(err["loc"])
-            missing = [e["loc"][-1] for e in errors if e["type"] == "missing" and tuple(e["loc"][:-1]) == loc[:-1]]
-            close = difflib.get_close_matches(str(loc[-1]), [str(m) for m in missing], n=1)
+            missing = [str(e["loc"][-1]) for e in errors
+                       if e["type"] == "missing" and tuple(e["loc"][:-1]) == loc[:-1]]
+            close = difflib.get_close_matches(str(loc[-1]), missing, n=1)
             if close:
-                meant.add((*loc[:-1], close[0]))
+                meant[loc] = close[0]
+    taken = {(*loc[:-1], key) for loc, key in meant.items()}
     for err in errors:
         path = _doc_path(err["loc"])
         where = ".".join(str(p) for p in path) or "document"
         etype = err["type"]
-        if etype == "missing" and tuple(err["loc"]) in meant:
+        if etype == "missing" and tuple(err["loc"]) in taken:
             continue
         if etype == "extra_forbidden":
-            hint = did_you_mean(str(path[-1]), _keys_at(model, tuple(err["loc"][:-1])))
+            loc = tuple(err["loc"])
+            hint = f"; did you mean '{meant[loc]}'?" if loc in meant else did_you_mean(str(path[-1]),
+                                                                                         _keys_at(model, loc[:-1]))
             at = ".".join(str(p) for p in path[:-1]) or "top level"
             code, msg = "E110", f"unknown key '{path[-1]}' at {at}{hint}"
         elif etype == "missing":

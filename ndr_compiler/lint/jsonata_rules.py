@@ -181,7 +181,7 @@ def spec_variables(doc: Document, machine: ir.StateMachineIR) -> Iterator[Diagno
                 yield from walk(item, (*path, i), scope)
         elif is_expr(value):
             for name in sorted(free_variables(inner(value)) - scope):
-                hint = did_you_mean(name, scope).replace("'", "'$", 1)
+                hint = did_you_mean(f"${name}", (f"${v}" for v in scope))
                 where = ".".join(str(p) for p in path)
                 yield Diagnostic("E604", f"the JSONata of {where} reads ${name}, which nothing assigns{hint}",
                                  doc.span(path))

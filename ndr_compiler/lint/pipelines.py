@@ -83,7 +83,7 @@ def pipeline_spec_rules(specs: SpecSet, p: Spec) -> Iterator[Diagnostic]:
         if project is not None and step.processor not in project.model.spec.processors:
             known = ", ".join(sorted(project.model.spec.processors)) or "none"
             yield Diagnostic(
-                "E510",
+                "E513",
                 f"processor profile '{step.processor}' is not defined in project '{spec.project}' (known: {known})"
                 f"{did_you_mean(step.processor, project.model.spec.processors)}",
                 doc.span((*path, "processor")),

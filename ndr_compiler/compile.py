@@ -14,9 +14,10 @@ from ndr_compiler.expand.janitor import expand_janitor
 from ndr_compiler.expand.pipeline import default_pipeline_name, expand_pipeline, runtime_seconds
 from ndr_compiler.expand.state_machine import expand_state_machine
 from ndr_compiler.lint import lint_ir
-from ndr_compiler.lint.jsonata_rules import spec_expressions
+from ndr_compiler.lint.jsonata_rules import spec_expressions, spec_variables
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
-from ndr_compiler.lint.refs import state_machine_refs
+from ndr_compiler.lint.processing import project_rules
+from ndr_compiler.lint.refs import placeholder_values, state_machine_refs, workflow_cycles
 from ndr_compiler.render.asl import render_state_machine
 from ndr_compiler.render.contract_schema import contract_schema
 from ndr_compiler.render.iam import pipelines_policy, state_machine_policy
@@ -41,10 +42,10 @@ class Compilation:
         return not any(d.severity == "error" for d in self.diagnostics)
 
 
-def _size_check(text: str, what: str, origin: ir.Span) -> Diagnostic | None:
+def _size_check(code: str, text: str, what: str, origin: ir.Span) -> Diagnostic | None:
     size = len(text.encode())
     if size > MAX_DEFINITION_BYTES:
-        return Diagnostic("E402", f"definition of {what} is {size} bytes; the limit is {MAX_DEFINITION_BYTES}", origin)
+        return Diagnostic(code, f"definition of {what} is {size} bytes; the limit is {MAX_DEFINITION_BYTES}", origin)
     return None
 
 
@@ -53,8 +54,13 @@ def _add_machine(result: Compilation, machine: ir.StateMachineIR, diags: list[Di
     result.machines.append(machine)
     if diags or not render:
         return
-    text = to_json(render_state_machine(machine))
-    too_big = _size_check(text, f"state machine '{machine.name}'", machine.origin)
+    try:
+        text = to_json(render_state_machine(machine))
+    except Exception as exc:  # lint rules catch every user mistake: a bug of ours, still at its spec
+        result.diagnostics.append(Diagnostic(
+            "E001", f"rendering state machine '{machine.name}' crashed: {type(exc).__name__}: {exc}", machine.origin))
+        return
+    too_big = _size_check("E402", text, f"state machine '{machine.name}'", machine.origin)
     if too_big:
         result.diagnostics.append(too_big)
         return
@@ -86,18 +92,23 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
     result = Compilation(specs, diagnostics=list(diags))
     projects = specs.projects()
 
+    for project in projects.values():
+        result.diagnostics.extend(project_rules(project))
     pipeline_specs = sorted(specs.of_kind("Pipeline"), key=lambda s: s.name)
     result.diagnostics.extend(duplicate_placeholders(pipeline_specs))
     for p in pipeline_specs:
         try:
             p_diags = list(pipeline_spec_rules(specs, p))
             result.diagnostics.extend(p_diags)
-            if not any(d.severity == "error" for d in p_diags):
-                result.pipelines[p.name] = expand_pipeline(p.doc, p.model, projects[p.model.spec.project].model)
+            project = projects.get(p.model.spec.project)  # absent: reported, here or where it fails to load
+            if project is not None and not any(d.severity == "error" for d in p_diags):
+                result.pipelines[p.name] = expand_pipeline(p.doc, p.model, project.model)
         except Exception as exc:
             result.diagnostics.append(Diagnostic("E001", f"pipeline checks crashed: {type(exc).__name__}: {exc}",
                                                  p.doc.span()))
 
+    result.diagnostics.extend(workflow_cycles(specs))
+    result.diagnostics.extend(placeholder_values(specs))
     janitors: dict[str, Spec] = {}
     machine_projects: dict[str, list[str]] = {}
     for sm in specs.state_machines():
@@ -110,7 +121,8 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
         runtimes = {ph: runtime_seconds(p, provisioning) for p in result.pipelines.values() for ph in p.placeholders}
         try:
             machine = expand_state_machine(sm.doc, sm.model, project.model, runtimes)
-            ir_diags = lint_ir(machine) + list(start_rules(specs, machine, result.pipelines))
+            ir_diags = (lint_ir(machine) + list(start_rules(specs, machine, result.pipelines))
+                        + list(spec_variables(sm.doc, machine)))
         except Exception as exc:
             result.diagnostics.append(Diagnostic("E001", f"expansion crashed: {type(exc).__name__}: {exc}",
                                                  sm.doc.span()))
@@ -132,9 +144,14 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
         result.artifacts.append(Artifact("iam/sagemaker_pipelines.json", to_json(pipelines_policy())))
     if render and result.ok:
         for name, p in sorted(result.pipelines.items()):
-            definition = render_pipeline(p, default_pipeline_name(name))
+            try:
+                definition = render_pipeline(p, default_pipeline_name(name))
+            except Exception as exc:  # lint rules catch every user mistake the renderer refuses: a bug of ours
+                result.diagnostics.append(Diagnostic(
+                    "E001", f"rendering pipeline '{name}' crashed: {type(exc).__name__}: {exc}", p.origin))
+                continue
             text = json.dumps(definition, indent=2, ensure_ascii=False) + "\n"
-            too_big = _size_check(text, f"pipeline '{name}'", p.origin)
+            too_big = _size_check("E410", text, f"pipeline '{name}'", p.origin)
             if too_big:
                 result.diagnostics.append(too_big)
                 continue

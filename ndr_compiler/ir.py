@@ -284,7 +284,6 @@ class PipelineIR:
     name: str  # the spec's metadata.name
     file: str
     origin: Span
-    builder: str  # the seed's build_* function name
     placeholders: list[str]
     parameters: list[PipelineParameter]
     steps: list[PipelineStep]

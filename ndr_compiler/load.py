@@ -76,6 +76,38 @@ def _convert(file: str, node: yaml.Node, path: PathKey, spans: dict[PathKey, Spa
     return _scalar(node)  # type: ignore[arg-type]
 
 
+def _content(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("#")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _dedented_line(lines: list[str], at: int) -> tuple[int, int, int] | None:
+    """``(line, indent, expected)`` when the YAML error at line ``at`` comes from the line before it, indented
+    less than its block: a ``key: value`` line followed by lines indented deeper (which the parser rejects only
+    there), and either right under a parent key it should be the child of, or after a line that lines up with
+    the deeper ones. Otherwise (an over-indented line, say) the parser's own position is the right one."""
+    content = [i for i in range(min(at, len(lines) - 1) + 1) if _content(lines[i])]
+    if len(content) < 2:
+        return None
+    here, before = content[-1], content[-2]
+    if _indent(lines[here]) <= _indent(lines[before]):
+        return None
+    text = lines[before].strip()
+    if text.startswith("- ") or ": " not in text or text.endswith(":"):
+        return None  # a sequence item or a parent key: the deeper lines may be its children
+    if len(content) < 3:
+        return None
+    earlier = lines[content[-3]]
+    key_column = _indent(earlier) + (2 if earlier.lstrip().startswith("- ") else 0)
+    parent = earlier.rstrip().endswith(":") and key_column >= _indent(lines[before])  # it was its child
+    sibling = not earlier.rstrip().endswith(":") and _indent(earlier) == _indent(lines[here])  # it was theirs
+    return (before, _indent(lines[before]), _indent(lines[here])) if parent or sibling else None
+
+
 def load_text(text: str, file: str) -> list[Document]:
     """Parse one file's text into documents; raise DiagnosticError on anything unreadable."""
     if not text.strip():
@@ -92,6 +124,12 @@ def load_text(text: str, file: str) -> list[Document]:
             raise DiagnosticError(
                 [Diagnostic("E102", "tab character used for indentation; YAML allows only spaces", span)]
             ) from None
+        dedented = _dedented_line(lines, mark.line) if mark else None
+        if dedented is not None:
+            line, indent, expected = dedented
+            raise DiagnosticError([Diagnostic(
+                "E109", f"this line is indented {indent} spaces, the lines after it {expected}: a block's lines line "
+                        f"up (YAML: {problem})", Span(file, line + 1, indent + 1))]) from None
         raise DiagnosticError([Diagnostic("E101", f"YAML syntax error: {problem}", span)]) from None
     except yaml.YAMLError as exc:  # reader errors: control characters and the like
         mark = getattr(exc, "problem_mark", None) or None

@@ -54,3 +54,42 @@ def test_lint_path_imports_no_sdk():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(ROOT))
+
+
+#: model fields nothing reads on purpose: free-form for people and tools, or a switch with one value so far
+UNREAD_ON_PURPOSE = {("Metadata", "labels"), ("EnvironmentSpec", "on_missing_value")}
+
+
+def test_every_model_field_is_read_by_the_compiler():
+    """A spec key the compiler ignores is a promise it does not keep (the Pipeline spec's `builder` was one)."""
+    import ast
+    import inspect
+
+    from pydantic import BaseModel
+
+    from ndr_compiler import models
+    from ndr_compiler.models.state_machine import STEP_KINDS
+
+    read: set[str] = set()  # attribute names and string keys in the compiler's code (docstrings are not code)
+    for path in (ROOT / "ndr_compiler").rglob("*.py"):
+        if "models" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.value) for n in ast.walk(tree)
+                      if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                read.add(node.attr)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                read.add(node.value)
+    unread = []
+    for module in (models.base, models.pipeline, models.project, models.state_machine, models.environment):
+        for name, cls in vars(module).items():
+            if not (inspect.isclass(cls) and issubclass(cls, BaseModel) and cls.__module__ == module.__name__):
+                continue
+            for f in cls.model_fields:
+                if f in STEP_KINDS or (name, f) in UNREAD_ON_PURPOSE:
+                    continue  # a step's construct key is read by its tag
+                if f not in read and (cls.model_fields[f].alias or f) not in read:
+                    unread.append(f"{name}.{f}")
+    assert unread == []

@@ -128,7 +128,7 @@ def test_placeholder_served_twice(spec_copy: Path):
             "RawBatchFolder: {type: String, default: " + "x" * 1100 + "}",
             "E404",
         ),
-        ("processor: spark", "processor: gpu", "E510"),
+        ("processor: spark", "processor: gpu", "E513"),
         ("depends_on: [DeltaBuilderStep]", "depends_on: [FGCCorrBuilderStep]", "E510"),
         ('"{{ RawBatchFolder }}"', '"{{ RawFolder }}"', "E507"),
     ],

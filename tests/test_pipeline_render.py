@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ndr_compiler import ir
@@ -110,7 +110,7 @@ def spark_processor(**overrides) -> ir.Processor:
 
 def pipeline(steps: list[ir.PipelineStep], parameters: list[ir.PipelineParameter]) -> ir.PipelineIR:
     return ir.PipelineIR(
-        name="test", file="test.yaml", origin=SPAN, builder="build_test", placeholders=[], parameters=parameters,
+        name="test", file="test.yaml", origin=SPAN, placeholders=[], parameters=parameters,
         steps=steps,
     )
 
@@ -433,6 +433,7 @@ def pipelines(draw) -> ir.PipelineIR:
     return pipeline(steps, parameters)
 
 
+@settings(deadline=None, max_examples=40)  # the SDK takes ~0.1-0.3 s a pipeline
 @given(pipelines())
 def test_any_pipeline_is_what_the_sdk_builds(p: ir.PipelineIR):
     assert dump(render_pipeline(p, "ndr-x")) == dump(sdk_render_pipeline(p, "ndr-x"))

@@ -7,7 +7,7 @@ It takes the fields of ``parse_context`` (whose state name defaults to ``ParseIn
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -19,6 +19,7 @@ from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand.common import Scope
 from ndr_compiler.load import PathKey
 from ndr_compiler.models.base import StateName
+from ndr_compiler.models.fields import field_names
 
 if TYPE_CHECKING:
     from ndr_compiler.expand.state_machine import Expander
@@ -41,4 +42,8 @@ def check(c: Intake, path: PathKey, ctx: CheckContext) -> Iterator[Diagnostic]:
     return parse_context.check(c, path, ctx)
 
 
-CONSTRUCT = Construct("intake", Intake, expand, entry=lambda c, in_lock: c.normalize.name, check=check)
+def binds(body: dict[str, Any]) -> set[str]:
+    return field_names(body.get("fields"))
+
+
+CONSTRUCT = Construct("intake", Intake, expand, entry=lambda c, in_lock: c.normalize.name, check=check, binds=binds)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -16,7 +16,7 @@ from ndr_compiler.expand import snippets as js
 from ndr_compiler.expand.common import OWNER, RESERVED_VARIABLES, Scope
 from ndr_compiler.load import PathKey
 from ndr_compiler.models.base import Identifier, StateName, Strict
-from ndr_compiler.models.fields import ContractField, Ordered
+from ndr_compiler.models.fields import ContractField, Ordered, field_names
 
 if TYPE_CHECKING:
     from ndr_compiler.expand.state_machine import Expander
@@ -145,4 +145,8 @@ def check(c: ParseContext, path: PathKey, ctx: CheckContext) -> Iterator[Diagnos
                              ctx.span((*path, "fields", name)))
 
 
-CONSTRUCT = Construct("parse_context", ParseContext, expand, entry=lambda c, in_lock: c.name, check=check)
+def binds(body: dict[str, Any]) -> set[str]:
+    return field_names(body.get("fields"))
+
+
+CONSTRUCT = Construct("parse_context", ParseContext, expand, entry=lambda c, in_lock: c.name, check=check, binds=binds)

@@ -7,7 +7,7 @@ The two steps every machine repeats (``load`` of the parameters table by project
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -52,4 +52,9 @@ def check(c: ProjectParameters, path: PathKey, ctx: CheckContext) -> Iterator[Di
     return resolve.check(_parts(c)[1], path, ctx)
 
 
-CONSTRUCT = Construct("project_parameters", ProjectParameters, expand, entry=lambda c, in_lock: c.load, check=check)
+def binds(body: dict[str, Any]) -> set[str]:
+    return {"base", *(body.get("values") or {})}
+
+
+CONSTRUCT = Construct("project_parameters", ProjectParameters, expand, entry=lambda c, in_lock: c.load, check=check,
+                      binds=binds)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
@@ -14,7 +14,7 @@ from ndr_compiler.expand import snippets as js
 from ndr_compiler.expand.common import Scope
 from ndr_compiler.load import PathKey
 from ndr_compiler.models.base import Expr, Identifier, StateName, Strict
-from ndr_compiler.models.fields import ItemContract
+from ndr_compiler.models.fields import ItemContract, field_names
 
 if TYPE_CHECKING:
     from ndr_compiler.expand.state_machine import Expander
@@ -45,4 +45,9 @@ def expand(x: Expander, c: ReadJson, path: PathKey, nxt: str | None, scope: Scop
     return [x.link(state, nxt)]
 
 
-CONSTRUCT = Construct("read_json", ReadJson, expand, entry=lambda c, in_lock: c.name)
+def binds(body: dict[str, Any]) -> set[str]:
+    items = body.get("items") if isinstance(body.get("items"), dict) else {}
+    return {"doc", *field_names(items.get("fields"))}
+
+
+CONSTRUCT = Construct("read_json", ReadJson, expand, entry=lambda c, in_lock: c.name, binds=binds)

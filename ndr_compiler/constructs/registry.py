@@ -26,6 +26,12 @@ class CheckContext:
     machine: str
     machines: frozenset[str]
     span: Callable[[PathKey], Span]
+    #: machines whose spec did not validate: not reported again as undefined
+    broken_machines: frozenset[str] = frozenset()
+
+
+def _binds_nothing(_: dict[str, Any]) -> set[str]:
+    return set()
 
 
 def _no_checks(_: Any, __: PathKey, ___: CheckContext) -> Iterator[Diagnostic]:
@@ -44,6 +50,8 @@ class Construct:
     entry: Callable[[Any, bool], str]
     #: ``children(body)``: the nested step lists, as ``(key, steps)``
     children: Callable[[Any], list[tuple[str, list[Any]]]] = field(default=_no_children)
+    #: ``binds(raw_body)``: variables the construct binds for the expressions written inside it (E604)
+    binds: Callable[[dict[str, Any]], set[str]] = field(default=_binds_nothing)
     #: ``check(body, path, context)``: the construct's own diagnostics (cross-spec references, names)
     check: Callable[[Any, PathKey, CheckContext], Iterator[Diagnostic]] = field(default=_no_checks)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -45,4 +45,8 @@ def check(c: Resolve, path: PathKey, ctx: CheckContext) -> Iterator[Diagnostic]:
                              ctx.span((*path, "values", name)))
 
 
-CONSTRUCT = Construct("resolve", Resolve, expand, entry=lambda c, in_lock: c.name, check=check)
+def binds(body: dict[str, Any]) -> set[str]:
+    return {"base", *(body.get("values") or {})}
+
+
+CONSTRUCT = Construct("resolve", Resolve, expand, entry=lambda c, in_lock: c.name, check=check, binds=binds)

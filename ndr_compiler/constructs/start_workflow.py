@@ -9,7 +9,7 @@ from pydantic import Field
 
 from ndr_compiler import ir
 from ndr_compiler.constructs.registry import CheckContext, Construct
-from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.diagnostics import Diagnostic, did_you_mean
 from ndr_compiler.expand import services as svc
 from ndr_compiler.expand import snippets as js
 from ndr_compiler.expand.common import OWNER, Scope
@@ -45,11 +45,10 @@ def expand(x: Expander, c: StartWorkflow, path: PathKey, nxt: str | None, scope:
 
 
 def check(c: StartWorkflow, path: PathKey, ctx: CheckContext) -> Iterator[Diagnostic]:
-    where = ctx.span((*path, "state_machine"))
-    if c.state_machine not in ctx.machines:
-        yield Diagnostic("E502", f"state machine '{c.state_machine}' is not defined", where)
-    if c.state_machine == ctx.machine:
-        yield Diagnostic("E502", "a state machine cannot start itself", where)
+    """E502: the machine it starts is not defined (a machine that starts itself is a cycle: E206)."""
+    if c.state_machine not in ctx.machines and c.state_machine not in ctx.broken_machines:
+        yield Diagnostic("E502", f"state machine '{c.state_machine}' is not defined"
+                         f"{did_you_mean(c.state_machine, ctx.machines)}", ctx.span((*path, "state_machine")))
 
 
 CONSTRUCT = Construct("start_workflow", StartWorkflow, expand, entry=lambda c, in_lock: c.name, check=check)

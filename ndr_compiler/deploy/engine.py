@@ -23,6 +23,7 @@ from ndr_compiler.deploy.dynamodb import seed_items, table_definitions
 from ndr_compiler.deploy.placeholders import resolve
 from ndr_compiler.expand.janitor import status_change_pattern
 from ndr_compiler.expand.pipeline import default_pipeline_name
+from ndr_compiler.lint.refs import find_cycle
 from ndr_compiler.models.environment import Environment
 from ndr_compiler.models.project import Project
 
@@ -404,19 +405,25 @@ class Deployer:
         return out
 
     def _children_first(self) -> list[str]:
+        """Machines in an order where each one's children come first; a cycle (lint E206) is refused."""
+        children = {m.name: [c.name for c in m.child_state_machines] for m in self.c.machines}
+        cycle = find_cycle(children)
+        if cycle is not None:
+            raise DeployError("state machines start each other without end: " + " --> ".join(cycle), [])
         order: list[str] = []
-        by_name = {m.name: m for m in self.c.machines}
-
-        def visit(name: str) -> None:
-            if name in order:
-                return
-            for child in by_name[name].child_state_machines:
-                if child.name in by_name:
-                    visit(child.name)
-            order.append(name)
-
-        for name in sorted(by_name):
-            visit(name)
+        done: set[str] = set()
+        for root in sorted(children):
+            stack = [(root, False)]
+            while stack:
+                name, expanded = stack.pop()
+                if name in done or name not in children:
+                    continue
+                if expanded:
+                    done.add(name)
+                    order.append(name)
+                    continue
+                stack.append((name, True))
+                stack.extend((c, False) for c in reversed(children[name]) if c not in done)
         return order
 
     def _machines(self) -> list[Resource]:

@@ -65,7 +65,6 @@ def expand_pipeline(doc: Document, p: Pipeline, project: Project) -> ir.Pipeline
         name=p.metadata.name,
         file=doc.file,
         origin=doc.span(()),
-        builder=spec.builder,
         placeholders=list(spec.placeholders),
         parameters=params,
         steps=steps,

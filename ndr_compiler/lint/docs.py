@@ -22,6 +22,7 @@ UNTRIGGERABLE = {
     "E106": "a binary file (tests/bad_specs/binary.yaml)",
     "E108": "a directory without specs (tests/test_bad_specs.py::test_no_specs)",
     "E402": "a definition over 1 MB (tests/test_bad_specs.py::test_definition_over_the_size_limit)",
+    "E410": "a pipeline definition over 1 MB (tests/test_bad_specs.py::test_pipeline_definition_over_the_size_limit)",
 }
 
 

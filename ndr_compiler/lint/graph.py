@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 
 from ndr_compiler import ir
-from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.diagnostics import Diagnostic, did_you_mean
 
 STATE_NAME_RE = re.compile(r"^[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]{1,80}$")
 
@@ -52,7 +52,7 @@ def dangling_transitions(machine: ir.StateMachineIR) -> Iterator[Diagnostic]:
             for target in ir.successors(s):
                 if target not in names:
                     yield Diagnostic("E202", f"state '{s.name}' moves to '{target}', which is not a state of "
-                                             "this graph", s.origin)
+                                             f"this graph{did_you_mean(target, names)}", s.origin)
 
 
 def _reachable(g: ir.Graph) -> set[str]:

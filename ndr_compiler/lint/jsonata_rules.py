@@ -11,7 +11,8 @@ from typing import Any
 import jsonata
 
 from ndr_compiler import ir
-from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.constructs import CONSTRUCTS
+from ndr_compiler.diagnostics import Diagnostic, did_you_mean
 from ndr_compiler.expand.snippets import inner, is_expr
 from ndr_compiler.lint.graph import graphs
 from ndr_compiler.load import Document, PathKey
@@ -99,3 +100,73 @@ def expressions(machine: ir.StateMachineIR) -> Iterator[Diagnostic]:
                     if ERROR_RE.search(src) and not field.startswith("Catch."):
                         yield Diagnostic("E603", f"state '{state.name}' {field}: $states.errorOutput is only "
                                                  "set in a Catch's Output and Assign", state.origin)
+
+
+#: functions Step Functions adds to JSONata; the library's own are its static frame's bindings
+AWS_FUNCTIONS = ("partition", "range", "hash", "random", "uuid", "parse")
+
+
+@functools.lru_cache(maxsize=4096)
+def free_variables(src: str) -> frozenset[str]:
+    """The ``$names`` an expression reads that it does not bind itself (``:=``, function parameters) and that are
+    not functions of JSONata or Step Functions; empty when it does not parse (E601 reports that)."""
+    try:
+        tree = jsonata.Jsonata(src).ast
+    except Exception:
+        return frozenset()
+    symbol = jsonata.parser.Parser.Symbol
+    used: set[str] = set()
+    bound: set[str] = set()
+    seen: set[int] = set()
+    todo: list[Any] = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+            continue
+        if not isinstance(node, symbol) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.type == "variable" and isinstance(node.value, str):
+            used.add(node.value)
+        elif node.type == "bind" and getattr(node.lhs, "type", None) == "variable":
+            bound.add(node.lhs.value)
+        elif node.type == "lambda":
+            bound.update(a.value for a in node.arguments or () if getattr(a, "type", None) == "variable")
+        todo.extend(v for k, v in vars(node).items() if k != "_outer_instance" and isinstance(v, symbol | list))
+    builtins = set(jsonata.Jsonata.static_frame.bindings) | set(AWS_FUNCTIONS) | {"", "$", "states"}
+    return frozenset(used - bound - builtins)
+
+
+def _construct_names(key: str, body: Any) -> set[str]:
+    """Names a construct binds for the expressions written inside it (its registry ``binds``)."""
+    construct = CONSTRUCTS.get(key)
+    return construct.binds(body) if construct is not None and isinstance(body, dict) else set()
+
+
+def spec_variables(doc: Document, machine: ir.StateMachineIR) -> Iterator[Diagnostic]:
+    """E604 at the key of a spec expression that reads a variable nothing assigns (a misspelt ``$parms``), with
+    the closest one that is."""
+    assigned: set[str] = set()
+    for g in graphs(machine):
+        for state in g.states:
+            for name, value in fields(state):
+                if name.endswith("Assign") and isinstance(value, dict):
+                    assigned.update(value)
+
+    def walk(value: Any, path: PathKey, scope: frozenset[str]) -> Iterator[Diagnostic]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                inner_scope = scope | _construct_names(key, item) if isinstance(key, str) else scope
+                yield from walk(item, (*path, key), inner_scope)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from walk(item, (*path, i), scope)
+        elif is_expr(value):
+            for name in sorted(free_variables(inner(value)) - scope):
+                hint = did_you_mean(f"${name}", (f"${v}" for v in scope))
+                where = ".".join(str(p) for p in path)
+                yield Diagnostic("E604", f"the JSONata of {where} reads ${name}, which nothing assigns{hint}",
+                                 doc.span(path))
+
+    yield from walk(doc.data, (), frozenset(assigned))

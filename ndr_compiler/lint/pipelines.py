@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from ndr_compiler import ir
-from ndr_compiler.diagnostics import Diagnostic
+from ndr_compiler.diagnostics import Diagnostic, did_you_mean
 from ndr_compiler.expand.snippets import is_expr
+from ndr_compiler.lint.processing import ARGUMENT_CODES, step_rules
 from ndr_compiler.models.pipeline import param_ref
 from ndr_compiler.specs import Spec, SpecSet
 from ndr_jobs.interface import entrypoints
@@ -33,10 +34,11 @@ def pipeline_spec_rules(specs: SpecSet, p: Spec) -> Iterator[Diagnostic]:
     doc = p.doc
     projects = specs.projects()
     project = projects.get(spec.project)
-    if project is None:
+    if project is None and not specs.is_broken("Project", spec.project):
         yield Diagnostic(
             "E501",
-            f"project '{spec.project}' is not defined (known: {', '.join(sorted(projects)) or 'none'})",
+            f"project '{spec.project}' is not defined (known: {', '.join(sorted(projects)) or 'none'})"
+            f"{did_you_mean(spec.project, projects)}",
             doc.span(("spec", "project")),
         )
     if not PIPELINE_NAME.match(f"ndr-{p.name.replace('_', '-')}"):
@@ -60,13 +62,14 @@ def pipeline_spec_rules(specs: SpecSet, p: Spec) -> Iterator[Diagnostic]:
                 "E403", f"step name '{step.name}' must match [A-Za-z0-9_-]{{1,64}}", doc.span((*path, "name"))
             )
         if step.name in seen:
-            yield Diagnostic("E201", f"step name '{step.name}' is used twice", doc.span((*path, "name")))
+            yield Diagnostic("E205", f"step name '{step.name}' is used twice", doc.span((*path, "name")))
         seen.add(step.name)
         for dep in step.depends_on:
             if dep not in names:
                 yield Diagnostic(
                     "E510",
-                    f"step '{step.name}' depends on '{dep}', which is not a step of this pipeline",
+                    f"step '{step.name}' depends on '{dep}', which is not a step of this pipeline"
+                    f"{did_you_mean(dep, names)}",
                     doc.span((*path, "depends_on")),
                 )
             elif names.index(dep) >= i:
@@ -79,8 +82,9 @@ def pipeline_spec_rules(specs: SpecSet, p: Spec) -> Iterator[Diagnostic]:
         if project is not None and step.processor not in project.model.spec.processors:
             known = ", ".join(sorted(project.model.spec.processors)) or "none"
             yield Diagnostic(
-                "E510",
-                f"processor profile '{step.processor}' is not defined in project '{spec.project}' (known: {known})",
+                "E513",
+                f"processor profile '{step.processor}' is not defined in project '{spec.project}' (known: {known})"
+                f"{did_you_mean(step.processor, project.model.spec.processors)}",
                 doc.span((*path, "processor")),
             )
         for flag, value in step.arguments.items():
@@ -88,10 +92,14 @@ def pipeline_spec_rules(specs: SpecSet, p: Spec) -> Iterator[Diagnostic]:
             if ref is not None and ref not in spec.parameters:
                 yield Diagnostic(
                     "E507",
-                    f"argument {flag} is bound to '{ref}', which is not a parameter of this pipeline",
+                    f"argument {flag} is bound to '{ref}', which is not a parameter of this pipeline"
+                    f"{did_you_mean(ref, spec.parameters)}",
                     doc.span((*path, "arguments", flag)),
                 )
-        yield from entrypoint_rules(p, i)
+        limits = list(step_rules(p, project, i))
+        yield from limits
+        if not any(d.code in ARGUMENT_CODES for d in limits):  # one diagnostic for an argument, not two
+            yield from entrypoint_rules(p, i)
 
 
 def _fits(kind: str, value: Any) -> bool:
@@ -158,6 +166,10 @@ def start_rules(
 ) -> Iterator[Diagnostic]:
     """Each ``${PipelineName...}`` start of a state machine against the pipeline spec serving it."""
     declared_elsewhere = {ph for p in specs.of_kind("Pipeline") for ph in p.model.spec.placeholders}
+    for kind, _, data in specs.broken:  # a pipeline spec with errors of its own still names what it serves
+        placeholders = data.get("spec", {}).get("placeholders") if isinstance(data.get("spec"), dict) else None
+        if kind == "Pipeline" and isinstance(placeholders, list):
+            declared_elsewhere.update(ph for ph in placeholders if isinstance(ph, str))
     by_placeholder: dict[str, ir.PipelineIR] = {}
     for p in pipelines.values():
         for ph in p.placeholders:
@@ -169,7 +181,8 @@ def start_rules(
         if p is None:
             known = ", ".join(sorted(by_placeholder)) or "none"
             yield Diagnostic(
-                "E503", f"${{{ref.name}}} is served by no Pipeline spec (declared placeholders: {known})", ref.origin
+                "E503", f"${{{ref.name}}} is served by no Pipeline spec (declared placeholders: {known})"
+                f"{did_you_mean(ref.name, by_placeholder)}", ref.origin
             )
             continue
         declared = {prm.name: prm for prm in p.parameters}
@@ -177,7 +190,8 @@ def start_rules(
             if name not in declared:
                 yield Diagnostic(
                     "E504",
-                    f"'{ref.state}' passes '{name}', which pipeline '{p.name}' ({p.file}) does not declare",
+                    f"'{ref.state}' passes '{name}', which pipeline '{p.name}' ({p.file}) does not declare"
+                    f"{did_you_mean(name, declared)}",
                     span,
                 )
             elif ref.literals.get(name) is not None and not _fits(declared[name].type, ref.literals[name]):

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from ndr_compiler.models.base import Expr, Identifier, Strict
+from ndr_jobs.interface.contract import TYPES
 
 FieldType = Literal[
     "id", "run_key", "timestamp", "window_start", "month", "s3_uri", "batch_folder", "text", "boolean", "count", "list"
@@ -61,3 +62,11 @@ class ItemContract(Strict):
     fields: dict[Identifier, ContractField]
     checks: list[Ordered] = Field(default_factory=list)
     rules: list[CheckRule] = Field(default_factory=list)
+
+
+def field_names(fields: Any) -> set[str]:
+    """The variables a contract's fields bind (raw spec data): each field, and what a ``batch_folder`` binds."""
+    if not isinstance(fields, dict):
+        return set()
+    folders = any(isinstance(f, dict) and f.get("type") == "batch_folder" for f in fields.values())
+    return {*fields, *(TYPES["batch_folder"].binds if folders else ())}

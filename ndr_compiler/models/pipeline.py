@@ -69,7 +69,6 @@ class Step(Strict):
 
 class PipelineSpec(Strict):
     project: str
-    builder: Annotated[str, Field(pattern=r"^build_[a-z0-9_]+$")]
     placeholders: list[Annotated[str, Field(pattern=r"^PipelineName[A-Za-z0-9]*$")]] = Field(
         default_factory=list, description="the ${PipelineName...} placeholders of state machines this serves"
     )

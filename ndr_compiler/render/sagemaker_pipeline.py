@@ -15,21 +15,16 @@ from typing import Any
 
 from ndr_compiler import ir
 
+# the limits the lint reports first (E407-E409, E115-E117); the renderer refuses the same, as a last line of defence
+from ndr_compiler.lint.processing import MAX_ARGUMENT, MAX_ARGUMENTS, MAX_ENV_VALUE, SHELL_SAFE, SPARK_CONF_ENV
+
 #: the SageMaker Spark container's job entrypoint (``_SparkProcessorBase._default_command`` in the SDK)
 SMSPARK_SUBMIT = "smspark-submit"
 #: the launcher baked into the Spark image: ``spark_launcher.py <module> <args...>`` = ``python -m <module> <args>``
 SPARK_LAUNCHER = "/opt/ndr/spark_launcher.py"
-#: environment variable carrying ``processor.spark_config`` to the launcher (JSON object)
-SPARK_CONF_ENV = "NDR_SPARK_CONF"
 #: the pipeline definition schema version the SDK writes
 VERSION = "2020-12-01"
 
-#: what ``shlex.quote`` leaves unquoted: survives smspark-submit's ``shell=True`` unchanged
-_SHELL_SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+", re.ASCII)
-#: AWS limits on ``ContainerArguments`` (items, length of each) and ``Environment`` values
-_MAX_ARGUMENTS = 100
-_MAX_ARGUMENT = 256
-_MAX_ENV_VALUE = 256
 #: retry exception types by family: the SDK renders each family as its own policy
 STEP_EXCEPTIONS = ("Step.SERVICE_FAULT", "Step.THROTTLING")
 JOB_EXCEPTIONS = ("SageMaker.JOB_INTERNAL_ERROR", "SageMaker.CAPACITY_ERROR", "SageMaker.RESOURCE_LIMIT")
@@ -61,16 +56,16 @@ def container(s: ir.PipelineStep, declared: set[str]) -> tuple[list[str], list[s
         if isinstance(value, ir.ParamRef) and value.name not in declared:
             raise ValueError(f"step '{s.name}': argument {flag} is bound to undeclared parameter '{value.name}'")
         arguments += [flag, value]
-    if len(arguments) > _MAX_ARGUMENTS:
-        raise ValueError(f"step '{s.name}': {len(arguments)} container arguments; the limit is {_MAX_ARGUMENTS}")
+    if len(arguments) > MAX_ARGUMENTS:
+        raise ValueError(f"step '{s.name}': {len(arguments)} container arguments; the limit is {MAX_ARGUMENTS}")
     for a in arguments:
-        if isinstance(a, str) and len(a) > _MAX_ARGUMENT:
-            raise ValueError(f"step '{s.name}': argument {a[:40]!r}... is over {_MAX_ARGUMENT} characters")
+        if isinstance(a, str) and len(a) > MAX_ARGUMENT:
+            raise ValueError(f"step '{s.name}': argument {a[:40]!r}... is over {MAX_ARGUMENT} characters")
     environment = dict(proc.environment)
     if proc.spark:
         entrypoint = [SMSPARK_SUBMIT, SPARK_LAUNCHER, s.module]
         for a in [s.module, *arguments]:
-            if isinstance(a, str) and not _SHELL_SAFE.fullmatch(a):
+            if isinstance(a, str) and not SHELL_SAFE.fullmatch(a):
                 raise ValueError(
                     f"Spark step '{s.name}': argument {a!r} is not shell-safe; smspark-submit runs the "
                     "command line through /bin/sh, so Spark step literals must match [A-Za-z0-9_@%+=:,./-]+"
@@ -84,8 +79,8 @@ def container(s: ir.PipelineStep, declared: set[str]) -> tuple[list[str], list[s
             raise ValueError(f"step '{s.name}': spark_config is set on a processor that is not a Spark one")
         entrypoint = ["python", "-m", s.module]
     for key, value in environment.items():
-        if len(value) > _MAX_ENV_VALUE:
-            raise ValueError(f"step '{s.name}': environment variable {key} is over {_MAX_ENV_VALUE} characters")
+        if len(value) > MAX_ENV_VALUE:
+            raise ValueError(f"step '{s.name}': environment variable {key} is over {MAX_ENV_VALUE} characters")
     return entrypoint, arguments, dict(sorted(environment.items()))
 
 

@@ -27,15 +27,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from ndr_jobs.datasets import storage
+from ndr_jobs.datasets.redshift import RedshiftConfigError, RedshiftStatementError, RedshiftTimeoutError
 from ndr_jobs.devtools.synth.generator import FW_PUBLIC_IP, build_network
 from ndr_jobs.devtools.synth.inventory import create_inventory_duckdb, inventory_machines
 from ndr_jobs.processing.machine_inventory_unload_job import (
     INVENTORY_COLUMNS,
-    RedshiftConfig,
-    RedshiftStatementError,
     inventory_select,
     run_machine_inventory_unload_from_runtime_config,
-    run_statement,
     unload_inventory,
 )
 from ndr_jobs.runtime.config import MonthlyRuntime
@@ -45,12 +43,13 @@ MONTH = "2026-09"
 PARTITION = "inventory/feature_spec_version=v1/reference_month=2026-09"
 RUNTIME = MonthlyRuntime(project_name="ndr-prod", feature_spec_version="v1", reference_month=MONTH)
 UNLOAD = re.compile(
-    r"^UNLOAD \('((?:[^']|'')*)'\) TO '((?:[^']|'')*)' IAM_ROLE '([^']*)' FORMAT PARQUET PARALLEL OFF ALLOWOVERWRITE$",
+    r"^UNLOAD \('((?:[^']|'')*)'\) TO '((?:[^']|'')*)' IAM_ROLE ('[^']*'|default) FORMAT PARQUET PARALLEL OFF "
+    r"ALLOWOVERWRITE$",
     re.S,
 )
 ENV_VARS = ("NDR_INVENTORY_DUCKDB", "NDR_INVENTORY_TABLE", "NDR_INVENTORY_QUERY", "NDR_REDSHIFT_WORKGROUP",
             "NDR_REDSHIFT_CLUSTER_ID", "NDR_REDSHIFT_DATABASE", "NDR_REDSHIFT_SECRET_ARN", "NDR_REDSHIFT_DB_USER",
-            "NDR_INVENTORY_UNLOAD_ROLE", "NDR_INVENTORY_TIMEOUT_SECONDS", "NDR_INVENTORY_POLL_SECONDS",
+            "NDR_REDSHIFT_IAM_ROLE", "NDR_REDSHIFT_TIMEOUT_SECONDS", "NDR_REDSHIFT_POLL_SECONDS",
             "NDR_LOCAL_S3_ROOT")  # fmt: skip
 
 
@@ -246,7 +245,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("NDR_REDSHIFT_CLUSTER_ID", "ndr-cluster")
     monkeypatch.setenv("NDR_REDSHIFT_DATABASE", "ndr")
     monkeypatch.setenv("NDR_REDSHIFT_SECRET_ARN", SECRET)
-    monkeypatch.setenv("NDR_INVENTORY_UNLOAD_ROLE", ROLE)
+    monkeypatch.setenv("NDR_REDSHIFT_IAM_ROLE", ROLE)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield boto3.client("redshift-data")
@@ -296,7 +295,7 @@ def test_redshift_unload_sends_the_unload_polls_and_swaps_in(aws: Any, inventory
         rf"s3://{BUCKET}/ndr-prod/inventory/_staging/feature_spec_version=v1/reference_month=2026-09/[0-9a-f]{{32}}/part-",
         prefix,
     )
-    assert role == ROLE
+    assert role == f"'{ROLE}'"
     assert sleep.polls == [5.0]  # type: ignore[attr-defined]
     target = f"s3://{BUCKET}/ndr-prod/{PARTITION}"
     assert read_partition(target).column("ip_address").to_pylist() == expected_ips()
@@ -325,8 +324,8 @@ def test_redshift_finished_without_files_is_an_error(aws: Any, inventory_db: Pat
 
 
 def test_redshift_timeout_cancels_the_statement(aws: Any, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("NDR_INVENTORY_TIMEOUT_SECONDS", "60")
-    monkeypatch.setenv("NDR_INVENTORY_POLL_SECONDS", "10")
+    monkeypatch.setenv("NDR_REDSHIFT_TIMEOUT_SECONDS", "60")
+    monkeypatch.setenv("NDR_REDSHIFT_POLL_SECONDS", "10")
     now = [0.0]
     polls: list[float] = []
 
@@ -334,8 +333,8 @@ def test_redshift_timeout_cancels_the_statement(aws: Any, monkeypatch: pytest.Mo
         polls.append(seconds)
         now[0] += seconds
 
-    message = r"still STARTED after 60 s \(NDR_INVENTORY_TIMEOUT_SECONDS\); cancel requested"
-    with pytest.raises(TimeoutError, match=message):
+    message = r"still STARTED after 60 s \(NDR_REDSHIFT_TIMEOUT_SECONDS\); cancel requested"
+    with pytest.raises(RedshiftTimeoutError, match=message):
         unload_inventory(RUNTIME, redshift_client=aws, sleep=sleep, clock=lambda: now[0])
     assert polls == [10.0] * 6
     (statement,) = moto_statements().values()
@@ -343,49 +342,36 @@ def test_redshift_timeout_cancels_the_statement(aws: Any, monkeypatch: pytest.Mo
     assert storage.list_objects(f"s3://{BUCKET}/ndr-prod/inventory") == []
 
 
-def test_redshift_error_text_reaches_the_message():
-    class Client:  # what Redshift answers for a failed statement (moto has no Error field)
-        def execute_statement(self, **kw: str) -> dict[str, str]:
-            self.sent = kw
-            return {"Id": "d9b6c0c9-0747-4bf4-b142-e8883122f766"}
+def test_redshift_role_defaults_to_the_default_keyword_and_timeout_to_the_jobs(
+    aws: Any, inventory_db: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("NDR_REDSHIFT_IAM_ROLE")
+    now = [0.0]
+    sleep = fake_redshift(inventory_db, status="STARTED")  # never finishes
 
-        def describe_statement(self, Id: str) -> dict[str, str]:  # noqa: N803 - the API's name
-            return {"Id": Id, "Status": "FAILED", "Error": 'ERROR: relation "machine_inventory" does not exist'}
+    def advance(seconds: float) -> None:
+        sleep(seconds)
+        now[0] += seconds
 
-    config = RedshiftConfig(database="ndr", iam_role="default", workgroup="ndr-wg", poll_seconds=1)
-    client = Client()
-    with pytest.raises(RedshiftStatementError, match='FAILED: ERROR: relation "machine_inventory" does not exist'):
-        run_statement(client, config, "UNLOAD ...", sleep=lambda s: None)
-    assert client.sent == {"Sql": "UNLOAD ...", "Database": "ndr", "WorkgroupName": "ndr-wg"}
+    with pytest.raises(RedshiftTimeoutError, match="after 1800 s"):
+        unload_inventory(RUNTIME, redshift_client=aws, sleep=advance, clock=lambda: now[0])
+    (statement,) = moto_statements().values()
+    assert UNLOAD.match(statement.query_string).group(3) == "default"
+    assert len(sleep.polls) == 1800 / 5  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(
-    ("env", "error"),
-    [
-        ({}, "set exactly one of NDR_REDSHIFT_WORKGROUP and NDR_REDSHIFT_CLUSTER_ID; set NDR_REDSHIFT_DATABASE"),
-        ({"NDR_REDSHIFT_WORKGROUP": "wg", "NDR_REDSHIFT_CLUSTER_ID": "c", "NDR_REDSHIFT_DATABASE": "d",
-          "NDR_INVENTORY_UNLOAD_ROLE": "default"}, "set exactly one of"),
-        ({"NDR_REDSHIFT_WORKGROUP": "wg", "NDR_REDSHIFT_DATABASE": "d", "NDR_INVENTORY_UNLOAD_ROLE": "admin"},
-         "'admin' is neither an IAM role ARN"),
-        ({"NDR_REDSHIFT_WORKGROUP": "wg", "NDR_REDSHIFT_DATABASE": "d", "NDR_INVENTORY_UNLOAD_ROLE": "default",
-          "NDR_REDSHIFT_DB_USER": "u"}, "NDR_REDSHIFT_DB_USER goes with NDR_REDSHIFT_CLUSTER_ID only"),
-        ({"NDR_REDSHIFT_CLUSTER_ID": "c", "NDR_REDSHIFT_DATABASE": "d", "NDR_INVENTORY_UNLOAD_ROLE": "default",
-          "NDR_INVENTORY_TIMEOUT_SECONDS": "soon"}, "'soon' is not a positive number"),
-    ],
-)  # fmt: skip
-def test_redshift_configuration_errors_name_the_variables(monkeypatch: pytest.MonkeyPatch, env: dict, error: str):
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(ValueError, match=re.escape(error)) as info:
-        RedshiftConfig.from_env()
-    assert "NDR_INVENTORY_DUCKDB" in str(info.value)
+def test_redshift_configuration_errors_point_to_the_local_stand_in(aws: Any, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("NDR_REDSHIFT_DATABASE")
+    with pytest.raises(RedshiftConfigError, match=r"set NDR_REDSHIFT_DATABASE\); machine_inventory_unload: for a "
+                       r"local run set NDR_INVENTORY_DUCKDB"):  # fmt: skip
+        unload_inventory(RUNTIME, redshift_client=aws)
+    assert moto_statements() == {}
 
 
 def test_redshift_cannot_unload_to_a_local_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("NDR_STORAGE_ROOT", str(tmp_path))
     monkeypatch.setenv("NDR_REDSHIFT_CLUSTER_ID", "c")
     monkeypatch.setenv("NDR_REDSHIFT_DATABASE", "d")
-    monkeypatch.setenv("NDR_INVENTORY_UNLOAD_ROLE", "default")
     with pytest.raises(ValueError, match="Redshift UNLOAD writes to S3 only"):
         unload_inventory(RUNTIME, redshift_client=object())
 

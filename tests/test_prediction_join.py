@@ -1,6 +1,6 @@
 """Prediction-feature join and publication: the s3 dataset and the staged-Redshift load into DuckDB, both
 idempotent per window; the Redshift Data API request shape (botocore Stubber: moto's redshift-data has no
-BatchExecuteStatement); clear errors."""
+BatchExecuteStatement; the client itself is tested in test_redshift.py); clear errors."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pytest
 from botocore.stub import Stubber
 
 from ndr_jobs.datasets import layout
+from ndr_jobs.datasets.redshift import RedshiftConfig, RedshiftStatementError, RedshiftTimeoutError, UnsafeValueError
 from ndr_jobs.model.features import FeatureDataError
 from ndr_jobs.processing.inference_predictions_job import run_inference_predictions_from_runtime_config
 from ndr_jobs.processing.prediction_feature_join_job import (
     PREDICTION_PART,
-    PublicationError,
     load_redshift,
     redshift_statements,
     run_prediction_feature_join_from_runtime_config,
@@ -115,40 +115,44 @@ def test_errors_are_clear(scored: Path, monkeypatch):
 # --- Redshift Data API (request shape through botocore's Stubber) -------------------------------------------------
 
 
-def test_redshift_statements_delete_the_window_then_copy_the_staged_parquet(monkeypatch):
-    monkeypatch.setenv("NDR_REDSHIFT_IAM_ROLE", "arn:aws:iam::123456789012:role/ndr-copy")
-    sqls = redshift_statements(
-        "ndr.publication", "s3://bucket/root/publication_staged/fsv=v1/b=1", "v1", "20261001T0600"
-    )
+def test_redshift_statements_delete_the_window_then_copy_the_staged_parquet():
+    config = RedshiftConfig(database="d", workgroup="ndr-wg", iam_role="arn:aws:iam::123456789012:role/ndr-copy")
+    sqls = redshift_statements("ndr.publication", "s3://bucket/root/publication_staged/fsv=v1/b=1", config)
     assert sqls == [
-        "DELETE FROM ndr.publication WHERE feature_spec_version = 'v1' AND batch_start = '20261001T0600'",
+        "DELETE FROM ndr.publication WHERE feature_spec_version = :feature_spec_version AND batch_start = :batch_start",
         "COPY ndr.publication FROM 's3://bucket/root/publication_staged/fsv=v1/b=1/' "
         "IAM_ROLE 'arn:aws:iam::123456789012:role/ndr-copy' FORMAT AS PARQUET",
     ]
-    with pytest.raises(ValueError, match="unsafe value"):
-        redshift_statements("t", "s3://b/p", "v1'; DROP TABLE t; --", "20261001T0600")
+    default = RedshiftConfig(database="d", workgroup="ndr-wg")
+    copy = redshift_statements("t", "s3a://bucket/p", default)[1]
+    assert copy == "COPY t FROM 's3://bucket/p/' IAM_ROLE default FORMAT AS PARQUET"
+    with pytest.raises(UnsafeValueError):
+        redshift_statements("t", "s3://bucket/v1'; DROP TABLE t; --", default)
+    with pytest.raises(UnsafeValueError):
+        redshift_statements("t; DROP TABLE u", "s3://bucket/p", default)
 
 
 def _client(monkeypatch) -> tuple[object, Stubber]:
     monkeypatch.setenv("NDR_REDSHIFT_WORKGROUP", "ndr-wg")
     monkeypatch.setenv("NDR_REDSHIFT_DATABASE", "analytics")
-    monkeypatch.setenv("NDR_REDSHIFT_MAX_POLLS", "3")
+    monkeypatch.setenv("NDR_REDSHIFT_TIMEOUT_SECONDS", "15")
     client = boto3.client("redshift-data", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     return client, Stubber(client)
 
 
-def test_redshift_load_runs_one_batch_transaction_and_waits(monkeypatch):
+def test_redshift_load_runs_one_batch_transaction_with_the_window_as_parameters_and_waits(monkeypatch):
     client, stub = _client(monkeypatch)
-    sqls = ["DELETE FROM t WHERE x = 'a'", "COPY t FROM 's3://b/p/' IAM_ROLE default FORMAT AS PARQUET"]
+    sqls = redshift_statements("t", "s3://bucket/p", RedshiftConfig(database="analytics", workgroup="ndr-wg"))
+    window = [{"name": "feature_spec_version", "value": "v1'; --"}, {"name": "batch_start", "value": "20261001T0600"}]
     stub.add_response(
         "batch_execute_statement",
         {"Id": "stmt-1"},
-        {"Sqls": sqls, "WorkgroupName": "ndr-wg", "Database": "analytics"},
+        {"Sqls": sqls, "WorkgroupName": "ndr-wg", "Database": "analytics", "Parameters": window},
     )
     stub.add_response("describe_statement", {"Id": "stmt-1", "Status": "STARTED"}, {"Id": "stmt-1"})
     stub.add_response("describe_statement", {"Id": "stmt-1", "Status": "FINISHED"}, {"Id": "stmt-1"})
     with stub:
-        assert load_redshift(sqls, client=client, sleep=lambda s: None) == {
+        assert load_redshift("t", "s3://bucket/p", "v1'; --", "20261001T0600", client=client, sleep=lambda s: None) == {
             "statement_id": "stmt-1",
             "status": "FINISHED",
         }
@@ -159,10 +163,13 @@ def test_a_failed_or_endless_redshift_load_is_an_error(monkeypatch):
     client, stub = _client(monkeypatch)
     stub.add_response("batch_execute_statement", {"Id": "s"}, None)
     stub.add_response("describe_statement", {"Id": "s", "Status": "FAILED", "Error": "S3 access denied"}, None)
-    with stub, pytest.raises(PublicationError, match="FAILED: S3 access denied"):
-        load_redshift(["SELECT 1"], client=client, sleep=lambda s: None)
+    with stub, pytest.raises(RedshiftStatementError, match="workgroup ndr-wg database analytics: statement s FAILED: "
+                             "S3 access denied"):  # fmt: skip
+        load_redshift("t", "s3://bucket/p", "v1", "20261001T0600", client=client, sleep=lambda s: None)
     stub.add_response("batch_execute_statement", {"Id": "s"}, None)
-    for _ in range(3):
+    for _ in range(4):  # 15 s at the default 5 s between polls: the first poll and three after waits
         stub.add_response("describe_statement", {"Id": "s", "Status": "STARTED"}, None)
-    with stub, pytest.raises(PublicationError, match="did not finish after 3 polls"):
-        load_redshift(["SELECT 1"], client=client, sleep=lambda s: None)
+    stub.add_response("cancel_statement", {"Status": True}, {"Id": "s"})
+    with stub, pytest.raises(RedshiftTimeoutError, match="still STARTED after 15 s .*; cancel requested"):
+        load_redshift("t", "s3://bucket/p", "v1", "20261001T0600", client=client, sleep=lambda s: None)
+    stub.assert_no_pending_responses()

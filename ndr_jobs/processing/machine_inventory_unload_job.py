@@ -20,21 +20,13 @@ The query (the same shape in both engines)
     step's environment from the project parameters.
 
 AWS (the default: ``NDR_INVENTORY_DUCKDB`` unset)
-    ``redshift-data`` ``ExecuteStatement`` of ``UNLOAD ('<query>') TO 's3://<staging>/part-' IAM_ROLE
-    '<role>' FORMAT PARQUET PARALLEL OFF ALLOWOVERWRITE`` (quotes in the query doubled), then
-    ``DescribeStatement`` every ``$NDR_INVENTORY_POLL_SECONDS`` (5) until ``FINISHED``; ``FAILED`` or
-    ``ABORTED`` raise :class:`RedshiftStatementError` with Redshift's ``Error`` text and the statement id;
-    after ``$NDR_INVENTORY_TIMEOUT_SECONDS`` (1800) the statement is cancelled and :class:`TimeoutError`
-    raised. Connection, from the environment:
-
-    ==============================  ===================================================================
-    ``NDR_REDSHIFT_WORKGROUP``      Redshift Serverless workgroup, or
-    ``NDR_REDSHIFT_CLUSTER_ID``     a provisioned cluster (exactly one of the two)
-    ``NDR_REDSHIFT_DATABASE``       database (required)
-    ``NDR_REDSHIFT_SECRET_ARN``     Secrets Manager secret with the credentials (optional), or
-    ``NDR_REDSHIFT_DB_USER``        database user for temporary credentials (provisioned clusters only)
-    ``NDR_INVENTORY_UNLOAD_ROLE``   the ``IAM_ROLE`` of the UNLOAD: a role ARN or ``default`` (required)
-    ==============================  ===================================================================
+    through :mod:`ndr_jobs.datasets.redshift` (its module doc lists the ``NDR_REDSHIFT_*`` connection
+    settings): ``ExecuteStatement`` of ``UNLOAD ('<query>') TO 's3://<staging>/part-' IAM_ROLE <role> FORMAT
+    PARQUET PARALLEL OFF ALLOWOVERWRITE`` (quotes in the query doubled; ``<role>`` is
+    ``$NDR_REDSHIFT_IAM_ROLE`` quoted, or the keyword ``default``), then waited for (``FAILED`` / ``ABORTED``
+    raise :class:`~ndr_jobs.datasets.redshift.RedshiftStatementError`; after ``$NDR_REDSHIFT_TIMEOUT_SECONDS``,
+    1800 by default for this job, the statement is cancelled and
+    :class:`~ndr_jobs.datasets.redshift.RedshiftTimeoutError` raised).
 
 Locally (``NDR_INVENTORY_DUCKDB=<file.duckdb>``, the embedded default)
     the same query in DuckDB (the file opened read-only): ``COPY (<query>) TO '<tmp>' (FORMAT parquet)``.
@@ -53,20 +45,18 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ndr_jobs.datasets import storage
+from ndr_jobs.datasets import redshift, storage
 from ndr_jobs.runtime.config import MonthlyRuntime
 from ndr_jobs.runtime.summary import emit
 
@@ -77,23 +67,8 @@ DEFAULT_TABLE = "machine_inventory"
 DUCKDB_ENV = "NDR_INVENTORY_DUCKDB"
 TABLE_ENV = "NDR_INVENTORY_TABLE"
 QUERY_ENV = "NDR_INVENTORY_QUERY"
-WORKGROUP_ENV = "NDR_REDSHIFT_WORKGROUP"
-CLUSTER_ENV = "NDR_REDSHIFT_CLUSTER_ID"
-DATABASE_ENV = "NDR_REDSHIFT_DATABASE"
-SECRET_ENV = "NDR_REDSHIFT_SECRET_ARN"
-DB_USER_ENV = "NDR_REDSHIFT_DB_USER"
-ROLE_ENV = "NDR_INVENTORY_UNLOAD_ROLE"
-TIMEOUT_ENV = "NDR_INVENTORY_TIMEOUT_SECONDS"
-POLL_ENV = "NDR_INVENTORY_POLL_SECONDS"
-
-#: a (schema-qualified) table name: plain identifiers only, nothing to quote
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$")
-_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
-FINAL_STATUSES = ("FINISHED", "FAILED", "ABORTED")
-
-
-class RedshiftStatementError(RuntimeError):
-    """A Redshift Data API statement that ended FAILED or ABORTED (its error text and id in the message)."""
+#: how long the UNLOAD may run before it is cancelled, unless NDR_REDSHIFT_TIMEOUT_SECONDS says otherwise
+TIMEOUT_SECONDS = 1800.0
 
 
 # --- the query ------------------------------------------------------------------------------------------
@@ -124,9 +99,7 @@ def source_query(reference_month: str) -> str:
             .replace("{month_start}", _date_literal(start))
             .replace("{month_end}", _date_literal(end))
         )
-    table = os.environ.get(TABLE_ENV, "").strip() or DEFAULT_TABLE
-    if not _TABLE.match(table):
-        raise ValueError(f"{TABLE_ENV}={table!r} is not a plain (schema-qualified) table name")
+    table = redshift.check_table(os.environ.get(TABLE_ENV, "").strip() or DEFAULT_TABLE, TABLE_ENV)
     return (
         f"SELECT * FROM {table} WHERE valid_from < {_date_literal(end)} "
         f"AND (valid_to IS NULL OR valid_to > {_date_literal(start)})"
@@ -139,129 +112,15 @@ def inventory_select(reference_month: str) -> str:
     return f"SELECT {columns} FROM ({source_query(reference_month)}) AS inventory ORDER BY ip_address"
 
 
-def quote_literal(text: str) -> str:
-    """A SQL string literal: single quotes, embedded ones doubled."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def unload_sql(select: str, s3_prefix: str, iam_role: str) -> str:
+def unload_sql(select: str, s3_prefix: str, config: redshift.RedshiftConfig) -> str:
     """The Redshift UNLOAD of ``select`` to ``s3_prefix`` (an ``s3://`` key prefix) as one Parquet file."""
     return (
-        f"UNLOAD ({quote_literal(select)}) TO {quote_literal(s3_prefix)} IAM_ROLE {quote_literal(iam_role)} "
-        "FORMAT PARQUET PARALLEL OFF ALLOWOVERWRITE"
+        f"UNLOAD ({redshift.quote_literal(select)}) TO {redshift.quote_literal(redshift.check_s3_uri(s3_prefix))} "
+        f"{config.iam_role_clause()} FORMAT PARQUET PARALLEL OFF ALLOWOVERWRITE"
     )
 
 
 # --- Redshift -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RedshiftConfig:
-    """Where the UNLOAD runs and how long to wait for it (see the module doc for the variables)."""
-
-    database: str
-    iam_role: str
-    workgroup: str = ""
-    cluster_id: str = ""
-    secret_arn: str = ""
-    db_user: str = ""
-    timeout_seconds: float = 1800.0
-    poll_seconds: float = 5.0
-
-    @classmethod
-    def from_env(cls) -> RedshiftConfig:
-        env = {k: os.environ.get(k, "").strip() for k in (WORKGROUP_ENV, CLUSTER_ENV, DATABASE_ENV, SECRET_ENV,
-                                                         DB_USER_ENV, ROLE_ENV, TIMEOUT_ENV, POLL_ENV)}  # fmt: skip
-        problems = []
-        if bool(env[WORKGROUP_ENV]) == bool(env[CLUSTER_ENV]):
-            problems.append(f"set exactly one of {WORKGROUP_ENV} and {CLUSTER_ENV}")
-        if not env[DATABASE_ENV]:
-            problems.append(f"set {DATABASE_ENV}")
-        if env[DB_USER_ENV] and (env[WORKGROUP_ENV] or env[SECRET_ENV]):
-            problems.append(f"{DB_USER_ENV} goes with {CLUSTER_ENV} only, and not with {SECRET_ENV}")
-        role = env[ROLE_ENV]
-        if not role:
-            problems.append(f"set {ROLE_ENV} (the UNLOAD's IAM role ARN, or 'default')")
-        elif role != "default" and not _ROLE_ARN.match(role):
-            problems.append(f"{ROLE_ENV}={role!r} is neither an IAM role ARN nor 'default'")
-        timeout = _positive(env[TIMEOUT_ENV], TIMEOUT_ENV, 1800.0, problems)
-        poll = _positive(env[POLL_ENV], POLL_ENV, 5.0, problems)
-        if problems:
-            raise ValueError(
-                f"machine_inventory_unload: Redshift is not configured ({'; '.join(problems)}); "
-                f"for a local run set {DUCKDB_ENV} to a DuckDB file instead"
-            )
-        return cls(env[DATABASE_ENV], role, env[WORKGROUP_ENV], env[CLUSTER_ENV], env[SECRET_ENV], env[DB_USER_ENV],
-                   timeout, poll)  # fmt: skip
-
-    def execute_arguments(self, sql: str) -> dict[str, str]:
-        """The ``ExecuteStatement`` arguments."""
-        args = {"Sql": sql, "Database": self.database}
-        if self.workgroup:
-            args["WorkgroupName"] = self.workgroup
-        else:
-            args["ClusterIdentifier"] = self.cluster_id
-        if self.secret_arn:
-            args["SecretArn"] = self.secret_arn
-        if self.db_user:
-            args["DbUser"] = self.db_user
-        return args
-
-    def describe(self) -> str:
-        where = f"workgroup {self.workgroup}" if self.workgroup else f"cluster {self.cluster_id}"
-        return f"redshift {where} database {self.database}"
-
-
-def _positive(raw: str, name: str, default: float, problems: list[str]) -> float:
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        problems.append(f"{name}={raw!r} is not a positive number of seconds")
-    return value
-
-
-def run_statement(
-    client: Any,
-    config: RedshiftConfig,
-    sql: str,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> dict[str, Any]:
-    """Execute ``sql`` through the Redshift Data API and wait for it; the final ``DescribeStatement`` answer.
-
-    FAILED/ABORTED raise :class:`RedshiftStatementError`; a statement still running after
-    ``config.timeout_seconds`` is cancelled and :class:`TimeoutError` raised.
-    """
-    from botocore.exceptions import ClientError
-
-    try:
-        statement_id = client.execute_statement(**config.execute_arguments(sql))["Id"]
-    except ClientError as exc:
-        raise RedshiftStatementError(f"{config.describe()}: ExecuteStatement was refused: {exc}") from exc
-    deadline = clock() + config.timeout_seconds
-    while True:
-        described = client.describe_statement(Id=statement_id)
-        status = described.get("Status", "")
-        if status == "FINISHED":
-            return described
-        if status in ("FAILED", "ABORTED"):
-            error = described.get("Error") or "no error text"
-            raise RedshiftStatementError(f"{config.describe()}: statement {statement_id} {status}: {error}")
-        if clock() >= deadline:
-            try:
-                client.cancel_statement(Id=statement_id)
-                cancelled = "cancel requested"
-            except ClientError as exc:
-                cancelled = f"cancel failed: {exc}"
-            raise TimeoutError(
-                f"{config.describe()}: statement {statement_id} still {status or 'without a status'} after "
-                f"{config.timeout_seconds:g} s ({TIMEOUT_ENV}); {cancelled}"
-            )
-        sleep(config.poll_seconds)
 
 
 def _s3_uri(path: str) -> str:
@@ -271,18 +130,16 @@ def _s3_uri(path: str) -> str:
 
 def _unload_redshift(select: str, staging: str, client: Any, sleep: Callable[[float], None],
                      clock: Callable[[], float]) -> dict[str, Any]:  # fmt: skip
-    config = RedshiftConfig.from_env()
+    config = redshift.RedshiftConfig.from_env(
+        TIMEOUT_SECONDS, f"machine_inventory_unload: for a local run set {DUCKDB_ENV} to a DuckDB file instead"
+    )
     if not storage.is_s3(staging) or not storage.is_s3(storage.backing(staging)):
         raise ValueError(
             f"Redshift UNLOAD writes to S3 only, but the inventory would go to {storage.backing(staging)} "
             f"(NDR_STORAGE_ROOT / NDR_LOCAL_S3_ROOT); for a local run set {DUCKDB_ENV}"
         )
-    if client is None:
-        import boto3
-
-        client = boto3.client("redshift-data")
-    described = run_statement(client, config, unload_sql(select, _s3_uri(storage.join(staging, "part-")),
-                                                         config.iam_role), sleep, clock)  # fmt: skip
+    sql = unload_sql(select, _s3_uri(storage.join(staging, "part-")), config)
+    described = redshift.execute(client or redshift.data_client(), config, sql, sleep=sleep, clock=clock)
     return {"engine": "redshift", "source": config.describe(), "statement_id": described.get("Id"),
             "redshift_result_rows": described.get("ResultRows")}  # fmt: skip
 
@@ -300,7 +157,7 @@ def _unload_duckdb(select: str, staging: str, database: str) -> dict[str, Any]:
         out = work / "part-00000.parquet"
         con = duckdb.connect(database, read_only=True)
         try:
-            con.execute(f"COPY ({select}) TO {quote_literal(str(out))} (FORMAT parquet)")
+            con.execute(f"COPY ({select}) TO {redshift.quote_literal(str(out))} (FORMAT parquet)")
         except duckdb.Error as exc:
             raise ValueError(f"the inventory query failed in DuckDB {database}: {exc}\nquery: {select}") from exc
         finally:

@@ -19,13 +19,13 @@ Targets (``--publication-target``):
     atomic writer), then loaded in one transaction that first deletes the window's rows, so that a re-run
     replaces the window (idempotent per mini-batch):
 
-    * in AWS (``NDR_REDSHIFT_WORKGROUP`` or ``NDR_REDSHIFT_CLUSTER_ID`` set, with ``NDR_REDSHIFT_DATABASE``,
-      optionally ``NDR_REDSHIFT_SECRET_ARN`` / ``NDR_REDSHIFT_DB_USER`` and ``NDR_REDSHIFT_IAM_ROLE``
-      (default: the cluster's default role)): Redshift Data API ``BatchExecuteStatement`` (one transaction)
-      of ``DELETE FROM <table> WHERE feature_spec_version = '<v>' AND batch_start = '<stamp>'`` and
-      ``COPY <table> FROM '<staged prefix>/' IAM_ROLE ... FORMAT AS PARQUET``, polled with
-      ``DescribeStatement`` until it finishes (bounded: ``NDR_REDSHIFT_MAX_POLLS`` x ``NDR_REDSHIFT_POLL_SECONDS``).
-      The table must exist with the staged columns in the staged order;
+    * in AWS (``NDR_REDSHIFT_WORKGROUP`` or ``NDR_REDSHIFT_CLUSTER_ID`` set; the connection settings are
+      those of :mod:`ndr_jobs.datasets.redshift`): Redshift Data API ``BatchExecuteStatement`` (one
+      transaction) of ``DELETE FROM <table> WHERE feature_spec_version = :feature_spec_version AND
+      batch_start = :batch_start`` (the two values as Data API parameters) and ``COPY <table> FROM
+      '<staged prefix>/' IAM_ROLE <role> FORMAT AS PARQUET``, waited for (``$NDR_REDSHIFT_TIMEOUT_SECONDS``,
+      600 by default for this job, then cancelled). The table must exist with the staged columns in the
+      staged order;
     * locally (``NDR_PUBLICATION_DUCKDB``, a DuckDB file): ``BEGIN; CREATE TABLE IF NOT EXISTS`` (from the
       staged schema); ``DELETE ... WHERE feature_spec_version = ? AND batch_start = ?; INSERT INTO <table>
       BY NAME SELECT * FROM read_parquet(<staged files>); COMMIT``.
@@ -36,11 +36,10 @@ Targets (``--publication-target``):
 from __future__ import annotations
 
 import os
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from ndr_jobs.datasets import layout, storage
+from ndr_jobs.datasets import layout, redshift, storage
 from ndr_jobs.interface import contract
 from ndr_jobs.model.features import FG_C_PREFIX, KEYS, NON_FEATURES, FeatureDataError
 from ndr_jobs.runtime.config import PublicationRuntime
@@ -57,7 +56,8 @@ PREDICTION_PART: tuple[str, ...] = (
     "host_ip", "batch_start_ts", "batch_end_ts", "score", "rank", "alert", "detector", "model_version",
     "model_run_key", "top_features_json",
 )  # fmt: skip
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+#: how long the load may run before it is cancelled, unless NDR_REDSHIFT_TIMEOUT_SECONDS says otherwise
+REDSHIFT_TIMEOUT_SECONDS = 600.0
 
 
 class PublicationError(RuntimeError):
@@ -65,10 +65,7 @@ class PublicationError(RuntimeError):
 
 
 def table_name() -> str:
-    name = os.environ.get(TABLE_ENV, DEFAULT_TABLE)
-    if not _TABLE.match(name):
-        raise ValueError(f"{TABLE_ENV}={name!r} is not a plain [schema.]table name")
-    return name
+    return redshift.check_table(os.environ.get(TABLE_ENV, DEFAULT_TABLE), TABLE_ENV)
 
 
 def _features(spark: SparkSession, root: str, dataset: str, fsv: str, start: Any) -> DataFrame:
@@ -134,55 +131,28 @@ def load_duckdb(database: str, table: str, staged: list[str], fsv: str, batch_st
     return int(row[0]) if row else 0
 
 
-def redshift_statements(table: str, staged_prefix: str, fsv: str, batch_start: str) -> list[str]:
-    """The DELETE + COPY of one window (values are checked plain segments, so inlining them is safe)."""
-    for value in (fsv, batch_start):
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", value):
-            raise ValueError(f"unsafe value {value!r} for a Redshift statement")
-    role = os.environ.get("NDR_REDSHIFT_IAM_ROLE", "")
-    iam = f"IAM_ROLE '{role}'" if role else "IAM_ROLE default"
-    if "'" in staged_prefix or "'" in role:
-        raise ValueError("quotes in the staged prefix or IAM role")
-    s3 = "s3://" + staged_prefix.split("://", 1)[1].rstrip("/") + "/"
+def redshift_statements(table: str, staged_prefix: str, config: redshift.RedshiftConfig) -> list[str]:
+    """The DELETE of one window (its values the ``:feature_spec_version`` and ``:batch_start`` parameters) and
+    the COPY of the staged Parquet files."""
+    s3 = redshift.check_s3_uri("s3://" + staged_prefix.split("://", 1)[1].rstrip("/") + "/")
+    table = redshift.check_table(table)
     return [
-        f"DELETE FROM {table} WHERE feature_spec_version = '{fsv}' AND batch_start = '{batch_start}'",
-        f"COPY {table} FROM '{s3}' {iam} FORMAT AS PARQUET",
+        f"DELETE FROM {table} WHERE feature_spec_version = :feature_spec_version AND batch_start = :batch_start",
+        f"COPY {table} FROM {redshift.quote_literal(s3)} {config.iam_role_clause()} FORMAT AS PARQUET",
     ]
 
 
-def load_redshift(statements: list[str], client: Any = None, sleep: Any = time.sleep) -> dict[str, Any]:
-    """Run the statements through the Redshift Data API in one transaction and wait for them."""
-    if client is None:
-        import boto3
-
-        client = boto3.client("redshift-data")
-    target: dict[str, str] = {}
-    if os.environ.get("NDR_REDSHIFT_WORKGROUP"):
-        target["WorkgroupName"] = os.environ["NDR_REDSHIFT_WORKGROUP"]
-    elif os.environ.get("NDR_REDSHIFT_CLUSTER_ID"):
-        target["ClusterIdentifier"] = os.environ["NDR_REDSHIFT_CLUSTER_ID"]
-    else:
-        raise ValueError("set NDR_REDSHIFT_WORKGROUP or NDR_REDSHIFT_CLUSTER_ID for the Redshift target")
-    database = os.environ.get("NDR_REDSHIFT_DATABASE")
-    if not database:
-        raise ValueError("NDR_REDSHIFT_DATABASE is not set")
-    target["Database"] = database
-    if os.environ.get("NDR_REDSHIFT_SECRET_ARN"):
-        target["SecretArn"] = os.environ["NDR_REDSHIFT_SECRET_ARN"]
-    elif os.environ.get("NDR_REDSHIFT_DB_USER"):
-        target["DbUser"] = os.environ["NDR_REDSHIFT_DB_USER"]
-    statement_id = client.batch_execute_statement(Sqls=statements, **target)["Id"]
-    polls = int(os.environ.get("NDR_REDSHIFT_MAX_POLLS", "120"))
-    every = float(os.environ.get("NDR_REDSHIFT_POLL_SECONDS", "5"))
-    for _ in range(polls):
-        described = client.describe_statement(Id=statement_id)
-        status = described["Status"]
-        if status == "FINISHED":
-            return {"statement_id": statement_id, "status": status}
-        if status in ("FAILED", "ABORTED"):
-            raise PublicationError(f"Redshift load {statement_id} {status}: {described.get('Error', '')}")
-        sleep(every)
-    raise PublicationError(f"Redshift load {statement_id} did not finish after {polls} polls of {every} s")
+def load_redshift(
+    table: str, staged_prefix: str, fsv: str, batch_start: str, client: Any = None, sleep: Any = time.sleep,
+    clock: Any = time.monotonic,
+) -> dict[str, Any]:  # fmt: skip
+    """Replace the window's rows of ``table`` by the staged files in one Redshift transaction, and wait."""
+    config = redshift.RedshiftConfig.from_env(REDSHIFT_TIMEOUT_SECONDS)
+    described = redshift.execute(
+        client or redshift.data_client(), config, redshift_statements(table, staged_prefix, config),
+        {"feature_spec_version": fsv, "batch_start": batch_start}, sleep, clock,
+    )  # fmt: skip
+    return {"statement_id": described["Id"], "status": described["Status"]}
 
 
 # --- the job -------------------------------------------------------------------------------------------------
@@ -222,8 +192,8 @@ def run_prediction_feature_join_from_runtime_config(runtime: PublicationRuntime)
             summary["staged"] = staged.path
             table = table_name()
             summary["table"] = table
-            if os.environ.get("NDR_REDSHIFT_WORKGROUP") or os.environ.get("NDR_REDSHIFT_CLUSTER_ID"):
-                summary["redshift"] = load_redshift(redshift_statements(table, staged.path, fsv, stamp))
+            if redshift.configured():
+                summary["redshift"] = load_redshift(table, staged.path, fsv, stamp)
             elif os.environ.get(DUCKDB_ENV):
                 data_files = [f for f in staged.files if f.endswith(".parquet")]
                 summary["duckdb"] = os.environ[DUCKDB_ENV]

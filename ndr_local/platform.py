@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3
 
+from ndr_compiler import lock_table as lt
 from ndr_compiler.deploy.dynamodb import ensure_tables
 from ndr_compiler.deploy.placeholders import placeholders, resolve, state_machine_arn_placeholder
 from ndr_compiler.expand.janitor import STATUSES, janitor_name, status_change_pattern
@@ -83,14 +84,14 @@ class OfflinePlatform:
     def lock(self, key: str) -> dict[str, Any] | None:
         ddb = self.client("dynamodb")
         item = ddb.get_item(
-            TableName=self.project.spec.tables.locks, Key={"lock_key": {"S": key}}, ConsistentRead=True
+            TableName=self.project.spec.tables.locks, Key={lt.KEY: {"S": key}}, ConsistentRead=True
         ).get("Item")
         return {k: next(iter(v.values())) for k, v in item.items()} if item else None
 
     def locks(self, status: str | None = None) -> list[dict[str, Any]]:
         """Every item of the lock table (locks and pipeline-run records), or the locks in ``status``."""
         ddb = self.client("dynamodb")
-        where = {"FilterExpression": "lock_status = :s", "ExpressionAttributeValues": {":s": {"S": status}}}
+        where = {"FilterExpression": f"{lt.STATUS} = :s", "ExpressionAttributeValues": {":s": {"S": status}}}
         items = ddb.scan(TableName=self.project.spec.tables.locks, ConsistentRead=True,
                          **(where if status else {}))["Items"]
         return [{k: next(iter(v.values())) for k, v in item.items()} for item in items]

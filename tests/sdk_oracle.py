@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ndr_compiler import ir
-from ndr_compiler.render.sagemaker_pipeline import container, retry_families, typed_default
+from ndr_compiler.render.sagemaker_pipeline import _sorted_keys, container, retry_families, typed_default
 
 #: the region of the SDK session; it does not appear in the definition (no image URI is looked up)
 REGION = "us-east-1"
@@ -278,11 +278,3 @@ def _retry_policies(sdk: SimpleNamespace, s: ir.PipelineStep) -> list[Any]:
         else:
             policies.append(sdk.SageMakerJobStepRetryPolicy(exception_types=[job_enum[t] for t in family], **timing))
     return policies
-
-
-def _sorted_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _sorted_keys(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted_keys(v) for v in value]
-    return value

@@ -86,7 +86,7 @@ def quote_literal(text: str) -> str:
 
 @dataclass(frozen=True)
 class RedshiftConfig:
-    """Where statements run, as whom, and how long to wait for them (see the module doc for the variables)."""
+    """Where statements run, as whom, and how long to wait for them (the variables: ``docs/design/jobs.md``)."""
 
     database: str
     workgroup: str = ""

@@ -318,7 +318,7 @@ def _swap_s3(staging: str, target: str) -> None:
 
 
 def swap_in(staging: str, target: str, trash: str, run_id: str) -> None:
-    """Replace the partition ``target`` by the staging directory (see the module doc)."""
+    """Replace the partition ``target`` by the staging directory (``docs/design/jobs.md``, Datasets)."""
     staging, target, trash = backing(staging), backing(target), backing(trash)
     if is_s3(target):
         _swap_s3(staging, target)

@@ -378,7 +378,7 @@ FIELD_COUNT = 115
 
 
 def duckdb_delta_sql(files: Sequence[str], out: str, start: datetime, end: datetime) -> str:
-    """``COPY (the delta aggregation of the CSV files) TO out`` in DuckDB (see the module doc)."""
+    """``COPY (the delta aggregation of the CSV files) TO out`` in DuckDB (``docs/design/jobs.md``, Devtools)."""
     from ndr_jobs.processing.delta_builder_job import ALLOW_ACTION, END_REASON_COLUMNS, MAX_MINUTE
 
     def q(text: str) -> str:
@@ -506,7 +506,7 @@ def run_size(rows: int, work: str, stages: Sequence[str] = STAGES, repeat: int =
 
 
 def projection(result: SizeResult, cores: int) -> dict[str, Any]:
-    """vCPUs and instances for each estate (see the module doc for the assumptions)."""
+    """vCPUs and instances for each estate (the assumptions: :data:`PARALLEL_EFFICIENCY`, :data:`RESERVED_VCPUS`)."""
     seconds = result.chain_seconds
     per_core = result.batch.lines / seconds / cores if seconds else 0.0
     usable = INSTANCE_VCPUS - RESERVED_VCPUS

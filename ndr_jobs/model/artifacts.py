@@ -97,7 +97,7 @@ def untar_gz(data: bytes) -> dict[str, bytes]:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """The artifact paths of one training run (see the module doc)."""
+    """The artifact paths of one training run (``docs/datasets.md``, ``models``)."""
 
     root: str
     feature_spec_version: str

@@ -182,7 +182,7 @@ class Detector:
 
 @dataclass(frozen=True)
 class Ensemble:
-    """Calibrated Isolation Forests over families of the model columns (see the module doc)."""
+    """Calibrated Isolation Forests over families of the model columns (``docs/design/jobs.md``, Model)."""
 
     detectors: tuple[Detector, ...]
 

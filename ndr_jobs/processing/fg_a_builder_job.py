@@ -97,7 +97,7 @@ def build_fg_a(
     covered: list[datetime],
     cached: list[DataFrame] | None = None,
 ) -> tuple[DataFrame, int]:
-    """FG-A rows (see the module doc) from the delta rows of the longest window (``batch_start_ts`` column),
+    """FG-A rows (``docs/datasets.md``) from the delta rows of the longest window (``batch_start_ts`` column),
     and their number (hosts of the batch).
 
     ``covered`` lists the slice starts whose delta partitions exist (for periodicity spans); frames this

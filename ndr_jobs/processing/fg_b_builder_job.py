@@ -43,7 +43,7 @@ def snapshot_partition(feature_spec_version: str, horizon: str, reference_month:
 
 
 def robust_stats(frame: DataFrame, keys: list[str], columns: list[str], statistics: list[str]) -> DataFrame:
-    """Per ``keys``: ``<c>_<stat>`` for every column and statistic (see the module doc), exact percentiles."""
+    """Per ``keys``: ``<c>_<stat>`` for every column and statistic (``docs/datasets.md``), exact percentiles."""
     from pyspark.sql import functions as F
 
     wanted_pcts = [p for p in _PERCENTILES if p in statistics or (p == "median" and "mad" in statistics)]

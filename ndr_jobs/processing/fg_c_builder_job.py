@@ -57,7 +57,7 @@ def read_snapshot(
 
 
 def robust_z(x: Column, median: Column, mad: Column, std: Column, min_scale: float, clip: float) -> Column:
-    """Clipped robust z-score (see the module doc); null when the baseline is null."""
+    """Clipped robust z-score (``docs/design/jobs.md``, Features); null when the baseline is null."""
     from pyspark.sql import functions as F
 
     scale = (
@@ -72,7 +72,7 @@ def robust_z(x: Column, median: Column, mad: Column, std: Column, min_scale: flo
 def beacon_features(
     spark: SparkSession, pairs: DataFrame, window_pairs: DataFrame | None, spec: FeatureSpecBody, end: datetime
 ) -> DataFrame:  # fmt: skip
-    """``rare_dst_beacon_score`` and ``rare_dst_active_minutes`` per host (see the module doc).
+    """``rare_dst_beacon_score`` and ``rare_dst_active_minutes`` per host (``docs/design/jobs.md``, Features).
 
     ``pairs``: the batch's pairs with the ``_rare_dst`` flag; ``window_pairs``: pair counts with their
     ``active_minutes`` masks. The masks of the window's slices are laid end to end (slice ``k`` of the window
@@ -135,7 +135,7 @@ def build_fg_c(
     end: datetime,
     month: str | None,
 ) -> DataFrame:
-    """FG-C rows (see the module doc). ``baselines``: FG-B tables by name (None when missing)."""
+    """FG-C rows (``docs/datasets.md``). ``baselines``: FG-B tables by name (None when missing)."""
     from pyspark.sql import functions as F
 
     from ndr_jobs.features.common import is_internal, ln1p, pair_periodicity, ratio, with_segment

@@ -54,7 +54,7 @@ class Window:
 
 
 def project_prefix(runtime: BackfillRuntime) -> tuple[str, str]:
-    """(the project's raw prefix ``.../pan-traffic/<org>/<project>/<fsv>``, the org id); see the module doc."""
+    """(the project's raw prefix ``.../pan-traffic/<org>/<project>/<fsv>``, the org id); see ``docs/design/jobs.md``."""
     given = runtime.raw_prefix.strip()
     if given:
         match = _PROJECT_PREFIX.search(given)
@@ -129,7 +129,7 @@ def _max_bytes() -> int:
 
 
 def build_manifest(runtime: BackfillRuntime) -> tuple[dict[str, Any], list[Window], list[dict[str, str]]]:
-    """The manifest document (see the module doc), its windows and every skipped object."""
+    """The manifest document (``docs/datasets.md``), its windows and every skipped object."""
     start = parse_utc(runtime.start_ts, "start_ts")
     end = parse_utc(runtime.end_ts, "end_ts")
     if end <= start:

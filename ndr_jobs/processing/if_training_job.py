@@ -286,7 +286,7 @@ def _span(windows: list[Any]) -> dict[str, Any]:
 def train_model(
     frame: Any, sources: dict[str, str], params: forest.ForestParams, metadata: dict[str, Any]
 ) -> tuple[forest.ModelBundle, dict[str, Any]]:
-    """Split by time, fit and validate, refit on everything; the bundle and the metrics (see the module doc)."""
+    """Split by time, fit and validate, refit on everything; the bundle and the metrics (``docs/design/jobs.md``)."""
     features = forest.model_features(list(sources), params)
     if not features:
         raise FeatureDataError("FG-A and FG-C have no numeric feature columns (after exclude_features)")

@@ -58,7 +58,7 @@ def prediction_schema() -> Any:
 def score_frame(
     frame: pd.DataFrame, bundle: forest.ModelBundle, pointer: dict[str, Any], top_k: int = TOP_K
 ) -> list[dict[str, Any]]:
-    """Prediction rows (dicts, in rank order) of a joined feature frame; see the module doc."""
+    """Prediction rows (dicts, in rank order) of a joined feature frame; columns in ``docs/datasets.md``."""
     if frame.empty:
         return []
     x = matrix(frame, bundle.features)

@@ -180,7 +180,7 @@ def unload_inventory(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """The job (see the module doc); the Redshift client and the clock can be given (tests)."""
+    """The job (``docs/design/jobs.md``); the Redshift client and the clock can be given (tests)."""
     began = time.perf_counter()
     month_bounds(runtime.reference_month)
     root = os.environ.get("NDR_STORAGE_ROOT")

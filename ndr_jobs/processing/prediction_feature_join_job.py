@@ -50,7 +50,7 @@ def _features(spark: SparkSession, root: str, dataset: str, fsv: str, start: Any
 
 
 def joined(spark: SparkSession, root: str, fsv: str, start: Any) -> DataFrame:
-    """The publication rows of a window (see the module doc)."""
+    """The publication rows of a window (``docs/datasets.md``)."""
     from pyspark.sql import functions as F
 
     predictions = layout.read_batches(spark, root, layout.PREDICTIONS, fsv, [start])

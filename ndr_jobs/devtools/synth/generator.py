@@ -922,7 +922,7 @@ def _floor_batch(moment: datetime) -> datetime:
 
 
 def generate(config: SynthConfig, out: str, labels_path: str | None = None) -> SynthResult:
-    """Write the raw batches and the labels under ``out``; see the module doc."""
+    """Write the raw batches and the labels under ``out``; see ``docs/design/jobs.md`` (Devtools)."""
     began = time.perf_counter()
     start = _floor_batch(config.start)
     n_batches = max(1, int(np.ceil(config.hours * 4 - 1e-9)))

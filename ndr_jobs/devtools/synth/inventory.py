@@ -71,7 +71,11 @@ def segment_of(ip: str) -> str:
 
 
 def inventory_machines(hosts: int, seed: int, missing_fraction: float = 0.0, decommissioned: int = 0) -> list[Machine]:
-    """The machines of the synthetic network for ``hosts`` and ``seed``, sorted by address (see the module doc)."""
+    """The machines of the synthetic network for ``hosts`` and ``seed``, sorted by address.
+
+    Every generated host, plus ``decommissioned`` machines that left before the traffic; ``missing_fraction`` leaves
+    a seeded share of workstations and developer machines out (``docs/design/jobs.md``, Devtools).
+    """
     if not 0 <= missing_fraction < 1:
         raise ValueError(f"missing_fraction must be in [0, 1), got {missing_fraction}")
     if decommissioned < 0 or decommissioned > 250:

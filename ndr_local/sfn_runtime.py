@@ -1,33 +1,9 @@
 """Run AWS Step Functions state machines written in JSONata mode fully offline.
 
-moto 5.2.5 ships a port of LocalStack's Amazon States Language interpreter
-(``moto.stepfunctions.parser``) that executes state machines when
-``mock_aws(config={"stepfunctions": {"execute_state_machine": True}})`` is used.
-Out of the box it cannot run ``QueryLanguage: JSONata`` machines, and a few of
-its service integrations lost their request/response normalisation in the port.
-:func:`offline_aws` applies a small set of reversible patches on top of
-``mock_aws`` so that such machines run against moto's services:
-
-* JSONata is evaluated by ``jsonata-python`` (moto leaves the evaluator unset,
-  getmoto/moto#10105), with the functions Step Functions adds to JSONata
-  (``$partition``, ``$range``, ``$hash``, ``$random``, ``$uuid``, ``$parse``) and
-  without ``$eval``, which Step Functions does not offer;
-* string variables are encoded as proper JSONata string literals;
-* JSONata evaluation errors surface as ``States.QueryEvaluationError`` (also from
-  the optimised DynamoDB integration, which hid them);
-* ``arn:aws:states:::states:startExecution(.sync|.sync:2)`` normalises request
-  and response casing like Step Functions does, and an unnamed start gets a UUID
-  name (moto named every unnamed execution ``None``);
-* ``aws-sdk`` tasks name errors like Step Functions (``SageMaker.…Exception``)
-  and return streaming bodies (``s3:getObject``) as strings;
-* a Choice rule's ``Assign``/``Output`` is no longer overwritten by the
-  Default's when both lead to the same state;
-* an execution output that is a JSON string is reported as JSON;
-* ``Wait`` states, retry back-off and ``.sync`` polling do not really sleep;
-* SageMaker pipeline executions are answered by a :class:`PipelineRuntime`.
-
-See ``docs/offline-interpreter.md`` for the reasons behind every patch and the
-known limits.
+:func:`offline_aws` enters moto's ``mock_aws`` with its ASL interpreter and applies reversible patches so that
+JSONata machines run against moto's services (JSONata through jsonata-python, Step Functions' error names and
+casing, scaled waits, SageMaker pipelines answered by a :class:`PipelineRuntime`). Each patch is a ``_patch_*``
+function; the reasons and the known limits are in ``docs/offline-interpreter.md``.
 """
 
 from __future__ import annotations

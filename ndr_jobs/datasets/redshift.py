@@ -1,29 +1,8 @@
 """The one Redshift Data API client of the jobs: its configuration, the checks of what reaches SQL, execute-and-wait.
 
-Configuration (the environment; :meth:`RedshiftConfig.from_env`):
-
-================================  ==========================================================================
-``NDR_REDSHIFT_WORKGROUP``        Redshift Serverless workgroup, or
-``NDR_REDSHIFT_CLUSTER_ID``       a provisioned cluster (exactly one of the two)
-``NDR_REDSHIFT_DATABASE``         database (required)
-``NDR_REDSHIFT_SECRET_ARN``       Secrets Manager secret with the credentials (optional), or
-``NDR_REDSHIFT_DB_USER``          database user for temporary credentials (provisioned clusters only)
-``NDR_REDSHIFT_IAM_ROLE``         the ``IAM_ROLE`` of UNLOAD / COPY: a role ARN, or ``default`` (the default:
-                                  the cluster's or workgroup's default role)
-``NDR_REDSHIFT_TIMEOUT_SECONDS``  how long to wait for a statement before cancelling it (default: the job's)
-``NDR_REDSHIFT_POLL_SECONDS``     the wait between two ``DescribeStatement`` calls (5)
-================================  ==========================================================================
-
-Every value is checked by value before use (names against Redshift's naming rules, ARNs against their
-form) and a bad one raises :class:`RedshiftConfigError` naming the variable. What goes into SQL text is a
-checked identifier (:func:`check_table`), a checked S3 URI (:func:`check_s3_uri`) or the IAM role clause;
-any other value goes as a Data API parameter (``:name`` in the SQL), never into the text.
-
-:func:`execute` runs one statement (``ExecuteStatement``) or several in one transaction
-(``BatchExecuteStatement``) and waits: ``DescribeStatement`` every ``poll_seconds`` until ``FINISHED``, at
-most ``ceil(timeout_seconds / poll_seconds)`` waits and never past ``timeout_seconds`` on the clock;
-``FAILED`` / ``ABORTED`` raise :class:`RedshiftStatementError` with Redshift's error text; a statement
-still running then is cancelled and :class:`RedshiftTimeoutError` raised.
+Configuration is the ``NDR_REDSHIFT_*`` environment (:meth:`RedshiftConfig.from_env`; table in
+``docs/design/jobs.md``). Only checked identifiers, S3 URIs and the IAM role clause enter SQL text; every other
+value is a Data API parameter. :func:`execute` waits, cancels past the timeout and raises on failure.
 """
 
 from __future__ import annotations
@@ -107,7 +86,7 @@ def quote_literal(text: str) -> str:
 
 @dataclass(frozen=True)
 class RedshiftConfig:
-    """Where statements run, as whom, and how long to wait for them (see the module doc for the variables)."""
+    """Where statements run, as whom, and how long to wait for them (the variables: ``docs/design/jobs.md``)."""
 
     database: str
     workgroup: str = ""

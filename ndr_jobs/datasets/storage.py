@@ -1,29 +1,8 @@
 """One path layer for S3 and local directories, and the atomic partition writer of every dataset.
 
-Paths are strings: ``s3://bucket/key``, ``file:///abs/dir`` or a plain local path. Local operations use
-the file system, ``s3://`` ones boto3; Spark reads and writes through :func:`spark_uri` (``s3a://`` for S3,
-``file://`` for local paths). With ``NDR_LOCAL_S3_ROOT`` set, S3 is a local directory (the embedded
-default of local runs): ``s3://bucket/key`` is ``$NDR_LOCAL_S3_ROOT/bucket/key`` for every operation here
-and for Spark, while the paths callers see and report stay ``s3://`` ones.
-
-Partition writes (:func:`write_partition`) own exactly one partition directory
-``<root>/<dataset>/<k1>=<v1>/<k2>=<v2>/`` and replace it as a whole:
-
-1. Spark writes the DataFrame, sorted and in a fixed number of files, to a staging directory
-   ``<root>/<dataset>/_staging/<k1>=<v1>/<k2>=<v2>/<run-id>/`` (a ``_`` directory: readers skip it);
-2. the files get deterministic names (``part-00000.snappy.parquet``, ...); Hadoop checksum files go;
-3. the staging directory is swapped in.
-
-   * Locally: the old partition is renamed into ``_trash``, the staging directory renamed into place, the
-     trash deleted. A reader sees the old or the new partition (or, for the instant between the two
-     renames, none); a crash in that instant is repaired by the next write (:func:`recover_partition`).
-   * On S3 (no rename): the new objects are copied over the old keys, then stale objects and the staging
-     prefix are deleted. This is not atomic: a reader listing during the copy can see old and new files.
-
-A failure before the swap (the usual case: a Spark job that fails) leaves the previous partition as it was
-and removes the staging directory. Re-running a window replaces its partition, never adds to it. The same
-input gives the same file names, rows and row order; the Parquet bytes can differ between JVMs (parquet-mr
-writes each column's encoding list from a hash set).
+Paths are ``s3://``, ``file://`` or plain local strings; with ``NDR_LOCAL_S3_ROOT`` set, ``s3://bucket/key`` is a
+local directory. :func:`write_partition` writes to a staging directory and swaps it in (renames locally,
+copy-then-delete on S3, which is not atomic for a concurrent reader). Design: ``docs/design/jobs.md``.
 """
 
 from __future__ import annotations
@@ -339,7 +318,7 @@ def _swap_s3(staging: str, target: str) -> None:
 
 
 def swap_in(staging: str, target: str, trash: str, run_id: str) -> None:
-    """Replace the partition ``target`` by the staging directory (see the module doc)."""
+    """Replace the partition ``target`` by the staging directory (``docs/design/jobs.md``, Datasets)."""
     staging, target, trash = backing(staging), backing(target), backing(trash)
     if is_s3(target):
         _swap_s3(staging, target)

@@ -1,39 +1,7 @@
 """The data-plane benchmark: the 15-minute chain on local Spark, stage by stage, beside a DuckDB reference.
 
 ``python -m ndr_jobs.devtools.bench --out docs/benchmarks-data.md [--rows 1000000 5000000] [--repeat 3] [--quick]
-[--json FILE]``
-
-What it does, all in one run and one process (so the JVM is the one the jobs use):
-
-1. Machine facts: cores, memory, CPU model, Java, PySpark, DuckDB and Python versions.
-2. For each ``--rows`` size (and first a small warm-up batch, whose figures are discarded), one 15-minute
-   batch of synthetic PAN-OS TRAFFIC lines (:mod:`ndr_jobs.devtools.synth.generator`, generated in a separate
-   process so that its memory is not counted): ``hosts = rows / 200`` (20 .. 50,000) and ``rate_scale``
-   calibrated from the network's expected rate so that the batch has about ``rows`` lines. Data lives in a
-   temporary directory (``--work-dir`` to choose it), removed at the end unless ``--keep``.
-3. The chain's stages, in the 15-minute pipeline's order, called in-process through their
-   ``run_*_from_runtime_config`` functions, each on its own storage root: ``delta_builder``,
-   ``fg_a_builder``, ``pair_counts_builder``, ``fg_c_builder``. A stage that fails is reported ``failed``
-   (with the error), and the run goes on. Wall seconds per stage; ``lines/s`` is the batch's raw
-   lines over the stage's seconds (so stages compare on the unit that sizes the cluster: logs).
-4. The DuckDB reference: the same delta aggregation (``read_csv`` of the same files, every column VARCHAR,
-   fields by position, the delta keys and sums, the window filter, Parquet out), timed the same way; then
-   (untimed) its rows are compared with the Spark delta partition: the report says whether they are
-   identical. Spark delta / DuckDB seconds is the ratio the issue sets a goal for (<= 4x).
-   Steps 3 and 4 run ``--repeat`` times in turn on the same batch (default :data:`REPEAT`; the jobs replace
-   their partitions): a stage's seconds are the median of its runs, and the report lists every run and the
-   first run's ratio (the least warm JVM). This machine's speed drifts by a quarter within minutes.
-5. Memory, sampled every 0.2 s during each stage with ``ps`` over this process's descendants: the peak RSS
-   of the JVM (``java``), of Spark's Python workers (the JVM's Python children) and of this driver process
-   (which is where DuckDB runs); ``ru_maxrss`` of the driver for the whole run.
-6. A projection to SageMaker Processing Spark clusters: from the chain's measured throughput per core at
-   the largest size, the vCPUs and ``ml.m5.4xlarge`` instances (16 vCPU, 64 GiB) that 10k and 50k logs/s
-   estates need to finish each batch's chain in 5 minutes, under stated assumptions
-   (:data:`PARALLEL_EFFICIENCY`, :data:`RESERVED_VCPUS`; Processing job start-up not included).
-
-The markdown (one section: the command, the machine, a table per size, the projection) is written
-atomically to ``--out``; ``--json`` writes the raw figures. ``--quick`` is the smoke mode tests run:
-100,000 lines after a 5,000-line warm-up.
+[--json FILE]``; ``--quick`` is the smoke mode tests run. Method: ``docs/design/jobs.md`` (Devtools).
 """
 
 from __future__ import annotations
@@ -410,7 +378,7 @@ FIELD_COUNT = 115
 
 
 def duckdb_delta_sql(files: Sequence[str], out: str, start: datetime, end: datetime) -> str:
-    """``COPY (the delta aggregation of the CSV files) TO out`` in DuckDB (see the module doc)."""
+    """``COPY (the delta aggregation of the CSV files) TO out`` in DuckDB (``docs/design/jobs.md``, Devtools)."""
     from ndr_jobs.processing.delta_builder_job import ALLOW_ACTION, END_REASON_COLUMNS, MAX_MINUTE
 
     def q(text: str) -> str:
@@ -538,7 +506,7 @@ def run_size(rows: int, work: str, stages: Sequence[str] = STAGES, repeat: int =
 
 
 def projection(result: SizeResult, cores: int) -> dict[str, Any]:
-    """vCPUs and instances for each estate (see the module doc for the assumptions)."""
+    """vCPUs and instances for each estate (the assumptions: :data:`PARALLEL_EFFICIENCY`, :data:`RESERVED_VCPUS`)."""
     seconds = result.chain_seconds
     per_core = result.batch.lines / seconds / cores if seconds else 0.0
     usable = INSTANCE_VCPUS - RESERVED_VCPUS

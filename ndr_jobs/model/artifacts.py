@@ -1,25 +1,7 @@
 """Deterministic artifacts: canonical JSON, reproducible tarballs and the run directory of a training run.
 
-Every artifact a training run writes lives under one directory per run key::
-
-    <root>/models/feature_spec_version=<v>/run_key=<key>/
-        run.json               identity of the run (project, spec version, training range); written first
-        verify_status.json     verify: FG-A/FG-C coverage of the training range
-        remediation.json       remediate: the attempts (at most 2) and each window's outcome
-        reverify_status.json   reverify: coverage after remediation; train needs it "passed"
-        train/metrics.json     train: validation metrics (score distribution, alert rate), feature list
-        train/preprocessing.json
-        train/model.tar.gz     model.pkl (the refitted sklearn IsolationForest) + model.json
-        train/final_report.json
-        train/SUCCESS          written last by train
-        publish_status.json    publish: model store version (and SageMaker model package ARN)
-        attributes.json        attributes: features, preprocessing, windows, spec version, model version
-        deploy_status.json     deploy: the gate's checks and the decision (promoted / refused)
-
-Each file is written whole (:func:`ndr_jobs.datasets.storage.write_bytes`); a stage writes its final status artifact
-last, so a stage whose status artifact exists has finished. JSON is canonical (sorted keys, two-space
-indent, trailing newline, no timestamps, floats as Python's shortest repr) so the same inputs give the
-same bytes.
+Each file is written whole; a stage writes its status artifact last, so a stage whose status artifact exists
+has finished. The run directory's files: ``docs/datasets.md`` (``models``).
 """
 
 from __future__ import annotations
@@ -115,7 +97,7 @@ def untar_gz(data: bytes) -> dict[str, bytes]:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """The artifact paths of one training run (see the module doc)."""
+    """The artifact paths of one training run (``docs/datasets.md``, ``models``)."""
 
     root: str
     feature_spec_version: str

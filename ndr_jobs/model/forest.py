@@ -1,32 +1,9 @@
 """Isolation Forests: hyper-parameters, the family ensemble, calibrated scores, the bundle and score drift.
 
-* Hyper-parameters come from the feature spec's ``isolation_forest`` section
-  (``load_feature_spec(version).isolation_forest``: ``n_estimators, max_samples, contamination,
-  random_state, validation_fraction``, ``exclude_features``, the columns no forest sees
-  (:func:`model_features`), ``families`` and ``calibration_tail``); :func:`params_for` records where they
-  came from.
-* The model is an :class:`Ensemble` of Isolation Forests (feature bagging by behaviour, after Lazarevic and
-  Kumar, KDD 2005): ``all_features`` on every model column, plus one forest per family of the spec (its
-  columns: those its ``fnmatch`` patterns match). One forest over ~75 columns picks a split column
-  uniformly, so a row extreme in the one column that carries an attack (a regular check-in to a rare
-  address) is isolated only a little faster than its neighbours; a forest over that family's few columns
-  isolates it at once.
-* Raw forest score: ``-IsolationForest.score_samples(z)``, Liu et al.'s ``s(x, n) = 2^(-E[h(x)] / c(n))`` in
-  (0, 1], higher is more anomalous. The forests' raw scores are not comparable with each other (a forest
-  over 4 columns spreads its scores differently from one over 75), so each is *calibrated* on its own
-  training scores (:class:`Calibration`): ``p(s)`` is the share of training rows scoring at least ``s``
-  (the empirical distribution, interpolated), with an exponential upper tail fitted to the top
-  ``calibration_tail`` share, so that scores beyond anything seen in training keep their order; a forest's
-  *surprise* is ``-log10 p(s)``.
-* Score: the largest surprise over the ensemble's forests, in [0, inf) (2 = as rare as the top 1 % of
-  training rows in some forest's view, 3 = the top 0.1 %); the forest that gave it is the row's *detector*.
-* Alert threshold: the ``1 - contamination`` quantile of the training scores (``contamination="auto"``
-  counts as 0.01); a row at or above it is an alert.
-* The bundle (``model.tar.gz``, reproducible bytes, format 2): ``model.pkl`` (the pickled :class:`Ensemble`
-  of sklearn ``IsolationForest`` s; load it only from the model store you trust) and ``model.json``
-  (features, families, preprocessing, parameters, calibrations, alert threshold, library versions).
-* A score distribution is summarised by its 101 percentiles (0 %, 1 %, ..., 100 %); :func:`psi` and
-  :func:`ks` compare two such summaries (the percentiles standing in for the samples: 1 % resolution).
+:class:`Ensemble` holds an ``all_features`` forest and one per feature family, each calibrated on its own
+training scores (:class:`Calibration`); a row's score is the largest ``-log10`` tail probability over the
+forests, and that forest is its detector. ``model.pkl`` is a pickle: load it only from a model store you trust.
+Design: ``docs/design/jobs.md`` (Model).
 """
 
 from __future__ import annotations
@@ -205,7 +182,7 @@ class Detector:
 
 @dataclass(frozen=True)
 class Ensemble:
-    """Calibrated Isolation Forests over families of the model columns (see the module doc)."""
+    """Calibrated Isolation Forests over families of the model columns (``docs/design/jobs.md``, Model)."""
 
     detectors: tuple[Detector, ...]
 

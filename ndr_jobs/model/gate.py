@@ -1,28 +1,8 @@
 """The deployment gate: may a newly trained model replace the promoted one?
 
-Checks (each a ``{name, value, limit, passed}`` entry of the rollout status; the model promotes only if all
-pass):
-
-``validation_rows``
-    the validation split held at least ``min_validation_rows`` rows (a model checked on nothing is refused);
-``validation_score_spread``
-    the validation scores' standard deviation is above ``min_score_std`` (a forest that scores everything
-    alike has learnt nothing: e.g. no feature varies);
-``validation_alert_rate``
-    the share of validation rows at or above the alert threshold (the training scores' ``1 - contamination``
-    quantile) is at most ``max_alert_rate_ratio`` x contamination: a model under which the most recent
-    windows look far more anomalous than the training windows is unstable;
-``score_psi`` / ``score_ks`` (only when a model is promoted)
-    the population stability index and the Kolmogorov-Smirnov distance between the promoted model's
-    validation score distribution and the new one's are at most ``max_psi`` / ``max_ks``: a new model whose
-    scores are distributed differently learnt different data, and needs a human. The scores compared are the
-    ``all_features`` forests' raw scores (``validation.forest_scores``; forests with one ``max_samples`` share
-    that scale), not the calibrated ones: calibration makes any model's scores of data like its training
-    data look alike, which is what the score means, but hides that the data moved. Without a promoted model
-    there is nothing to compare: the first model promotes when its own validation checks pass.
-
-Limits default to the values below and can be set through ``NDR_GATE_<NAME>`` environment variables
-(``NDR_GATE_MAX_PSI=0.1``).
+Every check must pass; drift checks compare raw ``all_features`` scores with the promoted model's. Limits
+default to :class:`GatePolicy` and can be set through ``NDR_GATE_<NAME>`` (``NDR_GATE_MAX_PSI=0.1``). The checks
+and their reasons: ``docs/design/jobs.md`` (Model).
 """
 
 from __future__ import annotations

@@ -1,41 +1,9 @@
 """PAN-OS 10.x/11.x TRAFFIC logs (CSV syslog): one set of rules, a reference parser and a fast one.
 
-A line is an optional syslog header (``<14>Oct  1 12:00:01 fw01 ``) followed by the CSV body. Fields are
-read **by position** (0-based, after the header; see :data:`FIELDS`), so the longer rows newer PAN-OS
-releases send are accepted as they are.
-
-Engines
-    * :func:`parse_line` — pure Python, one line at a time: the reference (tests, small tools).
-    * :func:`parse_arrow` — the same results for an Arrow array of lines, vectorised: one compiled pass over
-      the batch's bytes (:mod:`ndr_jobs.parsing.panos_scan`, numba) finds each line's fields, reads its integers, IPv4
-      addresses and times and copies out the text fields the caller asked for; the few values it cannot
-      settle (IPv6, odd or extreme times) go through Arrow's RE2 and the reference time parser, once per distinct value.
-      Lines that need real CSV unquoting before position 103 (a quoted user or rule name) fall back to
-      :func:`parse_line`, so the two never disagree by construction of the fallback, and the tests compare
-      them on hand-made, edge-value and synthetic lines.
-    * :func:`parse_traffic` — :func:`parse_arrow` inside Spark (``mapInArrow``).
-
-    Measured in one process on the delta's columns (100k synthetic 115-field lines, cProfile): the compiled
-    scanner 0.22 s, the NumPy comma index and Arrow kernels it replaced 0.59 s. Per 1M lines on 2 cores, earlier:
-    ``mapInArrow`` + :func:`parse_line` per row 112 s against 8.5 s for the NumPy engine; Spark SQL
-    (``from_csv`` + regular expressions) 35 s, as the 103-column struct defeats code generation. Arrow's own
-    CSV reader is not an option: it needs one field count per file, and PAN-OS rows vary in length by
-    release and by quoted commas.
-
-Rules (both engines)
-    * **Header.** Everything before the first comma up to and including its last space or tab is dropped
-      (field 0, ``FUTURE_USE``, holds no space). A line without a header is taken whole.
-    * **Quoting.** ``"..."`` groups commas (``""`` is an escaped quote), as PAN-OS writes application
-      characteristics. A brace-wrapped unquoted field such as Link Switches ``{name,tag,type}`` is one
-      field too (it is quoted before tokenizing). A line with an odd number of quotes is quarantined.
-    * **Times.** ``2026/10/01 12:00:01`` (read as UTC: have the firewalls log in UTC) or ISO-8601
-      ``2026-10-01T12:00:01.123+00:00`` (offset optional, UTC when absent; up to 9 fraction digits,
-      truncated to microseconds), in any time field. The event time is the high-resolution timestamp
-      (position 102) when present, else the generated time (position 6).
-    * **Empty values** of text fields become null.
-    * **Quarantine.** A line is never dropped: it is either a typed record or a quarantine record with a
-      stable reason code (:data:`QUARANTINE_REASONS`, the first that applies) and a detail: the field
-      count (``too_few_fields``), the log type (``not_traffic``) or the first bad field's name.
+Fields are read by position (:data:`FIELDS`). :func:`parse_line` is the reference (one line, pure Python);
+:func:`parse_arrow` gives the same results for an Arrow array through a compiled scanner and falls back to
+:func:`parse_line` for lines it cannot settle; :func:`parse_traffic` runs it in Spark. A line is never dropped:
+it is a typed record or a quarantine record (:data:`QUARANTINE_REASONS`). Rules: ``docs/design/jobs.md``.
 """
 
 from __future__ import annotations

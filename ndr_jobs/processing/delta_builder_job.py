@@ -1,44 +1,8 @@
-"""Build the 15-minute delta table from PAN-OS TRAFFIC logs.
+"""Build the 15-minute delta table (and its quarantine) from one raw PAN-OS TRAFFIC mini-batch.
 
-One run reads one raw mini-batch folder and writes, for its window ``[batch_start, batch_end)``:
-
-``$NDR_STORAGE_ROOT/delta/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
-    one row per (src_ip, dst_ip, dst_port, protocol, app, action, from_zone, to_zone) seen in the window:
-    :data:`DELTA_COLUMNS`. Counts are sessions (a log's ``repeat_count``, at least 1, is its number of
-    sessions); ``log_records`` counts log lines. Times are UTC. ``active_minutes`` is a bit mask of the
-    minutes of the window the row's events fall in (bit ``i``: minute ``i`` from the batch start; a 15-minute
-    batch uses bits 0..14): finer timing than the batch, for the beacon features downstream.
-``$NDR_STORAGE_ROOT/quarantine/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
-    every line that is not a usable TRAFFIC record: reason code, detail, source file and the raw line.
-
-How: the batch's objects are cut into splits of at most 128 MiB (:mod:`ndr_jobs.parsing.raw_lines`: plain or
-gzip/bzip2/deflate, local or S3), packed by bytes into one Spark task per core (:func:`task_bytes`: 128 MiB ..
-1 GiB of raw bytes per task), and each task's Python worker reads its lines itself, parses them
-(:func:`ndr_jobs.parsing.panos.parse_arrow`) and sums its in-window records per delta key in a compiled hash table
-(:func:`partial_rows`, :class:`ndr_jobs.features.hash_agg.HashAggregator`): the lines never enter the JVM, and a task
-sends one row per key it saw rather than one per line. Records before or after the window and blank lines
-come back as counts, each quarantined line as a row of its own. The tasks' rows are shuffled by a hash of
-the delta key into the delta's files (:func:`delta_files`: one per 256 MiB of raw bytes, at most one per
-core) and merged there by status, quarantine fields and delta key (:func:`merge_partials`); those groups (the
-delta rows plus one per distinct malformed line) are cached, uncompressed (they are read twice, right after
-they are built), and the counts, the quarantine and the delta are read from them; the delta is written from
-the same partitions, each sorted by key (one shuffle in the job). On the 5M-line benchmark batch (2 cores)
-the JVM spent 37 CPU-seconds reading the lines, shipping them to the Python workers and aggregating 5M parsed
-rows when Spark's text source read them, and the job took 54-56 s; it spends 4-5 in that stage now, and the
-job took 29-32 s in a later session (``make bench``, ``docs/benchmarks.md``, has the current figures).
-
-Rows whose event time falls outside the window (late or early arrivals) are counted in the summary and
-not written. Blank lines are counted and skipped. Each partition is replaced as a whole, atomically
-(:func:`ndr_jobs.datasets.storage.write_partition`): re-running a batch replaces its output, a failed run leaves
-the previous output. The quarantine partition is written before the delta one, so a delta partition is
-never newer than its quarantine; the two are not one transaction, and a retried run makes them agree.
-The summary (a dict, also printed as one JSON line on stdout) says what was read, parsed, quarantined
-(by reason), kept and written, with the seconds each phase took.
-
-Where the raw batch is: ``runtime.raw_batch_folder`` when given; otherwise
-``$NDR_RAW_ROOT/pan-traffic/<org_id>/<project_name>/<feature_spec_version>/YYYY/MM/DD/HHMM/`` (the
-ingestion contract), with ``org_id`` from ``$NDR_ORG_ID`` or else from the mini-batch id
-(``<org_id>-<project_name>-<feature_spec_version>-<YYYYMMDDTHHMM>``).
+Entry: :func:`run_delta_builder_from_runtime_config`. Each Spark task reads and parses its own splits of the raw
+files and sums in-window records per delta key in a compiled hash table (:func:`partial_rows`); one shuffle merges
+the partial rows (:func:`merge_partials`). Columns: ``docs/datasets.md``; design: ``docs/design/jobs.md``.
 """
 
 from __future__ import annotations

@@ -1,39 +1,8 @@
-"""Build FG-A: current-behaviour features per host over windows ending at the batch end.
+"""Build FG-A: current-behaviour features per internal host over windows ending at the batch end.
 
-One run, for the batch window ``[batch_start, batch_end)`` (15 minutes), writes
-
-``$NDR_STORAGE_ROOT/fg_a/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
-    one row per host: every internal source address (``host_ip``; internal = the feature spec's
-    ``network.internal_networks``) with at least one delta row in the batch. Columns, in order:
-
-    * ``host_ip`` (string);
-    * ``<feature>_<window>`` (double, never null) for every feature of the spec's ``fg_a.features`` and each
-      of its windows, features in spec order, windows shortest first (v1: ``sessions_15m``, ``sessions_1h``,
-      ``sessions_24h``, ``fan_out_15m``, ... — :meth:`ndr_jobs.interface.feature_spec.FgA.columns`);
-    * ``batch_start_ts``, ``batch_end_ts`` (timestamps, UTC).
-
-    Rows are sorted by ``host_ip``; re-running a batch replaces its partition.
-
-Windows end at the batch end: ``15m`` is the batch's own delta, ``1h`` the last 4 delta partitions, ``24h``
-the last 96. Missing delta partitions are skipped: the window uses what exists, and the summary's
-``windows_coverage`` says what fraction of each window's partitions was there. Features (the catalogue,
-:data:`ndr_jobs.interface.feature_spec.FG_A_CATALOGUE`), per host and window, over the host's delta rows as source:
-
-``sessions``, ``fan_out`` (distinct dst_ip), ``distinct_dst_ports``, ``internal_fan_out``/``external_fan_out``
-(distinct internal/external dst_ip), ``admin_port_fan_out`` (distinct internal dst_ip on a
-``network.admin_ports`` port), ``bytes_out_log``/``bytes_in_log`` (ln(1 + bytes sent/received)),
-``out_in_ratio`` (sent / (sent + received)), ``max_dst_bytes_out_log`` (ln(1 + most bytes sent to one
-dst_ip)), ``external_bytes_out_log``, ``deny_ratio`` (denied sessions / sessions), ``rare_port_sessions``/
-``rare_app_sessions`` (sessions on a dst_port/app that at most ``max(port_max_hosts, host_fraction x hosts)``
-internal hosts used over ``rarity.reference_window``), ``internal_internal_sessions``; and, over the
-external (host, dst_ip) series of the window, sessions per 15-minute slice scored by
-:func:`ndr_jobs.features.common.pair_periodicity`: ``periodic_max_score`` (the best series),
-``periodic_top_fill`` and ``periodic_top_cv`` (that series' active-slice fraction and count CV),
-``periodic_pairs`` (series scoring at least ``periodicity.score_threshold``). Ratios are 0 when their
-denominator is 0.
-
-The summary (a dict, printed as one JSON line on stdout) gives hosts written, delta partitions read,
-``windows_coverage`` and the seconds per phase.
+Entry: :func:`run_fg_a_builder_from_runtime_config`. ``15m`` is the batch's own delta, ``1h`` the last 4 delta
+partitions, ``24h`` the last 96; missing partitions are skipped and reported as ``windows_coverage``. The feature
+catalogue and columns: ``docs/datasets.md``.
 """
 
 from __future__ import annotations
@@ -128,7 +97,7 @@ def build_fg_a(
     covered: list[datetime],
     cached: list[DataFrame] | None = None,
 ) -> tuple[DataFrame, int]:
-    """FG-A rows (see the module doc) from the delta rows of the longest window (``batch_start_ts`` column),
+    """FG-A rows (``docs/datasets.md``) from the delta rows of the longest window (``batch_start_ts`` column),
     and their number (hosts of the batch).
 
     ``covered`` lists the slice starts whose delta partitions exist (for periodicity spans); frames this

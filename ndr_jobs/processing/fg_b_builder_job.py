@@ -1,45 +1,8 @@
 """FG-B: monthly baselines (host, segment, pair, IP metadata) over the spec's horizons, regular and backfill.
 
-The horizon
-    A run for ``reference_month`` M summarises, for each horizon H of the spec's ``fg_b.horizons`` (7d, 30d),
-    the 15-minute slices in ``[end - H, end)`` where ``end`` is the first instant of the month after M
-    (reference month 2026-09: 7d = 2026-09-24T00:00Z .. 2026-10-01T00:00Z). The snapshot is therefore the
-    baseline *of* month M, complete once M is over, and FG-C uses it for batches from ``end`` on (the latest
-    snapshot whose horizon end is at or before the batch start). ``regular`` and ``backfill`` modes compute
-    the same thing: backfill rebuilds a past month's snapshot from the FG-A and pair-count partitions as they
-    are now (the mode is recorded in the summary). Missing partitions inside the horizon are skipped; the
-    summary gives the fraction present per horizon (``horizon_coverage``).
-
-What it writes (deterministic overwrite snapshots, each partition replaced as a whole), under
-``$NDR_STORAGE_ROOT/fg_b/<table>/feature_spec_version=<v>/baseline_horizon=<H>/reference_month=<YYYY-MM>/``:
-
-``fg_b/host`` — one row per internal host with FG-A rows in the horizon, sorted by host_ip:
-    ``host_ip``, ``segment``, ``n_windows`` (FG-A rows: 15-minute windows the host was active in),
-    ``first_seen``, ``last_seen`` (first/last such window start), then for every FG-A column ``<c>`` of the
-    FG-B windows (``fg_b.windows``; v1: the 15m and 1h columns) and every statistic of ``fg_b.statistics``:
-    ``<c>_<stat>`` (double): ``mean``, ``std`` (sample; 0 for one window), ``median``, ``p90``, ``p99``
-    (exact percentiles, linear interpolation), ``mad`` (median absolute deviation from the median); then
-    ``horizon_start``, ``horizon_end`` (timestamps). Statistics are over the windows the host was active in.
-``fg_b/segment`` — one row per segment: ``segment``, ``n_hosts``, ``n_windows``, ``first_seen``,
-    ``last_seen``, the same ``<c>_<stat>`` columns over every (host, window) FG-A row of the segment,
-    ``horizon_start``, ``horizon_end``.
-``fg_b/pair/host`` — one row per (src_ip, dst_ip, dst_port) with an internal src_ip, from pair counts:
-    ``src_ip``, ``dst_ip``, ``dst_port``, ``windows_active`` (slices with sessions), ``sessions_sum``,
-    ``sessions_mean``, ``sessions_std``, ``sessions_max`` (per active slice), ``bytes_sent_sum``,
-    ``bytes_sent_mean``, ``bytes_sent_max``, ``bytes_received_sum``, ``deny_sum``, ``first_seen``,
-    ``last_seen`` (session times), ``horizon_start``, ``horizon_end``.
-``fg_b/pair/segment`` — one row per (src_segment, dst_ip, dst_port): ``src_segment``, ``dst_ip``,
-    ``dst_port``, ``dst_segment``, ``src_hosts`` (distinct internal sources), ``windows_active``,
-    ``sessions_sum``, ``bytes_sent_sum``, ``first_seen``, ``last_seen``, ``horizon_start``, ``horizon_end``.
-``fg_b/ip_metadata`` — one row per address seen on either side of a pair count: ``ip``, ``is_internal``
-    (boolean), ``segment``, ``first_seen``, ``last_seen``, ``prevalence`` (distinct internal hosts that
-    opened sessions to it, itself excluded), ``sessions_as_dst``, ``sessions_as_src``, ``direction``
-    (``dst_only``, ``src_only`` or ``both``), ``horizon_start``, ``horizon_end``.
-
-Segments: the month's machine inventory (``inventory/feature_spec_version=<v>/reference_month=<M>/``:
-ip_address -> segment) when present, else the spec's CIDR map (``network.segments``), else ``unknown``
-(``external`` for addresses outside the internal networks). The summary (one JSON line on stdout) gives
-rows per table and horizon, coverage, the segment source and seconds per phase.
+Entry: :func:`run_fg_b_builder_from_runtime_config`. A run for reference month M summarises ``[end - H, end)``
+for each horizon H, ``end`` the first instant of the month after M; both modes compute the same thing. Tables and
+columns: ``docs/datasets.md``; design: ``docs/design/jobs.md``.
 """
 
 from __future__ import annotations
@@ -80,7 +43,7 @@ def snapshot_partition(feature_spec_version: str, horizon: str, reference_month:
 
 
 def robust_stats(frame: DataFrame, keys: list[str], columns: list[str], statistics: list[str]) -> DataFrame:
-    """Per ``keys``: ``<c>_<stat>`` for every column and statistic (see the module doc), exact percentiles."""
+    """Per ``keys``: ``<c>_<stat>`` for every column and statistic (``docs/datasets.md``), exact percentiles."""
     from pyspark.sql import functions as F
 
     wanted_pcts = [p for p in _PERCENTILES if p in statistics or (p == "median" and "mad" in statistics)]

@@ -1,48 +1,8 @@
-"""FG-C: correlation features per host of a batch — FG-A against FG-B baselines, pair novelty, prevalence.
+"""FG-C: correlation features per host of a batch: FG-A against FG-B baselines, pair novelty, prevalence.
 
-One run, for the batch ``[batch_start, batch_end)``, reads the batch's FG-A and pair-count partitions, the
-pair counts of the ``fg_c.novelty.periodicity_window`` (24h) ending at the batch end, and the FG-B snapshot
-of horizon ``fg_c.baseline_horizon`` (7d) of the latest reference month whose horizon end (the first instant
-of the month after it) is at or before the batch start. It writes
-
-``$NDR_STORAGE_ROOT/fg_c/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
-    one row per FG-A host of the batch, sorted by ``host_ip``. Columns, in order:
-
-    * ``host_ip``, ``segment`` (strings; segment from the host baseline, else the snapshot month's
-      inventory, else the spec's CIDR map);
-    * ``z_host_<c>`` then ``z_segment_<c>`` (double; for the baselines in ``fg_c.zscore.baselines``, v1:
-      host only) for every FG-A column ``<c>`` of :meth:`ndr_jobs.interface.feature_spec.FeatureSpecBody.zscore_columns`
-      (v1: the 15m and 1h columns of ``fg_c.zscore.features``): the robust z-score ``(x - median) / scale``
-      against the host's (segment's) baseline, ``scale`` = 1.4826 x MAD,
-      or the baseline's std when the MAD is 0, or ``fg_c.zscore.min_scale`` when both are 0; clipped to
-      +-``fg_c.zscore.clip``; 0 when the baseline is missing;
-    * the spec's ``fg_c.features`` (double), from the catalogue
-      (:data:`ndr_jobs.interface.feature_spec.FG_C_CATALOGUE`): pair novelty against the host's pair baseline
-      (``pairs``, ``novel_pairs``, ``novel_pair_fraction``, ``novel_pair_bytes_out_log``, ``novel_dsts``,
-      ``novel_external_dsts``, ``novel_dst_bytes_out_log``) and the segment's (``segment_novel_pairs``);
-      destination prevalence from the IP metadata (``max_dst_rarity`` = max 1 / (1 + prevalence),
-      ``min_dst_prevalence_log``, ``low_prevalence_dsts`` and ``low_prevalence_bytes_out_log`` for
-      prevalence <= ``fg_c.novelty.low_prevalence_max_hosts``) over external destinations; periodicity of
-      the host's series to *rare* external destinations (novel for the host, or low prevalence) over the
-      periodicity window (``rare_dst_periodic_score``, and ``rare_dst_active_fraction``: that series'
-      active slices / covered slices); the minute-level regularity of those series over
-      ``fg_c.novelty.beacon_window`` (1h), from the pair counts' ``active_minutes`` masks:
-      ``rare_dst_beacon_score`` = persistence / (1 + CV of the gaps between active minutes), persistence =
-      (last - first active minute + 1) / (window minutes - first active minute), for series with at least
-      ``beacon_min_active_minutes`` active minutes (else 0); a C2 check-in every 1-10 minutes keeps going to
-      the window end at near-constant gaps (score near 1) from its first batch on, where a burst of browsing
-      stops; and ``rare_dst_active_minutes`` (that series' active minutes); ``bytes_out_vs_host_p99`` (the
-      batch's ``bytes_out_log_15m`` minus the host's baseline p99 of it);
-    * ``host_baseline_missing``, ``segment_baseline_missing``, ``pair_baseline_missing``,
-      ``ip_baseline_missing`` (double 0/1): cold-start flags. A host (segment) baseline with fewer than
-      ``fg_b.min_windows`` windows counts as missing. Features that need a missing baseline are 0;
-    * ``baseline_reference_month`` (string, ``""`` without a snapshot), ``batch_start_ts``, ``batch_end_ts``.
-
-Destination-level features (novel destinations, prevalence, periodicity) count only pairs with at least
-one allowed session (``sessions > deny_count``), so that blocked outbound noise does not look like
-contact with a new address; ``pairs``/``novel_pairs`` count every pair. Every feature column is a
-non-null double. Re-running a batch replaces its partition. The summary (one JSON line on stdout) gives
-hosts, the snapshot used, which baselines were missing, coverage of the periodicity window and seconds.
+Entry: :func:`run_fg_c_builder_from_runtime_config`. Uses the FG-B snapshot of the latest reference month whose
+horizon ends at or before the batch start. Columns: ``docs/datasets.md``; the z-score and beacon formulas:
+``docs/design/jobs.md`` (Features).
 """
 
 from __future__ import annotations
@@ -97,7 +57,7 @@ def read_snapshot(
 
 
 def robust_z(x: Column, median: Column, mad: Column, std: Column, min_scale: float, clip: float) -> Column:
-    """Clipped robust z-score (see the module doc); null when the baseline is null."""
+    """Clipped robust z-score (``docs/design/jobs.md``, Features); null when the baseline is null."""
     from pyspark.sql import functions as F
 
     scale = (
@@ -112,7 +72,7 @@ def robust_z(x: Column, median: Column, mad: Column, std: Column, min_scale: flo
 def beacon_features(
     spark: SparkSession, pairs: DataFrame, window_pairs: DataFrame | None, spec: FeatureSpecBody, end: datetime
 ) -> DataFrame:  # fmt: skip
-    """``rare_dst_beacon_score`` and ``rare_dst_active_minutes`` per host (see the module doc).
+    """``rare_dst_beacon_score`` and ``rare_dst_active_minutes`` per host (``docs/design/jobs.md``, Features).
 
     ``pairs``: the batch's pairs with the ``_rare_dst`` flag; ``window_pairs``: pair counts with their
     ``active_minutes`` masks. The masks of the window's slices are laid end to end (slice ``k`` of the window
@@ -175,7 +135,7 @@ def build_fg_c(
     end: datetime,
     month: str | None,
 ) -> DataFrame:
-    """FG-C rows (see the module doc). ``baselines``: FG-B tables by name (None when missing)."""
+    """FG-C rows (``docs/datasets.md``). ``baselines``: FG-B tables by name (None when missing)."""
     from pyspark.sql import functions as F
 
     from ndr_jobs.features.common import is_internal, ln1p, pair_periodicity, ratio, with_segment

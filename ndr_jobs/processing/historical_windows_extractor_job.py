@@ -1,47 +1,8 @@
-"""Enumerate historical mini-batch objects, derive their windows, write the backfill window manifest.
+"""List the raw mini-batches of a time range and write the backfill window manifest.
 
-One run lists the raw mini-batches of a project whose 15-minute window starts in ``[start_ts, end_ts)`` and
-writes one JSON object at ``--manifest-uri`` (S3 or local, through :mod:`ndr_jobs.datasets.storage`), which the
-backfill state machine (``sfn_ndr_backfill_reprocessing``) reads in ``ResolveBackfillWindows``
-(``$parse(Body).windows``, an array) and maps over in ``RunBackfillWindows``: one run of the 15-minute
-feature pipeline per item, with ``MiniBatchId``, ``BatchStartTsIso``, ``BatchEndTsIso`` and
-``RawBatchFolder`` taken from the item.
-
-The manifest (:data:`MANIFEST_VERSION` 1; compact JSON, keys sorted, no timestamps of the run: the same raw
-objects and arguments give the same bytes)::
-
-    {"manifest_version": 1, "project_name": "ndr-prod", "feature_spec_version": "v1", "org_id": "acme",
-     "start_ts": "2026-09-14T00:00:00Z", "end_ts": "2026-09-14T06:00:00Z",
-     "raw_prefix": "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/", "window_minutes": 15,
-     "objects": 42, "bytes": 123456, "skipped_count": 0, "skipped": [],
-     "windows": [{"mini_batch_id": "acme-ndr-prod-v1-20260914T0000",
-                  "batch_start_ts": "2026-09-14T00:00:00Z", "batch_end_ts": "2026-09-14T00:15:00Z",
-                  "batch_folder": "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/09/14/0000/"}, ...]}
-
-``windows`` is sorted by ``batch_start_ts``; one item per batch folder holding at least one (non-hidden)
-object. The mini-batch id is the contract's ``<org_id>-<project_name>-<feature_spec_version>-<YYYYMMDDTHHMM>``
-(the id the 15-minute state machine gives the same batch, so backfill and live runs share its lock and
-partitions); ``batch_folder`` is what the delta builder reads. An empty range is a manifest with
-``"windows": []`` (the state machine then runs no window and reports 0), not an error.
-
-Where the raw objects are (the ingestion contract:
-``<raw root>/pan-traffic/<org_id>/<project_name>/<feature_spec_version>/YYYY/MM/DD/HHMM/``, ``HHMM`` the
-batch start): ``--raw-prefix`` is either that project prefix (``.../pan-traffic/<org>/<project>/<fsv>/``,
-as the backfill request carries it; its project and version must be the run's) or a raw root, under which
-the project prefix is built with ``$NDR_ORG_ID``; an empty ``--raw-prefix`` means the root
-``$NDR_RAW_ROOT`` (the delta builder's) with ``$NDR_ORG_ID``. Only the day folders the range touches are
-listed (one listing per UTC day).
-
-Objects that do not fit the layout (a file directly in a day folder, a folder that is not ``HHMM``, a
-``HHMM`` not on a 15-minute boundary) are not windows: they are counted in ``skipped_count`` and the first
-:data:`MAX_SKIPPED_LISTED` listed in ``skipped`` (path and reason), and reported on stderr, never dropped
-silently. Hidden objects (``_SUCCESS``, ``.tmp``) are ignored, as the delta builder ignores them.
-
-Errors: an end not after the start, an unparsable timestamp, a range wider than
-:data:`MAX_RANGE_DAYS`, a project prefix of another project, a missing org id or root, and a manifest larger
-than ``$NDR_BACKFILL_MANIFEST_MAX_BYTES`` (default 250,000: Step Functions' 256 KiB limit on a state's result,
-which ``ResolveBackfillWindows`` would otherwise hit at run time; about 1,200 windows, 12 days) all raise
-:class:`ValueError` with the reason before anything is written.
+Entry: :func:`run_historical_windows_extractor_from_runtime_config`. The backfill state machine reads the
+manifest's ``windows`` and runs the 15-minute chain per item. Objects that do not fit the raw layout are counted
+and listed, never dropped silently. Manifest: ``docs/datasets.md``; rules: ``docs/design/jobs.md``.
 """
 
 from __future__ import annotations
@@ -93,7 +54,7 @@ class Window:
 
 
 def project_prefix(runtime: BackfillRuntime) -> tuple[str, str]:
-    """(the project's raw prefix ``.../pan-traffic/<org>/<project>/<fsv>``, the org id); see the module doc."""
+    """(the project's raw prefix ``.../pan-traffic/<org>/<project>/<fsv>``, the org id); see ``docs/design/jobs.md``."""
     given = runtime.raw_prefix.strip()
     if given:
         match = _PROJECT_PREFIX.search(given)
@@ -168,7 +129,7 @@ def _max_bytes() -> int:
 
 
 def build_manifest(runtime: BackfillRuntime) -> tuple[dict[str, Any], list[Window], list[dict[str, str]]]:
-    """The manifest document (see the module doc), its windows and every skipped object."""
+    """The manifest document (``docs/datasets.md``), its windows and every skipped object."""
     start = parse_utc(runtime.start_ts, "start_ts")
     end = parse_utc(runtime.end_ts, "end_ts")
     if end <= start:

@@ -1,60 +1,9 @@
 """Isolation Forest lifecycle: verify, remediate, reverify, train, publish, attributes, deploy.
 
-``python -m ndr_jobs.scripts.run_if_training --stage <stage> --project-name P --feature-spec-version V
---training-start-ts-iso S --training-end-ts-iso E --run-key K`` runs one stage of one training run; the
-``if_training`` pipeline runs the seven in order. Training range ``[S, E)``: 15-minute aligned, ``E > S``.
-Artifacts live under ``$NDR_STORAGE_ROOT/models/feature_spec_version=<V>/run_key=<K>/`` (layout in
-:mod:`ndr_jobs.model.artifacts`); the model store under ``$NDR_STORAGE_ROOT/model_registry/<P>/...``
-(:mod:`ndr_jobs.model.registry`).
-
-Idempotence by run key
-    ``run.json`` pins the run key to its project, spec version and training range: reusing a run key with
-    other values is an error. A stage whose final status artifact exists and succeeded does nothing (and
-    writes nothing) when run again: the bytes stay as they were. A stage that failed (reverify with blocking
-    gaps, a refused deploy) fails again on re-run without rewriting; reverify re-checks coverage.
-
-Stages
-``verify``
-    Coverage of FG-A and FG-C over the range. A window is *missing* when either dataset lacks its
-    ``batch_start`` partition (an empty partition -- a window nobody was active in -- is present). Always
-    succeeds; ``verify_status.json`` lists the missing windows (all, and per dataset).
-``remediate``
-    Rebuilds the missing windows (or ``--missing-windows-override``'s, which must lie in the range) by
-    running the 15-minute feature chain per window, in time order: delta -> fg_a -> pair_counts -> fg_c
-    (``run_*_from_runtime_config`` with a :class:`BatchRuntime` whose mini-batch id is
-    ``$NDR_ORG_ID-<P>-<V>-<YYYYMMDDTHHMM>``; raw logs at the ingestion layout under ``$NDR_RAW_ROOT``).
-    FG-B baselines are monthly and not rebuilt here. At most :data:`MAX_REMEDIATION_ATTEMPTS` attempts per
-    run key, counted in ``remediation.json`` *before* an attempt runs (a crash counts); a further attempt
-    is refused (:class:`RemediationExhaustedError`). Nothing to remediate consumes no attempt; repeating a
-    succeeded attempt with the same windows is a no-op.
-    *Windows with no raw data at all* (no object in the raw batch folder: the sensors sent nothing) cannot
-    be rebuilt; their outcome is ``no_raw_data`` and they do not fail the attempt. Any builder error fails
-    the window and, after the other windows ran, the attempt (the stage exits non-zero).
-``reverify``
-    Coverage again. Missing windows that remediation found without raw data are *unrecoverable* and
-    tolerated (the model trains on the others, and the attributes list them); any other missing window, or
-    no usable window at all, fails the stage (:class:`CoverageError`). ``train`` requires it passed.
-``train``
-    FG-A + FG-C of the usable windows joined per (host, window) (:mod:`ndr_jobs.model.features`); the
-    last ``validation_fraction`` of the windows (by time, at least one) are validation, the rest training.
-    Preprocessing and the forest ensemble (:mod:`ndr_jobs.model.forest`: a calibrated forest on every column
-    and one per feature family of the spec) are fitted on the training part; validation scores give the
-    metrics (score distribution, alert rate at the training threshold, which detector raised the validation
-    alerts). Then both are refitted on all windows: that is the model. Writes ``metrics.json``,
-    ``preprocessing.json``, ``model.tar.gz``, ``final_report.json`` and, last, ``SUCCESS``. Deterministic:
-    the same data and spec give the same bytes (``random_state``).
-``publish``
-    Adds the model to the model store (next version; idempotent per run key) and, with
-    ``NDR_MODEL_REGISTRY=sagemaker``, registers a SageMaker model package version.
-``attributes``
-    ``attributes.json``: feature list and sources, join, preprocessing, windows, spec version, model version.
-``deploy``
-    The gate (:mod:`ndr_jobs.model.gate`): the model's validation checks and, when a model is promoted, the
-    drift of its validation scores against the promoted model's. Promote (write ``promoted.json``; approve
-    the model package in SageMaker) or refuse (reject it; the stage exits non-zero). ``deploy_status.json``
-    is the rollout status.
-
-Every stage prints its status as one JSON line and returns it.
+Entry: :func:`run_if_training_from_runtime_config`, one stage of one training run (the ``if_training`` pipeline
+runs the seven in order). ``run.json`` pins a run key to its project, spec version and range; a stage that
+succeeded does nothing when run again. Artifacts: :mod:`ndr_jobs.model.artifacts`; stages:
+``docs/design/jobs.md``.
 """
 
 from __future__ import annotations
@@ -337,7 +286,7 @@ def _span(windows: list[Any]) -> dict[str, Any]:
 def train_model(
     frame: Any, sources: dict[str, str], params: forest.ForestParams, metadata: dict[str, Any]
 ) -> tuple[forest.ModelBundle, dict[str, Any]]:
-    """Split by time, fit and validate, refit on everything; the bundle and the metrics (see the module doc)."""
+    """Split by time, fit and validate, refit on everything; the bundle and the metrics (``docs/design/jobs.md``)."""
     features = forest.model_features(list(sources), params)
     if not features:
         raise FeatureDataError("FG-A and FG-C have no numeric feature columns (after exclude_features)")

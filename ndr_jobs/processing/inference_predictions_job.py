@@ -1,35 +1,7 @@
 """Score the mini-batch window with the promoted model.
 
-One run reads, for its window ``[batch_start, batch_end)``, the window's FG-A and FG-C partitions and the
-promoted model of its project and feature spec version
-(``$NDR_STORAGE_ROOT/model_registry/<project>/feature_spec_version=<v>/promoted.json``, written by the
-training pipeline's deploy stage), and writes
-
-``$NDR_STORAGE_ROOT/predictions/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
-    one row per FG-A row (host active in the window), :data:`PREDICTION_COLUMNS`, ordered by rank:
-
-    ``host_ip`` string; ``batch_start_ts``, ``batch_end_ts`` timestamp (UTC);
-    ``score`` double >= 0, higher is more anomalous: ``-log10`` of how rare the row's score is among the
-    training rows, in the view of its most surprised forest (:mod:`ndr_jobs.model.forest`);
-    ``rank`` int, 1 = the window's most anomalous host (ties: by host_ip);
-    ``alert`` boolean, score at or above the model's alert threshold;
-    ``detector`` string, the forest that gave the score: ``all_features`` or a feature family of the spec
-    (``command_and_control``, ``exfiltration``, ...): what kind of behaviour stood out;
-    ``model_version`` int (the model store version), ``model_run_key`` string (the training run);
-    ``top_features`` array of struct ``{feature, value, deviation}``: the :data:`TOP_K` features farthest
-    from their training median, the detector's own features first, ``value`` the raw feature value,
-    ``deviation`` the signed scaled distance (robust standard deviations above (+) or below (-) the
-    median) -- why the host scored as it did.
-
-FG-A and FG-C are joined as in training (:mod:`ndr_jobs.model.features`). Errors: no promoted model
-(:class:`~ndr_jobs.model.registry.NoPromotedModelError`), the window's FG-A or FG-C partition missing
-(:class:`~ndr_jobs.model.features.FeatureDataError`: build the features first), or the data lacking a
-model feature. A window whose FG-A partition is empty gets an empty predictions partition. The partition
-is replaced atomically (:func:`ndr_jobs.datasets.storage.write_partition`): re-running a window replaces it.
-
-The batch is small (hosts x 1 row): the features are read with pyarrow through :mod:`ndr_jobs.datasets.storage`
-(:func:`ndr_jobs.model.features.load_features`) and scored with numpy on the driver; Spark only writes the
-partition (the one atomic partition writer of every dataset).
+Entry: :func:`run_inference_predictions_from_runtime_config`. The window's FG-A and FG-C are read with pyarrow and
+scored with numpy on the driver; Spark only writes the partition. Columns: ``docs/datasets.md``.
 """
 
 from __future__ import annotations
@@ -86,7 +58,7 @@ def prediction_schema() -> Any:
 def score_frame(
     frame: pd.DataFrame, bundle: forest.ModelBundle, pointer: dict[str, Any], top_k: int = TOP_K
 ) -> list[dict[str, Any]]:
-    """Prediction rows (dicts, in rank order) of a joined feature frame; see the module doc."""
+    """Prediction rows (dicts, in rank order) of a joined feature frame; columns in ``docs/datasets.md``."""
     if frame.empty:
         return []
     x = matrix(frame, bundle.features)

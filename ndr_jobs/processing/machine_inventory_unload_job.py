@@ -1,44 +1,9 @@
-"""Unload the machines active in a reference month (Redshift -> S3 in AWS; a DuckDB file locally).
+"""Unload the machines active in a reference month (Redshift UNLOAD in AWS; a DuckDB file locally).
 
-One run writes, replacing it as a whole:
-
-``$NDR_STORAGE_ROOT/inventory/feature_spec_version=<v>/reference_month=<YYYY-MM>/part-00000.parquet``
-    one row per machine active at any time in the reference month: :data:`INVENTORY_COLUMNS`
-    (``ip_address, hostname, segment, zone, os, role, criticality``, all strings), sorted by
-    ``ip_address``. ``ip_address`` is never null and unique within the partition (checked before the
-    partition is replaced: a source that breaks this fails the run and leaves the previous partition).
-
-The query (the same shape in both engines)
-    ``SELECT CAST(<col> AS VARCHAR) AS <col>, ... FROM (<source>) AS inventory ORDER BY ip_address``, where
-    ``<source>`` is ``$NDR_INVENTORY_QUERY`` when set (any SELECT producing the seven columns; the
-    placeholders ``{reference_month}``, ``{month_start}`` and ``{month_end}`` are replaced by
-    ``'YYYY-MM'``, ``CAST('YYYY-MM-01' AS DATE)`` and the first day of the next month, likewise), otherwise
-    ``SELECT * FROM $NDR_INVENTORY_TABLE WHERE valid_from < <month_end> AND (valid_to IS NULL OR valid_to >
-    <month_start>)`` (table default ``machine_inventory``: the seven columns plus the validity interval
-    ``valid_from`` inclusive, ``valid_to`` exclusive / NULL while active; :mod:`ndr_jobs.devtools.synth.inventory`
-    creates one). These environment variables are the job's configuration; a deployment sets them in the
-    step's environment from the project parameters.
-
-AWS (the default: ``NDR_INVENTORY_DUCKDB`` unset)
-    through :mod:`ndr_jobs.datasets.redshift` (its module doc lists the ``NDR_REDSHIFT_*`` connection
-    settings): ``ExecuteStatement`` of ``UNLOAD ('<query>') TO 's3://<staging>/part-' IAM_ROLE <role> FORMAT
-    PARQUET PARALLEL OFF ALLOWOVERWRITE`` (quotes in the query doubled; ``<role>`` is
-    ``$NDR_REDSHIFT_IAM_ROLE`` quoted, or the keyword ``default``), then waited for (``FAILED`` / ``ABORTED``
-    raise :class:`~ndr_jobs.datasets.redshift.RedshiftStatementError`; after ``$NDR_REDSHIFT_TIMEOUT_SECONDS``,
-    1800 by default for this job, the statement is cancelled and
-    :class:`~ndr_jobs.datasets.redshift.RedshiftTimeoutError` raised).
-
-Locally (``NDR_INVENTORY_DUCKDB=<file.duckdb>``, the embedded default)
-    the same query in DuckDB (the file opened read-only): ``COPY (<query>) TO '<tmp>' (FORMAT parquet)``.
-
-Atomicity (both paths): the engine writes into a staging prefix
-``inventory/_staging/feature_spec_version=<v>/reference_month=<m>/<run-id>/`` (a ``_`` directory, skipped by
-readers), the staged files are checked (columns, rows, ``ip_address``), and
-:func:`ndr_jobs.datasets.storage.swap_in` replaces the partition by them: the same swap as every other dataset
-(a rename locally; copy-then-delete on S3). Unloading into staging rather than straight into the partition
-(``ALLOWOVERWRITE`` overwrites same-named objects but leaves a previous run's extra ones) means a failed or
-empty unload never touches the previous month's partition, and a re-run leaves exactly one file.
-The summary (a dict, also printed as one JSON line on stdout) says where from, how many rows, where to.
+Entry: :func:`run_machine_inventory_unload_from_runtime_config`. Configured by ``NDR_INVENTORY_QUERY``,
+``NDR_INVENTORY_TABLE``, ``NDR_INVENTORY_DUCKDB`` and the ``NDR_REDSHIFT_*`` settings of
+:mod:`ndr_jobs.datasets.redshift`. Both engines write into a staging prefix, the staged files are checked, then
+swapped in (:func:`ndr_jobs.datasets.storage.swap_in`). Design: ``docs/design/jobs.md``.
 """
 
 from __future__ import annotations
@@ -215,7 +180,7 @@ def unload_inventory(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """The job (see the module doc); the Redshift client and the clock can be given (tests)."""
+    """The job (``docs/design/jobs.md``); the Redshift client and the clock can be given (tests)."""
     began = time.perf_counter()
     month_bounds(runtime.reference_month)
     root = os.environ.get("NDR_STORAGE_ROOT")

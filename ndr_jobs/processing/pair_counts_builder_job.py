@@ -1,22 +1,7 @@
-"""Count (src_ip, dst_ip, dst_port) per 15-minute slice.
+"""Count (src_ip, dst_ip, dst_port) per 15-minute slice from the batch's delta partition.
 
-One run reads the batch's delta partition and writes
-
-``$NDR_STORAGE_ROOT/pair_counts/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``
-    one row per (src_ip, dst_ip, dst_port) with delta rows in the batch (every source, internal or not;
-    protocols, apps, actions and zones summed together). Columns (:data:`PAIR_COUNTS_COLUMNS`):
-
-    ``src_ip``, ``dst_ip`` (string), ``dst_port`` (int), ``sessions``, ``bytes_sent``, ``bytes_received``,
-    ``deny_count`` (bigint: sums of the delta's), ``first_seen``, ``last_seen`` (timestamps: earliest and
-    latest session), ``active_minutes`` (bigint: the delta's minute masks or-ed, bit ``i`` = minute ``i`` of
-    the batch), ``batch_start_ts``, ``batch_end_ts`` (timestamps).
-
-    Rows are sorted by (src_ip, dst_ip, dst_port). A batch whose delta partition exists but is empty gets an
-    empty partition; a batch without a delta partition is an error (the delta builder runs first).
-    Re-running a batch replaces its partition.
-
-FG-B reads these slices for its pair baselines; FG-C for pair novelty and the periodicity of
-(host, destination) series. The summary (printed as one JSON line) gives rows and seconds per phase.
+Entry: :func:`run_pair_counts_builder_from_runtime_config`. FG-B reads these slices for its pair baselines, FG-C
+for pair novelty and periodicity. Columns: ``docs/datasets.md``.
 """
 
 from __future__ import annotations

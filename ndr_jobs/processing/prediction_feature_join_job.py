@@ -1,36 +1,8 @@
 """Join predictions with their features and publish them (``s3`` or staged ``redshift``).
 
-One run takes the window's ``predictions`` partition (required) and its FG-A and FG-C partitions and builds
-the publication rows: every prediction left-joined on ``(host_ip, batch_start_ts)`` with the FG-A columns
-and the FG-C columns (an FG-C column whose name FG-A has is ``fg_c__<name>``; ``batch_end_ts`` comes from
-the prediction). Columns, in order: ``host_ip, batch_start_ts, batch_end_ts, score, rank, alert, detector,
-model_version, model_run_key, top_features_json`` (the explanation as a JSON array of
-``{"feature", "value", "deviation"}``: a plain string loads into any warehouse), then the FG-A columns and
-the FG-C columns, each sorted by name. Rows are ordered by rank.
-
-Targets (``--publication-target``):
-
-``s3``
-    ``$NDR_STORAGE_ROOT/publication/feature_spec_version=<v>/batch_start=<YYYYMMDDTHHMM>/``, replaced
-    atomically per window (:func:`ndr_jobs.datasets.storage.write_partition`): a re-run overwrites, never appends.
-``redshift``
-    The rows plus ``feature_spec_version`` and ``batch_start`` (``YYYYMMDDTHHMM``) columns are staged as
-    Parquet at ``$NDR_STORAGE_ROOT/publication_staged/feature_spec_version=<v>/batch_start=<...>/`` (same
-    atomic writer), then loaded in one transaction that first deletes the window's rows, so that a re-run
-    replaces the window (idempotent per mini-batch):
-
-    * in AWS (``NDR_REDSHIFT_WORKGROUP`` or ``NDR_REDSHIFT_CLUSTER_ID`` set; the connection settings are
-      those of :mod:`ndr_jobs.datasets.redshift`): Redshift Data API ``BatchExecuteStatement`` (one
-      transaction) of ``DELETE FROM <table> WHERE feature_spec_version = :feature_spec_version AND
-      batch_start = :batch_start`` (the two values as Data API parameters) and ``COPY <table> FROM
-      '<staged prefix>/' IAM_ROLE <role> FORMAT AS PARQUET``, waited for (``$NDR_REDSHIFT_TIMEOUT_SECONDS``,
-      600 by default for this job, then cancelled). The table must exist with the staged columns in the
-      staged order;
-    * locally (``NDR_PUBLICATION_DUCKDB``, a DuckDB file): ``BEGIN; CREATE TABLE IF NOT EXISTS`` (from the
-      staged schema); ``DELETE ... WHERE feature_spec_version = ? AND batch_start = ?; INSERT INTO <table>
-      BY NAME SELECT * FROM read_parquet(<staged files>); COMMIT``.
-
-    The table is ``NDR_PUBLICATION_TABLE`` (default ``ndr_publication``).
+Entry: :func:`run_prediction_feature_join_from_runtime_config`. Target ``redshift`` stages Parquet, then deletes
+the window's rows and loads the staged files in one transaction (Redshift in AWS, ``NDR_PUBLICATION_DUCKDB``
+locally). Columns: ``docs/datasets.md``; design: ``docs/design/jobs.md``.
 """
 
 from __future__ import annotations
@@ -78,7 +50,7 @@ def _features(spark: SparkSession, root: str, dataset: str, fsv: str, start: Any
 
 
 def joined(spark: SparkSession, root: str, fsv: str, start: Any) -> DataFrame:
-    """The publication rows of a window (see the module doc)."""
+    """The publication rows of a window (``docs/datasets.md``)."""
     from pyspark.sql import functions as F
 
     predictions = layout.read_batches(spark, root, layout.PREDICTIONS, fsv, [start])

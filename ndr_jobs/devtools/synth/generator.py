@@ -1,38 +1,8 @@
 """A seeded generator of PAN-OS 11.x TRAFFIC CSV syslog lines with labelled attacks.
 
-The network
-    Hosts sit in segments: corporate workstations (zone ``trust``, VLANs ``10.10.<n>.0/24``), developer
-    machines (zone ``dev``, ``10.30.<n>.0/24``) and application servers (zone ``servers``,
-    ``10.20.1.0/24``), plus fixed infrastructure (DC, DNS, file server, intranet, database, mail in
-    ``10.20.0.0/24``) and an internet pool with Zipf popularity (zone ``untrust``). Each host has its own
-    rate (log-normal around its role's), a diurnal profile (workstations peak mid-day UTC and go quiet at
-    night and at weekends; servers stay busy) and favourite internet servers. Each session draws a service
-    from its role's mix (DNS, web, Office 365, LDAP/Kerberos, SMB, SSH, git, database, ...), which sets the
-    destination, port, protocol, application and the byte/duration distributions. Background denies
-    (outbound SMTP/NetBIOS blocked, internet scanners hitting the firewall's public address) are mixed in.
-    Two firewalls log: ``fw01`` (edge: workstations and developers) with a BSD syslog header, ``fw02``
-    (data centre) without one.
-
-The attacks (:data:`ATTACK_CLASSES`), each from its own compromised host, labelled per (src, dst)
-    ``portscan``: one host probes 600-1000 ports of one server in 2-5 minutes (denied, reset or half-open);
-    ``beacon``: periodic C2 check-ins (60-600 s, +-10-20 % jitter) to a new internet address, small payloads;
-    ``exfil_fast``: 20-40 uploads of ~150 MB each to a new address within 10-25 minutes;
-    ``exfil_slow``: one ~6 MB upload every 20-40 minutes, for the whole span;
-    ``lateral``: SMB/RPC/RDP to 8-20 internal hosts within 20-45 minutes, some refused.
-
-The output
-    One folder per 15-minute batch, ``<out>/pan-traffic/<org>/<project>/<fsv>/YYYY/MM/DD/HHMM/``, holding
-    ``files_per_batch`` files of time-ordered lines (``.log`` or ``.log.gz``), placed by event time (the
-    high-resolution timestamp); and the labels, JSON lines sorted by start time:
-    ``{"attack_id", "attack", "src_ip", "dst_ip", "dst_ports", "start", "end", "sessions", "bytes_sent"}``
-    (``start``/``end``: the first and last session's event time, both inclusive).
-
-Determinism
-    Everything comes from ``numpy`` generators seeded with ``(seed, purpose[, batch])``: the same config
-    writes byte-identical files (gzip with ``mtime=0``). The background sessions of a batch depend only on
-    the seed, the host count and the batch's time, not on the span around it (session ids do: they count
-    on from the batch before). Columns are generated and formatted with numpy and Arrow compute kernels,
-    never row by row: about 1M lines in 4-7 s on 2 cores.
+Entry: :func:`generate`. Writes one folder per 15-minute batch at the ingestion layout and the attack labels
+(:data:`ATTACK_CLASSES`) as JSON lines; the same config gives byte-identical files. The network and the attacks:
+``docs/design/jobs.md`` (Devtools).
 """
 
 from __future__ import annotations
@@ -952,7 +922,7 @@ def _floor_batch(moment: datetime) -> datetime:
 
 
 def generate(config: SynthConfig, out: str, labels_path: str | None = None) -> SynthResult:
-    """Write the raw batches and the labels under ``out``; see the module doc."""
+    """Write the raw batches and the labels under ``out``; see ``docs/design/jobs.md`` (Devtools)."""
     began = time.perf_counter()
     start = _floor_batch(config.start)
     n_batches = max(1, int(np.ceil(config.hours * 4 - 1e-9)))

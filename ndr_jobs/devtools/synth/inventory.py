@@ -1,27 +1,9 @@
-"""A machine inventory for the synthetic network, as a DuckDB file: the local stand-in for the Redshift table
-that ``machine_inventory_unload`` unloads.
+"""Write a machine inventory for the synthetic network as a DuckDB file (the local Redshift table).
 
 ``python -m ndr_jobs.devtools.synth.inventory --out inventory.duckdb --hosts 50 --seed 7`` writes the table
-``machine_inventory`` (:data:`TABLE_COLUMNS`, one row per internal machine of
-:func:`ndr_jobs.devtools.synth.generator.build_network` for the same ``hosts`` and ``seed``) so that a local run
-(``NDR_INVENTORY_DUCKDB=inventory.duckdb``) has an inventory that matches the generated traffic.
-
-The table
-    ``ip_address, hostname, segment, zone, os, role, criticality`` (strings) and the validity interval
-    ``valid_from`` (DATE, inclusive) / ``valid_to`` (DATE, exclusive; NULL: still active) that the unload
-    filters on. Every generated host is active from :data:`VALID_FROM` on, plus ``decommissioned``
-    machines that left before the traffic (addresses ``10.99.0.x``, never in the logs), so that the unload's
-    "active in the reference month" filter has something to drop.
-
-Machines
-    workstations (``ws<n>``, zone ``trust``), developer machines (``dev<n>``, ``dev``), application servers
-    (``app<n>``, ``servers``) and the fixed infrastructure (``dc01``, ``dc02``, ``dns01``, ``files01``,
-    ``mail01``, ``intranet01``, ``db01``). ``segment`` is the machine's /24. The firewall's public address and
-    the internet pool are not machines and are not listed. ``missing_fraction`` leaves a seeded share of the
-    workstations and developer machines out (an inventory is rarely complete; downstream jobs must cope).
-
-Deterministic: the same ``hosts``, ``seed`` and options give the same rows in the same order (sorted by
-``ip_address``); the file is written to a temporary name and renamed into place.
+``machine_inventory`` (:data:`TABLE_COLUMNS` and a ``valid_from``/``valid_to`` interval) for the machines of
+:func:`ndr_jobs.devtools.synth.generator.build_network` with the same ``hosts`` and ``seed``; a local run reads it
+through ``NDR_INVENTORY_DUCKDB``. Deterministic, sorted by ``ip_address``.
 """
 
 from __future__ import annotations
@@ -89,7 +71,11 @@ def segment_of(ip: str) -> str:
 
 
 def inventory_machines(hosts: int, seed: int, missing_fraction: float = 0.0, decommissioned: int = 0) -> list[Machine]:
-    """The machines of the synthetic network for ``hosts`` and ``seed``, sorted by address (see the module doc)."""
+    """The machines of the synthetic network for ``hosts`` and ``seed``, sorted by address.
+
+    Every generated host, plus ``decommissioned`` machines that left before the traffic; ``missing_fraction`` leaves
+    a seeded share of workstations and developer machines out (``docs/design/jobs.md``, Devtools).
+    """
     if not 0 <= missing_fraction < 1:
         raise ValueError(f"missing_fraction must be in [0, 1), got {missing_fraction}")
     if decommissioned < 0 or decommissioned > 250:

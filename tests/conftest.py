@@ -21,6 +21,32 @@ CONTRACTS = SPECS / "contracts" / "events"
 REFERENCE_STATES = SPECS / "contracts" / "reference_states.json"
 
 
+#: each test file's layer (markers registered in pyproject.toml); a file not listed is a `compiler` test, so a new
+#: file runs in `make test-fast` until it is listed here. `make test-fast` runs `-m compiler`.
+LAYERS = {
+    # the job library: local Spark, Arrow, numba, scikit-learn, DuckDB
+    "jobs": {
+        "test_bench_data", "test_delta_builder", "test_entrypoints", "test_eval", "test_fg_a", "test_fg_b",
+        "test_fg_c", "test_forest", "test_hash_agg", "test_if_training", "test_inference", "test_inventory",
+        "test_launcher", "test_pair_counts", "test_panos", "test_prediction_join", "test_raw_lines", "test_synth",
+        "test_windows_extractor",
+    },
+    # the generated state machines and pipelines on the local emulator (moto), and deploy against moto
+    "local": {
+        "test_demo", "test_deploy", "test_drills", "test_local_run", "test_pipeline_runner", "test_scenarios",
+        "test_sfn_runtime",
+    },
+    # fault injection: every effect of every state machine failed in turn, on the emulator
+    "faults": {"test_faults"},
+}
+LAYER_OF = {stem: layer for layer, stems in LAYERS.items() for stem in stems}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(LAYER_OF.get(item.path.stem, "compiler"))
+
+
 @pytest.fixture(scope="session")
 def spark():  # noqa: ANN201 - a SparkSession (spark_session() reuses one per process)
     from ndr_jobs.spark import spark_session

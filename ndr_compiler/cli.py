@@ -18,7 +18,7 @@ from ndr_compiler.report import FORMATS, select
 from ndr_compiler.report import render as render_report
 
 #: the extra of pyproject.toml each command needs beyond the core (lint and compile need only the core)
-EXTRA_OF = {"run": "local", "run-pipeline": "local", "demo": "local", "compile": "deploy"}  # compile --deploy
+EXTRA_OF = {"run": "local", "run-pipeline": "local", "demo": "local", "plan": "deploy", "compile": "deploy"}
 
 
 class DefaultGroup(click.Group):

@@ -33,18 +33,30 @@ LAYERS = {
     },
     # the generated state machines and pipelines on the local emulator (moto), and deploy against moto
     "local": {
-        "test_demo", "test_deploy", "test_drills", "test_local_run", "test_pipeline_runner", "test_scenarios",
-        "test_sfn_runtime",
+        "test_contracts", "test_demo", "test_deploy", "test_drills", "test_local_run", "test_pipeline_runner",
+        "test_scenarios", "test_sfn_runtime",
     },
     # fault injection: every effect of every state machine failed in turn, on the emulator
     "faults": {"test_faults"},
 }
 LAYER_OF = {stem: layer for layer, stems in LAYERS.items() for stem in stems}
+#: files whose cases are dealt round-robin into this many xdist groups (`--dist loadgroup`), and run first: the
+#: longest file on one worker would be the suite's critical path. Every other file is one group (its module
+#: fixtures, one offline platform or Spark session, set up once).
+SPLIT = {"test_faults": 4}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    count: dict[str, int] = {}
     for item in items:
-        item.add_marker(LAYER_OF.get(item.path.stem, "compiler"))
+        stem = item.path.stem
+        item.add_marker(LAYER_OF.get(stem, "compiler"))
+        group = stem
+        if stem in SPLIT:
+            count[stem] = count.get(stem, -1) + 1
+            group = f"{stem}-{count[stem] % SPLIT[stem]}"
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.path.stem not in SPLIT)  # stable: the split files first, in their order
 
 
 @pytest.fixture(scope="session")

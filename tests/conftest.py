@@ -38,6 +38,8 @@ LAYERS = {
     },
     # fault injection: every effect of every state machine failed in turn, on the emulator
     "faults": {"test_faults"},
+    # property tests of the compiler: hundreds of mutated spec sets compiled (half the compiler layer's time)
+    "fuzz": {"test_property"},
 }
 LAYER_OF = {stem: layer for layer, stems in LAYERS.items() for stem in stems}
 #: files whose cases are dealt round-robin into this many xdist groups (`--dist loadgroup`), and run first: the

@@ -32,7 +32,7 @@ $(STAMP): requirements/dev.txt pyproject.toml | $(PY)
 
 # Resolve again after a change to the dependencies in pyproject.toml (keeps the other pins; to move every pin to
 # the newest release: `make lock LOCK_ARGS=--upgrade`). Needs PyPI.
-lock: | $(PY)
+lock:
 	@test -x $(VENV)/lock-tools/bin/uv || $(PYTHON) -m venv $(VENV)/lock-tools
 	$(VENV)/lock-tools/bin/python -m pip install --quiet uv==$(UV_VERSION)
 	$(LOCK) $(LOCK_ARGS) --extra dev -o requirements/dev.txt

@@ -2,10 +2,41 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint compile check bench eval clean
+# Installs come from the lock files (exact versions with hashes, resolved for Python 3.11 on linux x86_64), then the
+# project itself without dependencies. requirements/lint.txt is the core (what `ndr-compile lint` imports) and ruff;
+# requirements/dev.txt is every extra (jobs, local, deploy) and the test tools. `make lock` regenerates both.
+LINT_STAMP := $(VENV)/.installed-lint
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.10
+LOCK := $(VENV)/lock-tools/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock' --quiet
+
+.PHONY: run test test-fast lint lock compile check bench eval clean
+
+$(PY):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
+	$(PYTHON) -m venv $(VENV)
+
+$(LINT_STAMP): requirements/lint.txt pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --require-hashes -r requirements/lint.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+# dev.txt pins every package of lint.txt at the same version (lint.txt is resolved under it): both stamps hold
+$(STAMP): requirements/dev.txt pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@ $(LINT_STAMP)
+
+# Resolve again after a change to the dependencies in pyproject.toml (keeps the other pins; to move every pin to
+# the newest release: `make lock LOCK_ARGS=--upgrade`). Needs PyPI.
+lock:
+	@test -x $(VENV)/lock-tools/bin/uv || $(PYTHON) -m venv $(VENV)/lock-tools
+	$(VENV)/lock-tools/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	$(LOCK) $(LOCK_ARGS) --extra dev -o requirements/dev.txt
+	$(LOCK) $(LOCK_ARGS) --extra lint -c requirements/dev.txt -o requirements/lint.txt
 
 # Spark (the job library) needs a Java 17+ runtime: install Debian's when the machine has none.
 JAVA_STAMP := $(VENV)/.java
@@ -15,13 +46,6 @@ $(JAVA_STAMP):
 		echo "installing a Java 17 runtime for Spark"; \
 		apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; \
 	fi
-	@touch $@
-
-$(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
 # asl-validator (npm) is an outside check of every generated state machine.
@@ -42,7 +66,7 @@ compile: $(STAMP)
 check: $(STAMP)
 	$(VENV)/bin/ndr-compile specs/ --check
 
-lint: $(STAMP)
+lint: $(LINT_STAMP)
 	$(VENV)/bin/ruff check ndr_compiler ndr_jobs ndr_local tests
 	$(VENV)/bin/ndr-compile lint specs/
 
@@ -50,6 +74,10 @@ test: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
 	$(VENV)/bin/ruff check ndr_compiler ndr_jobs ndr_local tests
 	$(VENV)/bin/ndr-compile specs/ --check
 	$(PY) -m pytest
+
+# The compiler, lint and golden-file tests (the `compiler` layer, see tests/conftest.py): about half a minute.
+test-fast: $(STAMP) $(NODE_STAMP)
+	$(PY) -m pytest -m compiler
 
 bench: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
 	$(PY) -m ndr_jobs.devtools.bench --out docs/benchmarks-data.md

@@ -80,9 +80,10 @@ def main() -> None:
         "`tests/test_pipeline_render.py`, which holds every definition to what it builds, byte for byte).",
         "",
     ]
-    data_plane = ROOT / "docs" / "benchmarks-data.md"  # `python -m ndr_jobs.devtools.bench`, run first by `make bench`
-    if data_plane.exists():
-        lines += [data_plane.read_text().rstrip(), ""]
+    # `python -m ndr_jobs.devtools.bench`, run first by `make bench`; the test lanes' wall times, measured by hand
+    for part in ("benchmarks-data.md", "benchmarks-tests.md"):
+        if (ROOT / "docs" / part).exists():
+            lines += [(ROOT / "docs" / part).read_text().rstrip(), ""]
     text = "\n".join(lines)
     (ROOT / "docs" / "benchmarks.md").write_text(text)
     print(text)

@@ -17,6 +17,9 @@ from ndr_compiler.emit import emit
 from ndr_compiler.report import FORMATS, Progress, select
 from ndr_compiler.report import render as render_report
 
+#: the extra of pyproject.toml each command needs beyond the core (lint and compile need only the core)
+EXTRA_OF = {"run": "local", "run-pipeline": "local", "demo": "local", "plan": "deploy", "compile": "deploy"}
+
 
 class DefaultGroup(click.Group):
     """``ndr-compile specs/`` means ``ndr-compile compile specs/``."""
@@ -25,6 +28,16 @@ class DefaultGroup(click.Group):
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
             args = ["compile", *args]
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            extra = EXTRA_OF.get(ctx.invoked_subcommand or "")
+            if extra is None or (exc.name or "ndr").startswith("ndr"):
+                raise
+            click.echo(f"error: {exc}: this command needs the {extra!r} extra: pip install 'ndr[{extra}]'", err=True)
+            sys.exit(2)
 
 
 def _report(result: Compilation) -> None:

@@ -21,6 +21,46 @@ CONTRACTS = SPECS / "contracts" / "events"
 REFERENCE_STATES = SPECS / "contracts" / "reference_states.json"
 
 
+#: each test file's layer (markers registered in pyproject.toml); a file not listed is a `compiler` test, so a new
+#: file runs in `make test-fast` until it is listed here. `make test-fast` runs `-m compiler`.
+LAYERS = {
+    # the job library: local Spark, Arrow, numba, scikit-learn, DuckDB
+    "jobs": {
+        "test_bench_data", "test_delta_builder", "test_entrypoints", "test_eval", "test_fg_a", "test_fg_b",
+        "test_fg_c", "test_forest", "test_hash_agg", "test_if_training", "test_inference", "test_inventory",
+        "test_launcher", "test_pair_counts", "test_panos", "test_prediction_join", "test_raw_lines", "test_synth",
+        "test_windows_extractor",
+    },
+    # the generated state machines and pipelines on the local emulator (moto), and deploy against moto
+    "local": {
+        "test_contracts", "test_demo", "test_deploy", "test_drills", "test_local_run", "test_pipeline_runner",
+        "test_scenarios", "test_sfn_runtime",
+    },
+    # fault injection: every effect of every state machine failed in turn, on the emulator
+    "faults": {"test_faults"},
+    # property tests of the compiler: hundreds of mutated spec sets compiled (half the compiler layer's time)
+    "fuzz": {"test_property"},
+}
+LAYER_OF = {stem: layer for layer, stems in LAYERS.items() for stem in stems}
+#: files whose cases are dealt round-robin into this many xdist groups (`--dist loadgroup`), and run first: the
+#: longest file on one worker would be the suite's critical path. Every other file is one group (its module
+#: fixtures, one offline platform or Spark session, set up once).
+SPLIT = {"test_faults": 4}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    count: dict[str, int] = {}
+    for item in items:
+        stem = item.path.stem
+        item.add_marker(LAYER_OF.get(stem, "compiler"))
+        group = stem
+        if stem in SPLIT:
+            count[stem] = count.get(stem, -1) + 1
+            group = f"{stem}-{count[stem] % SPLIT[stem]}"
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.path.stem not in SPLIT)  # stable: the split files first, in their order
+
+
 @pytest.fixture(scope="session")
 def spark():  # noqa: ANN201 - a SparkSession (spark_session() reuses one per process)
     from ndr_jobs.runtime.spark import spark_session

@@ -274,7 +274,7 @@ def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Pa
     env_values.update(dict(v.split("=", 1) for v in values if "=" in v))
     placeholders, names = local_pipeline_names(result.pipelines)
     executor = SubprocessExecutor() if isolated else WarmExecutor()
-    progress = Progress(expected_runs(payload), f"{state_machine}: pipelines ended")
+    progress = Progress(expected_runs(payload), state_machine)
     pipelines = LocalPipelines(generated, names, env_values, echo=lambda m: progress.echo(m, click.echo),
                                executor=executor, progress=progress)
     sm_spec = next(s for s in result.specs.state_machines() if s.name == state_machine)

@@ -4,6 +4,7 @@ running the real jobs (the failure drills, with a whole platform, are in ``test_
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def test_cli_runs_the_backfill_machine_on_the_contract_request(tmp_path: Path, m
     assert result.exit_code == 0, result.output
     assert "execution: SUCCEEDED" in result.output
     assert result.output.count("pipeline features_15m Succeeded") == 2
+    progress = re.findall(r"^\[(\d/\d) \d+s\] sfn_ndr_backfill_reprocessing: features_15m Succeeded \((.*)\)$",
+                          result.stderr, re.MULTILINE)  # a line per window on stderr, counted against the request
+    assert progress == [("1/2", "acme-ndr-prod-v1-20260914T0000"), ("2/2", "acme-ndr-prod-v1-20260914T0015")]
     assert '"status": "COMPLETE"' in result.output and '"windows_succeeded": 2' in result.output
     fg_a = s3 / "acme-ndr-features" / "ndr-prod" / "fg_a" / "feature_spec_version=v1"
     assert sorted(p.name for p in fg_a.iterdir()) == ["batch_start=20260914T0000", "batch_start=20260914T0015"]

@@ -90,8 +90,8 @@ def threshold_at(negatives: np.ndarray, fpr: float) -> float | None:
 def draw_distributions(scores: Mapping[str, Sequence[float]], path: Path, fpr: float = 0.01,
                        title: str = "Scores: negatives against each class") -> Path:
     """A panel per class of ``scores`` (in its order): the histogram of the negatives' scores against the
-    class's positives on one scale (densities, log axis), and the threshold that ``fpr`` of the negatives
-    exceed."""
+    class's positives on one scale (densities: a class of 2 rows shows as well as 1000 negatives), and the
+    threshold that ``fpr`` of the negatives exceed."""
     negatives = np.asarray(scores["negatives"], dtype=float)
     classes = [n for n in scores if n != "negatives"]
     everything = np.concatenate([negatives, *(np.asarray(scores[n], dtype=float) for n in classes)])
@@ -113,8 +113,8 @@ def draw_distributions(scores: Mapping[str, Sequence[float]], path: Path, fpr: f
             if threshold is not None:
                 ax.axvline(threshold, color="black", linewidth=0.8, linestyle="--", label=f"{fpr:.0%} FPR threshold")
             ax.set_title(name)
-            ax.set_yscale("log")
             ax.set_xlabel("score")
+            ax.set_ylabel("density")
             ax.legend(fontsize="small", loc="upper right")
         figure.suptitle(title)
     return path

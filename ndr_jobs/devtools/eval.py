@@ -1,7 +1,7 @@
 """Detection report: the real feature chain, training and inference on labelled synthetic traffic.
 
 ``python -m ndr_jobs.devtools.eval --out docs/detection.md`` (``make eval``, ~35 min on an idle 2-core machine;
-``--small`` for a 6-hour night at 20 hosts, ~11 min on a busy 2-core machine; ``--quick`` for a
+``--small`` for a 6-hour night at 20 hosts, 10-12 min on a busy 2-core machine; ``--quick`` for a
 smoke run whose numbers mean nothing)
 
 1. Synthetic PAN-OS traffic (:mod:`ndr_jobs.devtools.synth.generator`, one seed, ``--hosts`` hosts) over three

@@ -115,6 +115,6 @@ def draw_distributions(scores: Mapping[str, Sequence[float]], path: Path, fpr: f
             ax.set_title(name)
             ax.set_xlabel("score")
             ax.set_ylabel("density")
-            ax.legend(fontsize="small", loc="upper right")
+            ax.legend(fontsize="small", loc="best")
         figure.suptitle(title)
     return path

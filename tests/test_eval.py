@@ -48,6 +48,10 @@ def test_bad_configurations_are_refused(capsys):
     assert ev.main(["--out", "/dev/null", "--attack-hours", "0.1"]) == 2
     assert "multiple of 0.25" in capsys.readouterr().err
     assert ev.main(["--out", "/dev/null", "--echo-hours", "-1"]) == 2
+    assert ev.config_from(ev.build_parser().parse_args(["--out", "x", "--small"])) == ev.SMALL
+    assert ev.config_from(ev.build_parser().parse_args(["--out", "x", "--small", "--hosts", "30"])).hosts == 30
+    with pytest.raises(SystemExit):
+        ev.build_parser().parse_args(["--out", "x", "--small", "--quick"])
     with pytest.raises(ValueError, match="first instant of a month"):
         ev.EvalConfig(boundary=ev.EvalConfig().boundary.replace(day=2))
 

@@ -93,12 +93,13 @@ def local_pipeline_names(pipelines: Mapping[str, Any]) -> tuple[dict[str, str], 
 
 
 def expected_runs(payload: Any) -> int | None:
-    """How many pipeline runs an execution input asks for, when it says: a backfill request's 15-minute windows
-    (``start_ts`` .. ``end_ts``; the windows extractor may find fewer with data); otherwise None."""
+    """How many pipeline runs an execution input asks for, when it says: a backfill request (``start_ts`` ..
+    ``end_ts``) runs the historical windows extractor, then a 15-minute pipeline per window (the extractor may
+    find fewer windows with data); otherwise None."""
     if not isinstance(payload, dict) or not {"start_ts", "end_ts"} <= payload.keys():
         return None
     try:
         seconds = (parse_utc(payload["end_ts"]) - parse_utc(payload["start_ts"])).total_seconds()
     except (AttributeError, TypeError, ValueError):
         return None
-    return max(0, -(-int(seconds) // 900))
+    return 1 + max(0, -(-int(seconds) // 900))

@@ -14,7 +14,7 @@ import click
 
 from ndr_compiler.compile import Compilation, compile_specs
 from ndr_compiler.emit import emit
-from ndr_compiler.report import FORMATS, Progress, select
+from ndr_compiler.report import FORMATS, select
 from ndr_compiler.report import render as render_report
 
 #: the extra of pyproject.toml each command needs beyond the core (lint and compile need only the core)
@@ -150,6 +150,7 @@ def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: boo
     import boto3
 
     from ndr_compiler.deploy.engine import Deployer, DeployError
+    from ndr_jobs.interface.progress import Progress
 
     envs = {s.name: s for s in result.specs.of_kind("Environment")}
     if not env_name or env_name not in envs:
@@ -263,8 +264,9 @@ def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Pa
     """Run a compiled state machine offline; its pipelines run the real jobs on this machine."""
     import json
 
+    from ndr_jobs.interface.progress import Progress
     from ndr_local.platform import stand_up
-    from ndr_local.runner import LocalPipelines, local_pipeline_names
+    from ndr_local.runner import LocalPipelines, expected_runs, local_pipeline_names
     from ndr_local.sfn_runtime import offline_aws
     from ndr_local.step_worker import SubprocessExecutor, WarmExecutor
 
@@ -285,7 +287,9 @@ def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Pa
     env_values.update(dict(v.split("=", 1) for v in values if "=" in v))
     placeholders, names = local_pipeline_names(result.pipelines)
     executor = SubprocessExecutor() if isolated else WarmExecutor()
-    pipelines = LocalPipelines(generated, names, env_values, echo=click.echo, executor=executor)
+    progress = Progress(expected_runs(payload), state_machine)
+    pipelines = LocalPipelines(generated, names, env_values, echo=lambda m: progress.echo(m, click.echo),
+                               executor=executor, progress=progress)
     sm_spec = next(s for s in result.specs.state_machines() if s.name == state_machine)
     project = result.specs.projects()[sm_spec.model.spec.project].model
     # there is no real S3 offline: s3://bucket/key is <NDR_LOCAL_S3_ROOT>/bucket/key for the jobs and the machines
@@ -296,6 +300,7 @@ def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Pa
             run = platform.run(state_machine, payload, timeout_s=timeout)
             events = platform.events()
     finally:
+        progress.close()
         executor.close()
     click.echo(f"execution: {run.status}")
     click.echo("path: " + " -> ".join(run.path))

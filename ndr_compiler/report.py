@@ -1,14 +1,9 @@
-"""Diagnostic output formats: text (default), json, github (workflow annotations), sarif (code scanning); and
-:class:`Progress`, the progress line of long commands (deploy; the local demo's stages and batches)."""
+"""Diagnostic output formats: text (default), json, github (workflow annotations), sarif (code scanning)."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import sys
-import time
 from collections.abc import Sequence
-from typing import TextIO
 
 from ndr_compiler import __version__
 from ndr_compiler.diagnostics import Diagnostic
@@ -88,39 +83,3 @@ def select(diags: Sequence[Diagnostic], selected: Sequence[str], ignored: Sequen
             continue
         out.append(d)
     return out
-
-
-class Progress:
-    """``[3/12 4s] deploy: create state-machine ndr-dev-x``: on a terminal one line, rewritten in place at each
-    step and ended by :meth:`close`; otherwise (a pipe, CI, a log) a plain line per step. Writes to stderr, so
-    that a command's stdout stays its result. Use as a context manager, calling :meth:`step` before each item."""
-
-    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
-        self.total, self.label = total, label
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.done = 0
-        self.started = time.monotonic()
-
-    def step(self, what: str) -> None:
-        self.done += 1
-        line = f"[{self.done}/{self.total} {time.monotonic() - self.started:.0f}s] {self.label}: {what}"
-        if self.tty:
-            width = shutil.get_terminal_size().columns - 1
-            line = line if len(line) <= width else line[: width - 1] + "…"
-            self.stream.write(f"\r\x1b[K{line}")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self.done:
-            seconds = time.monotonic() - self.started
-            self.stream.write(f"\r\x1b[K{self.label}: {self.done}/{self.total} in {seconds:.0f}s\n")
-            self.stream.flush()
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

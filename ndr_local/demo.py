@@ -43,9 +43,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ndr_jobs.interface.contract import iso, parse_utc
+from ndr_jobs.interface.progress import Progress
 from ndr_local import events
 
 ORG, PROJECT, FSV = "acme", "ndr-prod", "v1"
@@ -249,14 +250,26 @@ class LocalRun:
                             "training")
 
 
-def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoReport:
-    """Run every stage (see the module doc); raises :class:`DemoError` when a stage fails."""
+def stage_count(config: DemoConfig) -> int:
+    """How many stages :func:`run_demo` runs: 8, or 7 with a single live batch (no aborted execution)."""
+    return 8 if max(1, round(config.live_hours * 4)) > 1 else 7
+
+
+def run_demo(config: DemoConfig, echo: Callable[[str], None] = print, progress: TextIO | None = None) -> DemoReport:
+    """Run every stage (see the module doc), a progress line of the stages on ``progress`` (default stderr);
+    raises :class:`DemoError` when a stage fails."""
+    with Progress(stage_count(config), "make run", progress) as line:
+        return _run_demo(config, lambda text: line.echo(text, echo), line)
+
+
+def _run_demo(config: DemoConfig, echo: Callable[[str], None], line: Progress) -> DemoReport:
     report = DemoReport()
 
     @contextmanager
     def stage(name: str) -> Iterator[Stage]:
         s = Stage(name)
         report.stages.append(s)
+        line.step(name.split(":")[0])
         echo(f"\n== {name}")
         began = time.perf_counter()
         yield s

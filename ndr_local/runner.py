@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ndr_compiler.expand.pipeline import default_pipeline_name
+from ndr_jobs.interface.contract import parse_utc
+from ndr_jobs.interface.progress import Progress
 from ndr_local.pipeline_runner import Executor, PipelineRun, run_pipeline
 from ndr_local.sfn_runtime import PipelineNotRunning
 
@@ -27,6 +29,8 @@ class LocalPipelines:
     values: Mapping[str, str]
     echo: Callable[[str], None] | None = None
     executor: Executor | None = None
+    #: stepped as each pipeline run ends
+    progress: Progress | None = None
     runs: list[tuple[str, dict[str, str], PipelineRun | None]] = field(default_factory=list)
     #: every start, as (pipeline spec, parameters, execution ARN), in order
     started: list[tuple[str, dict[str, str], str]] = field(default_factory=list)
@@ -53,6 +57,9 @@ class LocalPipelines:
                 steps = ", ".join(f"{s.name} {s.status}" + (f" {s.seconds:.1f}s" if s.status != "NotStarted" else "")
                                   for s in run.steps)
                 self.echo(f"pipeline {spec} {run.status}: {steps}")
+            if self.progress:
+                what = parameters.get("MiniBatchId") or parameters.get("RunKey") or ""
+                self.progress.step(f"{spec} {run.status} ({what})")
 
         threading.Thread(target=work, name=f"pipeline-{spec}", daemon=True).start()
 
@@ -83,3 +90,16 @@ def local_pipeline_names(pipelines: Mapping[str, Any]) -> tuple[dict[str, str], 
         for ph in p.placeholders:
             placeholders[ph] = local
     return placeholders, names
+
+
+def expected_runs(payload: Any) -> int | None:
+    """How many pipeline runs an execution input asks for, when it says: a backfill request (``start_ts`` ..
+    ``end_ts``) runs the historical windows extractor, then a 15-minute pipeline per window (the extractor may
+    find fewer windows with data); otherwise None."""
+    if not isinstance(payload, dict) or not {"start_ts", "end_ts"} <= payload.keys():
+        return None
+    try:
+        seconds = (parse_utc(payload["end_ts"]) - parse_utc(payload["start_ts"])).total_seconds()
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return 1 + max(0, -(-int(seconds) // 900))

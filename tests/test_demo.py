@@ -92,3 +92,56 @@ def test_the_top_anomalies_come_from_the_publication_with_their_drivers_and_grou
     text = "\n".join(lines)
     assert "10.10.1.5       2026-10-01 12:00  score 3.710 (command_and_control)  <- injected beacon" in text
     assert "rare_dst_periodic_score = 0.91 (deviation +7.50)" in text
+
+
+@pytest.mark.parametrize("live_hours", [1.0, 0.25])
+def test_the_demo_shows_a_progress_line_of_its_stages(tmp_path, monkeypatch, live_hours):
+    """Every stage steps the progress line (stderr), counted against :func:`stage_count`; the platform is a
+    stand-in that succeeds at everything (the real one is ``test_drills.py``'s)."""
+    import io
+    import re
+    from types import SimpleNamespace
+
+    from ndr_local import demo
+
+    class Platform:
+        def events(self) -> list[dict[str, Any]]:
+            return [{"detail-type": "NDR Event Rejected", "detail": {}}]
+
+    class Run:
+        def __init__(self, config: demo.DemoConfig, echo: Any) -> None:
+            self.config, self.s3, self.raw_bucket, self.platform = config, tmp_path, "raw", Platform()
+
+        def __enter__(self) -> Run:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def batch_event(self, start: datetime) -> dict[str, Any]:
+            return events.batch_completed("raw", "acme", "ndr-prod", "v1", start, 1, 100)
+
+        def execute(self, machine: str, payload: Any, what: str, expect: str = "SUCCEEDED") -> Any:
+            return SimpleNamespace(status=expect, error="NDR.InvalidEvent", cause="bad", path=["DuplicateMiniBatch"])
+
+        def abort_and_recover(self, start: datetime) -> Any:
+            return {"status": "ABORTED"}, [], SimpleNamespace(status="SUCCEEDED")
+
+        def backfill(self, *window: Any) -> None:
+            pass
+
+        baselines = train = backfill
+
+    monkeypatch.setattr(demo, "LocalRun", Run)
+    monkeypatch.setattr(demo, "_make_estate", lambda run, echo: echo("   estate made"))
+    monkeypatch.setattr(demo, "_summarise", lambda report, run: None)
+    config = demo.DemoConfig(workdir=tmp_path, live_hours=live_hours)
+    stderr, lines = io.StringIO(), []
+    report = demo.run_demo(config, echo=lines.append, progress=stderr)
+    assert report.ok, report.failures
+    total = demo.stage_count(config)
+    assert total == len(report.stages) == (8 if live_hours > 0.25 else 7)
+    steps = re.findall(r"^\[(\d+)/(\d+) \d+s\] make run: (.*)$", stderr.getvalue(), re.MULTILINE)
+    assert [(int(n), int(t)) for n, t, _ in steps] == [(n, total) for n in range(1, total + 1)]
+    assert [s for _, _, s in steps][:5] == ["estate", "backfill", "baselines", "training", "live"]
+    assert "   estate made" in lines and "\n== duplicate: the first live event again" in lines  # stdout unchanged

@@ -48,8 +48,46 @@ def test_bad_configurations_are_refused(capsys):
     assert ev.main(["--out", "/dev/null", "--attack-hours", "0.1"]) == 2
     assert "multiple of 0.25" in capsys.readouterr().err
     assert ev.main(["--out", "/dev/null", "--echo-hours", "-1"]) == 2
+    assert ev.config_from(ev.build_parser().parse_args(["--out", "x", "--small"])) == ev.SMALL
+    assert ev.config_from(ev.build_parser().parse_args(["--out", "x", "--small", "--hosts", "30"])).hosts == 30
+    with pytest.raises(SystemExit):
+        ev.build_parser().parse_args(["--out", "x", "--small", "--quick"])
     with pytest.raises(ValueError, match="first instant of a month"):
         ev.EvalConfig(boundary=ev.EvalConfig().boundary.replace(day=2))
+
+
+def _scores(shift: float) -> dict[str, dict[str, list[float]]]:
+    """A small fixed score set: 200 negatives, and each class's positives ``shift`` above them."""
+    negatives = [i / 100.0 for i in range(200)]
+    one = {"negatives": negatives, "overall": [1.5 + shift + i / 50.0 for i in range(20)]}
+    one.update({name: [1.0 + shift + i / 10.0 + k / 7.0 for i in range(4)] for k, name in enumerate(ATTACK_CLASSES)})
+    return {"model": one, "fg_a_only": {**one, "overall": [1.0, 1.2, 1.9]}, "baseline": {**one, "overall": [0.5]}}
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"  # signature, then the header chunk
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_the_pictures_are_valid_pngs_and_the_same_bytes_for_the_same_scores(tmp_path: Path):
+    drawn = {}
+    for run, shift in (("one", 1.0), ("two", 1.0), ("other", 0.5)):
+        links = ev.pictures(_scores(shift), tmp_path / run / "detection.md")
+        assert [link for _, link in links] == ["detection/roc.png", "detection/scores.png"]
+        drawn[run] = {link: (tmp_path / run / link).read_bytes() for _, link in links}
+    for link, data in drawn["one"].items():
+        assert _png_size(data) == (960, 600) and len(data) > 20_000  # drawn, not an empty canvas
+        assert data == drawn["two"][link]  # deterministic: no timestamp or version in the file
+        assert data != drawn["other"][link]  # and it shows the scores
+        assert b"Software" not in data and b"matplotlib" not in data.lower()
+
+
+def test_the_committed_report_shows_its_pictures():
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    links = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", (docs / "detection.md").read_text())
+    assert links == ["detection/roc.png", "detection/scores.png"]
+    for link in links:
+        assert _png_size((docs / link).read_bytes()) == (960, 600)
 
 
 def _check_report(text: str) -> dict[str, list[str]]:
@@ -69,7 +107,7 @@ def _check_report(text: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_quick_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_quick_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """The real chain on 12 hosts over 6 batches: the report's structure and metrics in [0, 1], no thresholds."""
     for name in ("NDR_STORAGE_ROOT", "NDR_RAW_ROOT", "NDR_ORG_ID", "NDR_GATE_MIN_VALIDATION_ROWS",
                  "NDR_GATE_MAX_ALERT_RATE_RATIO", "NDR_MODEL_REGISTRY"):  # fmt: skip
@@ -85,3 +123,9 @@ def test_quick_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             for key in ("auc", "recall_at_0.001", "recall_at_0.01"):
                 assert m[key] is None or 0.0 <= m[key] <= 1.0
     assert re.search(r"\| run time \| \d+ s", out.read_text())
+    for link in ("detection/roc.png", "detection/scores.png"):  # drawn beside the page and shown on it
+        assert f"]({link})" in out.read_text() and _png_size((tmp_path / link).read_bytes()) == (960, 600)
+    steps = re.findall(r"^\[(\d+)/(\d+) \d+s\] eval: (.*)$", capsys.readouterr().err, re.MULTILINE)
+    total = ev.chain_steps(ev.QUICK) + 1
+    assert [(int(n), int(t)) for n, t, _ in steps] == [(n, total) for n in range(1, total + 1)]
+    assert steps[0][2].startswith("delta/fg_a/pair_counts 2026-09-30T23:30") and steps[-1][2] == "scoring"

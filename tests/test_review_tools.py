@@ -202,7 +202,7 @@ def test_semantic_diff_shows_environment_schedules(repo: Path, monkeypatch: pyte
 def test_progress_rewrites_one_line_on_a_terminal_and_logs_lines_otherwise():
     import io
 
-    from ndr_compiler.report import Progress
+    from ndr_jobs.interface.progress import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -218,3 +218,27 @@ def test_progress_rewrites_one_line_on_a_terminal_and_logs_lines_otherwise():
                                 r"\r\x1b\[Kdeploy: 2/2 in \d+s\n", text), repr(text)
         else:
             assert re.fullmatch(r"\[1/2 \d+s\] deploy: create a\n\[2/2 \d+s\] deploy: create b\n", text), repr(text)
+
+
+def test_progress_keeps_its_line_below_other_output_and_counts_without_a_total():
+    import io
+
+    from ndr_jobs.interface.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, tty in ((Terminal(), True), (io.StringIO(), False)):
+        out: list[str] = []
+        with Progress(None, "backfill", stream) as p:
+            p.echo("before any step", out.append)
+            p.step("window 1")
+            p.echo("pipeline ended", out.append)
+        assert out == ["before any step", "pipeline ended"]
+        text = stream.getvalue()
+        if tty:  # the line is cleared before the other output and drawn again after it
+            assert re.fullmatch(r"\r\x1b\[K\[1 \d+s\] backfill: window 1\r\x1b\[K\r\x1b\[K\[1 \d+s\] backfill: window 1"
+                                r"\r\x1b\[Kbackfill: 1 in \d+s\n", text), repr(text)
+        else:
+            assert re.fullmatch(r"\[1 \d+s\] backfill: window 1\n", text), repr(text)

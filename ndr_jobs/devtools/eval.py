@@ -1,6 +1,8 @@
 """Detection report: the real feature chain, training and inference on labelled synthetic traffic.
 
-``python -m ndr_jobs.devtools.eval --out docs/detection.md`` (``make eval``; ``--quick`` for a small smoke run)
+``python -m ndr_jobs.devtools.eval --out docs/detection.md`` (``make eval``, ~35 min on an idle 2-core machine;
+``--small`` for a 6-hour night at 20 hosts, 10-12 min on a busy 2-core machine; ``--quick`` for a
+smoke run whose numbers mean nothing)
 
 1. Synthetic PAN-OS traffic (:mod:`ndr_jobs.devtools.synth.generator`, one seed, ``--hosts`` hosts) over three
    consecutive spans: a *baseline* span ending at a month boundary (FG-B's monthly snapshot of month M
@@ -48,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
@@ -57,6 +59,7 @@ from ndr_jobs.datasets import layout, storage
 from ndr_jobs.devtools.synth.generator import ATTACK_CLASSES
 from ndr_jobs.interface import contract
 from ndr_jobs.interface.entrypoints import TRAINING_STAGES
+from ndr_jobs.interface.progress import Progress
 from ndr_jobs.processing.chain import FEATURE_CHAIN, job_function
 
 FPRS = (0.001, 0.01)
@@ -69,6 +72,8 @@ FSV = "v1"
 BASELINE_SUMS = ("sessions", "bytes_sent", "bytes_received", "packets_sent", "packets_received", "deny_count",
                  "duration_sum")  # fmt: skip
 BASELINE_DISTINCT = ("dst_ip", "dst_port")
+#: what is measured: (name, score column of the labelled rows)
+SCORES = (("model", "score"), ("fg_a_only", "fg_a_only"), ("baseline", "baseline"))
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,9 @@ class EvalConfig:
 
 #: a smoke run of the whole chain (6 batches); its deploy gate accepts tiny validation splits
 QUICK = EvalConfig(hosts=12, instances=1, baseline_hours=0.5, train_hours=0.75, attack_hours=0.25)
+#: a smaller measurement for a busy machine (24 batches, not 224): 2 h of baseline, 3 h of training and 1 h of
+#: attacks, all at night, on 20 hosts
+SMALL = EvalConfig(hosts=20, instances=1, baseline_hours=2.0, train_hours=3.0, attack_hours=1.0)
 QUICK_GATE = {"NDR_GATE_MIN_VALIDATION_ROWS": "1", "NDR_GATE_MAX_ALERT_RATE_RATIO": "100"}
 
 
@@ -147,24 +155,34 @@ def recall_at_fpr(positives: np.ndarray, negatives: np.ndarray, fpr: float) -> f
     return float(np.mean(positives > threshold))
 
 
-def measure(frame: pd.DataFrame, score: str) -> dict[str, dict[str, Any]]:
-    """AUC and recall at :data:`FPRS` per class and overall for one score column of the labelled rows
-    (negatives: ``label`` empty and, when the frame has the column, not ``echo``)."""
+def score_sets(frame: pd.DataFrame, score: str) -> dict[str, np.ndarray]:
+    """One score column of the labelled rows as ``{"negatives": ..., "overall": ..., <class>: ...}``: the
+    negatives' scores (``label`` empty and, when the frame has the column, not ``echo``), the positives' of any
+    class, and each class's."""
     clean = frame["label"] == ""
     if "echo" in frame.columns:
         clean &= ~frame["echo"].astype(bool)
-    negatives = frame.loc[clean, score].to_numpy(dtype=float)
-    out: dict[str, dict[str, Any]] = {}
+    out = {"negatives": frame.loc[clean, score].to_numpy(dtype=float)}
     for name in ("overall", *ATTACK_CLASSES):
         mask = frame["label"] != "" if name == "overall" else frame["classes"].map(lambda cs, n=name: n in cs)
-        positives = frame.loc[mask, score].to_numpy(dtype=float)
-        out[name] = {
+        out[name] = frame.loc[mask, score].to_numpy(dtype=float)
+    return out
+
+
+def measure(frame: pd.DataFrame, score: str) -> dict[str, dict[str, Any]]:
+    """AUC and recall at :data:`FPRS` per class and overall for one score column (see :func:`score_sets`)."""
+    sets = score_sets(frame, score)
+    negatives = sets["negatives"]
+    return {
+        name: {
             "positives": int(len(positives)),
             "negatives": int(len(negatives)),
             "auc": auc(positives, negatives),
             **{f"recall_at_{f:g}": recall_at_fpr(positives, negatives, f) for f in FPRS},
         }
-    return out
+        for name, positives in sets.items()
+        if name != "negatives"
+    }
 
 
 # --- labels ---------------------------------------------------------------------------------------------------
@@ -217,6 +235,10 @@ def _quiet(function: Callable[..., Any], *args: Any) -> Any:
         return function(*args)
 
 
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def _batch(start: datetime) -> Any:
     from ndr_jobs.runtime.config import BatchRuntime
 
@@ -237,10 +259,17 @@ class Timer:
             self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - began, 1)
 
 
-def run_chain(
-    config: EvalConfig, work: Path, timer: Timer, log: Callable[[str], None], resume: bool = False
-) -> dict[str, Any]:
-    """Generate, build features, train and score (see the module doc); what was produced.
+def chain_steps(config: EvalConfig) -> int:
+    """How many progress steps :func:`run_chain` takes: each batch's features, FG-B, each featured batch's FG-C,
+    each training stage and each attack batch's inference."""
+    batches = len(layout.batch_starts(config.baseline_start, config.attack_end))
+    featured = len(layout.batch_starts(config.boundary, config.attack_end))
+    return batches + 1 + featured + len(TRAINING_STAGES) + len(layout.batch_starts(config.train_end, config.attack_end))
+
+
+def run_chain(config: EvalConfig, work: Path, timer: Timer, progress: Progress, resume: bool = False) -> dict[str, Any]:
+    """Generate, build features, train and score (see the module doc), a ``progress`` step per job run (see
+    :func:`chain_steps`); what was produced.
 
     With ``resume``, outputs already in ``work`` (from an interrupted run of the same configuration) are kept:
     the synthetic data when its labels exist, each job's partition when it exists.
@@ -263,7 +292,7 @@ def run_chain(
     with timer.phase("synth"):
         clean_hours = config.baseline_hours + config.train_hours
         if resume and (work / "labels.jsonl").exists():
-            log("synth: reusing the generated data")
+            progress.echo("[eval] synth: reusing the generated data", _stderr)
         else:
             clean = SynthConfig(start=config.baseline_start, hours=clean_hours, **common)
             generate(clean, str(raw), str(work / "labels-clean.jsonl"))
@@ -273,40 +302,41 @@ def run_chain(
     featured = layout.batch_starts(config.boundary, config.attack_end)
     # the chain's jobs but the last run for every batch; the last (FG-C) reads the month's FG-B, built after them
     *per_batch, last = [(name.removesuffix("_builder"), _chain_job(name)) for name in FEATURE_CHAIN]
-    for i, start in enumerate([*baseline, *featured]):
+    names = "/".join(phase for phase, _ in per_batch)
+    for start in [*baseline, *featured]:
+        progress.step(f"{names} {contract.iso(start)}")
         runtime = _batch(start)
         for phase, job in per_batch:
             if not done(phase, start):  # each job's dataset is named as its phase
                 with timer.phase(phase):
                     _quiet(job, runtime)  # fmt: skip
-        if i % 16 == 15:
-            log(f"{'/'.join(phase for phase, _ in per_batch)}: {i + 1}/{len(baseline) + len(featured)} batches")
+    progress.step(f"fg_b {config.reference_month}")
     with timer.phase("fg_b"):
         _quiet(run_fg_b_builder_from_runtime_config, MonthlyRuntime(PROJECT, FSV, config.reference_month))
     phase, job = last
-    for i, start in enumerate(featured):
+    for start in featured:
+        progress.step(f"{phase} {contract.iso(start)}")
         if not done(phase, start):
             with timer.phase(phase):
                 _quiet(job, _batch(start))
-        if i % 16 == 15:
-            log(f"fg_c: {i + 1}/{len(featured)} batches")
     run_key = f"eval-{config.seed}"
     gate = "promoted"
     with timer.phase("training"):
         for stage in TRAINING_STAGES:
+            progress.step(f"training {stage}")
             runtime = TrainingRuntime(PROJECT, FSV, stage, contract.iso(config.boundary),
                                       contract.iso(config.train_end), run_key)  # fmt: skip
             try:
                 _quiet(run_if_training_from_runtime_config, runtime)
             except DeployRefusedError as exc:  # measure the model anyway, and say so in the report
                 gate = f"refused ({exc}); the eval promoted the model itself to measure it"
-                log(f"deploy gate: {gate}")
+                progress.echo(f"[eval] deploy gate: {gate}", _stderr)
                 promote_anyway(str(root), run_key)
     attack_starts = layout.batch_starts(config.train_end, config.attack_end)
     with timer.phase("inference"):
         for start in attack_starts:
+            progress.step(f"inference {contract.iso(start)}")
             _quiet(run_inference_predictions_from_runtime_config, _batch(start))
-    log("training and inference done")
     return {"root": str(root), "labels": str(work / "labels.jsonl"), "run_key": run_key, "gate": gate}
 
 
@@ -423,6 +453,25 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def pictures(scores: dict[str, dict[str, list[float]]], page: Path) -> list[tuple[str, str]]:
+    """Draw the report's pictures (see :mod:`ndr_jobs.devtools.plots`) into the folder named as ``page``
+    without its suffix (``docs/detection.md``: ``docs/detection/``); (caption, link relative to the page)."""
+    from ndr_jobs.devtools import plots
+
+    folder = page.with_suffix("")
+    model = scores["model"]
+    plots.draw_roc(model, folder / "roc.png", comparisons={k: v for k, v in scores.items() if k != "model"},
+                   title="ROC of the model per attack class (dashed: the comparisons, overall)")
+    plots.draw_distributions(model, folder / "scores.png",
+                             title="Model scores: the negatives against each class (densities)")
+    return [
+        ("ROC curves of the model per attack class and overall, with the comparisons' overall curves",
+         f"{folder.name}/roc.png"),
+        ("The model's scores of the negatives against each class's positives, with the 1 % FPR threshold",
+         f"{folder.name}/scores.png"),
+    ]
+
+
 def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
     """The Markdown report."""
     metrics, meta = result["metrics"], result["meta"]
@@ -479,6 +528,10 @@ def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
         "*baseline*: plain Isolation Forest on per-host current-window counts from the delta table; *FG-A only*:",
         "the model's preprocessing and forest on the FG-A columns alone.",
         "",
+    ]
+    for caption, link in result.get("pictures", []):
+        lines += [f"![{caption}]({link})", ""]
+    lines += [
         "## What drove the detections",
         "",
         "Per class, the forest that gave its positive rows their score (`detector`) and the features most often",
@@ -543,19 +596,20 @@ NOTES: list[str] = [
 # --- main --------------------------------------------------------------------------------------------------------
 
 
-def evaluate(
-    config: EvalConfig, work: Path, log: Callable[[str], None] = lambda s: None, resume: bool = False
-) -> dict[str, Any]:
-    """Run everything (see the module doc) and return the metrics, drivers and metadata."""
+def evaluate(config: EvalConfig, work: Path, progress: TextIO | None = None, resume: bool = False) -> dict[str, Any]:
+    """Run everything (see the module doc), a progress line on ``progress`` (default stderr), and return the
+    metrics, the scores, the drivers and metadata."""
     began = time.perf_counter()
     timer = Timer()
-    chain = run_chain(config, work, timer, log, resume)
-    with timer.phase("scoring"):
-        windows = attack_windows(config)
-        check_labels(chain["labels"], windows)
-        frame = labelled_predictions(chain["root"], config, windows)
-        comparisons = comparison_scores(chain["root"], config, frame)
-        frame = frame.merge(comparisons, on=["host_ip", "batch_start_ts"], how="left", validate="one_to_one")
+    with Progress(chain_steps(config) + 1, "eval", progress) as line:
+        chain = run_chain(config, work, timer, line, resume)
+        line.step("scoring")
+        with timer.phase("scoring"):
+            windows = attack_windows(config)
+            check_labels(chain["labels"], windows)
+            frame = labelled_predictions(chain["root"], config, windows)
+            comparisons = comparison_scores(chain["root"], config, frame)
+            frame = frame.merge(comparisons, on=["host_ip", "batch_start_ts"], how="left", validate="one_to_one")
     from ndr_jobs.model import artifacts
     from ndr_jobs.model.artifacts import RunPaths
 
@@ -564,10 +618,8 @@ def evaluate(
     params = {k: v for k, v in metrics_json["params"].items() if k in ("n_estimators", "max_samples", "contamination",
                                                                         "random_state")}  # fmt: skip
     return {
-        "metrics": {
-            name: measure(frame, column)
-            for name, column in (("model", "score"), ("fg_a_only", "fg_a_only"), ("baseline", "baseline"))
-        },  # fmt: skip
+        "metrics": {name: measure(frame, column) for name, column in SCORES},
+        "scores": {name: {k: v.tolist() for k, v in score_sets(frame, column).items()} for name, column in SCORES},
         "drivers": drivers(frame),
         "meta": {
             "rows": int(len(frame)),
@@ -587,7 +639,9 @@ def evaluate(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ndr_jobs.devtools.eval", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="the Markdown report to write (e.g. docs/detection.md)")
-    parser.add_argument("--quick", action="store_true", help="a small smoke run (numbers are not meaningful)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--small", action="store_true", help="a smaller measurement (20 hosts, a 6-hour night)")
+    size.add_argument("--quick", action="store_true", help="a small smoke run (numbers are not meaningful)")
     parser.add_argument("--work", default=None, help="working directory (default: a temporary one, removed)")
     parser.add_argument("--resume", action="store_true", help="keep the outputs an earlier run left in --work")
     parser.add_argument("--json", default=None, help="also write the measured metrics as JSON here")
@@ -601,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> EvalConfig:
-    base = QUICK if args.quick else EvalConfig()
+    base = QUICK if args.quick else SMALL if args.small else EvalConfig()
     names = ("hosts", "seed", "instances", "baseline_hours", "train_hours", "attack_hours", "echo_hours")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     return EvalConfig(**{**asdict(base), **overrides})
@@ -616,16 +670,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     command = "python -m ndr_jobs.devtools.eval " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    def log(message: str) -> None:
-        print(f"[eval] {message}", file=sys.stderr, flush=True)
-
     with contextlib.ExitStack() as stack:
         work = Path(args.work) if args.work else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         if args.quick:
             os.environ.update(QUICK_GATE)
-        result = evaluate(config, work, log, resume=args.resume)
+        result = evaluate(config, work, resume=args.resume)
     if args.quick:
         result["notes"] = ["A `--quick` smoke run: too few rows for the numbers to mean anything."]
+    elif config != EvalConfig():
+        result["notes"] = [
+            "This page was measured on another configuration than the default (see the command and the",
+            "configuration above): its tables and pictures are that run's. The notes below interpret the default",
+            "configuration's run (`make eval`), whose figures they quote.",
+            "",
+            *NOTES,
+        ]
+    result["pictures"] = pictures(result["scores"], Path(args.out))
     report = render(config, command, result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)

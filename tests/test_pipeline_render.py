@@ -32,7 +32,6 @@ from tests.conftest import aws_pipeline_schema
 from tests.sdk_oracle import sdk_render_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = ROOT.parent / "shared" / "vendor" / "sagemaker-pipeline-definition.schema.json"
 AWS_VARS = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
     "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED",

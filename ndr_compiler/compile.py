@@ -14,6 +14,7 @@ from ndr_compiler.expand.janitor import expand_janitor
 from ndr_compiler.expand.pipeline import default_pipeline_name, expand_pipeline, runtime_seconds
 from ndr_compiler.expand.state_machine import expand_state_machine
 from ndr_compiler.lint import lint_ir
+from ndr_compiler.lint.environments import environment_rules
 from ndr_compiler.lint.jsonata_rules import spec_expressions, spec_variables
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
 from ndr_compiler.lint.processing import project_rules
@@ -109,6 +110,7 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
 
     result.diagnostics.extend(workflow_cycles(specs))
     result.diagnostics.extend(placeholder_values(specs))
+    result.diagnostics.extend(environment_rules(specs))
     janitors: dict[str, Spec] = {}
     machine_projects: dict[str, list[str]] = {}
     for sm in specs.state_machines():

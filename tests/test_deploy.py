@@ -271,3 +271,19 @@ def test_a_changed_and_a_removed_schedule_show_in_the_plan(aws: str, workdir: Pa
     assert code == 0 and "deployed to dev: 2 changed" in out, out
     assert events.describe_rule(Name="ndr-dev-monthly-baselines")["ScheduleExpression"] == "cron(0 3 1 * ? *)"
     assert events.describe_rule(Name="ndr-dev-training")["ScheduleExpression"] == "cron(0 4 2 * ? *)"  # left
+
+
+@pytest.mark.parametrize(("change", "code", "says"), [
+    ({"state_machine": "sfn_ndr_trainin_orchestrator"}, "E514", "did you mean 'sfn_ndr_training_orchestrator'"),
+    ({"schedule": "cron(0 4 2 * *)"}, "E123", "a cron has 6 fields"),
+])
+def test_a_broken_trigger_is_a_diagnostic_before_plan_not_a_crash(aws: str, workdir: Path, change: dict, code: str,
+                                                                   says: str):
+    env = workdir / "specs" / "environments" / "dev.yaml"
+    doc = yaml.safe_load(env.read_text())
+    doc["spec"]["triggers"]["schedules"]["training"].update(change)
+    env.write_text(yaml.safe_dump(doc))
+    exit_code, out = run("plan", "--env", "dev")
+    assert exit_code == 1, out
+    assert "Traceback" not in out and "KeyError" not in out
+    assert re.search(rf"dev\.yaml:\d+:\d+ {code} .*{re.escape(says)}", out), out

@@ -61,14 +61,17 @@ def main() -> None:
 @click.option("--check", is_flag=True, help="Do not write; exit 1 with a diff if generated/ is stale.")
 @click.option("--deploy", is_flag=True, help="Deploy to --env after checking generated/ is fresh and lint passes.")
 @click.option("--env", "env_name", help="Environment spec name (specs/environments/<env>.yaml) for --deploy.")
-def compile_cmd(paths: tuple[Path, ...], out_dir: Path, check: bool, deploy: bool, env_name: str | None) -> None:
+@click.option("--allow-dirty", is_flag=True,
+              help="Deploy uncommitted specs or generated/ anyway, tagged <commit>-dirty (default: refuse).")
+def compile_cmd(paths: tuple[Path, ...], out_dir: Path, check: bool, deploy: bool, env_name: str | None,
+                allow_dirty: bool) -> None:
     """Validate specs and render them into OUT (default: generated/)."""
     result = compile_specs(paths or (Path("specs"),))
     _report(result)
     if not result.ok:
         sys.exit(1)
     if deploy:
-        _deploy(result, out_dir, env_name, apply=True)
+        _deploy(result, out_dir, env_name, apply=True, specs=paths or (Path("specs"),), allow_dirty=allow_dirty)
         return
     res = emit(result.artifacts, out_dir, check=check)
     if check:
@@ -146,26 +149,73 @@ def diff_cmd(paths: tuple[Path, ...], base: str, fmt: str) -> None:
     click.echo(semantic_diff.render(changes, fmt, base), nl=False)
 
 
-def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: bool) -> None:
+def _stale_message(out_dir: Path, stale: list[str], doing: str) -> str:
+    shown = "".join(f"\n  {out_dir}/{rel}" for rel in sorted(stale)[:20])
+    more = f"\n  ... and {len(stale) - 20} more" if len(stale) > 20 else ""
+    return (f"error: refusing to {doing}: {len(stale)} file(s) of {out_dir}/ differ from what the specs compile to:"
+            f"{shown}{more}\nrun `ndr-compile specs/`, review the diff and commit it, then {doing} again")
+
+
+def _dirty(paths: list[Path]) -> list[str]:
+    """Files under ``paths`` that differ from git's HEAD (uncommitted or untracked); [] outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", *map(str, paths)], capture_output=True,
+                             text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: bool, specs: tuple[Path, ...] = (),
+            allow_dirty: bool = False) -> None:
+    import logging
+
     import boto3
 
-    from ndr_compiler.deploy.engine import Deployer, DeployError
+    from ndr_compiler.deploy.engine import Deployer, DeployError, git_commit
+    from ndr_compiler.deploy.errors import PROBE_CONFIG, explain
     from ndr_jobs.interface.progress import Progress
 
+    for name in ("botocore", "boto3", "urllib3"):  # their INFO lines (credentials found, retries) are not ours
+        logging.getLogger(name).setLevel(logging.WARNING)
     envs = {s.name: s for s in result.specs.of_kind("Environment")}
     if not env_name or env_name not in envs:
         known = ", ".join(sorted(envs)) or "none"
         click.echo(f"error: --env must name an Environment spec (known: {known})", err=True)
         sys.exit(2)
+    doing = "deploy" if apply else "plan"
     fresh = emit(result.artifacts, out_dir, check=True)
     if fresh.stale:
-        click.echo(f"error: refusing to deploy: {out_dir}/ is stale ({len(fresh.stale)} file(s)); run "
-                   "`ndr-compile specs/`, review and commit", err=True)
+        click.echo(_stale_message(out_dir, fresh.stale, doing), err=True)
         sys.exit(1)
+    commit = git_commit()
+    dirty = _dirty([*specs, out_dir]) if apply else []
+    if dirty:
+        if not allow_dirty:
+            click.echo(f"error: refusing to deploy uncommitted changes ({', '.join(dirty[:5])}"
+                       f"{', ...' if len(dirty) > 5 else ''}): commit them, or pass --allow-dirty to deploy them "
+                       "tagged as a dirty tree", err=True)
+            sys.exit(1)
+        commit = f"{commit}-dirty"
     env = envs[env_name].model
     project = result.specs.projects()[env.spec.project].model
-    deployer = Deployer(result, env, project, boto3.session.Session())
-    changes = deployer.plan()
+    try:
+        session = boto3.session.Session()
+        sts = session.client("sts", region_name=env.spec.region, config=PROBE_CONFIG)
+        account = sts.get_caller_identity()["Account"]
+        if account != env.spec.account:
+            click.echo(f"error: refusing to {doing}: the credentials are for account {account}, environment "
+                       f"{env_name} is account {env.spec.account}; use that account's credentials (AWS_PROFILE)",
+                       err=True)
+            sys.exit(1)
+        deployer = Deployer(result, env, project, session, commit=commit)
+        changes = deployer.plan()
+    except Exception as exc:
+        click.echo(f"error: {doing} stopped: {explain(exc) or f'{type(exc).__name__}: {exc} (please report it)'}",
+                   err=True)
+        sys.exit(1)
     for ch in changes:
         click.echo(ch.line())
         for line in ch.details:

@@ -7,6 +7,7 @@ import logging
 import re
 import shutil
 import socket
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,3 +288,86 @@ def test_a_broken_trigger_is_a_diagnostic_before_plan_not_a_crash(aws: str, work
     assert exit_code == 1, out
     assert "Traceback" not in out and "KeyError" not in out
     assert re.search(rf"dev\.yaml:\d+:\d+ {code} .*{re.escape(says)}", out), out
+
+
+def test_missing_credentials_are_one_line_with_the_fix(workdir: Path, monkeypatch: pytest.MonkeyPatch):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in {"AWS_CONFIG_FILE": str(workdir / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "none"),
+                       "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    code, out = run("plan", "--env", "dev")
+    assert code == 1 and "Traceback" not in out
+    assert "error: plan stopped: no AWS credentials found: set AWS_PROFILE" in out, out
+
+
+def test_an_unreachable_endpoint_is_one_line(workdir: Path, monkeypatch: pytest.MonkeyPatch):
+    for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    code, out = run("plan", "--env", "dev")
+    assert code == 1 and "Traceback" not in out
+    assert re.search(r"error: plan stopped: cannot reach http://127\.0\.0\.1:\d+/: check the network", out), out
+
+
+def test_credentials_of_another_account_are_refused(aws: str, workdir: Path):
+    env = workdir / "specs" / "environments" / "dev.yaml"
+    env.write_text(env.read_text().replace('account: "123456789012"', 'account: "210987654321"'))
+    code, out = run("plan", "--env", "dev")
+    assert code == 1
+    assert "the credentials are for account 123456789012, environment dev is account 210987654321" in out, out
+
+
+def test_a_stale_generated_dir_is_named_file_by_file(aws: str, workdir: Path):
+    machine = workdir / "generated" / "state_machines" / "sfn_ndr_training_orchestrator.asl.json"
+    machine.write_text(machine.read_text().replace('"Comment"', '"Comment "', 1))
+    code, out = run("plan", "--env", "dev")
+    assert code == 1
+    assert "error: refusing to plan: 1 file(s) of generated/ differ from what the specs compile to:" in out, out
+    assert "generated/state_machines/sfn_ndr_training_orchestrator.asl.json" in out
+
+
+def test_uncommitted_specs_are_refused_or_deployed_tagged_dirty(aws: str, workdir: Path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "specs"]):
+        subprocess.run([*git, *args], cwd=workdir, check=True)
+    spec = workdir / "specs" / "environments" / "dev.yaml"
+    spec.write_text(spec.read_text() + "\n# an uncommitted edit\n")
+    code, out = deploy()
+    assert code == 1 and "refusing to deploy uncommitted changes (specs/environments/dev.yaml)" in out, out
+    code, out = run("specs/", "--deploy", "--env", "dev", "--allow-dirty")
+    assert code == 0, out
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True).stdout.strip()
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    arn = sm.describe_pipeline(PipelineName="ndr-dev-if-training")["PipelineArn"]
+    tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
+    assert tags["ndr:git-commit"] == f"{head}-dirty"
+
+
+@pytest.mark.parametrize(("code", "message", "is_missing"), [
+    ("ValidationException", "Could not find pipeline with PipelineName x.", True),
+    ("ValidationException", "1 validation error detected: Value at 'roleArn' failed to satisfy constraint", False),
+    ("ResourceNotFoundException", "Requested resource not found", True),
+    ("AccessDeniedException", "User is not authorized", False),
+])
+def test_a_validation_exception_is_missing_only_when_it_says_so(code: str, message: str, is_missing: bool):
+    from botocore.exceptions import ClientError
+
+    from ndr_compiler.deploy.errors import missing
+
+    assert missing(ClientError({"Error": {"Code": code, "Message": message}}, "DescribePipeline")) is is_missing
+
+
+@pytest.mark.parametrize(("code", "says"), [
+    ("ThrottlingException", "AWS throttled DescribePipeline after 10 attempts"),
+    ("ExpiredTokenException", "the AWS credentials have expired"),
+    ("UnrecognizedClientException", "AWS rejected the credentials"),
+    ("AccessDeniedException", "access denied to DescribePipeline"),
+])
+def test_aws_errors_a_user_can_fix_are_explained(code: str, says: str):
+    from botocore.exceptions import ClientError
+
+    from ndr_compiler.deploy.errors import explain
+
+    line = explain(ClientError({"Error": {"Code": code, "Message": "m"}}, "DescribePipeline"))
+    assert line is not None and says in line and "\n" not in line

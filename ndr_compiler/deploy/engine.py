@@ -20,6 +20,7 @@ from ndr_compiler import lock_table as lt
 from ndr_compiler import semantic_diff
 from ndr_compiler.compile import Compilation
 from ndr_compiler.deploy.dynamodb import seed_items, table_definitions
+from ndr_compiler.deploy.errors import CLIENT_CONFIG, explain, missing
 from ndr_compiler.deploy.placeholders import resolve
 from ndr_compiler.expand.janitor import status_change_pattern
 from ndr_compiler.expand.pipeline import default_pipeline_name
@@ -96,17 +97,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _missing(exc: ClientError) -> bool:
-    code = exc.response.get("Error", {}).get("Code", "")
-    return code in (
-        "ResourceNotFoundException",
-        "NoSuchEntity",
-        "StateMachineDoesNotExist",
-        "ValidationException",
-        "ResourceNotFound",
-    )
-
-
 def _wait_active(ddb: Any, table: str, timeout_s: float = 1800, every_s: float = 5) -> None:
     """Until the table and every index of it are ACTIVE (an index is built in the background after
     UpdateTable; until then a Query of it fails)."""
@@ -148,7 +138,7 @@ class Deployer:
     # -- names and values ------------------------------------------------------------------------------
     def client(self, service: str) -> Any:
         if service not in self.clients:
-            self.clients[service] = self.session.client(service, region_name=self.env.region)
+            self.clients[service] = self.session.client(service, region_name=self.env.region, config=CLIENT_CONFIG)
         return self.clients[service]
 
     def role_name(self, what: str) -> str:
@@ -203,7 +193,7 @@ class Deployer:
                 try:
                     t = ddb.describe_table(TableName=name)["Table"]
                 except ClientError as exc:
-                    if _missing(exc):
+                    if missing(exc):
                         return None
                     raise
                 ttl_desc = ddb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
@@ -254,7 +244,7 @@ class Deployer:
                     try:
                         return ddb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
                     except ClientError as exc:
-                        if _missing(exc):
+                        if missing(exc):
                             return None
                         raise
 
@@ -277,7 +267,7 @@ class Deployer:
                 role = iam.get_role(RoleName=name)["Role"]
                 doc = iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"]
             except ClientError as exc:
-                if _missing(exc):
+                if missing(exc):
                     return None
                 raise
             return {"Trust": _json(role["AssumeRolePolicyDocument"]), "Policy": _json(doc)}
@@ -349,7 +339,7 @@ class Deployer:
             try:
                 events.describe_event_bus(Name=bus)
             except ClientError as exc:
-                if _missing(exc):
+                if missing(exc):
                     return None
                 raise
             return {"Name": bus}
@@ -377,7 +367,7 @@ class Deployer:
                 try:
                     d = sm.describe_pipeline(PipelineName=name)
                 except ClientError as exc:
-                    if _missing(exc):
+                    if missing(exc):
                         return None
                     raise
                 return {"Definition": _json(d["PipelineDefinition"]), "RoleArn": d.get("RoleArn")}
@@ -443,7 +433,7 @@ class Deployer:
                 try:
                     d = sfn.describe_state_machine(stateMachineArn=arn)
                 except ClientError as exc:
-                    if _missing(exc) or "DoesNotExist" in exc.response["Error"]["Code"]:
+                    if missing(exc) or "DoesNotExist" in exc.response["Error"]["Code"]:
                         return None
                     raise
                 aliases = sfn.list_state_machine_aliases(stateMachineArn=arn).get("stateMachineAliases", [])
@@ -549,7 +539,7 @@ class Deployer:
                 try:
                     r = events.describe_rule(Name=name, EventBusName=bus)
                 except ClientError as exc:
-                    if _missing(exc):
+                    if missing(exc):
                         return None
                     raise
                 targets = events.list_targets_by_rule(Rule=name, EventBusName=bus).get("Targets", [])
@@ -581,7 +571,7 @@ class Deployer:
                 pages = events.get_paginator("list_rules").paginate(NamePrefix=f"{self.env.prefix}-", EventBusName=bus)
                 rules = [r for page in pages for r in page.get("Rules", [])]
             except ClientError as exc:
-                if _missing(exc):
+                if missing(exc):
                     continue
                 raise
             for r in rules:
@@ -632,6 +622,6 @@ class Deployer:
                 else:
                     ch.resource.update(ch.resource.read())
             except Exception as exc:
-                raise DeployError(f"{ch.action} {ch.kind} {ch.name} failed: {exc}", applied) from exc
+                raise DeployError(f"{ch.action} {ch.kind} {ch.name} failed: {explain(exc) or exc}", applied) from exc
             applied.append(ch)
         return applied

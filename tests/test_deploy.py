@@ -371,3 +371,47 @@ def test_aws_errors_a_user_can_fix_are_explained(code: str, says: str):
 
     line = explain(ClientError({"Error": {"Code": code, "Message": "m"}}, "DescribePipeline"))
     assert line is not None and says in line and "\n" not in line
+
+
+def test_a_role_iam_has_not_propagated_yet_is_waited_for(aws: str, workdir: Path, monkeypatch: pytest.MonkeyPatch):
+    """Step Functions refuses a brand-new role for a few seconds: the create is retried with backoff, and an error
+    that is not about the role fails at once."""
+    from botocore.awsrequest import AWSResponse
+
+    from ndr_compiler.deploy import engine, errors
+
+    refusals = {"left": 2}
+    waits: list[float] = []
+
+    def not_yet(**_kw: object) -> tuple[AWSResponse, dict] | None:
+        if refusals["left"] == 0:
+            return None
+        refusals["left"] -= 1
+        message = ("Neither the global service principal states.amazonaws.com, nor the regional one is authorized "
+                   "to assume the provided role.")
+        return AWSResponse("https://states", 400, {}, None), {
+            "Error": {"Code": "AccessDeniedException", "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+
+    original = engine.Deployer.client
+
+    def client(self: engine.Deployer, service: str) -> object:
+        made = service not in self.clients
+        c = original(self, service)
+        if made and service == "stepfunctions":
+            c.meta.events.register("before-call.sfn.CreateStateMachine", not_yet)
+        return c
+
+    monkeypatch.setattr(engine.Deployer, "client", client)
+    monkeypatch.setattr(errors, "SLEEP", waits.append)
+    code, out = deploy()
+    assert code == 0, out
+    assert refusals["left"] == 0 and waits == [2.0, 4.0]
+    assert len(sfn().list_state_machines()["stateMachines"]) == 6
+
+    refusals["left"], waits[:] = 1, []
+    monkeypatch.setattr(errors, "_ROLE_NOT_READY", re.compile("no message matches this"))  # any other refusal
+    machine = workdir / "specs" / "state_machines" / "sfn_ndr_training_orchestrator.yaml"
+    assert machine.exists()
+    sfn().delete_state_machine(stateMachineArn=sfn().list_state_machines()["stateMachines"][0]["stateMachineArn"])
+    code, out = deploy()
+    assert code == 1 and waits == [] and "AccessDeniedException" in out, out

@@ -20,7 +20,7 @@ from ndr_compiler import lock_table as lt
 from ndr_compiler import semantic_diff
 from ndr_compiler.compile import Compilation
 from ndr_compiler.deploy.dynamodb import seed_items, table_definitions
-from ndr_compiler.deploy.errors import CLIENT_CONFIG, explain, missing
+from ndr_compiler.deploy.errors import CLIENT_CONFIG, explain, missing, while_roles_propagate
 from ndr_compiler.deploy.placeholders import resolve
 from ndr_compiler.expand.janitor import status_change_pattern
 from ndr_compiler.expand.pipeline import default_pipeline_name
@@ -618,9 +618,10 @@ class Deployer:
                 before(ch)
             try:
                 if ch.action == "create":
-                    ch.resource.create()
+                    while_roles_propagate(ch.resource.create)
                 else:
-                    ch.resource.update(ch.resource.read())
+                    resource = ch.resource
+                    while_roles_propagate(lambda r=resource: r.update(r.read()))
             except Exception as exc:
                 raise DeployError(f"{ch.action} {ch.kind} {ch.name} failed: {explain(exc) or exc}", applied) from exc
             applied.append(ch)

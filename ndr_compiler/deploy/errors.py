@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from botocore.config import Config
 from botocore.exceptions import (
@@ -27,6 +30,13 @@ REJECTED = frozenset({"InvalidClientTokenId", "UnrecognizedClientException", "Si
                       "AuthFailure", "InvalidAccessKeyId"})
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 _NOT_FOUND = re.compile(r"(?i)could not find|does not exist|not found")
+#: what Step Functions, SageMaker and EventBridge say about a role IAM has not propagated yet
+_ROLE_NOT_READY = re.compile(r"(?i)not authorized to assume|could not assume|unable to assume|cannot be assumed|"
+                             r"assume the provided role|role\b.{0,200}\b(does not exist|is not valid|is invalid)")
+#: waits between attempts while a new role propagates: 2, 4, 8, 15, 15, ... seconds, 8 attempts (~90 s)
+ROLE_ATTEMPTS, ROLE_FIRST_WAIT, ROLE_MAX_WAIT = 8, 2.0, 15.0
+SLEEP: Callable[[float], None] = time.sleep
+T = TypeVar("T")
 
 
 def missing(exc: ClientError) -> bool:
@@ -37,6 +47,28 @@ def missing(exc: ClientError) -> bool:
     if code == "ValidationException":
         return bool(_NOT_FOUND.search(str(error.get("Message", ""))))
     return code in ("ResourceNotFoundException", "NoSuchEntity", "StateMachineDoesNotExist", "ResourceNotFound")
+
+
+def role_not_ready(exc: BaseException) -> bool:
+    """Whether ``exc`` is a service refusing a role that IAM has not propagated yet (a new role takes seconds)."""
+    if not isinstance(exc, ClientError):
+        return False
+    error = exc.response.get("Error", {})
+    return (error.get("Code") in ("AccessDeniedException", "ValidationException", "InvalidParameterValueException",
+                                  "InvalidArn", "InvalidParameterException")
+            and bool(_ROLE_NOT_READY.search(str(error.get("Message", "")))))
+
+
+def while_roles_propagate(call: Callable[[], T]) -> T:
+    """``call()``, again with backoff while it fails only because a role has not propagated; other errors raise."""
+    for attempt in range(ROLE_ATTEMPTS):
+        try:
+            return call()
+        except ClientError as exc:
+            if not role_not_ready(exc) or attempt == ROLE_ATTEMPTS - 1:
+                raise
+            SLEEP(min(ROLE_MAX_WAIT, ROLE_FIRST_WAIT * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def explain(exc: BaseException) -> str | None:

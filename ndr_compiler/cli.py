@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -174,9 +176,9 @@ def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: boo
 
     import boto3
 
-    from ndr_compiler.deploy.engine import Deployer, DeployError, git_commit
+    from ndr_compiler.deploy.engine import Deployer, git_commit
     from ndr_compiler.deploy.errors import PROBE_CONFIG, explain
-    from ndr_jobs.interface.progress import Progress
+    from ndr_compiler.deploy.lock import DeployLocked, deploy_lock, holder
 
     for name in ("botocore", "boto3", "urllib3"):  # their INFO lines (credentials found, retries) are not ours
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -211,11 +213,25 @@ def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: boo
                        err=True)
             sys.exit(1)
         deployer = Deployer(result, env, project, session, commit=commit)
-        changes = deployer.plan()
+        with ExitStack() as stack:
+            if apply:  # one deploy at a time: plan and apply under the environment's deploy lock
+                table = deployer.ensure_lock_table()
+                stack.enter_context(deploy_lock(deployer.client("dynamodb"), table, env.spec.prefix, holder(commit)))
+            _plan_and_apply(deployer, env_name, apply)
+    except DeployLocked as exc:
+        click.echo(f"error: refusing to deploy: {exc}", err=True)
+        sys.exit(1)
     except Exception as exc:
         click.echo(f"error: {doing} stopped: {explain(exc) or f'{type(exc).__name__}: {exc} (please report it)'}",
                    err=True)
         sys.exit(1)
+
+
+def _plan_and_apply(deployer: Any, env_name: str, apply: bool) -> None:
+    from ndr_compiler.deploy.engine import DeployError
+    from ndr_jobs.interface.progress import Progress
+
+    changes = deployer.plan()
     for ch in changes:
         click.echo(ch.line())
         for line in ch.details:

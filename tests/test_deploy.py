@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,7 +216,7 @@ def test_a_failure_half_way_reports_what_was_applied_and_a_rerun_converges(aws: 
     code, out = deploy()
     assert code == 1
     assert "injected failure" in out and "change(s) applied before it" in out
-    assert "applied  dynamodb-table ndr-idempotency-locks" in out
+    assert "applied  dynamodb-table ndr-project-routing" in out  # the lock table came first, for the deploy lock
     monkeypatch.setattr(engine.Deployer, "_machines", original)
     code, out = deploy()
     assert code == 0, out
@@ -240,13 +241,19 @@ def test_plan_summarises_what_a_create_makes_and_deploy_shows_progress(aws: str,
                      r"    \+ schedule cron\(0 2 1 \* \? \*\) -> ndr-dev-monthly-fg-b-baselines:live\n", out), out
     assert re.search(r"create +sagemaker-pipeline +ndr-dev-if-training\n    \+ new pipeline if_training: \d+ steps",
                      out)
-    todo = int(re.search(r"plan: (\d+) to create, 0 to update", out)[1])
+    planned = int(re.search(r"plan: (\d+) to create, 0 to update", out)[1])
     code, out = deploy()
     assert code == 0, out
+    # the lock table is made before the deploy's own plan (the deploy lock lives in it): one create fewer
+    assert re.search(r"^unchanged dynamodb-table +ndr-idempotency-locks$", out, re.M), out
+    todo = int(re.search(r"plan: (\d+) to create, 0 to update", out)[1])
+    assert todo == planned - 1
     # not a terminal: one progress line per change, in the order applied
     steps = re.findall(rf"^\[(\d+)/{todo} \d+s\] deploy to dev: create (\S+) (\S+)$", out, re.M)
     assert [int(s[0]) for s in steps] == list(range(1, todo + 1))
     assert steps[0][1] == "dynamodb-table" and steps[-1][1] == "events-rule"
+    assert not boto3.client("dynamodb", region_name="us-east-1").get_item(
+        TableName="ndr-idempotency-locks", Key={"lock_key": {"S": "deploy#ndr-dev"}}).get("Item")  # released
 
 
 def test_a_changed_and_a_removed_schedule_show_in_the_plan(aws: str, workdir: Path):
@@ -415,3 +422,21 @@ def test_a_role_iam_has_not_propagated_yet_is_waited_for(aws: str, workdir: Path
     sfn().delete_state_machine(stateMachineArn=sfn().list_state_machines()["stateMachines"][0]["stateMachineArn"])
     code, out = deploy()
     assert code == 1 and waits == [] and "AccessDeniedException" in out, out
+
+
+def test_a_deploy_is_refused_while_another_holds_the_lock_and_runs_once_its_lease_ends(aws: str, workdir: Path):
+    assert deploy()[0] == 0
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    now = int(time.time())
+    held = {"lock_key": {"S": "deploy#ndr-dev"}, "record_type": {"S": "deploy_lock"}, "lock_status": {"S": "RUNNING"},
+            "owner_execution": {"S": "deploy by ci@runner-7 pid 42 at abc123"},
+            "acquired_at": {"N": str(now - 60)}, "expires_at": {"N": str(now + 3540)}}
+    ddb.put_item(TableName="ndr-idempotency-locks", Item=held)
+    code, out = deploy()
+    assert code == 1
+    assert "refusing to deploy: deploy by ci@runner-7 pid 42 at abc123 holds the deploy lock of ndr-dev" in out, out
+    assert ddb.get_item(TableName="ndr-idempotency-locks", Key={"lock_key": held["lock_key"]})["Item"] == held
+    ddb.put_item(TableName="ndr-idempotency-locks", Item={**held, "expires_at": {"N": str(now - 1)}})  # lease over
+    code, out = deploy()
+    assert code == 0 and "deployed to dev: 0 changed" in out, out
+    assert "Item" not in ddb.get_item(TableName="ndr-idempotency-locks", Key={"lock_key": held["lock_key"]})

@@ -180,6 +180,14 @@ class Deployer:
         ]
         return out
 
+    def ensure_lock_table(self) -> str:
+        """The project's lock table, created first if it is missing (the deploy lock lives in it)."""
+        table = self.project.spec.tables.locks
+        (resource,) = [r for r in self._tables() if r.kind == "dynamodb-table" and r.name == table]
+        if resource.read() is None:
+            while_roles_propagate(resource.create)
+        return table
+
     def _tables(self) -> list[Resource]:
         ddb = self.client("dynamodb")
         out = []

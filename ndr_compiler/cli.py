@@ -63,17 +63,20 @@ def main() -> None:
 @click.option("--check", is_flag=True, help="Do not write; exit 1 with a diff if generated/ is stale.")
 @click.option("--deploy", is_flag=True, help="Deploy to --env after checking generated/ is fresh and lint passes.")
 @click.option("--env", "env_name", help="Environment spec name (specs/environments/<env>.yaml) for --deploy.")
+@click.option("--prune", is_flag=True, help="With --deploy: also delete the plan's orphans (this environment's "
+              "rules, state machines, pipelines and roles that no spec names any more), rules first.")
 @click.option("--allow-dirty", is_flag=True,
               help="Deploy uncommitted specs or generated/ anyway, tagged <commit>-dirty (default: refuse).")
 def compile_cmd(paths: tuple[Path, ...], out_dir: Path, check: bool, deploy: bool, env_name: str | None,
-                allow_dirty: bool) -> None:
+                prune: bool, allow_dirty: bool) -> None:
     """Validate specs and render them into OUT (default: generated/)."""
     result = compile_specs(paths or (Path("specs"),))
     _report(result)
     if not result.ok:
         sys.exit(1)
     if deploy:
-        _deploy(result, out_dir, env_name, apply=True, specs=paths or (Path("specs"),), allow_dirty=allow_dirty)
+        _deploy(result, out_dir, env_name, apply=True, specs=paths or (Path("specs"),), allow_dirty=allow_dirty,
+                prune=prune)
         return
     res = emit(result.artifacts, out_dir, check=check)
     if check:
@@ -171,7 +174,7 @@ def _dirty(paths: list[Path]) -> list[str]:
 
 
 def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: bool, specs: tuple[Path, ...] = (),
-            allow_dirty: bool = False) -> None:
+            allow_dirty: bool = False, prune: bool = False) -> None:
     import logging
 
     import boto3
@@ -217,7 +220,7 @@ def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: boo
             if apply:  # one deploy at a time: plan and apply under the environment's deploy lock
                 table = deployer.ensure_lock_table()
                 stack.enter_context(deploy_lock(deployer.client("dynamodb"), table, env.spec.prefix, holder(commit)))
-            _plan_and_apply(deployer, env_name, apply)
+            _plan_and_apply(deployer, env_name, apply, prune)
     except DeployLocked as exc:
         click.echo(f"error: refusing to deploy: {exc}", err=True)
         sys.exit(1)
@@ -227,7 +230,7 @@ def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: boo
         sys.exit(1)
 
 
-def _plan_and_apply(deployer: Any, env_name: str, apply: bool) -> None:
+def _plan_and_apply(deployer: Any, env_name: str, apply: bool, prune: bool) -> None:
     from ndr_compiler.deploy.engine import DeployError
     from ndr_jobs.interface.progress import Progress
 
@@ -241,12 +244,14 @@ def _plan_and_apply(deployer: Any, env_name: str, apply: bool) -> None:
     unchanged = sum(c.action == "unchanged" for c in changes)
     orphaned = len(changes) - len(todo) - unchanged
     click.echo(f"plan: {creates} to create, {len(todo) - creates} to update, {unchanged} unchanged"
-               + (f", {orphaned} in no spec (left in place)" if orphaned else ""))
+               + (f", {orphaned} in no spec ({'deleted' if prune else 'left in place'})" if orphaned else ""))
     if not apply:
         return
     try:
-        with Progress(len(todo), f"deploy to {env_name}") as progress:
+        with Progress(len(todo) + (orphaned if prune else 0), f"deploy to {env_name}") as progress:
             applied = deployer.apply(todo, before=lambda ch: progress.step(f"{ch.action} {ch.kind} {ch.name}"))
+            if prune:
+                applied += deployer.prune(changes, before=lambda ch: progress.step(f"delete {ch.kind} {ch.name}"))
     except DeployError as exc:
         for ch in exc.applied:
             click.echo(f"applied  {ch.kind} {ch.name}")

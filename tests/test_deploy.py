@@ -440,3 +440,42 @@ def test_a_deploy_is_refused_while_another_holds_the_lock_and_runs_once_its_leas
     code, out = deploy()
     assert code == 0 and "deployed to dev: 0 changed" in out, out
     assert "Item" not in ddb.get_item(TableName="ndr-idempotency-locks", Key={"lock_key": held["lock_key"]})
+
+
+def test_prune_deletes_what_no_spec_names_rules_first_and_leaves_other_environments_alone(aws: str, workdir: Path):
+    assert deploy()[0] == 0
+    sfn_client, sm = sfn(), boto3.client("sagemaker", region_name="us-east-1")
+    # another environment whose prefix extends ours, and an untagged look-alike: not ours to delete
+    sm.create_pipeline(PipelineName="ndr-dev-eu-if-training", PipelineDefinition='{"Version": "2020-12-01"}',
+                       RoleArn=f"arn:aws:iam::{ACCOUNT}:role/x",
+                       Tags=[{"Key": "ndr:environment", "Value": "ndr-dev-eu"}])
+    sm.create_pipeline(PipelineName="ndr-dev-handmade", PipelineDefinition='{"Version": "2020-12-01"}',
+                       RoleArn=f"arn:aws:iam::{ACCOUNT}:role/x")
+    (workdir / "specs" / "state_machines" / "sfn_ndr_training_orchestrator.yaml").unlink()
+    env = workdir / "specs" / "environments" / "dev.yaml"
+    doc = yaml.safe_load(env.read_text())
+    del doc["spec"]["triggers"]["schedules"]["training"]
+    env.write_text(yaml.safe_dump(doc))
+    assert run("specs/")[0] == 0  # generated/ follows the specs
+    code, out = run("plan", "--env", "dev")
+    assert code == 0, out
+    orphans = re.findall(r"^orphaned +(\S+) +(\S+)$", out, re.M)
+    assert orphans == [("events-rule", "ndr-dev-training"), ("state-machine", "ndr-dev-training-orchestrator"),
+                       ("iam-role", "ndr-dev-sfn-training-orchestrator")], out
+    assert ", 3 in no spec (left in place)" in out
+    code, out = deploy()  # without --prune: left in place
+    assert code == 0 and "3 in no spec (left in place)" in out, out
+    assert "ndr-dev-training-orchestrator" in {m["name"] for m in sfn_client.list_state_machines()["stateMachines"]}
+    code, out = run("specs/", "--deploy", "--env", "dev", "--prune")
+    assert code == 0, out
+    deletes = re.findall(r"deploy to dev: delete (\S+) (\S+)$", out, re.M)
+    assert [d[0] for d in deletes] == ["events-rule", "state-machine", "iam-role"], out
+    assert "ndr-dev-training-orchestrator" not in {m["name"] for m in sfn_client.list_state_machines()["stateMachines"]}
+    assert "ndr-dev-training" not in {r["Name"] for r in boto3.client("events", region_name="us-east-1").list_rules(
+        NamePrefix="ndr-dev-")["Rules"]}
+    roles = {r["RoleName"] for r in boto3.client("iam").list_roles()["Roles"]}
+    assert "ndr-dev-sfn-training-orchestrator" not in roles and "ndr-dev-sfn-15m-features-inference" in roles
+    pipelines = {p["PipelineName"] for p in sm.list_pipelines()["PipelineSummaries"]}
+    assert {"ndr-dev-eu-if-training", "ndr-dev-handmade", "ndr-dev-if-training"} <= pipelines
+    code, out = run("plan", "--env", "dev")
+    assert code == 0 and "orphaned" not in out, out

@@ -41,6 +41,11 @@ EVENTS_TRUST = {
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 POLICY_NAME = "ndr-generated"
+#: which environment made a resource: how a plan tells its orphans from another environment's resources
+ENV_TAG = "ndr:environment"
+ORPHAN = "in no spec any more; the deploy leaves it in place (`--prune` deletes it)"
+#: the order --prune deletes orphans in: what starts executions first, roles last
+PRUNE_ORDER = ("events-rule", "state-machine", "sagemaker-pipeline", "iam-role")
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Change:
     details: list[str] = field(default_factory=list)
     drift: bool = False
     resource: Resource | None = field(default=None, repr=False)
+    remove: Callable[[], None] | None = field(default=None, repr=False)  # an orphan's deletion (--prune)
 
     def line(self) -> str:
         mark = " (drift: changed outside ndr)" if self.drift else ""
@@ -285,7 +291,7 @@ class Deployer:
                 iam.create_role(
                     RoleName=name,
                     AssumeRolePolicyDocument=json.dumps(trust),
-                    Tags=[{"Key": "ndr:environment", "Value": self.env.prefix}],
+                    Tags=[{"Key": ENV_TAG, "Value": self.env.prefix}],
                 )
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "EntityAlreadyExists":
@@ -366,6 +372,7 @@ class Deployer:
             desired = {"Definition": definition, "RoleArn": role}
             tags = [
                 {"Key": "ndr:spec", "Value": spec_name},
+                {"Key": ENV_TAG, "Value": self.env.prefix},
                 {"Key": "ndr:api-version", "Value": "ndr/v1"},
                 {"Key": "ndr:git-commit", "Value": self.commit},
                 {"Key": "ndr:definition-sha256", "Value": _sha(json.dumps(definition, sort_keys=True))},
@@ -469,6 +476,7 @@ class Deployer:
                     resourceArn=arn,
                     tags=[
                         {"key": "ndr:definition-sha256", "value": sha},
+                        {"key": ENV_TAG, "value": self.env.prefix},
                         {"key": "ndr:git-commit", "value": self.commit},
                         {"key": "ndr:api-version", "value": "ndr/v1"},
                     ],
@@ -566,13 +574,14 @@ class Deployer:
             out.append(Resource("events-rule", name, desired, read, put, lambda _c, put=put: put(), summary=summary))
         return out
 
-    def _orphaned_rules(self, wanted: set[str]) -> list[Change]:
+    def _orphaned_rules(self, wanted: set[str], orphaned_machines: set[str]) -> list[Change]:
         """This environment's rules that no spec wants any more, e.g. a removed schedule: the deploy never deletes,
         so they keep starting executions until deleted by hand. A rule is this environment's when it has its
         prefix and starts one of its state machines (another environment's prefix may extend this one's)."""
         events = self.client("events")
         buses = {"default", *(t.event_bus for t in self.env.triggers.events.values())}
-        mine = {self.machine_arn(m.name) for m in self.c.machines}
+        arn = f"arn:aws:states:{self.env.region}:{self.env.account}:stateMachine:"
+        mine = {self.machine_arn(m.name) for m in self.c.machines} | {arn + name for name in orphaned_machines}
         out = []
         for bus in sorted(buses):
             try:
@@ -588,9 +597,53 @@ class Deployer:
                 targets = events.list_targets_by_rule(Rule=r["Name"], EventBusName=bus).get("Targets", [])
                 if any(t["Arn"] in mine or t["Arn"].rsplit(":", 1)[0] in mine for t in targets):
                     what = r.get("ScheduleExpression") or semantic_diff.short(_json(r.get("EventPattern") or "{}"))
-                    out.append(Change("events-rule", r["Name"], "orphaned",
-                                      [f"- {what}: in no spec any more; the deploy leaves it in place (delete it by "
-                                       "hand)"]))
+                    ids = [t["Id"] for t in targets]
+
+                    def remove(name: str = r["Name"], bus: str = bus, ids: list[str] = ids) -> None:
+                        if ids:
+                            events.remove_targets(Rule=name, EventBusName=bus, Ids=ids)
+                        events.delete_rule(Name=name, EventBusName=bus)
+
+                    out.append(Change("events-rule", r["Name"], "orphaned", [f"- {what}: {ORPHAN}"], remove=remove))
+        return out
+
+    def _orphans(self, wanted: dict[str, set[str]]) -> list[Change]:
+        """State machines, pipelines and roles tagged with this environment (``ndr:environment`` = its prefix)
+        that no spec names any more."""
+        prefix, out = f"{self.env.prefix}-", []
+        sfn, sm, iam = self.client("stepfunctions"), self.client("sagemaker"), self.client("iam")
+        for page in sfn.get_paginator("list_state_machines").paginate():
+            for m in page.get("stateMachines", []):
+                arn = m["stateMachineArn"]
+                if not m["name"].startswith(prefix) or m["name"] in wanted["state-machine"]:
+                    continue
+                tags = {t["key"]: t["value"] for t in sfn.list_tags_for_resource(resourceArn=arn).get("tags", [])}
+                if tags.get(ENV_TAG) == self.env.prefix:
+                    out.append(Change("state-machine", m["name"], "orphaned", [f"- {ORPHAN}"],
+                                      remove=lambda arn=arn: sfn.delete_state_machine(stateMachineArn=arn)))
+        for page in sm.get_paginator("list_pipelines").paginate(PipelineNamePrefix=prefix):
+            for pl in page.get("PipelineSummaries", []):
+                name = pl["PipelineName"]
+                if not name.startswith(prefix) or name in wanted["sagemaker-pipeline"]:
+                    continue
+                tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=pl["PipelineArn"]).get("Tags", [])}
+                if tags.get(ENV_TAG) == self.env.prefix:
+                    out.append(Change("sagemaker-pipeline", name, "orphaned", [f"- {ORPHAN}"],
+                                      remove=lambda name=name: sm.delete_pipeline(PipelineName=name)))
+        for page in iam.get_paginator("list_roles").paginate():
+            for role in page.get("Roles", []):
+                name = role["RoleName"]
+                if not name.startswith(prefix) or name in wanted["iam-role"]:
+                    continue
+                tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=name).get("Tags", [])}
+                if tags.get(ENV_TAG) == self.env.prefix:
+
+                    def remove(name: str = name) -> None:
+                        for policy in iam.list_role_policies(RoleName=name).get("PolicyNames", []):
+                            iam.delete_role_policy(RoleName=name, PolicyName=policy)
+                        iam.delete_role(RoleName=name)
+
+                    out.append(Change("iam-role", name, "orphaned", [f"- {ORPHAN}"], remove=remove))
         return out
 
     # -- plan and apply --------------------------------------------------------------------------------
@@ -614,7 +667,25 @@ class Deployer:
             )
             drift = bool(r.drift and r.drift(current))
             changes.append(Change(r.kind, r.name, "update", details, drift, resource=r))
-        return changes + self._orphaned_rules({c.name for c in changes if c.kind == "events-rule"})
+        wanted = {kind: {c.name for c in changes if c.kind == kind} for kind in PRUNE_ORDER}
+        orphans = self._orphans(wanted)
+        gone = {c.name for c in orphans if c.kind == "state-machine"}
+        orphans += self._orphaned_rules(wanted["events-rule"], gone)
+        return changes + sorted(orphans, key=lambda c: (PRUNE_ORDER.index(c.kind), c.name))
+
+    def prune(self, changes: list[Change], before: Callable[[Change], None] | None = None) -> list[Change]:
+        """Delete the orphans of a plan, rules first (nothing starts a machine being deleted), roles last."""
+        done: list[Change] = []
+        for ch in sorted((c for c in changes if c.action == "orphaned" and c.remove),
+                         key=lambda c: PRUNE_ORDER.index(c.kind)):
+            if before:
+                before(ch)
+            try:
+                ch.remove()  # type: ignore[misc]
+            except Exception as exc:
+                raise DeployError(f"delete {ch.kind} {ch.name} failed: {explain(exc) or exc}", done) from exc
+            done.append(ch)
+        return done
 
     def apply(self, changes: list[Change], before: Callable[[Change], None] | None = None) -> list[Change]:
         """Run the creates and updates in order (``before`` is told of each first, e.g. a progress line)."""

@@ -408,3 +408,7 @@ def demo_cmd(workdir: Path, specs_dir: Path, generated: Path, hosts: int, seed: 
     click.echo(f"\noutputs: {workdir}/ (see docs/quickstart.md)")
     if not report.ok:
         sys.exit(1)
+
+
+if __name__ == "__main__":  # `python -m ndr_compiler.cli`, as the console script
+    main()

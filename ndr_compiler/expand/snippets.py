@@ -13,7 +13,10 @@ OPEN, CLOSE = "{%", "%}"
 
 
 def is_expr(value: Any) -> bool:
-    return isinstance(value, str) and value.strip().startswith(OPEN) and value.strip().endswith(CLOSE)
+    if not isinstance(value, str):
+        return False
+    value = value.strip()
+    return value.startswith(OPEN) and value.endswith(CLOSE)
 
 
 def inner(value: Any) -> str:

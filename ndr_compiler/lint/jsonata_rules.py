@@ -58,13 +58,18 @@ def fields(state: ir.State) -> Iterator[tuple[str, Any]]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_error(src: str) -> str | None:
+def _parse(src: str) -> tuple[Any, str | None]:
+    """``(ast, None)``, or ``(None, message)`` when ``src`` does not parse: once per expression (E601 and E604
+    read the same expressions; the AST is only read)."""
     try:
-        jsonata.Jsonata(src)
+        return jsonata.Jsonata(src).ast, None
     except Exception as exc:  # jsonata-python raises JException (a RuntimeError) with a message
         where = getattr(exc, "location", None)
-        return f"{exc}" + (f" (at character {where})" if where is not None else "")
-    return None
+        return None, f"{exc}" + (f" (at character {where})" if where is not None else "")
+
+
+def _parse_error(src: str) -> str | None:
+    return _parse(src)[1]
 
 
 def spec_expressions(doc: Document) -> Iterator[Diagnostic]:
@@ -110,11 +115,11 @@ AWS_FUNCTIONS = ("partition", "range", "hash", "random", "uuid", "parse")
 def free_variables(src: str) -> frozenset[str]:
     """The ``$names`` an expression reads that it does not bind itself (``:=``, function parameters) and that are
     not functions of JSONata or Step Functions; empty when it does not parse (E601 reports that)."""
-    try:
-        tree = jsonata.Jsonata(src).ast
-    except Exception:
+    tree = _parse(src)[0]
+    if tree is None:
         return frozenset()
     symbol = jsonata.parser.Parser.Symbol
+    walked = (symbol, list)
     used: set[str] = set()
     bound: set[str] = set()
     seen: set[int] = set()
@@ -133,9 +138,13 @@ def free_variables(src: str) -> frozenset[str]:
             bound.add(node.lhs.value)
         elif node.type == "lambda":
             bound.update(a.value for a in node.arguments or () if getattr(a, "type", None) == "variable")
-        todo.extend(v for k, v in vars(node).items() if k != "_outer_instance" and isinstance(v, symbol | list))
-    builtins = set(jsonata.Jsonata.static_frame.bindings) | set(AWS_FUNCTIONS) | {"", "$", "states"}
-    return frozenset(used - bound - builtins)
+        todo.extend(v for k, v in vars(node).items() if k != "_outer_instance" and isinstance(v, walked))
+    return frozenset(used - bound - _builtin_names())
+
+
+@functools.cache
+def _builtin_names() -> frozenset[str]:
+    return frozenset(jsonata.Jsonata.static_frame.bindings) | frozenset(AWS_FUNCTIONS) | {"", "$", "states"}
 
 
 def _construct_names(key: str, body: Any) -> set[str]:

@@ -338,15 +338,17 @@ class FeatureSpecBody(Strict):
         if self.fg_c.novelty.periodicity_window not in self.fg_a.windows:
             raise ValueError(f"fg_c.novelty.periodicity_window {self.fg_c.novelty.periodicity_window!r} "
                              "is not in fg_a.windows")  # fmt: skip
-        from fnmatch import fnmatchcase
+        from fnmatch import translate
 
         columns = self.model_columns()
-        bad = [p for p in self.isolation_forest.exclude_features if not any(fnmatchcase(c, p) for c in columns)]
+        # fnmatchcase's own matchers, looked up once per pattern rather than once per (column, pattern)
+        exclude = [(p, re.compile(translate(p)).match) for p in self.isolation_forest.exclude_features]
+        bad = [p for p, match in exclude if not any(map(match, columns))]
         if bad:
             raise ValueError(f"isolation_forest.exclude_features {bad} match no FG-A or FG-C column of this spec")
-        seen = [c for c in columns if not any(fnmatchcase(c, p) for p in self.isolation_forest.exclude_features)]
+        seen = [c for c in columns if not any(match(c) for _, match in exclude)]
         for name, patterns in self.isolation_forest.families.items():
-            bad = [p for p in patterns if not any(fnmatchcase(c, p) for c in seen)]
+            bad = [p for p in patterns if not any(map(re.compile(translate(p)).match, seen))]
             if bad:
                 raise ValueError(f"isolation_forest.families.{name} patterns {bad} match no model column "
                                  "(FG-A or FG-C, not excluded)")  # fmt: skip

@@ -21,14 +21,12 @@ FG-A's columns are ``<feature>_<window>``; FG-B's ``<feature>_<window>_<statisti
 This module must not import pyspark: the compiler imports it to lint FeatureSpec documents.
 """
 
-from __future__ import annotations
-
 import ipaddress
 import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -189,7 +187,7 @@ class FgA(Strict):
         return sorted(value, key=parse_duration)
 
     @model_validator(mode="after")
-    def _features(self) -> FgA:
+    def _features(self) -> Self:
         names = [f.name for f in self.features]
         unknown = sorted(set(names) - set(FG_A_CATALOGUE))
         if unknown:
@@ -320,7 +318,7 @@ class FeatureSpecBody(Strict):
     isolation_forest: IsolationForestParams = IsolationForestParams()
 
     @model_validator(mode="after")
-    def _cross(self) -> FeatureSpecBody:
+    def _cross(self) -> Self:
         bad = sorted(set(self.fg_b.windows) - set(self.fg_a.windows))
         if bad:
             raise ValueError(f"fg_b.windows {bad} are not FG-A windows")

@@ -72,7 +72,8 @@ print(json.dumps([b - a for a, b in zip(marks, marks[1:])]))
 LINT_PARTS = [
     "pydantic imported, one model built",
     "PyYAML, click, jsonata imported",
-    "the spec models built (`ndr_compiler.models.state_machine` and the other kinds)",
+    "the spec models built, with the constructs, IR and expansion modules they import "
+    "(`ndr_compiler.models.state_machine`)",
     "the rest of the compiler the lint imports (`ndr_compiler.cli`)",
     "the work: load, validate, expand and lint the 16 specs",
 ]

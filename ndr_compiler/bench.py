@@ -1,11 +1,14 @@
 """``make bench``: whole-process wall times, with references measured in the same run, into docs/benchmarks.md.
 
 Compiler rows: ``ndr-compile lint specs/`` and a full ``ndr-compile specs/`` (into a temporary directory),
-beside asl-validator (the outside ASL check) on the same generated state machines.
+beside asl-validator (the outside ASL check) on the same generated state machines; then where the lint's time
+goes (start-up, imports, work), each part timed as a process of its own.
 """
 
 from __future__ import annotations
 
+import compileall
+import json
 import os
 import platform
 import statistics
@@ -45,9 +48,60 @@ def bar_chart(title: str, bars: list[tuple[str, float]]) -> list[str]:
     ]
 
 
+#: the lint in one process, timed part by part (``perf_counter`` marks); what precedes the first mark is start-up
+PROBE = """
+import json, time
+marks = [time.perf_counter()]
+from pydantic import BaseModel
+class _M(BaseModel):
+    a: int
+marks.append(time.perf_counter())
+import yaml, click, jsonata
+marks.append(time.perf_counter())
+import ndr_compiler.models.state_machine
+marks.append(time.perf_counter())
+from ndr_compiler.cli import main
+marks.append(time.perf_counter())
+try:
+    main(["lint", "specs/"])
+except SystemExit as exc:
+    assert not exc.code, exc.code
+marks.append(time.perf_counter())
+print(json.dumps([b - a for a, b in zip(marks, marks[1:])]))
+"""
+LINT_PARTS = [
+    "pydantic imported, one model built",
+    "PyYAML, click, jsonata imported",
+    "the spec models built, with the constructs, IR and expansion modules they import "
+    "(`ndr_compiler.models.state_machine`)",
+    "the rest of the compiler the lint imports (`ndr_compiler.cli`)",
+    "the work: load, validate, expand and lint the 16 specs",
+]
+
+
+def lint_parts() -> list[tuple[str, float]]:
+    """Median seconds of each part of the lint (start-up first), over ``RUNS`` runs after a warm-up."""
+    cmd = [sys.executable, "-c", PROBE]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    runs = []
+    for _ in range(RUNS):
+        t = time.perf_counter()
+        done = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+        total = time.perf_counter() - t
+        parts = json.loads(done.stdout.strip().splitlines()[-1])
+        runs.append([total - sum(parts), *parts])
+    names = ["Python start-up and exit (the process's wall time minus the parts below)", *LINT_PARTS]
+    return [(name, statistics.median(r[i] for r in runs)) for i, name in enumerate(names)]
+
+
 def main() -> None:
     machines = sorted(str(p) for p in (ROOT / "generated" / "state_machines").glob("*.asl.json"))
     validator = ROOT / "node_modules" / ".bin" / "asl-validator"
+    # bytecode caches, as an installed package has them (pip compiles on install; a checkout run with
+    # PYTHONDONTWRITEBYTECODE would otherwise compile every module of ours on every run)
+    for package in ("ndr_compiler", "ndr_jobs", "ndr_local"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as out:
         rows = [
             ("lint all specs (`ndr-compile lint specs/`)", wall([str(BIN / "ndr-compile"), "lint", "specs/"])),
@@ -57,6 +111,8 @@ def main() -> None:
     args = [a for m in machines for a in ("--json-path", m)]
     reference = wall([str(validator), *args])
     rows.append((f"asl-validator on the {len(machines)} generated state machines (reference)", reference))
+    parts = lint_parts()
+    load_after = [round(x, 2) for x in os.getloadavg()]
     lines = [
         "# Benchmarks",
         "",
@@ -79,7 +135,23 @@ def main() -> None:
         "definitions are rendered by the compiler itself (no SageMaker SDK import; the SDK is the oracle of "
         "`tests/test_pipeline_render.py`, which holds every definition to what it builds, byte for byte).",
         "",
+        f"Load average (1/5/15 min) at the start {load_before}, at the end {load_after}: with more than "
+        f"{os.cpu_count()} the machine was shared and every figure is pessimistic (asl-validator, which uses "
+        "more than one thread, may suffer more than the single-threaded lint). Our modules run from their "
+        "bytecode caches, which the bench compiles first, as an install has them.",
+        "",
+        "### Where the lint's time goes",
+        "",
+        "The lint in one process, timed part by part (median of each part over as many runs; start-up is the "
+        "process's wall time minus the parts), so the parts add up to about one lint run.",
+        "",
+        "| part | wall time (s) | share |",
+        "|---|---:|---:|",
     ]
+    whole = sum(t for _, t in parts)
+    lines += [f"| {name} | {t:.3f} | {t / whole:.0%} |" for name, t in parts]
+    lines.append(f"| sum | {whole:.3f} | |")
+    lines.append("")
     # `python -m ndr_jobs.devtools.bench`, run first by `make bench`; the test lanes' wall times, measured by hand
     for part in ("benchmarks-data.md", "benchmarks-tests.md"):
         if (ROOT / "docs" / part).exists():

@@ -19,12 +19,6 @@ from ndr_compiler.lint.jsonata_rules import spec_expressions, spec_variables
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
 from ndr_compiler.lint.processing import project_rules
 from ndr_compiler.lint.refs import placeholder_values, state_machine_refs, workflow_cycles
-from ndr_compiler.render.asl import render_state_machine
-from ndr_compiler.render.contract_schema import contract_schema
-from ndr_compiler.render.iam import pipelines_policy, state_machine_policy
-from ndr_compiler.render.mermaid import pipeline_diagram, state_machine_diagram
-from ndr_compiler.render.sagemaker_pipeline import render_pipeline
-from ndr_compiler.render.schema import spec_schema
 from ndr_compiler.specs import Spec, SpecSet, load_specs
 
 MAX_DEFINITION_BYTES = 1_048_576  # Step Functions and SageMaker pipeline definitions alike
@@ -55,6 +49,11 @@ def _add_machine(result: Compilation, machine: ir.StateMachineIR, diags: list[Di
     result.machines.append(machine)
     if diags or not render:
         return
+    from ndr_compiler.render.asl import render_state_machine  # the lint path (render=False) never imports render
+    from ndr_compiler.render.contract_schema import contract_schema
+    from ndr_compiler.render.iam import state_machine_policy
+    from ndr_compiler.render.mermaid import state_machine_diagram
+
     try:
         text = to_json(render_state_machine(machine))
     except Exception as exc:  # lint rules catch every user mistake: a bug of ours, still at its spec
@@ -141,6 +140,11 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
         _add_machine(result, machine, lint_ir(machine), render)
 
     if render:
+        from ndr_compiler.render.iam import pipelines_policy
+        from ndr_compiler.render.mermaid import pipeline_diagram
+        from ndr_compiler.render.sagemaker_pipeline import render_pipeline
+        from ndr_compiler.render.schema import spec_schema
+
         result.artifacts.append(Artifact("schema/ndr-spec.schema.json", to_json(spec_schema())))
     if render and result.ok and result.pipelines:
         result.artifacts.append(Artifact("iam/sagemaker_pipelines.json", to_json(pipelines_policy())))

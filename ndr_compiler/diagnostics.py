@@ -6,7 +6,6 @@ Layers collect diagnostics; only the CLI decides how to print them and which exi
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,5 +59,7 @@ def display_path(path: Path) -> str:
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """``; did you mean 'x'?`` for the closest candidate, or nothing when none is close."""
+    import difflib  # here: a clean lint never needs it
+
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.8)
     return f"; did you mean '{close[0]}'?" if close else ""

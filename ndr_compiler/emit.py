@@ -5,10 +5,8 @@ See ``docs/design/emit.md`` for the format and the invariants.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ def to_json(data: Any) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
+    import tempfile  # here, as difflib in emit(): the lint imports this module and writes nothing
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -52,6 +52,8 @@ MANAGED_DIRS = ("state_machines", "pipelines", "diagrams", "schema", "iam")
 
 def emit(artifacts: list[Artifact], out_dir: Path, check: bool = False) -> EmitResult:
     """Write (or, with ``check``, compare) the artifacts; files of managed kinds no spec produces go."""
+    import difflib
+
     wanted = {a.relpath: a.text for a in artifacts}
     existing = {
         p.relative_to(out_dir).as_posix()

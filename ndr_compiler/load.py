@@ -44,7 +44,12 @@ class _Constructor(yaml.constructor.SafeConstructor):
     pass
 
 
+_STR = "tag:yaml.org,2002:str"
+
+
 def _scalar(node: yaml.ScalarNode) -> Any:
+    if node.tag == _STR:  # what SafeConstructor makes of a string, without building one per scalar
+        return node.value
     return _Constructor().construct_object(node, deep=True)
 
 
@@ -54,7 +59,8 @@ def _span(file: str, node: yaml.Node) -> Span:
 
 def _convert(file: str, node: yaml.Node, path: PathKey, spans: dict[PathKey, Span],
              diags: list[Diagnostic]) -> Any:
-    spans[path] = _span(file, node)
+    """``node`` as plain data; the span of every path under ``path`` into ``spans`` (a key's at the key, an
+    item's at the item: the caller records ``path``'s own)."""
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -67,12 +73,16 @@ def _convert(file: str, node: yaml.Node, path: PathKey, spans: dict[PathKey, Spa
             if key in out:
                 diags.append(Diagnostic("E103", f"duplicate key '{key}'", _span(file, key_node)))
                 continue
-            spans[(*path, key)] = _span(file, key_node)
-            out[key] = _convert(file, value_node, (*path, key), spans, diags)
-            spans[(*path, key)] = _span(file, key_node)
+            at = (*path, key)
+            spans[at] = _span(file, key_node)
+            out[key] = _convert(file, value_node, at, spans, diags)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(file, item, (*path, i), spans, diags) for i, item in enumerate(node.value)]
+        items = []
+        for i, item in enumerate(node.value):
+            spans[(*path, i)] = _span(file, item)
+            items.append(_convert(file, item, (*path, i), spans, diags))
+        return items
     return _scalar(node)  # type: ignore[arg-type]
 
 
@@ -141,7 +151,7 @@ def load_text(text: str, file: str) -> list[Document]:
     docs: list[Document] = []
     diags: list[Diagnostic] = []
     for node in nodes:
-        spans: dict[PathKey, Span] = {}
+        spans: dict[PathKey, Span] = {(): _span(file, node)}
         try:
             data = _convert(file, node, (), spans, diags)
         except yaml.YAMLError as exc:

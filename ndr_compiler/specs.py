@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -132,6 +131,8 @@ def _invalid_step(doc: Document, path: tuple[Any, ...]) -> tuple[str, tuple[Any,
 
 
 def _pydantic_diagnostics(doc: Document, exc: ValidationError, model: type) -> list[Diagnostic]:
+    import difflib  # here: a clean lint never needs it
+
     diags = []
     errors = exc.errors(include_url=False)
     #: a misspelt key is one mistake: "unknown key" naming the missing field it meant, and no "missing field"

@@ -143,11 +143,12 @@ def test_pipeline_definition_over_the_size_limit(spec_copy: Path):
 def test_a_renderer_crash_is_located_at_its_pipeline(spec_copy: Path, monkeypatch):
     """Every user mistake the renderer refuses is a lint rule; what is left is a bug, still at its spec."""
     from ndr_compiler import compile as compile_module
+    from ndr_compiler.render import sagemaker_pipeline
 
     def broken(p, name):
         raise ValueError("boom")
 
-    monkeypatch.setattr(compile_module, "render_pipeline", broken)
+    monkeypatch.setattr(sagemaker_pipeline, "render_pipeline", broken)  # imported by the render path when it runs
     result = compile_module.compile_specs([spec_copy])
     assert {d.code for d in result.diagnostics} == {"E001"}
     assert all(d.span.file.endswith(".yaml") and d.span.line >= 1 for d in result.diagnostics)

@@ -3,9 +3,11 @@ models refuse unknown features, windows and keys. No Spark here (the compiler im
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from datetime import timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from ndr_jobs.interface.feature_spec import (
     FG_A_CATALOGUE,
     FeatureSpecDocument,
     IsolationForestParams,
+    glob_matcher,
     load_feature_spec,
     parse_duration,
 )
@@ -136,3 +139,11 @@ def test_durations() -> None:
                                                                  timedelta(days=7)]  # fmt: skip
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("1w")
+
+
+def test_glob_matcher_is_fnmatchcase():
+    """Its shortcuts (a plain name, ``prefix*``) and its fallback agree with fnmatch on every pair."""
+    names = ["rare_dst_x", "rare_dst_", "rare_ds", "abc", "a*c", "a?c", "a[b]c", "ab", "", "x\ny", "aXc", "abc*"]
+    patterns = ["rare_dst_*", "abc", "a*c", "a?c", "a[b]c", "*", "", "ab*", "a[*", "*c", "abc*", "a\\*", "[a]*"]
+    for name, pattern in itertools.product(names, patterns):
+        assert glob_matcher(pattern)(name) == fnmatchcase(name, pattern), (name, pattern)

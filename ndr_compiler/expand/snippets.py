@@ -12,15 +12,24 @@ from typing import Any
 OPEN, CLOSE = "{%", "%}"
 
 
+def expr_body(value: Any) -> str | None:
+    """The JSONata source of a ``{% ... %}`` value, else None."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if value.startswith(OPEN) and value.endswith(CLOSE):
+        return value[len(OPEN) : -len(CLOSE)].strip()
+    return None
+
+
 def is_expr(value: Any) -> bool:
-    return isinstance(value, str) and value.strip().startswith(OPEN) and value.strip().endswith(CLOSE)
+    return expr_body(value) is not None
 
 
 def inner(value: Any) -> str:
     """JSONata source for a spec value: the body of ``{% ... %}``, or a literal as JSON."""
-    if is_expr(value):
-        return value.strip()[len(OPEN) : -len(CLOSE)].strip()
-    return json.dumps(value, sort_keys=True)
+    body = expr_body(value)
+    return json.dumps(value, sort_keys=True) if body is None else body
 
 
 _NEWLINE = re.compile(r"\s*\n\s*")

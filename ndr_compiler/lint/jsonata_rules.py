@@ -13,7 +13,7 @@ import jsonata
 from ndr_compiler import ir
 from ndr_compiler.constructs import CONSTRUCTS
 from ndr_compiler.diagnostics import Diagnostic, did_you_mean
-from ndr_compiler.expand.snippets import inner, is_expr
+from ndr_compiler.expand.snippets import expr_body
 from ndr_compiler.lint.graph import graphs
 from ndr_compiler.load import Document, PathKey
 
@@ -21,16 +21,25 @@ RESULT_RE = re.compile(r"\$states\.result\b")
 ERROR_RE = re.compile(r"\$states\.errorOutput\b")
 
 
-def strings(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from strings(k)
-            yield from strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from strings(v)
-    elif isinstance(value, str) and is_expr(value):
-        yield inner(value)
+def strings(value: Any) -> list[str]:
+    """The JSONata sources of the ``{% %}`` strings in ``value`` (keys included), in order."""
+    out: list[str] = []
+
+    def collect(v: Any) -> None:
+        if isinstance(v, dict):
+            for k, item in v.items():
+                collect(k)
+                collect(item)
+        elif isinstance(v, list):
+            for item in v:
+                collect(item)
+        else:
+            body = expr_body(v)
+            if body is not None:
+                out.append(body)
+
+    collect(value)
+    return out
 
 
 def fields(state: ir.State) -> Iterator[tuple[str, Any]]:
@@ -58,13 +67,18 @@ def fields(state: ir.State) -> Iterator[tuple[str, Any]]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_error(src: str) -> str | None:
+def _parse(src: str) -> tuple[Any, str | None]:
+    """``(ast, None)``, or ``(None, message)`` when ``src`` does not parse: once per expression (E601 and E604
+    read the same expressions; the AST is only read)."""
     try:
-        jsonata.Jsonata(src)
+        return jsonata.Jsonata(src).ast, None
     except Exception as exc:  # jsonata-python raises JException (a RuntimeError) with a message
         where = getattr(exc, "location", None)
-        return f"{exc}" + (f" (at character {where})" if where is not None else "")
-    return None
+        return None, f"{exc}" + (f" (at character {where})" if where is not None else "")
+
+
+def _parse_error(src: str) -> str | None:
+    return _parse(src)[1]
 
 
 def spec_expressions(doc: Document) -> Iterator[Diagnostic]:
@@ -78,8 +92,8 @@ def spec_expressions(doc: Document) -> Iterator[Diagnostic]:
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 yield from walk(item, (*path, i))
-        elif is_expr(value):
-            err = _parse_error(inner(value))
+        elif (body := expr_body(value)) is not None:
+            err = _parse_error(body)
             if err:
                 where = ".".join(str(p) for p in path)
                 yield Diagnostic("E601", f"the JSONata of {where} does not parse: {err}", doc.span(path))
@@ -110,11 +124,11 @@ AWS_FUNCTIONS = ("partition", "range", "hash", "random", "uuid", "parse")
 def free_variables(src: str) -> frozenset[str]:
     """The ``$names`` an expression reads that it does not bind itself (``:=``, function parameters) and that are
     not functions of JSONata or Step Functions; empty when it does not parse (E601 reports that)."""
-    try:
-        tree = jsonata.Jsonata(src).ast
-    except Exception:
+    tree = _parse(src)[0]
+    if tree is None:
         return frozenset()
     symbol = jsonata.parser.Parser.Symbol
+    walked = (symbol, list)
     used: set[str] = set()
     bound: set[str] = set()
     seen: set[int] = set()
@@ -133,9 +147,13 @@ def free_variables(src: str) -> frozenset[str]:
             bound.add(node.lhs.value)
         elif node.type == "lambda":
             bound.update(a.value for a in node.arguments or () if getattr(a, "type", None) == "variable")
-        todo.extend(v for k, v in vars(node).items() if k != "_outer_instance" and isinstance(v, symbol | list))
-    builtins = set(jsonata.Jsonata.static_frame.bindings) | set(AWS_FUNCTIONS) | {"", "$", "states"}
-    return frozenset(used - bound - builtins)
+        todo.extend(v for v in vars(node).values() if isinstance(v, walked))  # not _outer_instance: a Parser
+    return frozenset(used - bound - _builtin_names())
+
+
+@functools.cache
+def _builtin_names() -> frozenset[str]:
+    return frozenset(jsonata.Jsonata.static_frame.bindings) | frozenset(AWS_FUNCTIONS) | {"", "$", "states"}
 
 
 def _construct_names(key: str, body: Any) -> set[str]:
@@ -157,13 +175,13 @@ def spec_variables(doc: Document, machine: ir.StateMachineIR) -> Iterator[Diagno
     def walk(value: Any, path: PathKey, scope: frozenset[str]) -> Iterator[Diagnostic]:
         if isinstance(value, dict):
             for key, item in value.items():
-                inner_scope = scope | _construct_names(key, item) if isinstance(key, str) else scope
-                yield from walk(item, (*path, key), inner_scope)
+                names = _construct_names(key, item) if isinstance(key, str) else None
+                yield from walk(item, (*path, key), scope | names if names else scope)
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 yield from walk(item, (*path, i), scope)
-        elif is_expr(value):
-            for name in sorted(free_variables(inner(value)) - scope):
+        elif (body := expr_body(value)) is not None:
+            for name in sorted(free_variables(body) - scope):
                 hint = did_you_mean(f"${name}", (f"${v}" for v in scope))
                 where = ".".join(str(p) for p in path)
                 yield Diagnostic("E604", f"the JSONata of {where} reads ${name}, which nothing assigns{hint}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import re
 from collections.abc import Iterator
@@ -128,6 +129,12 @@ def _sample(action: argparse.Action) -> str:
     return "x"
 
 
+@functools.cache
+def _parser(module: str) -> argparse.ArgumentParser:
+    """One parser per entrypoint, however many steps run it (parse_args leaves it as it was)."""
+    return entrypoints.build_parser(module)
+
+
 def entrypoint_rules(p: Spec, index: int) -> Iterator[Diagnostic]:
     step = p.model.spec.steps[index]
     path = ("spec", "steps", index)
@@ -137,7 +144,7 @@ def entrypoint_rules(p: Spec, index: int) -> Iterator[Diagnostic]:
             "E508", f"entrypoint module '{module}' does not exist in ndr_jobs", p.doc.span((*path, "entrypoint"))
         )
         return
-    parser = entrypoints.build_parser(module)
+    parser = _parser(module)
     actions = {opt: a for a in parser._actions for opt in a.option_strings}
     argv: list[str] = []
     for flag, value in step.arguments.items():

@@ -1,7 +1,8 @@
 """Models layer: pydantic models of the ``ndr/v1`` spec language (unknown keys are rejected).
 
 ``StateMachine`` (and ``KINDS``, which holds it) load on first use: its step union is built from the construct
-registry, whose modules import this package's base models.
+registry, whose modules import this package's base models. The model modules do without
+``from __future__ import annotations``: pydantic would compile every string annotation back (issue 21).
 """
 
 from typing import Any

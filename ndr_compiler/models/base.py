@@ -1,7 +1,5 @@
 """Shared pieces of every spec document."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field

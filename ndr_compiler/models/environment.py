@@ -1,7 +1,5 @@
 """``kind: Environment``: where and how the project deploys (account, region, roles, images, names)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import Field

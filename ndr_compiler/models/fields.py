@@ -1,8 +1,6 @@
 """Field models shared by constructs: an inbound event's (or a list item's) typed contract."""
 
-from __future__ import annotations
-
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -29,7 +27,7 @@ class ContractField(Strict):
     description: str | None = None
 
     @model_validator(mode="after")
-    def _list_items(self) -> ContractField:
+    def _list_items(self) -> Self:
         if (self.type == "list") != (self.items is not None):
             raise ValueError("'items' is required for type list, and only for it")
         return self
@@ -44,7 +42,7 @@ class Ordered(Strict):
     max_seconds: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> Ordered:
+    def _one(self) -> Self:
         if (self.ordered is None) == (self.window is None):
             raise ValueError("a check is exactly one of 'ordered' or 'window'")
         return self

@@ -1,7 +1,5 @@
 """``kind: Pipeline``: a SageMaker pipeline whose steps run ``python -m ndr_jobs.scripts.<script>``."""
 
-from __future__ import annotations
-
 import re
 from typing import Annotated, Literal
 

@@ -1,7 +1,5 @@
 """``kind: Project``: the shared defaults every state machine references instead of repeating."""
 
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field

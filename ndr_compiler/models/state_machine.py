@@ -4,8 +4,6 @@ Each step is a mapping with exactly one key naming its construct (``normalize``,
 ``run_pipeline``, ...). The expansion layer turns each construct into ASL states.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, create_model

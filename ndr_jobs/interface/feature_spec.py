@@ -21,14 +21,13 @@ FG-A's columns are ``<feature>_<window>``; FG-B's ``<feature>_<window>_<statisti
 This module must not import pyspark: the compiler imports it to lint FeatureSpec documents.
 """
 
-from __future__ import annotations
-
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -94,6 +93,21 @@ def parse_duration(value: str) -> timedelta:
     if not match:
         raise ValueError(f"not a duration like 15m, 1h, 7d: {value!r}")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def glob_matcher(pattern: str) -> Callable[[str], bool]:
+    """``fnmatchcase(name, pattern)`` as a predicate of ``name``; a plain name and ``prefix*`` (the usual
+    feature patterns) without compiling a regex: the lint validates every feature spec on start-up."""
+    head, star, tail = pattern.partition("*")
+    if not any(ch in head for ch in "?["):
+        if not star:
+            return pattern.__eq__
+        if not tail:
+            return lambda name: name.startswith(head)
+    from fnmatch import translate
+
+    match = re.compile(translate(pattern)).match
+    return lambda name: match(name) is not None
 
 
 def slices(value: str) -> int:
@@ -189,7 +203,7 @@ class FgA(Strict):
         return sorted(value, key=parse_duration)
 
     @model_validator(mode="after")
-    def _features(self) -> FgA:
+    def _features(self) -> Self:
         names = [f.name for f in self.features]
         unknown = sorted(set(names) - set(FG_A_CATALOGUE))
         if unknown:
@@ -320,7 +334,7 @@ class FeatureSpecBody(Strict):
     isolation_forest: IsolationForestParams = IsolationForestParams()
 
     @model_validator(mode="after")
-    def _cross(self) -> FeatureSpecBody:
+    def _cross(self) -> Self:
         bad = sorted(set(self.fg_b.windows) - set(self.fg_a.windows))
         if bad:
             raise ValueError(f"fg_b.windows {bad} are not FG-A windows")
@@ -338,15 +352,14 @@ class FeatureSpecBody(Strict):
         if self.fg_c.novelty.periodicity_window not in self.fg_a.windows:
             raise ValueError(f"fg_c.novelty.periodicity_window {self.fg_c.novelty.periodicity_window!r} "
                              "is not in fg_a.windows")  # fmt: skip
-        from fnmatch import fnmatchcase
-
         columns = self.model_columns()
-        bad = [p for p in self.isolation_forest.exclude_features if not any(fnmatchcase(c, p) for c in columns)]
+        exclude = [(p, glob_matcher(p)) for p in self.isolation_forest.exclude_features]
+        bad = [p for p, match in exclude if not any(map(match, columns))]
         if bad:
             raise ValueError(f"isolation_forest.exclude_features {bad} match no FG-A or FG-C column of this spec")
-        seen = [c for c in columns if not any(fnmatchcase(c, p) for p in self.isolation_forest.exclude_features)]
+        seen = [c for c in columns if not any(match(c) for _, match in exclude)]
         for name, patterns in self.isolation_forest.families.items():
-            bad = [p for p in patterns if not any(fnmatchcase(c, p) for c in seen)]
+            bad = [p for p in patterns if not any(map(glob_matcher(p), seen))]
             if bad:
                 raise ValueError(f"isolation_forest.families.{name} patterns {bad} match no model column "
                                  "(FG-A or FG-C, not excluded)")  # fmt: skip

@@ -144,10 +144,14 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
         from ndr_compiler.render.mermaid import pipeline_diagram
         from ndr_compiler.render.sagemaker_pipeline import render_pipeline
         from ndr_compiler.render.schema import spec_schema
+        from ndr_jobs.interface.entrypoints import ENTRYPOINTS
 
         result.artifacts.append(Artifact("schema/ndr-spec.schema.json", to_json(spec_schema())))
     if render and result.ok and result.pipelines:
-        result.artifacts.append(Artifact("iam/sagemaker_pipelines.json", to_json(pipelines_policy())))
+        steps = [step for p in result.pipelines.values() for step in p.steps]
+        jobs = [a for step in steps if step.module in ENTRYPOINTS for a in ENTRYPOINTS[step.module].aws]
+        policy = pipelines_policy([step.processor.image_uri for step in steps], jobs)
+        result.artifacts.append(Artifact("iam/sagemaker_pipelines.json", to_json(policy)))
     if render and result.ok:
         for name, p in sorted(result.pipelines.items()):
             try:

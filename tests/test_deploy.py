@@ -479,3 +479,35 @@ def test_prune_deletes_what_no_spec_names_rules_first_and_leaves_other_environme
     assert {"ndr-dev-eu-if-training", "ndr-dev-handmade", "ndr-dev-if-training"} <= pipelines
     code, out = run("plan", "--env", "dev")
     assert code == 0 and "orphaned" not in out, out
+
+
+def test_the_pipelines_role_reads_raw_pulls_only_its_images_and_has_what_the_jobs_declare(aws: str, workdir: Path):
+    assert deploy()[0] == 0
+    doc = boto3.client("iam").get_role_policy(RoleName="ndr-dev-sagemaker-pipelines", PolicyName="ndr-generated")
+    statements = {s["Sid"]: s for s in doc["PolicyDocument"]["Statement"]}
+    raw = "arn:aws:s3:::acme-ndr-raw/*"
+    writes = [s["Sid"] for s in statements.values() if {"s3:PutObject", "s3:DeleteObject"} & set(s["Action"])]
+    assert all(raw not in statements[sid]["Resource"] for sid in writes)  # raw is never written
+    assert raw in statements["ReadRaw"]["Resource"]
+    assert statements["PullImages"]["Resource"] == [
+        f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/ndr-processing",
+        f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/ndr-spark-processing",
+    ]
+    # declared by the jobs (ndr_jobs.interface.entrypoints): inventory and join on Redshift, training's registry
+    assert "redshift-data:ExecuteStatement" in statements["RedshiftData"]["Action"]
+    assert statements["RedshiftSecret"]["Resource"] == [f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:ndr/*"]
+    assert "sagemaker:CreateModelPackage" in statements["ModelRegistry"]["Action"]
+
+
+@pytest.mark.parametrize(("uri", "arn"), [
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/ndr-spark:1.2",
+     "arn:aws:ecr:eu-west-1:123456789012:repository/ndr-spark"),
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/ndr@sha256:" + "a" * 64,
+     "arn:aws:ecr:us-east-1:123456789012:repository/team/ndr"),
+    ("${NdrProcessingImageUri}", "${EcrRepositoryArn_NdrProcessingImageUri}"),
+    ("docker.io/library/python:3.12", None),
+])
+def test_ecr_repository_of_an_image(uri: str, arn: str | None):
+    from ndr_compiler.render.iam import ecr_repository_arn
+
+    assert ecr_repository_arn(uri) == arn

@@ -27,6 +27,7 @@ from ndr_compiler.expand.pipeline import default_pipeline_name
 from ndr_compiler.lint.refs import find_cycle
 from ndr_compiler.models.environment import Environment
 from ndr_compiler.models.project import Project
+from ndr_compiler.render.iam import ecr_repository_arn
 
 SFN_TRUST = {
     "Version": "2012-10-17",
@@ -160,6 +161,9 @@ class Deployer:
         e = self.env
         values = {"Region": e.region, "AccountId": e.account, **e.values}
         values["SageMakerPipelineRoleArn"] = self.role_arn("sagemaker-pipelines", e.roles.pipelines)
+        for key, value in list(values.items()):  # the pipelines' role pulls only from the images' repositories
+            if (arn := ecr_repository_arn(value)) is not None and not arn.startswith("$"):
+                values[f"EcrRepositoryArn_{key}"] = arn
         for name, p in self.c.pipelines.items():
             for ph in p.placeholders:
                 values[ph] = self.pipeline_names[name]

@@ -7,11 +7,18 @@ statement per key, numbered in key order (``DynamoDB0``, ``DynamoDB1``... one pe
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from ndr_compiler import ir
 from ndr_compiler.expand.services import ARN
 from ndr_compiler.lint.graph import graphs
+from ndr_jobs.interface.entrypoints import AwsAccess
+
+PLACEHOLDER_ONLY = re.compile(r"\$\{([A-Za-z][A-Za-z0-9_]*)\}")
+ECR_URI = re.compile(r"(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+                     r"(?P<repo>[a-z0-9][a-z0-9._/-]*?)(?::[\w.-]+|@sha256:[0-9a-f]{64})?")
 
 #: the order of statements in a policy, by sid family
 ORDER = ("DynamoDB", "QueryIndexes", "StartPipelines", "WatchPipelineExecutions", "StartChildWorkflows",
@@ -46,20 +53,42 @@ def state_machine_policy(machine: ir.StateMachineIR) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def pipelines_policy() -> dict[str, Any]:
-    """The role SageMaker pipeline executions and their processing jobs run as."""
-    buckets = ["${NdrStorageBucket}", "${RawBucket}", "${ArtifactsBucket}"]
-    return {"Version": "2012-10-17", "Statement": [
+def ecr_repository_arn(image_uri: str) -> str | None:
+    """The repository ARN of an ECR image URI (``<account>.dkr.ecr.<region>.amazonaws.com/<repo>[:tag|@digest]``);
+    ``${Name}`` stands for ``${EcrRepositoryArn_Name}``, which the deploy derives from the value of ``Name``."""
+    if m := PLACEHOLDER_ONLY.fullmatch(image_uri):
+        return f"${{EcrRepositoryArn_{m[1]}}}"
+    if m := ECR_URI.fullmatch(image_uri):
+        return f"arn:aws:ecr:{m['region']}:{m['account']}:repository/{m['repo']}"
+    return None
+
+
+def pipelines_policy(images: Iterable[str], jobs: Iterable[AwsAccess]) -> dict[str, Any]:
+    """The role SageMaker pipeline executions and their processing jobs run as: raw read-only, the project's
+    storage and artifacts read-write, images from the processors' own repositories, and what each job declares
+    (``ndr_jobs.interface.entrypoints``)."""
+    storage = ["${NdrStorageBucket}", "${ArtifactsBucket}"]
+    repositories = sorted({arn for image in images if (arn := ecr_repository_arn(image))})
+    statements = [
         _statement("ProcessingJobs", ["sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
                                       "sagemaker:StopProcessingJob", "sagemaker:AddTags"],
                    [ARN.format(service="sagemaker", resource="processing-job/*")]),
         _statement("PassOwnRole", ["iam:PassRole"], ["${SageMakerPipelineRoleArn}"]),
-        _statement("PullImages", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                                  "ecr:BatchCheckLayerAvailability"],
-                   [ARN.format(service="ecr", resource="repository/*")]),
         _statement("EcrAuth", ["ecr:GetAuthorizationToken"], ["*"]),
         _statement("Logs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
                    [ARN.format(service="logs", resource="log-group:/aws/sagemaker/ProcessingJobs*")]),
+        _statement("ReadRaw", ["s3:GetObject", "s3:ListBucket"], ["arn:aws:s3:::${RawBucket}",
+                                                                  "arn:aws:s3:::${RawBucket}/*"]),
         _statement("Storage", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
-                   [f"arn:aws:s3:::{b}{suffix}" for b in buckets for suffix in ("", "/*")]),
-    ]}
+                   [f"arn:aws:s3:::{b}{suffix}" for b in storage for suffix in ("", "/*")]),
+    ]
+    if repositories:
+        statements.insert(2, _statement("PullImages", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                                       "ecr:BatchCheckLayerAvailability"], repositories))
+    merged: dict[str, tuple[set[str], set[str]]] = {}
+    for access in jobs:
+        actions, resources = merged.setdefault(access.sid, (set(), set()))
+        actions.update(access.actions)
+        resources.update(access.resources)
+    statements += [_statement(sid, *merged[sid]) for sid in sorted(merged)]
+    return {"Version": "2012-10-17", "Statement": statements}

@@ -52,10 +52,44 @@ TRAINING_STAGES = ("verify", "remediate", "reverify", "train", "publish", "attri
 
 
 @dataclass(frozen=True)
+class AwsAccess:
+    """An AWS call a job makes besides its storage: compiled into the pipelines' role (one statement per sid).
+    Resources are ARN templates with ``${Region}`` and ``${AccountId}``."""
+
+    sid: str
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+
+
+#: the Redshift Data API, with the secret it authenticates with (``NDR_REDSHIFT_SECRET_ARN`` must name a secret
+#: under ``ndr/``: the role reads no other secret)
+REDSHIFT = (
+    AwsAccess("RedshiftData", ("redshift-data:ExecuteStatement", "redshift-data:BatchExecuteStatement"),
+              ("arn:aws:redshift-serverless:${Region}:${AccountId}:workgroup/*",
+               "arn:aws:redshift:${Region}:${AccountId}:cluster:*")),
+    AwsAccess("RedshiftStatements", ("redshift-data:CancelStatement", "redshift-data:DescribeStatement",
+                                     "redshift-data:GetStatementResult"), ("*",)),
+    AwsAccess("RedshiftSecret", ("secretsmanager:GetSecretValue",),
+              ("arn:aws:secretsmanager:${Region}:${AccountId}:secret:ndr/*",)),
+    AwsAccess("RedshiftCredentials", ("redshift:GetClusterCredentials", "redshift-serverless:GetCredentials"),
+              ("arn:aws:redshift:${Region}:${AccountId}:dbuser:*/*",
+               "arn:aws:redshift-serverless:${Region}:${AccountId}:workgroup/*")),
+)
+#: the SageMaker Model Registry (ndr_jobs.model.registry)
+MODEL_REGISTRY = (
+    AwsAccess("ModelRegistry", ("sagemaker:CreateModelPackage", "sagemaker:CreateModelPackageGroup",
+                                "sagemaker:DescribeModelPackageGroup", "sagemaker:UpdateModelPackage"),
+              ("arn:aws:sagemaker:${Region}:${AccountId}:model-package-group/*",
+               "arn:aws:sagemaker:${Region}:${AccountId}:model-package/*")),
+)
+
+
+@dataclass(frozen=True)
 class Entrypoint:
-    """A script's arguments, in parser order."""
+    """A script's arguments, in parser order, and the AWS calls it makes besides its storage."""
 
     args: tuple[Arg, ...]
+    aws: tuple[AwsAccess, ...] = ()
 
 
 def _batch(*extra: Arg) -> Entrypoint:
@@ -71,11 +105,11 @@ ENTRYPOINTS: dict[str, Entrypoint] = {
     "ndr_jobs.scripts.run_pair_counts_builder": _batch(),
     "ndr_jobs.scripts.run_fg_c_builder": _batch(),
     "ndr_jobs.scripts.run_inference_predictions": _batch(),
-    "ndr_jobs.scripts.run_prediction_feature_join": _batch(
-        Arg("--publication-target", choices=("s3", "redshift"), default="s3"),
+    "ndr_jobs.scripts.run_prediction_feature_join": Entrypoint(
+        (*BATCH, Arg("--publication-target", choices=("s3", "redshift"), default="s3")), aws=REDSHIFT,
     ),
     "ndr_jobs.scripts.run_machine_inventory_unload": Entrypoint(
-        (*PROJECT, Arg("--reference-month", contract.month, required=True)),
+        (*PROJECT, Arg("--reference-month", contract.month, required=True)), aws=REDSHIFT,
     ),
     "ndr_jobs.scripts.run_fg_b_builder": Entrypoint((
         *PROJECT,
@@ -90,7 +124,7 @@ ENTRYPOINTS: dict[str, Entrypoint] = {
         Arg("--run-key", contract.run_key, required=True, help="idempotency key of the training run"),
         Arg("--missing-windows-override", contract.window_list, default=[],
             help="JSON array of window start timestamps to remediate instead of the verifier's list"),
-    )),
+    ), aws=MODEL_REGISTRY),
     "ndr_jobs.scripts.run_historical_windows_extractor": Entrypoint((
         *PROJECT,
         Arg("--start-ts-iso", contract.timestamp, required=True),

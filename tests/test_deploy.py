@@ -495,7 +495,7 @@ def test_the_pipelines_role_reads_raw_pulls_only_its_images_and_has_what_the_job
     ]
     # declared by the jobs (ndr_jobs.interface.entrypoints): inventory and join on Redshift, training's registry
     assert "redshift-data:ExecuteStatement" in statements["RedshiftData"]["Action"]
-    assert statements["RedshiftSecret"]["Resource"] == [f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:ndr/*"]
+    assert statements["RedshiftSecret"]["Resource"] == [f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:ndr*"]
     assert "sagemaker:CreateModelPackage" in statements["ModelRegistry"]["Action"]
 
 

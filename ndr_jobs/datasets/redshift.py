@@ -32,7 +32,8 @@ _NAME = re.compile(rf"{_IDENTIFIER}")
 _TABLE = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER}){{0,2}}")
 _CLUSTER = re.compile(r"[a-z](?!.*--)[a-z0-9-]{0,62}(?<!-)")
 _WORKGROUP = re.compile(r"[a-z0-9-]{3,64}")
-_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
+#: a secret whose name starts with ``ndr``: the only ones the pipelines' role may read (entrypoints.REDSHIFT)
+_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:ndr[A-Za-z0-9/_+=.@-]*")
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9_+=,.@/-]+")
 #: an S3 URI safe inside a SQL string literal: a valid bucket name, no quote, backslash or control character
 _S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^'\\\x00-\x1f\x7f]*)?")
@@ -114,7 +115,8 @@ class RedshiftConfig:
         checks = ((WORKGROUP_ENV, _WORKGROUP, "a Redshift Serverless workgroup name"),
                   (CLUSTER_ENV, _CLUSTER, "a Redshift cluster identifier"),
                   (DATABASE_ENV, _NAME, "a plain database name"),
-                  (SECRET_ENV, _SECRET_ARN, "a Secrets Manager secret ARN"),
+                  (SECRET_ENV, _SECRET_ARN, "a Secrets Manager secret ARN whose name starts with 'ndr' (the only "
+                   "secrets the pipelines' role may read)"),
                   (DB_USER_ENV, _NAME, "a plain database user name"))  # fmt: skip
         for name, pattern, what in checks:
             if env[name] and not pattern.fullmatch(env[name]):

@@ -62,7 +62,7 @@ class AwsAccess:
 
 
 #: the Redshift Data API, with the secret it authenticates with (``NDR_REDSHIFT_SECRET_ARN`` must name a secret
-#: under ``ndr/``: the role reads no other secret)
+#: whose name starts with ``ndr``: the role reads no other secret)
 REDSHIFT = (
     AwsAccess("RedshiftData", ("redshift-data:ExecuteStatement", "redshift-data:BatchExecuteStatement"),
               ("arn:aws:redshift-serverless:${Region}:${AccountId}:workgroup/*",
@@ -70,7 +70,7 @@ REDSHIFT = (
     AwsAccess("RedshiftStatements", ("redshift-data:CancelStatement", "redshift-data:DescribeStatement",
                                      "redshift-data:GetStatementResult"), ("*",)),
     AwsAccess("RedshiftSecret", ("secretsmanager:GetSecretValue",),
-              ("arn:aws:secretsmanager:${Region}:${AccountId}:secret:ndr/*",)),
+              ("arn:aws:secretsmanager:${Region}:${AccountId}:secret:ndr*",)),
     AwsAccess("RedshiftCredentials", ("redshift:GetClusterCredentials", "redshift-serverless:GetCredentials"),
               ("arn:aws:redshift:${Region}:${AccountId}:dbuser:*/*",
                "arn:aws:redshift-serverless:${Region}:${AccountId}:workgroup/*")),

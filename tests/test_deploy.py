@@ -251,7 +251,7 @@ def test_plan_summarises_what_a_create_makes_and_deploy_shows_progress(aws: str,
     # not a terminal: one progress line per change, in the order applied
     steps = re.findall(rf"^\[(\d+)/{todo} \d+s\] deploy to dev: create (\S+) (\S+)$", out, re.M)
     assert [int(s[0]) for s in steps] == list(range(1, todo + 1))
-    assert steps[0][1] == "dynamodb-table" and steps[-1][1] == "events-rule"
+    assert steps[0][1] == "dynamodb-table" and steps[-1][1] == "cloudwatch-alarm"
     assert not boto3.client("dynamodb", region_name="us-east-1").get_item(
         TableName="ndr-idempotency-locks", Key={"lock_key": {"S": "deploy#ndr-dev"}}).get("Item")  # released
 
@@ -511,3 +511,42 @@ def test_ecr_repository_of_an_image(uri: str, arn: str | None):
     from ndr_compiler.render.iam import ecr_repository_arn
 
     assert ecr_repository_arn(uri) == arn
+
+
+def test_alarms_watch_every_machine_and_pipeline_freshness_and_the_quarantine_ratio(aws: str, workdir: Path):
+    assert deploy()[0] == 0
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    alarms = {a["AlarmName"]: a for page in cw.get_paginator("describe_alarms").paginate()
+              for a in page["MetricAlarms"]}
+    topic = f"arn:aws:sns:us-east-1:{ACCOUNT}:ndr-dev-alarms"
+    assert all(a["AlarmActions"] == [topic] for a in alarms.values())
+    machines = [m["name"] for m in sfn().list_state_machines()["stateMachines"]]
+    for name in machines:
+        for what in ("failed", "timed-out", "throttled"):
+            assert f"{name}-{what}" in alarms
+    pipelines = [p["PipelineName"] for p in boto3.client("sagemaker", region_name="us-east-1").list_pipelines()[
+        "PipelineSummaries"]]
+    assert all(alarms[f"{p}-failed"]["Namespace"] == "AWS/Sagemaker/ModelBuildingPipeline" for p in pipelines)
+    stale = alarms["ndr-dev-15m-features-inference-stale"]
+    assert (stale["MetricName"], stale["ComparisonOperator"], stale["TreatMissingData"]) == (
+        "ExecutionsSucceeded", "LessThanThreshold", "breaching")
+    assert stale["Period"] * stale["EvaluationPeriods"] == 45 * 60
+    ratio = alarms["ndr-dev-quarantine-ratio"]
+    assert (ratio["Namespace"], ratio["Threshold"]) == ("NDR/ndr-dev", 0.5)
+    (metric_filter,) = boto3.client("logs", region_name="us-east-1").describe_metric_filters(
+        logGroupName="/aws/sagemaker/ProcessingJobs")["metricFilters"]
+    assert metric_filter["metricTransformations"][0]["metricValue"] == "$.quarantine_ratio"
+
+    env = workdir / "specs" / "environments" / "dev.yaml"
+    doc = yaml.safe_load(env.read_text())
+    doc["spec"]["alarms"]["max_quarantine_ratio"] = 0.2
+    doc["spec"]["alarms"]["email"] = ["oncall@example.com"]
+    env.write_text(yaml.safe_dump(doc))
+    code, out = run("plan", "--env", "dev")
+    assert code == 0, out
+    assert re.search(r"update +cloudwatch-alarm +ndr-dev-quarantine-ratio\n    ~ Threshold: 0\.5 -> 0\.2", out), out
+    assert re.search(r"update +sns-topic +ndr-dev-alarms\n", out), out
+    code, out = deploy()
+    assert code == 0 and "deployed to dev: 2 changed" in out, out
+    subs = boto3.client("sns", region_name="us-east-1").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert [s["Endpoint"] for s in subs] == ["oncall@example.com"]

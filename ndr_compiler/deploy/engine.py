@@ -187,6 +187,7 @@ class Deployer:
             *self._pipelines(),
             *self._machines(),
             *self._triggers(),
+            *self._alarms(),
         ]
         return out
 
@@ -577,6 +578,104 @@ class Deployer:
             summary = f"{what} -> {target['Arn'].rsplit(':stateMachine:', 1)[-1]}"
             out.append(Resource("events-rule", name, desired, read, put, lambda _c, put=put: put(), summary=summary))
         return out
+
+    def _alarms(self) -> list[Resource]:
+        """The environment's SNS topic, the quarantine-ratio metric filter and its CloudWatch alarms."""
+        spec = self.env.alarms
+        if not spec.enabled:
+            return []
+        sns, cw, logs = self.client("sns"), self.client("cloudwatch"), self.client("logs")
+        e, prefix = self.env, self.env.prefix
+        topic = f"{prefix}-alarms"
+        topic_arn = f"arn:aws:sns:{e.region}:{e.account}:{topic}"
+
+        def read_topic() -> Any:
+            try:
+                sns.get_topic_attributes(TopicArn=topic_arn)
+            except ClientError as exc:
+                if missing(exc) or exc.response["Error"]["Code"] == "NotFound":
+                    return None
+                raise
+            subs = sns.list_subscriptions_by_topic(TopicArn=topic_arn).get("Subscriptions", [])
+            return {"Name": topic, "Email": sorted(x["Endpoint"] for x in subs if x["Protocol"] == "email")}
+
+        def put_topic(_current: Any = None) -> None:
+            sns.create_topic(Name=topic, Tags=[{"Key": ENV_TAG, "Value": prefix}])
+            have = (read_topic() or {}).get("Email", [])
+            for address in sorted(set(spec.email) - set(have)):
+                sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint=address)
+
+        out = [Resource("sns-topic", topic, {"Name": topic, "Email": sorted(set(spec.email))}, read_topic, put_topic,
+                        put_topic, summary=f"alarms of {prefix} -> {', '.join(spec.email) or 'no subscriber yet'}")]
+
+        group, namespace = "/aws/sagemaker/ProcessingJobs", f"NDR/{prefix}"
+        filter_name = f"{prefix}-quarantine-ratio"
+        metric = {"metricName": "QuarantineRatio", "metricNamespace": namespace, "metricValue": "$.quarantine_ratio"}
+        # the delta job's summary line (ndr_jobs.runtime.summary): one JSON object on stdout, in the job's log
+        pattern = '{ $.job = "delta_builder" && $.quarantine_ratio = * }'
+        desired_filter = {"filterPattern": pattern, "metricTransformations": [metric]}
+
+        def read_filter() -> Any:
+            found = logs.describe_metric_filters(logGroupName=group, filterNamePrefix=filter_name).get(
+                "metricFilters", []) if self._log_group_exists(group) else []
+            for f in found:
+                if f["filterName"] == filter_name:
+                    return {"filterPattern": f["filterPattern"], "metricTransformations": [
+                        {k: t[k] for k in ("metricName", "metricNamespace", "metricValue")}
+                        for t in f["metricTransformations"]]}
+            return None
+
+        def put_filter(_current: Any = None) -> None:
+            if not self._log_group_exists(group):
+                logs.create_log_group(logGroupName=group)
+            logs.put_metric_filter(logGroupName=group, filterName=filter_name, **desired_filter)
+
+        out.append(Resource("logs-metric-filter", filter_name, desired_filter, read_filter, put_filter, put_filter,
+                            summary=f"QuarantineRatio in {namespace} from the delta job's summary"))
+
+        def alarm(name: str, metric: str, ns: str, dimensions: dict[str, str], statistic: str, threshold: float,
+                  comparison: str, periods: int = 1, missing_data: str = "notBreaching") -> Resource:
+            params = {
+                "AlarmName": name, "MetricName": metric, "Namespace": ns, "Statistic": statistic,
+                "Dimensions": [{"Name": k, "Value": v} for k, v in sorted(dimensions.items())],
+                "Period": 300, "EvaluationPeriods": periods, "DatapointsToAlarm": periods, "Threshold": threshold,
+                "ComparisonOperator": comparison, "TreatMissingData": missing_data, "AlarmActions": [topic_arn],
+                "ActionsEnabled": True,
+            }
+
+            def read(name: str = name) -> Any:
+                found = cw.describe_alarms(AlarmNames=[name]).get("MetricAlarms", [])
+                return {k: found[0].get(k) for k in params} if found else None
+
+            def put(_current: Any = None, params: dict = params) -> None:
+                cw.put_metric_alarm(**params, Tags=[{"Key": ENV_TAG, "Value": prefix}] if _current is None else [])
+
+            verb = {"LessThanThreshold": "<", "GreaterThanThreshold": ">"}.get(comparison, ">=")
+            return Resource("cloudwatch-alarm", name, params, read, put, put,
+                            summary=f"{statistic} {metric} {verb} {threshold:g} over {periods * 5} min -> {topic}")
+
+        for m in self.c.machines:
+            arn, short = self.machine_arn(m.name), self.machine_names[m.name]
+            for metric, what in (("ExecutionsFailed", "failed"), ("ExecutionsTimedOut", "timed-out"),
+                                 ("ExecutionThrottled", "throttled")):
+                out.append(alarm(f"{short}-{what}", metric, "AWS/States", {"StateMachineArn": arn}, "Sum", 1,
+                                 "GreaterThanOrEqualToThreshold"))
+        for spec_name in sorted(self.c.pipelines):
+            name = self.pipeline_names[spec_name]
+            out.append(alarm(f"{name}-failed", "ExecutionFailed", "AWS/Sagemaker/ModelBuildingPipeline",
+                             {"PipelineName": name}, "Sum", 1, "GreaterThanOrEqualToThreshold"))
+        for fresh in spec.freshness:
+            short = self.machine_names[fresh.state_machine]
+            out.append(alarm(f"{short}-stale", "ExecutionsSucceeded", "AWS/States",
+                             {"StateMachineArn": self.machine_arn(fresh.state_machine)}, "Sum", 1,
+                             "LessThanThreshold", periods=fresh.minutes // 5, missing_data="breaching"))
+        out.append(alarm(f"{prefix}-quarantine-ratio", "QuarantineRatio", namespace, {}, "Maximum",
+                         spec.max_quarantine_ratio, "GreaterThanThreshold"))
+        return out
+
+    def _log_group_exists(self, group: str) -> bool:
+        found = self.client("logs").describe_log_groups(logGroupNamePrefix=group).get("logGroups", [])
+        return any(g["logGroupName"] == group for g in found)
 
     def _orphaned_rules(self, wanted: set[str], orphaned_machines: set[str]) -> list[Change]:
         """This environment's rules that no spec wants any more, e.g. a removed schedule: the deploy never deletes,

@@ -83,7 +83,7 @@ def schedule_problem(expression: str) -> str | None:
     return None
 
 
-def _names(env: Spec, kind: str, names: dict[str, Spec], project: str, path: tuple[str, ...],
+def _names(env: Spec, kind: str, names: dict[str, Spec], project: str, path: tuple[str | int, ...],
            name: str) -> Iterator[Diagnostic]:
     spec = names.get(name)
     if spec is None:
@@ -111,6 +111,10 @@ def environment_rules(specs: SpecSet) -> Iterator[Diagnostic]:
                 if not specs.is_broken("StateMachine", trigger.state_machine):
                     yield from _names(env, "state machine", machines, spec.project, (*path, "state_machine"),
                                       trigger.state_machine)
+        for i, fresh in enumerate(spec.alarms.freshness):
+            if not specs.is_broken("StateMachine", fresh.state_machine):
+                yield from _names(env, "state machine", machines, spec.project,
+                                  ("spec", "alarms", "freshness", i, "state_machine"), fresh.state_machine)
         for name, trigger in sorted(spec.triggers.schedules.items()):
             if (problem := schedule_problem(trigger.schedule)) is not None:
                 yield Diagnostic("E123", f"schedule {trigger.schedule}: {problem}",

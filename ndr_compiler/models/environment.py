@@ -39,6 +39,24 @@ class Triggers(Strict):
     schedules: dict[str, ScheduleTrigger] = Field(default_factory=dict)
 
 
+class FreshnessAlarm(Strict):
+    state_machine: str = Field(description="the machine whose successful executions prove the data is fresh")
+    minutes: Annotated[int, Field(ge=10, le=1440, multiple_of=5)] = Field(
+        default=45, description="alarm when no execution of it succeeded in this many minutes")
+
+
+class Alarms(Strict):
+    """CloudWatch alarms of the environment, to one SNS topic ``<prefix>-alarms``: every state machine failed,
+    timed out or throttled, every pipeline's failed executions, freshness, and the delta job's quarantine ratio."""
+
+    enabled: bool = True
+    email: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
+        default_factory=list, description="addresses subscribed to the topic (each confirms by mail)")
+    freshness: list[FreshnessAlarm] = Field(default_factory=list)
+    max_quarantine_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.5, description="alarm when a delta batch quarantines more than this share of its lines")
+
+
 class EnvironmentSpec(Strict):
     project: str
     account: Annotated[str, Field(pattern=r"^\d{12}$")]
@@ -53,6 +71,7 @@ class EnvironmentSpec(Strict):
                                            description="state machine spec name -> deployed name (default: prefixed)")
     alias: str = "live"
     triggers: Triggers = Triggers()
+    alarms: Alarms = Alarms()
     on_missing_value: Literal["error"] = "error"
 
 

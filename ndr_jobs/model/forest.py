@@ -74,16 +74,8 @@ def params_for(feature_spec_version: str) -> ForestParams:
 
     section = load_feature_spec(feature_spec_version).isolation_forest
     values = section.model_dump()
-    keys = (
-        "n_estimators",
-        "max_samples",
-        "contamination",
-        "random_state",
-        "validation_fraction",
-        "exclude_features",
-        "families",
-        "calibration_tail",
-    )
+    keys = ("n_estimators", "max_samples", "contamination", "random_state", "validation_fraction", "exclude_features",
+            "families", "calibration_tail")
     return ForestParams(**{k: values[k] for k in keys}, source=f"feature spec {feature_spec_version}")
 
 

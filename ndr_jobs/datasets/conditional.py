@@ -128,9 +128,11 @@ def write(path: str, data: bytes, expected: str | None) -> str:
     return _tag(data)
 
 
-#: attempts of a read-modify-write and the base of its randomised exponential back-off (seconds)
-MAX_ATTEMPTS = 8
+#: attempts of a read-modify-write, the base of its randomised exponential back-off and its longest wait
+#: (seconds); 8 writers racing on one object needed up to 7 attempts each (docs/design/jobs.md)
+MAX_ATTEMPTS = 16
 BACKOFF_SECONDS = 0.05
+MAX_BACKOFF_SECONDS = 2.0
 
 
 def update(
@@ -142,7 +144,8 @@ def update(
     """Read ``path``, let ``change`` compute ``(new bytes or None to leave it, result)``, write conditionally.
 
     A lost race reads again and calls ``change`` again, up to ``attempts`` times (randomised exponential
-    back-off in between); then :class:`RetriesExhaustedError`. Returns ``(result, conflicts seen)``.
+    back-off in between, at most :data:`MAX_BACKOFF_SECONDS`); then :class:`RetriesExhaustedError`.
+    Returns ``(result, conflicts seen)``.
     """
     for attempt in range(attempts):
         current = read(path)
@@ -153,7 +156,8 @@ def update(
             write(path, data, None if current is None else current.tag)
         except PreconditionFailedError:
             if attempt + 1 < attempts:
-                time.sleep(backoff * (2**attempt) * (0.5 + random.random()))  # noqa: S311 - jitter, not security
+                wait = min(backoff * (2**attempt), MAX_BACKOFF_SECONDS)
+                time.sleep(wait * (0.5 + random.random()))  # noqa: S311 - jitter, not security
             continue
         return result, attempt
     raise RetriesExhaustedError(f"{path}: {attempts} conditional writes in a row lost to concurrent writers")

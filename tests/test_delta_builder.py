@@ -15,15 +15,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from ndr_jobs.datasets import storage
+from ndr_jobs.parsing import raw_lines
 from ndr_jobs.processing.delta_builder_job import (
     DELTA_COLUMNS,
     QUARANTINE_COLUMNS,
+    QuarantineRatioExceededError,
+    RawPathError,
+    confine_objects,
     delta_files,
     raw_batch_folder,
     run_delta_builder_from_runtime_config,
     task_bytes,
 )
-from ndr_jobs.runtime.config import BatchRuntime
+from ndr_jobs.runtime.config import BatchRuntime, DeltaRuntime
 from ndr_jobs.runtime.spark import sql_conf
 from tests.test_panos import traffic_line
 
@@ -206,6 +210,9 @@ def test_exact_delta_rows_and_summary(built: tuple[Path, dict, str]) -> None:
         "rows_before_window": 1,
         "rows_after_window": 1,
         "delta_rows": 5,
+        "quarantine_ratio": round(5 / 13, 6),
+        "max_quarantine_ratio": 0.5,
+        "quarantine_guard": "passed",
         "outputs": {name: f"{store}/{name}/{PARTITION}" for name in ("delta", "quarantine")},
         "output_files": {"delta": 1, "quarantine": 1},
     }
@@ -319,7 +326,16 @@ def test_the_raw_folder_follows_the_contract_layout(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("NDR_ORG_ID", raising=False)
     expected = "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/10/01/1200/"
     assert raw_batch_folder(runtime(), start) == expected
-    assert raw_batch_folder(runtime("s3://elsewhere/batch/"), start) == "s3://elsewhere/batch/"
+    with pytest.raises(RawPathError, match="'s3://elsewhere/batch/' is not s3://<bucket>/pan-traffic/<org>/ndr-prod"):
+        raw_batch_folder(runtime("s3://elsewhere/batch/"), start)
+    other_bucket = "s3://elsewhere/pan-traffic/acme/ndr-prod/v1/2026/10/01/1200/"  # the layout, not the routed bucket
+    with pytest.raises(RawPathError, match="not this batch's folder under NDR_RAW_ROOT"):
+        raw_batch_folder(runtime(other_bucket), start)
+    assert raw_batch_folder(runtime(expected), start) == expected
+    for wrong in ("s3://acme-ndr-raw/pan-traffic/acme/other-project/v1/2026/10/01/1200/",
+                  "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/10/01/1215/"):  # fmt: skip
+        with pytest.raises(RawPathError):
+            raw_batch_folder(runtime(wrong), start)
     odd = BatchRuntime("ndr-prod", "v1", "my-org-ndr-prod-v1-20261001T1200", START, END)
     assert raw_batch_folder(odd, start) == expected.replace("/acme/", "/my-org/")  # dashes in the org id
     mismatched = BatchRuntime("ndr-prod", "v1", "acme-ndr-prod-v1-20261001T1215", START, END)
@@ -459,3 +475,68 @@ def test_the_merge_puts_records_in_their_delta_file_and_spreads_malformed_lines(
     where = {r["src_ip"]: r["part"] for r in merged.where("status = 'in_window'").collect()}
     assert where == {r["src_ip"]: r["part"] for r in expected.where("status = 'in_window'").collect()}
     assert len({r["part"] for r in merged.where("status = 'quarantined'").collect()}) > 1
+
+
+# --- guards: the quarantined share, decompression bombs, paths outside the batch -----------------------------
+
+
+def test_the_quarantine_guard_fails_a_batch_whose_format_changed(
+    spark, env: dict[str, Path], capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+) -> None:
+    folder = env["raw"] / "pan-traffic/acme/ndr-prod/v1/2026/10/01/1200"
+    # a PAN-OS upgrade moved a field: every line but one fails to parse
+    lines = [traffic_line({25: "https"})] * 6 + [traffic_line({6: "2026/13/01 00:00:00"})] * 3 + [IN_WINDOW[0], ""]
+    for f in folder.iterdir():
+        f.unlink()
+    (folder / "traffic-00.log").write_text("\n".join(lines) + "\n")
+    strict = DeltaRuntime("ndr-prod", "v1", BATCH_ID, START, END, str(folder), max_quarantine_ratio=0.5)
+    with pytest.raises(
+        QuarantineRatioExceededError,
+        match=r"9 of 10 lines quarantined \(90\.0% > max_quarantine_ratio "
+        r"0\.5\): the delta was not written.*bad_number: 6, bad_timestamp: 3.*sample: bad_number \(dst_port\)",
+    ):
+        run_delta_builder_from_runtime_config(strict)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["quarantine_ratio"], summary["quarantine_guard"]) == (0.9, "tripped")
+    assert summary["outputs"]["delta"] is None
+    assert [x["reason"] for x in summary["quarantine_sample"]] == ["bad_number", "bad_timestamp"]  # distinct lines
+    assert not (env["store"] / "delta" / PARTITION).exists()  # what the next steps read is not written
+    assert len(read(env["store"] / "quarantine" / PARTITION)) == 9  # the evidence is
+    lenient = DeltaRuntime("ndr-prod", "v1", BATCH_ID, START, END, str(folder), max_quarantine_ratio=1.0)
+    summary = run_delta_builder_from_runtime_config(lenient)
+    assert (summary["quarantine_guard"], summary["delta_rows"]) == ("passed", 1)
+
+
+def test_a_decompression_bomb_is_cut_at_the_cap_and_quarantined(
+    spark, env: dict[str, Path], monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv(raw_lines.DECOMPRESSED_CAP_ENV, str(1 << 20))
+    folder = env["folder"]
+    bomb = "\n".join(IN_WINDOW[:2]).encode() + b"\n" + b" " * (64 << 20)  # two lines, then 64 MiB of spaces
+    (folder / "traffic-02.log.gz").write_bytes(gzip.compress(bomb, compresslevel=9, mtime=0))
+    summary = run_delta_builder_from_runtime_config(runtime(folder))
+    assert summary["quarantined_by_reason"]["decompressed_too_large"] == 1
+    assert summary["rows_in_window"] == 6 + 2  # the lines before the cap were read
+    rows = [r for r in read(env["store"] / "quarantine" / PARTITION) if r["reason"] == "decompressed_too_large"]
+    assert [(Path(r["source_file"]).name, r["detail"]) for r in rows] == [
+        ("traffic-02.log.gz", "more than 1048576 bytes decompressed; the 2 line(s) before the cap were read")
+    ]
+
+
+def test_raw_objects_outside_the_batch_folder_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = use(monkeypatch, tmp_path)
+    folder = paths["folder"]
+    folder.mkdir(parents=True)
+    (folder / "a.log").write_text("x\n")
+    assert [o.path for o in confine_objects(str(folder), storage.list_objects(str(folder)))] == [f"{folder}/a.log"]
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("not yours\n")
+    (folder / "b.log").symlink_to(secret)
+    with pytest.raises(RawPathError, match="b.log' is outside the batch folder"):
+        confine_objects(str(folder), storage.list_objects(str(folder)))
+    start = datetime(2026, 10, 1, 12, tzinfo=UTC)
+    with pytest.raises(RawPathError, match="outside NDR_RAW_ROOT"):
+        raw_batch_folder(runtime(secret.parent), start)
+    with pytest.raises(ValueError, match="not an s3:// URI or an absolute path"):
+        raw_batch_folder(runtime(f"{paths['raw']}/../elsewhere"), start)

@@ -12,7 +12,7 @@ import pytest
 
 import ndr_jobs.scripts
 from ndr_jobs.interface import entrypoints
-from ndr_jobs.runtime.config import BatchRuntime, PublicationRuntime, TrainingRuntime
+from ndr_jobs.runtime.config import DeltaRuntime, PublicationRuntime, TrainingRuntime
 from tests.conftest import SPECS
 
 SCRIPTS = [
@@ -69,14 +69,19 @@ def test_every_script_has_a_parser_and_imports_no_spark(name: str):
 def test_batch_arguments_become_a_typed_runtime():
     script = importlib.import_module("ndr_jobs.scripts.run_delta_builder")
     rt = script.parse_runtime([*BATCH, "--raw-batch-folder", "s3://acme-ndr-raw/pan-traffic/a/p/v1/2026/10/01/1200/"])
-    assert rt == BatchRuntime(
+    assert rt == DeltaRuntime(
         "ndr-prod",
         "v1",
         "m1",
         "2026-10-01T12:00:00Z",
         "2026-10-01T12:15:00Z",
         "s3://acme-ndr-raw/pan-traffic/a/p/v1/2026/10/01/1200/",
+        max_quarantine_ratio=0.5,
     )
+    assert script.parse_runtime([*BATCH, "--max-quarantine-ratio", "0.05"]).max_quarantine_ratio == 0.05
+    for bad in ("1.5", "-0.1", "nan", "1e-3", " 0.5", ".5"):
+        with pytest.raises(SystemExit):
+            script.parse_runtime([*BATCH, "--max-quarantine-ratio", bad])
     join = importlib.import_module("ndr_jobs.scripts.run_prediction_feature_join")
     assert join.parse_runtime([*BATCH, "--publication-target", "redshift"]) == PublicationRuntime(
         "ndr-prod", "v1", "m1", "2026-10-01T12:00:00Z", "2026-10-01T12:15:00Z", publication_target="redshift"

@@ -99,7 +99,127 @@ def test_the_bundle_round_trips_its_bytes_and_refuses_the_old_format():
     assert [d["name"] for d in description["detectors"]] == ["all_features", "c2"]
     assert description["detectors"][1]["features"] == ["beacon_score", "beacon_minutes"]
     old = artifacts.tar_gz({"model.json": json.dumps({**description, "format": 1}).encode(), "model.pkl": b""})
-    with pytest.raises(artifacts.ArtifactError, match="format 1 is not 2: retrain"):
+    with pytest.raises(artifacts.ArtifactError, match="format 1 is not 3: retrain"):
         forest.ModelBundle.from_bytes(old)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        assert sorted(tar.getnames()) == ["model.json", "model.pkl"]
+        assert "model.json" in tar.getnames() and not any(n.endswith(".pkl") for n in tar.getnames())
+
+
+# --- the safe bundle: node arrays, no pickle -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("max_samples", "max_features", "rows"), [(256, 1.0, 2000), (0.5, 1.0, 500), ("auto", 0.6, 3000), (64, 3, 300)]
+)
+def test_trees_score_bit_for_bit_as_scikit_learn(max_samples: int | float | str, max_features: float, rows: int):
+    from sklearn.ensemble import IsolationForest
+
+    rng = np.random.default_rng(rows)
+    x = rng.normal(size=(rows, 7))
+    x[::17, 2] = np.nan  # missing values take the side the trees learnt
+    fitted = IsolationForest(n_estimators=60, max_samples=max_samples, max_features=max_features, random_state=3).fit(x)
+    test = rng.normal(size=(5000, 7)) * 3  # beyond the training range too
+    test[::13, 1] = np.nan
+    assert np.array_equal(forest.Trees.from_sklearn(fitted).score(test), -fitted.score_samples(test))
+
+
+def test_the_ensemble_scores_exactly_as_the_pickled_scikit_learn_ensemble_did():
+    """Format 2 held the scikit-learn forests themselves; the node arrays must give the same scores and drivers."""
+    train, test, features = planted(2)
+    params = ForestParams(n_estimators=50, families={"c2": ["beacon_*"], "noise": ["noise_0*"]})
+    old = forest.Ensemble(tuple(
+        forest.Detector(name, cols, fitted, Calibration.fit(forest.score(fitted, train[:, list(cols)]), 0.05))
+        for name, cols in forest.family_columns(features, params)
+        for fitted in [forest.fit(train[:, list(cols)], params)]
+    ))  # fmt: skip
+    pre = Preprocessor.fit(features, train)
+    bundle = forest.ModelBundle(forest.fit_ensemble(train, features, params), pre, params, 2.0, {})
+    back = forest.ModelBundle.from_bytes(bundle.to_bytes()).ensemble
+    for new in (bundle.ensemble, back):
+        (s_old, d_old), (s_new, d_new) = old.score(test), new.score(test)
+        assert np.array_equal(s_old, s_new) and np.array_equal(d_old, d_new)
+        assert np.array_equal(old.raw(test), new.raw(test))
+
+
+def small_bundle() -> bytes:
+    train, _, features = planted(3)
+    params = ForestParams(n_estimators=5, families={"c2": ["beacon_*"]})
+    pre = Preprocessor.fit(features, train)
+    return forest.ModelBundle(
+        forest.fit_ensemble(pre.transform(train), features, params), pre, params, 2.0, {}
+    ).to_bytes()
+
+
+def rebundle(data: bytes, **changes: bytes | None) -> bytes:
+    files = artifacts.untar_gz(data)
+    for name, value in changes.items():
+        name = name.replace("__", "/").replace("_npy", ".npy").replace("_json", ".json").replace("_pkl", ".pkl")
+        if value is None:
+            files.pop(name)
+        else:
+            files[name] = value
+    return artifacts.tar_gz(files)
+
+
+def test_a_pickle_in_a_bundle_is_never_loaded(tmp_path):
+    import pickle
+
+    class Boom:
+        def __reduce__(self):  # unpickling this would create the file
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    data = small_bundle()
+    description = json.loads(artifacts.untar_gz(data)["model.json"])
+    legacy = artifacts.tar_gz({"model.json": json.dumps({**description, "format": 2}).encode(),
+                               "model.pkl": pickle.dumps(Boom())})  # fmt: skip
+    with pytest.raises(artifacts.ArtifactError, match="format 2 is not 3: retrain"):
+        forest.ModelBundle.from_bytes(legacy)
+    with pytest.raises(forest.ModelFormatError, match="unexpected members.*model.pkl"):
+        forest.ModelBundle.from_bytes(rebundle(data, model_pkl=pickle.dumps(Boom())))
+    objects = io.BytesIO()
+    np.save(objects, np.array([Boom()], dtype=object), allow_pickle=True)  # an object array is a pickle
+    with pytest.raises(forest.ModelFormatError, match="not a plain array"):
+        forest.ModelBundle.from_bytes(rebundle(data, detectors__000__threshold_npy=objects.getvalue()))
+    assert not (tmp_path / "pwned").exists()
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def test_malformed_tree_arrays_are_refused_by_name():
+    data = small_bundle()
+    files = artifacts.untar_gz(data)
+    left = np.lib.format.read_array(io.BytesIO(files["detectors/000/left.npy"]))
+    looped = left.copy()
+    looped[int(np.flatnonzero(left != -1)[-1])] = 0  # a child pointing back to the root: a cycle
+    with pytest.raises(forest.ModelFormatError, match="point forward"):
+        forest.ModelBundle.from_bytes(rebundle(data, detectors__000__left_npy=npy(looped)))
+    with pytest.raises(forest.ModelFormatError, match="'left' is int32"):
+        forest.ModelBundle.from_bytes(rebundle(data, detectors__000__left_npy=npy(left.astype(np.int32))))
+    feature = np.lib.format.read_array(io.BytesIO(files["detectors/001/feature.npy"]))
+    with pytest.raises(forest.ModelFormatError, match=r"split columns must be in \[0, 2\)"):
+        forest.ModelBundle.from_bytes(rebundle(data, detectors__001__feature_npy=npy(feature + 5)))
+    with pytest.raises(forest.ModelFormatError, match="lacks detectors/001/roots.npy"):
+        forest.ModelBundle.from_bytes(rebundle(data, detectors__001__roots_npy=None))
+    with pytest.raises(forest.ModelFormatError, match="model.json is malformed"):
+        description = json.loads(files["model.json"])
+        del description["detectors"][0]["calibration"]
+        forest.ModelBundle.from_bytes(rebundle(data, model_json=json.dumps(description).encode()))
+
+
+def test_a_bundle_of_other_library_versions_is_refused():
+    data = small_bundle()
+    description = json.loads(artifacts.untar_gz(data)["model.json"])
+    assert description["versions"] == forest.runtime_versions()
+    patch = forest.runtime_versions()["sklearn"].rsplit(".", 1)[0] + ".999"  # same major.minor: accepted
+    same = {**description, "versions": {**description["versions"], "sklearn": patch}}
+    forest.ModelBundle.from_bytes(rebundle(data, model_json=json.dumps(same).encode()))
+    older = {**description, "versions": {**description["versions"], "sklearn": "1.4.2"}}
+    with pytest.raises(forest.ModelVersionMismatchError, match=r"sklearn 1\.4\.2 \(runtime 1\.9\.\d+\)"):
+        forest.ModelBundle.from_bytes(rebundle(data, model_json=json.dumps(older).encode()))
+    unversioned = {k: v for k, v in description.items() if k != "versions"}
+    with pytest.raises(forest.ModelVersionMismatchError, match="records no library versions"):
+        forest.ModelBundle.from_bytes(rebundle(data, model_json=json.dumps(unversioned).encode()))

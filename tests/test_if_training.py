@@ -131,11 +131,12 @@ def run_all(run_key: str = "run-1", n: int = 12, start: datetime = T0) -> dict:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
+    """The artifacts (the training lock's lease is operational state, with times: left out)."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for base in ("models", "model_registry")
         for p in sorted((root / base).rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != "training.lock.json"
     }
 
 
@@ -280,6 +281,10 @@ def test_windows_without_raw_data_are_tolerated_and_nothing_to_do_costs_no_attem
     assert len(status["usable_windows"]) == 7
 
     write_features(root, ws)  # a complete range: remediation has nothing to do
+    # run-1 stopped before deploy: it holds the project's training lock until released or its lease runs out
+    with pytest.raises(registry.TrainingLockHeldError, match="run-1"):
+        run("verify", run_key="run-2", n=8)
+    assert registry.TrainingLock(registry.ModelStore(str(root), PROJECT, FSV), "run-1").release()
     run("verify", run_key="run-2", n=8)
     record = run("remediate", run_key="run-2", n=8)
     assert record["status"] == "nothing_to_remediate" and record["attempts"] == []

@@ -34,6 +34,7 @@ def test_spark_step_runs_its_module_with_the_definitions_arguments():
         "BatchStartTsIso": "s",
         "BatchEndTsIso": "e",
         "RawBatchFolder": "f",
+        "MaxQuarantineRatio": "0.5",
     }
     assert step_command(step, params) == [
         sys.executable,
@@ -51,6 +52,8 @@ def test_spark_step_runs_its_module_with_the_definitions_arguments():
         "e",
         "--raw-batch-folder",
         "f",
+        "--max-quarantine-ratio",
+        "0.5",
     ]
 
 

@@ -126,3 +126,68 @@ def test_lines_that_are_not_utf8_arrive_as_text_with_replacement_characters(tmp_
     assert [line for batch in raw_lines.read_lines(splits[0]) for line in batch.to_pylist()] == [
         "ok", "bad \ufffd\ufffd end", "\ufffd"
     ]  # fmt: skip
+
+
+# --- streaming decompression and its cap --------------------------------------------------------------------
+
+
+def one_split(path: Path) -> Split:
+    return raw_lines.plan_splits([storage.ObjectInfo(str(path), path.stat().st_size)])[0]
+
+
+@pytest.mark.parametrize(("suffix", "compress"), [(".gz", gzip.compress), (".bz2", bz2.compress),
+                                                  (".deflate", zlib.compress)])  # fmt: skip
+@pytest.mark.parametrize("stream_bytes", [1, 7, 64, 4096])
+def test_a_compressed_object_streams_in_chunks_with_the_same_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, compress: object, stream_bytes: int
+) -> None:
+    rng = random.Random(stream_bytes)
+    endings = [b"\n", b"\r\n", b"\r", b"\r\r\n", b"\n\r"]
+    data = b"".join(b"z" * rng.randint(0, 40) + rng.choice(endings) for _ in range(400)) + b"tail\r"
+    path = tmp_path / f"x.log{suffix}"
+    path.write_bytes(compress(data))  # type: ignore[operator]
+    monkeypatch.setattr(raw_lines, "STREAM_BYTES", stream_bytes)  # chunk edges fall inside lines and \r\n pairs
+    assert lines_of(one_split(path)) == data.splitlines()
+
+
+def test_concatenated_streams_and_zero_padding_are_read_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(raw_lines, "STREAM_BYTES", 16)
+    gz, bz = tmp_path / "x.log.gz", tmp_path / "x.log.bz2"
+    gz.write_bytes(gzip.compress(b"a\nb\n") + gzip.compress(b"c\n") + b"\0" * 40)
+    bz.write_bytes(bz2.compress(b"a\nb\n") + bz2.compress(b"c\nd"))
+    assert lines_of(one_split(gz)) == [b"a", b"b", b"c"]
+    assert lines_of(one_split(bz)) == [b"a", b"b", b"c", b"d"]
+
+
+def test_a_decompression_bomb_stops_at_the_cap_with_a_named_error(tmp_path: Path) -> None:
+    data = b"".join(b"line %06d\n" % i for i in range(1000)) + b"\n" * (64 << 20)  # 64 MiB of line endings
+    path = tmp_path / "bomb.log.gz"
+    path.write_bytes(gzip.compress(data, compresslevel=9))
+    assert path.stat().st_size < 200_000  # a ratio over 300:1
+    got: list[bytes] = []
+    with pytest.raises(raw_lines.DecompressedTooLargeError, match="bomb.log.gz decompresses to more than 1048576") as e:
+        for batch in raw_lines.read_lines(one_split(path), cap=1 << 20):
+            got.extend(line.as_py().encode() for line in batch)
+    assert got[:1000] == [b"line %06d" % i for i in range(1000)]  # the lines before the cap were handed out
+    assert e.value.lines == len(got) and e.value.cap == 1 << 20
+    assert len(got) < (1 << 20)  # and reading stopped near the cap, not at the end of the object
+
+
+def test_the_cap_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert raw_lines.decompressed_cap() == raw_lines.DEFAULT_DECOMPRESSED_CAP
+    monkeypatch.setenv(raw_lines.DECOMPRESSED_CAP_ENV, str(8 << 20))
+    assert raw_lines.decompressed_cap() == 8 << 20
+    for bad in ("12", "1e9", "-5", "lots"):
+        monkeypatch.setenv(raw_lines.DECOMPRESSED_CAP_ENV, bad)
+        with pytest.raises(ValueError, match=raw_lines.DECOMPRESSED_CAP_ENV):
+            raw_lines.decompressed_cap()
+
+
+@pytest.mark.parametrize(("name", "data"), [("cut.log.gz", gzip.compress(b"a\n" * 1000)[:-30]),
+                                            ("plain.log.gz", b"not compressed\n"),
+                                            ("garbage-after.log.bz2", bz2.compress(b"a\n") + b"junk")])  # fmt: skip
+def test_a_corrupt_compressed_object_is_a_named_error(tmp_path: Path, name: str, data: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(raw_lines.CorruptCompressedError, match=f"{name} is not valid"):
+        lines_of(one_split(path))

@@ -140,6 +140,7 @@ def test_15m_happy_path_for_each_wrapper(platform: OfflinePlatform, scripted: Sc
         "BatchStartTsIso": "2026-10-01T12:00:00Z",
         "BatchEndTsIso": "2026-10-01T12:15:00Z",
         "RawBatchFolder": "s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/10/01/1200/",
+        "MaxQuarantineRatio": "0.5",  # the project default (specs/project.yaml)
     }
     assert len(starts(scripted, "PipelineNameInference")) == 1
     assert starts(scripted, "PipelineNamePredictionJoin")[0]["MiniBatchId"] == BATCH_ID
@@ -150,6 +151,22 @@ def test_15m_happy_path_for_each_wrapper(platform: OfflinePlatform, scripted: Sc
     (event,) = platform.events()
     assert event["detail-type"] == "NDR Predictions Published"
     assert event["detail"]["mini_batch_id"] == BATCH_ID
+
+
+def test_15m_passes_the_projects_quarantine_ratio_to_the_features_pipeline(
+    platform: OfflinePlatform, scripted: ScriptedPipelines
+):
+    """A parameters item overrides the default (here as a DynamoDB number); the pipeline gets it as a string."""
+    platform.client("dynamodb").update_item(
+        TableName=platform.project.spec.tables.parameters,
+        Key={"project_name": {"S": "ndr-prod"}, "feature_spec_version": {"S": "v1"}},
+        UpdateExpression="SET max_quarantine_ratio = :r",
+        ExpressionAttributeValues={":r": {"N": "0.05"}},
+    )
+    result = platform.run(FM, contract("15m_batch_completed.eventbridge.json"))
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    (features,) = starts(scripted, "PipelineName15m")
+    assert features["MaxQuarantineRatio"] == "0.05"
 
 
 def test_15m_polls_while_the_pipeline_executes():

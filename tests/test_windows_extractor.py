@@ -303,7 +303,7 @@ def test_backfill_machine_maps_over_the_manifest_the_job_wrote():
     expected = [
         {"MiniBatchId": f"acme-ndr-prod-v1-20260914T{hhmm}", "BatchStartTsIso": f"2026-09-14T{start}:00Z",
          "BatchEndTsIso": f"2026-09-14T{end}:00Z", "RawBatchFolder": f"{prefix}/{hhmm}/",
-         "ProjectName": "ndr-prod", "FeatureSpecVersion": "v1"}
+         "ProjectName": "ndr-prod", "FeatureSpecVersion": "v1", "MaxQuarantineRatio": "0.5"}
         for hhmm, start, end in (("0000", "00:00", "00:15"), ("0015", "00:15", "00:30"), ("0545", "05:45", "06:00"))
     ]  # fmt: skip
     assert sorted(runs, key=lambda r: r["MiniBatchId"]) == expected

@@ -34,6 +34,8 @@ ID_PATTERN = rf"^{_ID}$"
 RUN_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._=+@-]{0,79}$"
 TIMESTAMP_PATTERN = r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.0{1,9})?(Z|[+]00:00)$"
 MONTH_PATTERN = r"^(\d{4})-(0[1-9]|1[0-2])$"
+#: a share from 0 to 1 in plain decimals (no exponent, sign, nan or spaces)
+RATIO_PATTERN = r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$"
 S3_URI_PATTERN = rf"^s3://{_BUCKET}(/{_SEGMENT})*/?$"
 #: ``s3://<raw-bucket>/pan-traffic/<org_id>/<project_name>/<feature_spec_version>/YYYY/MM/DD/HHMM/``
 BATCH_FOLDER_PATTERN = rf"^s3://({_BUCKET})/pan-traffic/({_ID})/({_ID})/({_ID})/(\d{{4}})/(\d{{2}})/(\d{{2}})/(\d{{2}})(\d{{2}})/?$"
@@ -178,6 +180,11 @@ def storage_uri(value: Any) -> str:
     if isinstance(value, str) and value.startswith("s3://"):
         return s3_uri(value)
     return _matched(LOCAL_PATH_PATTERN, value, "an s3:// URI or an absolute path of safe segments").group(0)
+
+
+def ratio(value: Any) -> float:
+    """argparse type: a share in [0, 1] written as a plain decimal (``0.5``, ``1``)."""
+    return float(_matched(RATIO_PATTERN, value, "a share from 0 to 1 as a plain decimal (0, 0.25, 1)").group(0))
 
 
 def optional(check: Any) -> Any:

@@ -48,6 +48,9 @@ BATCH = (
     Arg("--batch-end-ts-iso", contract.timestamp, required=True),
 )
 
+#: the share of a batch's non-blank lines that may be quarantined before the delta builder fails the batch
+DEFAULT_MAX_QUARANTINE_RATIO = 0.5
+
 TRAINING_STAGES = ("verify", "remediate", "reverify", "train", "publish", "attributes", "deploy")
 
 
@@ -100,6 +103,8 @@ ENTRYPOINTS: dict[str, Entrypoint] = {
     "ndr_jobs.scripts.run_delta_builder": _batch(
         Arg("--raw-batch-folder", contract.optional(contract.storage_uri), default="",
             help="the mini-batch folder of raw logs"),
+        Arg("--max-quarantine-ratio", contract.ratio, default=DEFAULT_MAX_QUARANTINE_RATIO,
+            help="fail the batch when a larger share of its non-blank lines is quarantined (1: never)"),
     ),
     "ndr_jobs.scripts.run_fg_a_builder": _batch(),
     "ndr_jobs.scripts.run_pair_counts_builder": _batch(),

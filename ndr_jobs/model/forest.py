@@ -2,14 +2,15 @@
 
 :class:`Ensemble` holds an ``all_features`` forest and one per feature family, each calibrated on its own
 training scores (:class:`Calibration`); a row's score is the largest ``-log10`` tail probability over the
-forests, and that forest is its detector. ``model.pkl`` is a pickle: load it only from a model store you trust.
-Design: ``docs/design/jobs.md`` (Model).
+forests, and that forest is its detector. A fitted forest is kept as plain node arrays (:class:`Trees`) that score
+exactly as scikit-learn does; the bundle stores them as ``.npy`` members read with ``allow_pickle=False``, so
+loading a model runs no code from it. Design: ``docs/design/jobs.md`` (Model).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import pickle
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,8 +21,8 @@ from ndr_jobs.model import artifacts
 from ndr_jobs.model.features import Preprocessor
 
 PERCENTS = tuple(range(101))
-#: the model bundle's format (2: the calibrated family ensemble; 1 was a single forest)
-FORMAT = 2
+#: the model bundle's format (3: node arrays, no pickle; 2 pickled the ensemble; 1 was a single forest)
+FORMAT = 3
 NOMINAL_CONTAMINATION = 0.01
 
 
@@ -106,10 +107,177 @@ def fit(z: np.ndarray, params: ForestParams) -> Any:
 
 
 def score(forest: Any, z: np.ndarray) -> np.ndarray:
-    """Anomaly scores in (0, 1], higher is more anomalous."""
+    """Anomaly scores in (0, 1], higher is more anomalous (a :class:`Trees` or a fitted ``IsolationForest``)."""
     if z.shape[0] == 0:
         return np.zeros(0)
+    if isinstance(forest, Trees):
+        return forest.score(z)
     return -np.asarray(forest.score_samples(z), dtype=np.float64)
+
+
+class ModelFormatError(artifacts.ArtifactError):
+    """A model bundle's arrays are malformed: wrong members, types, shapes or node links."""
+
+
+class ModelVersionMismatchError(artifacts.ArtifactError):
+    """A model bundle was written with library versions this runtime does not score with."""
+
+
+#: a tree's leaf marker in ``left`` / ``right`` (scikit-learn's ``TREE_LEAF``)
+LEAF = -1
+#: the node arrays of :class:`Trees` and their exact dtypes (little-endian, as written)
+TREE_ARRAYS: dict[str, str] = {
+    "roots": "<i8", "left": "<i8", "right": "<i8", "feature": "<i8", "threshold": "<f8", "missing_left": "|u1",
+    "path_length": "<f8", "denominator": "<f8",
+}  # fmt: skip
+#: rows scored at once (bounds the rows x trees node matrix)
+SCORE_CHUNK_ROWS = 4096
+
+
+@dataclass(frozen=True, eq=False)
+class Trees:
+    """A fitted Isolation Forest as plain arrays, scoring exactly as ``-IsolationForest.score_samples``.
+
+    The trees' nodes are concatenated: tree ``t`` starts at ``roots[t]``; ``left`` / ``right`` are global node
+    indices (:data:`LEAF` at a leaf), ``feature`` the column of the input rows a node splits on, ``threshold``
+    its split value (``x <= threshold`` goes left; NaN goes left where ``missing_left``), ``path_length`` the
+    leaf's depth plus the average path length of its training samples minus one (what scikit-learn adds per
+    tree), ``denominator`` (one value) the number of trees times the average path length of ``max_samples``.
+    """
+
+    arrays: dict[str, np.ndarray]
+
+    @classmethod
+    def from_sklearn(cls, forest: Any) -> Trees:
+        """The arrays of a fitted ``sklearn.ensemble.IsolationForest`` (relies on its 1.9 internals; the tests
+        compare the scores bit for bit)."""
+        from sklearn.ensemble._iforest import _average_path_length
+
+        subsample = forest._max_features != forest.n_features_in_
+        roots, left, right, feature, threshold, missing, path = [], [], [], [], [], [], []
+        offset = 0
+        for t, estimator in enumerate(forest.estimators_):
+            tree = estimator.tree_
+            n = tree.node_count
+            leaf = tree.children_left == LEAF
+            columns = np.asarray(tree.feature, dtype=np.int64)
+            if subsample:
+                columns = np.where(leaf, 0, np.asarray(forest.estimators_features_[t])[np.maximum(columns, 0)])
+            roots.append(offset)
+            left.append(np.where(leaf, LEAF, tree.children_left + offset))
+            right.append(np.where(leaf, LEAF, tree.children_right + offset))
+            feature.append(np.where(leaf, 0, columns))
+            threshold.append(np.where(leaf, 0.0, tree.threshold))
+            missing.append(np.asarray(tree.missing_go_to_left, dtype=np.uint8))
+            # scikit-learn adds (depth + average path length) - 1.0 per tree: the same operations, per node
+            path.append(forest._decision_path_lengths[t] + forest._average_path_length_per_tree[t] - 1.0)
+            offset += n
+        denominator = len(forest.estimators_) * _average_path_length([forest._max_samples])
+        values = {
+            "roots": np.asarray(roots), "left": np.concatenate(left), "right": np.concatenate(right),
+            "feature": np.concatenate(feature), "threshold": np.concatenate(threshold),
+            "missing_left": np.concatenate(missing), "path_length": np.concatenate(path),
+            "denominator": np.asarray(denominator, dtype=np.float64).reshape(1),
+        }  # fmt: skip
+        return cls.checked({k: np.ascontiguousarray(v, dtype=np.dtype(TREE_ARRAYS[k])) for k, v in values.items()})
+
+    @classmethod
+    def checked(cls, arrays: dict[str, np.ndarray], columns: int | None = None) -> Trees:
+        """:class:`Trees` from arrays whose types, shapes and links are valid (else :class:`ModelFormatError`):
+        every child comes after its parent within its own tree, so scoring always ends at a leaf."""
+        if set(arrays) != set(TREE_ARRAYS):
+            raise ModelFormatError(f"tree arrays {sorted(arrays)} are not {sorted(TREE_ARRAYS)}")
+        for name, dtype in TREE_ARRAYS.items():
+            if arrays[name].dtype != np.dtype(dtype) or arrays[name].ndim != 1:
+                raise ModelFormatError(
+                    f"tree array {name!r} is {arrays[name].dtype} {arrays[name].shape}, not 1-d {dtype}"
+                )
+        nodes = len(arrays["left"])
+        if any(len(arrays[k]) != nodes for k in ("right", "feature", "threshold", "missing_left", "path_length")):
+            raise ModelFormatError("tree node arrays differ in length")
+        roots, denominator = arrays["roots"], arrays["denominator"]
+        if len(denominator) != 1 or not np.isfinite(denominator[0]) or denominator[0] < 0:
+            raise ModelFormatError(f"tree denominator {denominator.tolist()} is not one finite value >= 0")
+        if not len(roots) or roots[0] != 0 or np.any(np.diff(roots) <= 0) or roots[-1] >= nodes:
+            raise ModelFormatError("tree roots must start at 0 and increase within the node arrays")
+        index = np.arange(nodes)
+        end = np.append(roots, nodes)[np.searchsorted(roots, index, side="right")]  # each node's tree end
+        left, right = arrays["left"], arrays["right"]
+        leaf = left == LEAF
+        internal = ~leaf
+        ok_links = np.all(right[leaf] == LEAF) and all(
+            np.all((child[internal] > index[internal]) & (child[internal] < end[internal])) for child in (left, right)
+        )
+        if not ok_links:
+            raise ModelFormatError("tree links must point forward within their tree (leaves: both -1)")
+        features = arrays["feature"][internal]
+        if len(features) and (features.min() < 0 or (columns is not None and features.max() >= columns)):
+            raise ModelFormatError(f"tree split columns must be in [0, {columns})")
+        if not np.all(np.isfinite(arrays["path_length"])) or np.any(arrays["missing_left"] > 1):
+            raise ModelFormatError("tree path lengths must be finite and missing_left 0 or 1")
+        return cls({k: np.ascontiguousarray(arrays[k]) for k in TREE_ARRAYS})
+
+    @property
+    def columns_used(self) -> int:
+        """One more than the largest split column (0 without splits)."""
+        internal = self.arrays["left"] != LEAF
+        return int(self.arrays["feature"][internal].max()) + 1 if internal.any() else 0
+
+    def score(self, z: np.ndarray) -> np.ndarray:
+        """``2 ** -(summed path lengths / denominator)``: ``-IsolationForest.score_samples(z)``, bit for bit."""
+        x = np.asarray(z, dtype=np.float32)  # scikit-learn scores float32 rows
+        if x.ndim != 2 or x.shape[1] < self.columns_used:
+            raise ValueError(f"rows of shape {x.shape} lack the model's {self.columns_used} columns")
+        a = self.arrays
+        index = np.arange(len(a["left"]))
+        leaf = a["left"] == LEAF
+        # a leaf steps to itself, so every row walks the same number of levels: the deepest tree's
+        step_left, step_right = np.where(leaf, index, a["left"]), np.where(leaf, index, a["right"])
+        missing_left = a["missing_left"] == 1
+        depths = np.zeros(x.shape[0])
+        for lo in range(0, x.shape[0], SCORE_CHUNK_ROWS):
+            part = x[lo : lo + SCORE_CHUNK_ROWS]
+            node = np.repeat(a["roots"][None, :], part.shape[0], axis=0)  # rows x trees
+            rows = np.arange(part.shape[0])[:, None]
+            while True:
+                value = part[rows, a["feature"][node]]
+                # float32 values against float64 thresholds, as in the trees' C code; NaN by missing_left
+                go_left = (value <= a["threshold"][node]) | (np.isnan(value) & missing_left[node])
+                moved = np.where(go_left, step_left[node], step_right[node])
+                if np.array_equal(moved, node):
+                    break
+                node = moved
+            lengths = a["path_length"][node]
+            for t in range(node.shape[1]):  # tree by tree, as scikit-learn sums: the same rounding
+                depths[lo : lo + part.shape[0]] += lengths[:, t]
+        denominator = a["denominator"]
+        return 2 ** (-np.divide(depths, denominator, out=np.ones_like(depths), where=denominator != 0))
+
+    @staticmethod
+    def member_names(prefix: str) -> list[str]:
+        return [f"{prefix}/{name}.npy" for name in TREE_ARRAYS]
+
+    def to_members(self, prefix: str) -> dict[str, bytes]:
+        """``{<prefix>/<array>.npy: bytes}`` (deterministic ``.npy`` bytes, no pickle)."""
+        out = {}
+        for name in TREE_ARRAYS:
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, self.arrays[name], allow_pickle=False)
+            out[f"{prefix}/{name}.npy"] = buffer.getvalue()
+        return out
+
+    @classmethod
+    def from_members(cls, files: dict[str, bytes], prefix: str, columns: int) -> Trees:
+        arrays = {}
+        for name in TREE_ARRAYS:
+            member = f"{prefix}/{name}.npy"
+            if member not in files:
+                raise ModelFormatError(f"the model bundle lacks {member}")
+            try:
+                arrays[name] = np.lib.format.read_array(io.BytesIO(files[member]), allow_pickle=False)
+            except ValueError as exc:  # object arrays (pickles) and malformed headers
+                raise ModelFormatError(f"{member} is not a plain array: {exc}") from None
+        return cls.checked(arrays, columns)
 
 
 def _r(value: float) -> float:
@@ -237,8 +405,8 @@ def fit_ensemble(z: np.ndarray, features: list[str] | tuple[str, ...], params: F
     detectors = []
     for name, columns in family_columns(features, params):
         part = z[:, list(columns)]
-        model = fit(part, params)
-        detectors.append(Detector(name, columns, model, Calibration.fit(score(model, part), params.calibration_tail)))
+        trees = Trees.from_sklearn(fit(part, params))
+        detectors.append(Detector(name, columns, trees, Calibration.fit(trees.score(part), params.calibration_tail)))
     return Ensemble(tuple(detectors))
 
 
@@ -305,12 +473,10 @@ class ModelBundle:
         return self.preprocessor.features
 
     def to_bytes(self) -> bytes:
-        """The reproducible ``model.tar.gz``."""
-        import sklearn
-
+        """The reproducible ``model.tar.gz``: ``model.json`` and each detector's node arrays as ``.npy``."""
         description = {
             "format": FORMAT,
-            "kind": "ndr_jobs.model.forest.Ensemble of sklearn.ensemble.IsolationForest",
+            "kind": "ndr_jobs.model.forest.Ensemble of Isolation Forests (scikit-learn) as node arrays",
             "score": "max over detectors of -log10 P(training score >= -score_samples(z)): higher is more anomalous",
             "features": list(self.features),
             "detectors": self.ensemble.describe(self.features),
@@ -318,28 +484,93 @@ class ModelBundle:
             "params": self.params.as_json(),
             "alert_threshold": self.alert_threshold,
             "metadata": self.metadata,
-            "versions": {"sklearn": sklearn.__version__, "numpy": np.__version__},
+            "versions": runtime_versions(),
         }
-        return artifacts.tar_gz(
-            {"model.json": artifacts.dumps(description).encode(), "model.pkl": pickle.dumps(self.ensemble, protocol=5)}
-        )
+        files = {"model.json": artifacts.dumps(description).encode()}
+        for k, detector in enumerate(self.ensemble.detectors):
+            if not isinstance(detector.forest, Trees):
+                raise TypeError(f"detector {detector.name!r} holds {type(detector.forest).__name__}, not Trees")
+            files.update(detector.forest.to_members(_member_prefix(k)))
+        return artifacts.tar_gz(files)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ModelBundle:
+        """The bundle of ``model.tar.gz`` bytes: only JSON and plain arrays are read (no code runs); a bundle of
+        another format or of other library versions is refused (:class:`ModelVersionMismatchError`)."""
         files = artifacts.untar_gz(data)
-        if "model.json" not in files or "model.pkl" not in files:
+        if "model.json" not in files:
             raise artifacts.ArtifactError(f"not a model bundle (members: {sorted(files)})")
-        description = json.loads(files["model.json"])
+        try:
+            description = json.loads(files["model.json"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelFormatError(f"model.json is not valid JSON: {exc}") from None
         if description.get("format") != FORMAT:
             raise artifacts.ArtifactError(
                 f"model bundle format {description.get('format')!r} is not {FORMAT}: retrain the model with this "
                 "version"
             )
-        params = ForestParams(**description["params"])
+        check_versions(description.get("versions"))
+        try:
+            return cls._from_description(description, files)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ModelFormatError(f"model.json is malformed: {exc!r}") from None
+
+    @classmethod
+    def _from_description(cls, description: dict[str, Any], files: dict[str, bytes]) -> ModelBundle:
+        features = tuple(description["features"])
+        detectors = []
+        for k, d in enumerate(description["detectors"]):
+            columns = tuple(features.index(f) for f in d["features"] if f in features)
+            if len(columns) != len(d["features"]):
+                raise ModelFormatError(f"detector {d['name']!r} names features the model does not have")
+            trees = Trees.from_members(files, _member_prefix(k), len(columns))
+            detectors.append(Detector(d["name"], columns, trees, Calibration(**_calibration(d["calibration"]))))
+        expected = {"model.json", *(m for k in range(len(detectors)) for m in Trees.member_names(_member_prefix(k)))}
+        if set(files) != expected:
+            raise ModelFormatError(f"unexpected members in the model bundle: {sorted(set(files) - expected)}")
+        preprocessor = Preprocessor.from_json(description["preprocessing"])
+        if preprocessor.features != features:
+            raise ModelFormatError("model.json's features and preprocessing disagree")
         return cls(
-            ensemble=pickle.loads(files["model.pkl"]),  # noqa: S301 - our own model store
-            preprocessor=Preprocessor.from_json(description["preprocessing"]),
-            params=params,
+            ensemble=Ensemble(tuple(detectors)),
+            preprocessor=preprocessor,
+            params=ForestParams(**description["params"]),
             alert_threshold=float(description["alert_threshold"]),
             metadata=description.get("metadata", {}),
+        )
+
+
+def _member_prefix(k: int) -> str:
+    return f"detectors/{k:03d}"
+
+
+def _calibration(value: dict[str, Any]) -> dict[str, Any]:
+    return {"grid": tuple(float(v) for v in value["grid"]), "tail": float(value["tail"]),
+            "tail_mean": float(value["tail_mean"])}  # fmt: skip
+
+
+#: the libraries a bundle records; a runtime scores a bundle only with the same major.minor of each
+VERSIONED_LIBRARIES = {"sklearn": "scikit-learn", "numpy": "numpy"}
+
+
+def runtime_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(dist) for name, dist in VERSIONED_LIBRARIES.items()}
+
+
+def check_versions(recorded: Any) -> None:
+    """Refuse a bundle whose recorded library versions differ from this runtime's in major.minor."""
+    if not isinstance(recorded, dict):
+        raise ModelVersionMismatchError("the model bundle records no library versions: retrain it")
+    runtime = runtime_versions()
+
+    def release(v: Any) -> tuple[str, ...]:
+        return tuple(str(v).split(".")[:2])
+
+    wrong = {k: (recorded.get(k), v) for k, v in runtime.items() if release(recorded.get(k)) != release(v)}
+    if wrong:
+        listed = ", ".join(f"{k} {was} (runtime {now})" for k, (was, now) in sorted(wrong.items()))
+        raise ModelVersionMismatchError(
+            f"the model was written with {listed}: retrain it with this runtime, or run the runtime it was trained with"
         )

@@ -9,9 +9,15 @@ Model store -- always written, under the storage root (a local directory, or S3 
         promoted.json            the version inference uses: {version, run_key, model_uri, model_sha256, ...}
 
 Versions count from 1 in publish order; publishing a run key that the index already holds returns its
-version (idempotent). The index is read, extended and rewritten whole: publishes of one project and spec
-version must not run concurrently (the training orchestrator runs one training at a time per project).
-``promoted.json`` is the only thing inference reads; the deploy stage writes it.
+version (idempotent). ``index.json`` and ``promoted.json`` change only through conditional writes
+(:mod:`ndr_jobs.datasets.conditional`: S3 ``If-Match`` / ``If-None-Match``, the same locally): a publish that
+loses the race reads the index again and takes the next version (bounded retries). The index entry is the
+commit point of a version number; its files are written after it by the only run that owns it, and a
+re-publish of the run key writes what is missing. ``promoted.json`` is the only thing inference reads; the
+deploy stage writes it, and a pointer is believed only if it names a version of the index by its own path
+and digest (:meth:`ModelStore.load_promoted_model`).
+
+    <root>/model_registry/<project>/training.lock.json   the per-project training lock (:class:`TrainingLock`)
 
 SageMaker Model Registry -- with ``NDR_MODEL_REGISTRY=sagemaker``: publish also creates the model package
 group if needed (``NDR_MODEL_PACKAGE_GROUP``, default ``<project>-<spec version>-isolation-forest`` with
@@ -23,12 +29,14 @@ run key (a retried call creates no second package). Deploy sets it ``Approved`` 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from ndr_jobs.datasets import storage
+from ndr_jobs.datasets import conditional, storage
 from ndr_jobs.model import artifacts
 
 REGISTRY_ENV = "NDR_MODEL_REGISTRY"
@@ -36,8 +44,20 @@ GROUP_ENV = "NDR_MODEL_PACKAGE_GROUP"
 IMAGE_ENV = "NDR_MODEL_IMAGE_URI"
 
 
+#: ``ModelStore.promote(pointer)`` without a tag: replace whatever pointer is there
+ANY = object()
+
+
 class NoPromotedModelError(LookupError):
     """No model is promoted for a project and feature spec version."""
+
+
+class UntrustedModelError(artifacts.ArtifactError):
+    """The promoted pointer or the model it names does not match the store's index (tampered or corrupt)."""
+
+
+class TrainingLockHeldError(RuntimeError):
+    """Another training run of the project holds the training lock."""
 
 
 @dataclass(frozen=True)
@@ -49,11 +69,13 @@ class ModelStore:
     feature_spec_version: str
 
     @property
+    def project_base(self) -> str:
+        return storage.join(self.root, "model_registry", artifacts.check_segment("project name", self.project))
+
+    @property
     def base(self) -> str:
-        return storage.join(
-            self.root, "model_registry", artifacts.check_segment("project name", self.project),
-            f"feature_spec_version={artifacts.check_segment('feature spec version', self.feature_spec_version)}",
-        )  # fmt: skip
+        version = artifacts.check_segment("feature spec version", self.feature_spec_version)
+        return storage.join(self.project_base, f"feature_spec_version={version}")
 
     @property
     def index_path(self) -> str:
@@ -66,37 +88,69 @@ class ModelStore:
     def version_dir(self, version: int) -> str:
         return storage.join(self.base, "versions", str(version))
 
+    def _empty_index(self) -> dict[str, Any]:
+        return {"project": self.project, "feature_spec_version": self.feature_spec_version, "versions": []}
+
+    def _parse(self, path: str, found: conditional.Versioned | None) -> Any:
+        if found is None:
+            return None
+        try:
+            return json.loads(found.data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise artifacts.ArtifactError(f"{path} is not valid JSON: {exc}") from None
+
     def index(self) -> dict[str, Any]:
-        found = artifacts.read_json_if_exists(self.index_path)
-        return found or {"project": self.project, "feature_spec_version": self.feature_spec_version, "versions": []}
+        return self._parse(self.index_path, conditional.read(self.index_path)) or self._empty_index()
 
     def entry_for(self, run_key: str) -> dict[str, Any] | None:
         return next((v for v in self.index()["versions"] if v["run_key"] == run_key), None)
 
     def publish(self, run_key: str, model: bytes, metadata: dict[str, Any]) -> dict[str, Any]:
         """Add the run's model as the next version (or return the version it already has)."""
-        existing = self.entry_for(run_key)
-        if existing is not None:
-            return existing
-        index = self.index()
-        version = 1 + max((v["version"] for v in index["versions"]), default=0)
-        folder = self.version_dir(version)
-        model_uri = storage.join(folder, "model.tar.gz")
-        entry = {
-            "version": version,
-            "run_key": run_key,
-            "model_uri": model_uri,
-            "model_sha256": artifacts.sha256(model),
-            "metadata_uri": storage.join(folder, "metadata.json"),
-        }
-        storage.write_bytes(model_uri, model)
+        return self.publish_counted(run_key, model, metadata)[0]
+
+    def publish_counted(self, run_key: str, model: bytes, metadata: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """:meth:`publish`, and how many conditional index writes it lost to concurrent publishes."""
+        artifacts.check_segment("run key", run_key)
+        digest = artifacts.sha256(model)
+
+        def claim(found: conditional.Versioned | None) -> tuple[bytes | None, dict[str, Any]]:
+            index = self._parse(self.index_path, found) or self._empty_index()
+            existing = next((v for v in index["versions"] if v["run_key"] == run_key), None)
+            if existing is not None:
+                return None, existing
+            version = 1 + max((v["version"] for v in index["versions"]), default=0)
+            folder = self.version_dir(version)
+            entry = {
+                "version": version,
+                "run_key": run_key,
+                "model_uri": storage.join(folder, "model.tar.gz"),
+                "model_sha256": digest,
+                "metadata_uri": storage.join(folder, "metadata.json"),
+            }
+            index["versions"] = [*index["versions"], entry]
+            return artifacts.dumps(index).encode(), entry
+
+        entry, conflicts = conditional.update(self.index_path, claim)
+        if entry["model_sha256"] != digest:
+            raise artifacts.ArtifactError(
+                f"run key {run_key!r} is published as version {entry['version']} with another model "
+                f"(sha256 {entry['model_sha256']}, not {digest}): use a new run key"
+            )
+        # the version is this run's alone: write its files (again, if an earlier attempt stopped half-way)
+        current = storage.read_bytes(entry["model_uri"]) if storage.exists(entry["model_uri"]) else None
+        if current != model:
+            storage.write_bytes(entry["model_uri"], model)
         artifacts.write_json(entry["metadata_uri"], {**metadata, **entry})
-        index["versions"] = [*index["versions"], entry]
-        artifacts.write_json(self.index_path, index)
-        return entry
+        return entry, conflicts
 
     def promoted(self) -> dict[str, Any] | None:
-        return artifacts.read_json_if_exists(self.promoted_path)
+        return self._parse(self.promoted_path, conditional.read(self.promoted_path))
+
+    def promoted_versioned(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The promoted pointer and the tag a conditional :meth:`promote` must match (``None``: none yet)."""
+        found = conditional.read(self.promoted_path)
+        return self._parse(self.promoted_path, found), None if found is None else found.tag
 
     def require_promoted(self) -> dict[str, Any]:
         found = self.promoted()
@@ -108,16 +162,129 @@ class ModelStore:
             )
         return found
 
-    def promote(self, pointer: dict[str, Any]) -> None:
-        artifacts.write_json(self.promoted_path, pointer)
+    def promote(self, pointer: dict[str, Any], expected: str | None | object = ANY) -> None:
+        """Write ``promoted.json``: only over the pointer tagged ``expected`` (``None``: only if none is
+        promoted; :data:`ANY`: over whatever is there, still as a conditional write).
+
+        Raises :class:`~ndr_jobs.datasets.conditional.PreconditionFailedError` when ``expected`` is stale.
+        """
+        data = artifacts.dumps(pointer).encode()
+        if expected is ANY:
+            conditional.update(self.promoted_path, lambda _found: (data, None))
+        else:
+            conditional.write(self.promoted_path, data, expected if isinstance(expected, str) else None)
 
     def load_promoted_model(self) -> tuple[dict[str, Any], bytes]:
-        """The promoted pointer and the model bytes it names (checked against its sha256)."""
+        """The promoted pointer and the model bytes it names, both checked against the index.
+
+        The pointer must be this store's, name a version of the index with that version's own path, run key
+        and digest, and the bytes must have that digest; anything else is :class:`UntrustedModelError`.
+        """
         pointer = self.require_promoted()
-        data = storage.read_bytes(pointer["model_uri"])
-        if artifacts.sha256(data) != pointer["model_sha256"]:
-            raise artifacts.ArtifactError(f"{pointer['model_uri']} does not match the promoted model's sha256")
+        if not isinstance(pointer, dict):
+            raise UntrustedModelError(f"{self.promoted_path} is not a JSON object")
+        where = f"the promoted pointer {self.promoted_path}"
+        for key, want in (("project_name", self.project), ("feature_spec_version", self.feature_spec_version)):
+            if pointer.get(key) != want:
+                raise UntrustedModelError(f"{where} names {key} {pointer.get(key)!r}, not {want!r}")
+        version = pointer.get("model_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise UntrustedModelError(f"{where} has no valid model_version ({version!r})")
+        expected_uri = storage.join(self.version_dir(version), "model.tar.gz")
+        if pointer.get("model_uri") != expected_uri:
+            raise UntrustedModelError(
+                f"{where} names model {pointer.get('model_uri')!r}; version {version} of this store is {expected_uri}"
+            )
+        entry = next((v for v in self.index()["versions"] if v.get("version") == version), None)
+        if entry is None:
+            raise UntrustedModelError(f"{where} names version {version}, which {self.index_path} does not hold")
+        for key in ("run_key", "model_uri", "model_sha256"):
+            if entry.get(key) != pointer.get(key):
+                raise UntrustedModelError(
+                    f"{where} and {self.index_path} disagree on version {version}'s {key}: "
+                    f"{pointer.get(key)!r} != {entry.get(key)!r}"
+                )
+        data = storage.read_bytes(expected_uri)
+        if artifacts.sha256(data) != entry["model_sha256"]:
+            raise UntrustedModelError(f"{expected_uri} does not match the promoted model's sha256")
         return pointer, data
+
+
+# --- the training lock ---------------------------------------------------------------------------------------
+
+LOCK_SECONDS_ENV = "NDR_TRAINING_LOCK_SECONDS"
+#: the lease of the training lock, renewed by every stage: longer than a stage with its retries
+DEFAULT_LOCK_SECONDS = 3 * 3600
+
+
+@dataclass(frozen=True)
+class TrainingLock:
+    """One project's training lock: a lease object written with conditional writes.
+
+    A run key holds it from its first stage to the end of its deploy stage (or a failed stage); each stage
+    takes it again, which renews the lease. Another run key finds it held until it is released or its lease
+    runs out (a run whose container died), and fails with :class:`TrainingLockHeldError`.
+    """
+
+    store: ModelStore
+    run_key: str
+    lease_seconds: int = DEFAULT_LOCK_SECONDS
+
+    @classmethod
+    def for_run(cls, store: ModelStore, run_key: str) -> TrainingLock:
+        raw = os.environ.get(LOCK_SECONDS_ENV, "").strip()
+        if not raw:
+            return cls(store, run_key)
+        if not raw.isdigit() or not 60 <= int(raw) <= 7 * 86400:
+            raise ValueError(f"{LOCK_SECONDS_ENV} must be a whole number of seconds in [60, 604800], not {raw!r}")
+        return cls(store, run_key, int(raw))
+
+    @property
+    def path(self) -> str:
+        return storage.join(self.store.project_base, "training.lock.json")
+
+    def _holder(self, found: conditional.Versioned | None) -> dict[str, Any] | None:
+        value = self.store._parse(self.path, found)
+        return value if isinstance(value, dict) else None
+
+    def acquire(self, now: float | None = None) -> dict[str, Any]:
+        """Take or renew the lock for this run key; the lease written."""
+
+        def take(found: conditional.Versioned | None) -> tuple[bytes | None, dict[str, Any]]:
+            moment = time.time() if now is None else now
+            holder = self._holder(found)
+            others = holder and not holder.get("released") and holder.get("run_key") != self.run_key
+            if others and float(holder.get("expires_at", 0)) > moment:
+                raise TrainingLockHeldError(
+                    f"training run {holder.get('run_key')!r} of project {self.store.project!r} holds "
+                    f"{self.path} until {_iso(holder.get('expires_at', 0))}: run again once it has finished"
+                )
+            lease = {"run_key": self.run_key, "acquired_at": _r(moment), "expires_at": _r(moment + self.lease_seconds),
+                     "released": False}  # fmt: skip
+            return artifacts.dumps(lease).encode(), lease
+
+        return conditional.update(self.path, take)[0]
+
+    def release(self) -> bool:
+        """Give the lock up if this run key holds it; whether it did."""
+
+        def give(found: conditional.Versioned | None) -> tuple[bytes | None, bool]:
+            holder = self._holder(found)
+            if not holder or holder.get("run_key") != self.run_key or holder.get("released"):
+                return None, False
+            return artifacts.dumps({**holder, "released": True}).encode(), True
+
+        return conditional.update(self.path, give)[0]
+
+
+def _r(value: float) -> float:
+    return round(float(value), 3)
+
+
+def _iso(epoch: Any) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- SageMaker Model Registry --------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ splits' bytes straight from the file or S3 object (:func:`read_lines`): the line
 Lines are what Spark's text source (Hadoop's line reader) makes of the bytes: each ends at ``\\n``, ``\\r\\n``
 or ``\\r`` (not part of the line), and the last one with or without an ending; an empty line between two
 endings is a line. Lines are UTF-8; an invalid sequence becomes U+FFFD, as the JVM decodes it. A compressed
-object (``.gz``, ``.bz2``, ``.deflate``) is one split, decompressed whole; a plain one is cut every
+object (``.gz``, ``.bz2``, ``.deflate``) is one split, read and decompressed as a stream (:data:`STREAM_BYTES`
+at a time) up to a cap on its decompressed size (:func:`decompressed_cap`): past it, reading stops with
+:class:`DecompressedTooLargeError` after the lines before it were handed out. A plain object is cut every
 ``max_bytes`` bytes, and a split owns the lines that start inside it (the last of them read past its end), so
 that every line is read once whatever the cut.
 """
@@ -17,11 +19,11 @@ that every line is read once whatever the cut.
 from __future__ import annotations
 
 import bz2
-import gzip
+import os
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import astuple, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,12 +35,43 @@ from ndr_jobs.datasets import storage
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-#: decompression by file name ending (as Hadoop picks its codec); other objects are plain text
-CODECS: dict[str, Callable[[bytes], bytes]] = {
-    ".gz": gzip.decompress,
-    ".bz2": bz2.decompress,
-    ".deflate": zlib.decompress,
-}
+#: the codec by file name ending (as Hadoop picks it); other objects are plain text
+CODECS: dict[str, str] = {".gz": "gzip", ".bz2": "bzip2", ".deflate": "zlib"}
+#: compressed bytes read, and decompressed bytes produced, at a time
+STREAM_BYTES = 8 << 20
+#: the largest decompressed size of one compressed raw object (bytes), and the variable that sets it
+DEFAULT_DECOMPRESSED_CAP = 4 << 30
+DECOMPRESSED_CAP_ENV = "NDR_RAW_MAX_DECOMPRESSED_BYTES"
+#: the quarantine reason of the reader (not the parser's): the rest of an object past the cap
+TOO_LARGE_REASON = "decompressed_too_large"
+
+
+class DecompressedTooLargeError(ValueError):
+    """A compressed raw object decompresses to more than the cap (a decompression bomb, or a cap set too low)."""
+
+    def __init__(self, path: str, cap: int, lines: int) -> None:
+        super().__init__(
+            f"{path} decompresses to more than {cap} bytes (${DECOMPRESSED_CAP_ENV}); {lines} line(s) before the cap "
+            "were read, the rest of the object was not"
+        )
+        self.path, self.cap, self.lines = path, cap, lines
+        self.detail = f"more than {cap} bytes decompressed; the {lines} line(s) before the cap were read"
+
+
+class CorruptCompressedError(ValueError):
+    """A compressed raw object is not valid for its codec (truncated or not compressed at all)."""
+
+
+def decompressed_cap() -> int:
+    """``$NDR_RAW_MAX_DECOMPRESSED_BYTES`` (a whole number of bytes, at least 1 MiB) or 4 GiB."""
+    raw = os.environ.get(DECOMPRESSED_CAP_ENV, "").strip()
+    if not raw:
+        return DEFAULT_DECOMPRESSED_CAP
+    if not raw.isdigit() or int(raw) < 1 << 20:
+        raise ValueError(f"{DECOMPRESSED_CAP_ENV} must be a whole number of bytes >= 1048576, not {raw!r}")
+    return int(raw)
+
+
 #: the default split size (Spark's ``spark.sql.files.maxPartitionBytes`` default)
 DEFAULT_SPLIT_BYTES = 128 << 20
 #: lines per Arrow batch handed to the parser
@@ -114,13 +147,6 @@ def _line_endings(data: bytes, at_eof: bool) -> np.ndarray:
 def _owned(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bytes, first byte of each line the split owns, end of its last line including the ending), positions
     relative to the bytes. Reads past the split's end until its last line's ending (or the object's end)."""
-    if split.compressed:
-        data = CODECS[next(c for c in CODECS if split.path.endswith(c))](storage.read_range(split.path, 0, split.size))
-        buf = np.frombuffer(data, dtype=np.uint8)
-        endings = _line_endings(data, at_eof=True)
-        starts = np.concatenate([[0], endings + 1])
-        starts = starts[starts < len(buf)]
-        return buf, starts, np.array(len(buf))
     low = max(split.start - 1, 0)  # one byte early: does the split begin a line?
     past = _READ_PAST
     while True:
@@ -140,13 +166,115 @@ def _owned(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         past *= 2
 
 
-def read_lines(split: Split, batch_lines: int = BATCH_LINES) -> Iterator[pa.Array]:
+def _decompressor(codec: str) -> Any:
+    if codec == "bzip2":
+        return bz2.BZ2Decompressor()
+    return zlib.decompressobj(31 if codec == "gzip" else 15)
+
+
+def _outputs(engine: Any, data: bytes) -> Iterator[bytes]:
+    """Everything ``engine`` makes of ``data``, at most :data:`STREAM_BYTES` at a time."""
+    out = engine.decompress(data, STREAM_BYTES)
+    yield out
+    if isinstance(engine, bz2.BZ2Decompressor):
+        while not engine.eof and not engine.needs_input:
+            yield engine.decompress(b"", STREAM_BYTES)
+    else:
+        while engine.unconsumed_tail and not engine.eof:
+            yield engine.decompress(engine.unconsumed_tail, STREAM_BYTES)
+
+
+def _decompressed(split: Split, cap: int) -> Iterator[bytes]:
+    """The decompressed bytes of a compressed object, at most :data:`STREAM_BYTES` at a time; concatenated
+    streams (``cat a.gz b.gz``) are read on, trailing zero padding is ignored. Holds a chunk of each side at a
+    time; raises :class:`DecompressedTooLargeError` (``lines`` 0) once past ``cap``."""
+    codec = CODECS[next(c for c in CODECS if split.path.endswith(c))]
+    engine, total, offset, data = _decompressor(codec), 0, 0, b""
+    if split.size == 0:
+        return
+    while offset < split.size or data:
+        if not data:
+            data = storage.read_range(split.path, offset, min(offset + STREAM_BYTES, split.size))
+            offset += len(data)
+        if engine.eof:
+            if not data.strip(b"\0"):
+                data = b""
+                continue
+            engine = _decompressor(codec)
+        try:
+            for out in _outputs(engine, data):
+                total += len(out)
+                if total > cap:  # hand out what fits (its whole lines are read), then stop
+                    yield out[: len(out) - (total - cap)]
+                    raise DecompressedTooLargeError(split.path, cap, 0)
+                if out:
+                    yield out
+        except (OSError, zlib.error, EOFError) as exc:
+            raise CorruptCompressedError(f"{split.path} is not valid {codec}: {exc}") from None
+        data = engine.unused_data if engine.eof else b""
+    if not engine.eof:
+        raise CorruptCompressedError(f"{split.path} is not valid {codec}: it ends inside a compressed stream")
+
+
+def _compressed_lines(split: Split, cap: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(bytes, line starts, end) per decompressed chunk of a compressed object, as :func:`_owned` gives."""
+    carry = b""
+    lines = 0
+    try:
+        for chunk in _decompressed(split, cap):
+            data = carry + chunk
+            endings = _line_endings(data, at_eof=False)
+            if not len(endings):
+                carry = data
+                continue
+            buf = np.frombuffer(data, dtype=np.uint8)
+            starts = np.concatenate([[0], endings[:-1] + 1])
+            lines += len(starts)
+            yield buf, starts, np.array(endings[-1] + 1)
+            carry = data[endings[-1] + 1 :]
+    except DecompressedTooLargeError as exc:
+        raise DecompressedTooLargeError(exc.path, exc.cap, lines) from None
+    if carry:  # the last line(s): a \r at the very end ends a line now
+        buf = np.frombuffer(carry, dtype=np.uint8)
+        endings = _line_endings(carry, at_eof=True)
+        starts = np.concatenate([[0], endings + 1])
+        yield buf, starts[starts < len(buf)], np.array(len(buf))
+
+
+def read_lines(split: Split, batch_lines: int = BATCH_LINES, cap: int | None = None) -> Iterator[pa.Array]:
     """The split's lines (without their endings) as Arrow string arrays of at most ``batch_lines`` lines.
 
     A line that is not valid UTF-8 has each invalid sequence replaced by U+FFFD (as the JVM decodes one), so it
-    reaches the parser as text and is parsed or quarantined like any other line.
+    reaches the parser as text and is parsed or quarantined like any other line. A compressed object is
+    streamed; past ``cap`` decompressed bytes (default :func:`decompressed_cap`) it raises
+    :class:`DecompressedTooLargeError`, after yielding the lines before it.
     """
-    buf, starts, end = _owned(split)
+    if split.compressed:
+        for buf, starts, end in _compressed_lines(split, decompressed_cap() if cap is None else cap):
+            yield from _arrays(buf, starts, end, batch_lines)
+        return
+    yield from _arrays(*_owned(split), batch_lines)
+
+
+@dataclass(frozen=True)
+class Unread:
+    """What the reader could not read of an object: one quarantine record (a reason, a detail)."""
+
+    reason: str
+    detail: str
+
+
+def read_split(split: Split, cap: int, batch_lines: int = BATCH_LINES) -> Iterator[pa.Array | Unread]:
+    """:func:`read_lines` with the delta builder's policy: an object past ``cap`` ends with an :class:`Unread`
+    record (quarantined and counted; its lines before the cap are read) instead of failing the batch. A corrupt
+    object still fails it (:class:`CorruptCompressedError`): a torn upload is retried, not half ingested."""
+    try:
+        yield from read_lines(split, batch_lines, cap)
+    except DecompressedTooLargeError as exc:
+        yield Unread(TOO_LARGE_REASON, exc.detail)
+
+
+def _arrays(buf: np.ndarray, starts: np.ndarray, end: np.ndarray, batch_lines: int) -> Iterator[pa.Array]:
     if not len(starts):
         return
     offsets = np.append(starts, end) - starts[0]

@@ -8,6 +8,7 @@ the partial rows (:func:`merge_partials`). Columns: ``docs/datasets.md``; design
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,8 +20,9 @@ import pyarrow.compute as pc
 from ndr_jobs.datasets import layout, storage
 from ndr_jobs.features.hash_agg import MAX, MIN, OR, SUM, HashAggregator
 from ndr_jobs.interface import contract
+from ndr_jobs.interface.entrypoints import DEFAULT_MAX_QUARANTINE_RATIO
 from ndr_jobs.parsing import raw_lines
-from ndr_jobs.runtime.config import BatchRuntime
+from ndr_jobs.runtime.config import BatchRuntime, DeltaRuntime
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -66,6 +68,19 @@ MAX_MINUTE = 63
 ALLOW_ACTION = "allow"
 
 
+#: quarantined lines shown when the quarantine guard trips (and the characters of each line shown)
+QUARANTINE_SAMPLE = 5
+SAMPLE_CHARS = 300
+
+
+class QuarantineRatioExceededError(RuntimeError):
+    """Too large a share of a batch's lines was quarantined: most likely the log format changed."""
+
+
+class RawPathError(ValueError):
+    """A raw batch folder or object outside the project's routed raw prefix."""
+
+
 def org_id_for(runtime: BatchRuntime, start: datetime) -> str:
     """``$NDR_ORG_ID``, or the org id the mini-batch id starts with."""
     if os.environ.get("NDR_ORG_ID"):
@@ -80,15 +95,68 @@ def org_id_for(runtime: BatchRuntime, start: datetime) -> str:
 
 
 def raw_batch_folder(runtime: BatchRuntime, start: datetime) -> str:
-    """The raw mini-batch folder: the runtime's, or the contract layout under ``$NDR_RAW_ROOT``."""
-    if runtime.raw_batch_folder:
-        return runtime.raw_batch_folder
+    """The raw mini-batch folder: the runtime's, or the contract layout under ``$NDR_RAW_ROOT``.
+
+    With ``$NDR_RAW_ROOT`` set (the deployment's routed raw root), a given folder must be the batch's own
+    folder under it (:func:`confine_raw_folder`); an ``s3://`` folder must follow the ingestion layout of the
+    run's project, spec version and window in any case.
+    """
     root = os.environ.get("NDR_RAW_ROOT")
+    if runtime.raw_batch_folder:
+        return confine_raw_folder(runtime, start, runtime.raw_batch_folder, root)
     if not root:
         raise ValueError("no --raw-batch-folder given and NDR_RAW_ROOT is not set")
     org_id = org_id_for(runtime, start)
     day_time = start.astimezone(UTC).strftime("%Y/%m/%d/%H%M")
     return storage.join(root, "pan-traffic", org_id, runtime.project_name, runtime.feature_spec_version, day_time) + "/"
+
+
+def confine_raw_folder(runtime: BatchRuntime, start: datetime, folder: str, root: str | None) -> str:
+    """``folder`` if it is the run's own raw batch folder (by value), else :class:`RawPathError`.
+
+    An ``s3://`` folder must follow the ingestion layout of the run's project, spec version and window, and with an
+    ``s3://`` ``$NDR_RAW_ROOT`` be exactly the batch's folder under it (the routed bucket and org). A local folder
+    (tests, local runs) must lie inside a local ``$NDR_RAW_ROOT`` when one is set.
+    """
+    folder = contract.storage_uri(folder)  # safe segments: no '..', no '.', no control characters
+    day_time = start.astimezone(UTC).strftime("%Y/%m/%d/%H%M")
+    if storage.is_s3(folder):
+        match = re.match(contract.BATCH_FOLDER_PATTERN, folder if folder.endswith("/") else folder + "/")
+        want = (runtime.project_name, runtime.feature_spec_version, day_time.replace("/", ""))
+        if match is None or (match.group(3), match.group(4), "".join(match.group(5, 6, 7, 8, 9))) != want:
+            raise RawPathError(
+                f"raw batch folder {folder!r} is not s3://<bucket>/pan-traffic/<org>/{runtime.project_name}/"
+                f"{runtime.feature_spec_version}/{day_time}/"
+            )
+        if root and storage.is_s3(root):
+            org_id = org_id_for(runtime, start)
+            own = storage.join(
+                root, "pan-traffic", org_id, runtime.project_name, runtime.feature_spec_version, day_time
+            )
+            if folder.rstrip("/") != own:
+                raise RawPathError(f"raw batch folder {folder!r} is not this batch's folder under NDR_RAW_ROOT: {own}/")
+        return folder
+    if root and not storage.is_s3(root):
+        real_root = storage.local_path(root).resolve()
+        if not storage.local_path(folder).resolve().is_relative_to(real_root):
+            raise RawPathError(f"raw batch folder {folder!r} is outside NDR_RAW_ROOT {root!r}")
+    return folder
+
+
+def confine_objects(folder: str, objects: list[storage.ObjectInfo]) -> list[storage.ObjectInfo]:
+    """``objects`` if each lies inside ``folder`` (locally: after resolving symbolic links), else
+    :class:`RawPathError`."""
+    base = folder.rstrip("/") + "/"
+    real_base = (
+        None if storage.is_s3(storage.backing(folder)) else storage.local_path(storage.backing(folder)).resolve()
+    )
+    for o in objects:
+        inside = o.path.startswith(base) and not {".", ".."} & set(o.path[len(base) :].split("/"))
+        if inside and real_base is not None:
+            inside = storage.local_path(storage.backing(o.path)).resolve().is_relative_to(real_base)
+        if not inside:
+            raise RawPathError(f"raw object {o.path!r} is outside the batch folder {folder!r}")
+    return objects
 
 
 #: the delta key's text columns (the key is these and ``dst_port``)
@@ -147,7 +215,9 @@ def line_values(parsed: pa.RecordBatch | pa.Table, when: np.ndarray, start_us: i
     ])  # fmt: skip
 
 
-def partial_rows(batches: Iterable[tuple[pa.Array, int]], start_us: int, end_us: int) -> Iterator[pa.RecordBatch]:
+def partial_rows(
+    batches: Iterable[tuple[pa.Array | raw_lines.Unread, int]], start_us: int, end_us: int
+) -> Iterator[pa.RecordBatch]:
     """A Spark task's lines (batches of lines, each with its file's index) as partial delta rows
     (:func:`_partial_schema`).
 
@@ -175,6 +245,13 @@ def partial_rows(batches: Iterable[tuple[pa.Array, int]], start_us: int, end_us:
             yield out.slice(at, 1 << 16)
 
     for lines, file_index in batches:
+        if isinstance(lines, raw_lines.Unread):  # the rest of an object the reader refused: one record
+            yield rows({
+                "status": pa.array(["quarantined"]), "quarantine_reason": pa.array([lines.reason]),
+                "quarantine_detail": pa.array([lines.detail]), "raw_line": pa.array([""]),
+                "file_index": pa.array([file_index], pa.int32()), "log_records": pa.array([1], pa.int64()),
+            }, 1)  # fmt: skip
+            continue
         blank = raw_lines.blank(lines)
         parsed = parse_arrow(lines, PARSED)
         quarantined = parsed.column("quarantine_reason").is_valid().to_numpy(zero_copy_only=False) & ~blank
@@ -262,7 +339,8 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
     if not storage_root:
         raise ValueError("NDR_STORAGE_ROOT is not set")
     folder = raw_batch_folder(runtime, start)
-    objects = storage.list_objects(folder)
+    objects = confine_objects(folder, storage.list_objects(folder))
+    max_ratio = runtime.max_quarantine_ratio if isinstance(runtime, DeltaRuntime) else DEFAULT_MAX_QUARANTINE_RATIO
     if not objects:
         raise FileNotFoundError(f"no raw objects under {folder}")
 
@@ -276,8 +354,12 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
         tasks = max(spark.sparkContext.defaultParallelism, -(-raw_bytes // task_bytes(spark, raw_bytes)))
         splits = raw_lines.splits_frame(spark, raw_lines.plan_splits(objects), tasks)
 
+        cap = raw_lines.decompressed_cap()  # read on the driver: the workers get the value
+
         def task(rows: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            lines = ((b, s.file_index) for r in rows for s in raw_lines.splits_of(r) for b in raw_lines.read_lines(s))
+            lines = (
+                (b, s.file_index) for r in rows for s in raw_lines.splits_of(r) for b in raw_lines.read_split(s, cap)
+            )
             return partial_rows(lines, start_us, end_us)
 
         ddl = ", ".join(f"{f.name} {_SQL_TYPES[f.type]}" for f in _partial_schema())
@@ -323,18 +405,32 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
                 storage.files_for(n_quarantined), n_quarantined,
             )  # fmt: skip
             phase("quarantine")
-            delta = groups.filter(F.col("status") == "in_window").select(*DELTA_COLUMNS)
-            delta_out = storage.write_partition(
-                delta,
-                storage_root,
-                DELTA_DATASET,
-                partition,
-                list(DELTA_KEYS),
-                files,
-                delta_rows,
-                partitioned=True,
-            )
-            phase("delta")
+            rows_read = sum(by_status.values()) - by_status.get("blank", 0)
+            ratio = n_quarantined / rows_read if rows_read else 0.0
+            sample: list[dict[str, str]] = []
+            delta_out = None
+            if ratio > max_ratio:  # the quarantine is written (the evidence); the delta is not
+                picked = (
+                    groups.filter(F.col("status") == "quarantined")
+                    .orderBy("quarantine_reason", "quarantine_detail", "raw_line")
+                    .limit(QUARANTINE_SAMPLE)
+                    .collect()
+                )
+                sample = [{"reason": r["quarantine_reason"], "detail": r["quarantine_detail"] or "",
+                           "line": (r["raw_line"] or "")[:SAMPLE_CHARS]} for r in picked]  # fmt: skip
+            else:
+                delta = groups.filter(F.col("status") == "in_window").select(*DELTA_COLUMNS)
+                delta_out = storage.write_partition(
+                    delta,
+                    storage_root,
+                    DELTA_DATASET,
+                    partition,
+                    list(DELTA_KEYS),
+                    files,
+                    delta_rows,
+                    partitioned=True,
+                )
+                phase("delta")
         finally:
             groups.unpersist()
 
@@ -353,9 +449,23 @@ def run_delta_builder_from_runtime_config(runtime: BatchRuntime) -> dict[str, An
         "rows_before_window": by_status.get("before_window", 0),
         "rows_after_window": by_status.get("after_window", 0),
         "delta_rows": delta_rows,
-        "outputs": {"delta": delta_out.path, "quarantine": quarantine_out.path},
-        "output_files": {"delta": len(delta_out.files), "quarantine": len(quarantine_out.files)},
+        # the share a CloudWatch metric filter on the job's log group can watch ($.quarantine_ratio)
+        "quarantine_ratio": round(ratio, 6),
+        "max_quarantine_ratio": max_ratio,
+        "quarantine_guard": "passed" if delta_out is not None else "tripped",
+        "outputs": {"delta": delta_out.path if delta_out else None, "quarantine": quarantine_out.path},
+        "output_files": {"delta": len(delta_out.files) if delta_out else 0, "quarantine": len(quarantine_out.files)},
         "seconds": phase.total(),
         "phase_seconds": phase.seconds,
     }
+    if delta_out is None:
+        summary["quarantine_sample"] = sample
+        emit(summary)
+        reasons = ", ".join(f"{k}: {v}" for k, v in by_reason.items())
+        shown = "; ".join(f"{x['reason']} ({x['detail']}): {x['line'][:120]!r}" for x in sample)
+        raise QuarantineRatioExceededError(
+            f"{n_quarantined} of {summary['rows_read']} lines quarantined ({ratio:.1%} > max_quarantine_ratio "
+            f"{max_ratio:g}): the delta was not written; a format change? by reason: {reasons}; sample: {shown}; "
+            f"all of them: {quarantine_out.path}"
+        )
     return emit(summary)

@@ -8,6 +8,7 @@ succeeded does nothing when run again. Artifacts: :mod:`ndr_jobs.model.artifacts
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ndr_jobs.datasets import layout, storage
+from ndr_jobs.datasets import conditional, layout, storage
 from ndr_jobs.interface import contract
 from ndr_jobs.model import artifacts, forest, gate, registry
 from ndr_jobs.model.artifacts import ArtifactError, RunPaths, read_json_if_exists, write_json
@@ -27,6 +28,8 @@ from ndr_jobs.runtime.config import BatchRuntime, TrainingRuntime
 from ndr_jobs.runtime.summary import emit
 
 MAX_REMEDIATION_ATTEMPTS = 2
+#: how often deploy judges and promotes again when another promotion wins the race for ``promoted.json``
+PROMOTE_ATTEMPTS = 5
 #: the 15-minute feature chain remediation runs per window: (name, module, function), in order
 REMEDIATION_CHAIN: tuple[tuple[str, str, str], ...] = tuple((name, *job_function(name)) for name in FEATURE_CHAIN)
 MISSING_POLICY = "a window is missing when FG-A or FG-C lacks its batch_start partition (an empty partition is present)"
@@ -400,10 +403,11 @@ def stage_publish(ctx: TrainingContext) -> dict[str, Any]:
     if artifacts.sha256(model) != report["model_sha256"]:
         raise ArtifactError(f"{ctx.paths.model} does not match its final report's sha256")
     metadata = {**ctx.identity, "metrics_uri": ctx.paths.metrics, "attributes_uri": ctx.paths.attributes}
-    entry = ctx.store.publish(ctx.runtime.run_key, model, metadata)
+    entry, conflicts = ctx.store.publish_counted(ctx.runtime.run_key, model, metadata)
     status: dict[str, Any] = {
         "stage": "publish", "status": "published", **ctx.identity, "registry": "local", "store": ctx.store.base,
         "model_version": entry["version"], "model_uri": entry["model_uri"], "model_sha256": entry["model_sha256"],
+        "index_conflicts": conflicts,
     }  # fmt: skip
     if registry.sagemaker_enabled():
         package = registry.register_package(
@@ -455,27 +459,39 @@ def stage_deploy(ctx: TrainingContext) -> dict[str, Any]:
     _require(ctx.paths.attributes, "attributes")
     metrics = artifacts.read_json(ctx.paths.metrics)
     store = ctx.store
-    current = store.promoted()
     policy = gate.GatePolicy.from_env()
-    if current is not None and current["run_key"] == ctx.runtime.run_key:
-        checks: list[dict[str, Any]] = []  # promoted by an interrupted earlier run of this stage
-        previous = current.get("previous")
+    for _attempt in range(PROMOTE_ATTEMPTS):
+        # the gate judges against the pointer as read; promoting over a pointer that changed since would skip
+        # that judgement, so a lost conditional write reads it again and judges again
+        current, tag = store.promoted_versioned()
+        if current is not None and current["run_key"] == ctx.runtime.run_key:
+            checks: list[dict[str, Any]] = []  # promoted by an interrupted earlier run of this stage
+            previous = current.get("previous")
+        else:
+            previous_metrics = artifacts.read_json(current["metrics_uri"]) if current else None
+            checks = gate.evaluate(metrics, previous_metrics, policy)
+            previous = {"model_version": current["model_version"], "run_key": current["run_key"]} if current else None
+        promote = all(c["passed"] for c in checks)
+        failed = [c["name"] for c in checks if not c["passed"]]
+        reason = "all gate checks passed" if promote else f"gate checks failed: {', '.join(failed)}"
+        if not current:
+            reason += " (first model for this project and spec version: no drift baseline)"
+        if not promote or (current is not None and current["run_key"] == ctx.runtime.run_key):
+            break
+        try:
+            store.promote({
+                "project_name": ctx.runtime.project_name, "feature_spec_version": ctx.runtime.feature_spec_version,
+                "run_key": ctx.runtime.run_key, "model_version": published["model_version"],
+                "model_uri": published["model_uri"], "model_sha256": published["model_sha256"],
+                "metrics_uri": ctx.paths.metrics, "attributes_uri": ctx.paths.attributes, "previous": previous,
+            }, tag)  # fmt: skip
+        except conditional.PreconditionFailedError:
+            continue
+        break
     else:
-        previous_metrics = artifacts.read_json(current["metrics_uri"]) if current else None
-        checks = gate.evaluate(metrics, previous_metrics, policy)
-        previous = {"model_version": current["model_version"], "run_key": current["run_key"]} if current else None
-    promote = all(c["passed"] for c in checks)
-    failed = [c["name"] for c in checks if not c["passed"]]
-    reason = "all gate checks passed" if promote else f"gate checks failed: {', '.join(failed)}"
-    if not current:
-        reason += " (first model for this project and spec version: no drift baseline)"
-    if promote and (current is None or current["run_key"] != ctx.runtime.run_key):
-        store.promote({
-            "project_name": ctx.runtime.project_name, "feature_spec_version": ctx.runtime.feature_spec_version,
-            "run_key": ctx.runtime.run_key, "model_version": published["model_version"],
-            "model_uri": published["model_uri"], "model_sha256": published["model_sha256"],
-            "metrics_uri": ctx.paths.metrics, "attributes_uri": ctx.paths.attributes, "previous": previous,
-        })  # fmt: skip
+        raise conditional.RetriesExhaustedError(
+            f"{store.promoted_path} changed under each of {PROMOTE_ATTEMPTS} promotions of run {ctx.runtime.run_key!r}"
+        )
     if published.get("model_package_arn"):
         registry.set_package_approval(published["model_package_arn"], promote, reason)
     status = {
@@ -502,13 +518,26 @@ STAGES: dict[str, Callable[[TrainingContext], dict[str, Any]]] = {
 }
 
 
+#: the stage after which a run gives the project's training lock up
+LAST_STAGE = "deploy"
+
+
 def run_if_training_from_runtime_config(runtime: TrainingRuntime) -> dict[str, Any]:
     """Run one stage of the training run; print and return its status."""
     if runtime.stage not in STAGES:
         raise ValueError(f"unknown stage {runtime.stage!r}; stages: {', '.join(STAGES)}")
     ctx = TrainingContext.from_runtime(runtime)
-    ctx.pin()
-    status = STAGES[runtime.stage](ctx)
+    lock = registry.TrainingLock.for_run(ctx.store, runtime.run_key)
+    lock.acquire()
+    try:
+        ctx.pin()
+        status = STAGES[runtime.stage](ctx)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the original error matters more; a lease left runs out
+            lock.release()  # the run stops here; a retried step takes the lock again
+        raise
+    if runtime.stage == LAST_STAGE:
+        lock.release()
     outcome = status.get("status") or status.get("decision") or "done"
     line = {"job": "if_training", "stage": runtime.stage, "run_key": runtime.run_key, "status": outcome}
     emit(line)

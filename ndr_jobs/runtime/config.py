@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ndr_jobs.interface import contract
+from ndr_jobs.interface.entrypoints import DEFAULT_MAX_QUARANTINE_RATIO
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,18 @@ class BatchRuntime(ProjectRuntime):
 
     def __post_init__(self) -> None:
         contract.window(self.batch_start_ts, self.batch_end_ts)
+
+
+@dataclass(frozen=True)
+class DeltaRuntime(BatchRuntime):
+    """The delta builder's batch: and the quarantined share past which the batch fails."""
+
+    max_quarantine_ratio: float = DEFAULT_MAX_QUARANTINE_RATIO
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= float(self.max_quarantine_ratio) <= 1.0:
+            raise ValueError(f"max_quarantine_ratio must be in [0, 1], not {self.max_quarantine_ratio!r}")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ndr_jobs.runtime.config import DeltaRuntime
 from ndr_jobs.scripts._cli import BatchScript, run
 
 SCRIPT = BatchScript(
@@ -11,7 +12,8 @@ SCRIPT = BatchScript(
     __doc__,
     "ndr_jobs.processing.delta_builder_job",
     "run_delta_builder_from_runtime_config",
-    fields=lambda a: {"raw_batch_folder": a.raw_batch_folder},
+    runtime=DeltaRuntime,
+    fields=lambda a: {"raw_batch_folder": a.raw_batch_folder, "max_quarantine_ratio": a.max_quarantine_ratio},
 )
 build_parser, parse_runtime, main = SCRIPT.build_parser, SCRIPT.parse_runtime, SCRIPT.main
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,10 +89,14 @@ def spark_uri(path: str) -> str:
     return f"file://{local_path(path).resolve()}"  # not as_uri(): Hadoop takes '%3D' literally, not as '='"
 
 
+_CLIENT_LOCK = threading.Lock()
+
+
 def _s3_client() -> Any:
     import boto3
 
-    return boto3.client("s3")
+    with _CLIENT_LOCK:  # boto3's default session is not safe to build clients from in several threads at once
+        return boto3.client("s3")
 
 
 # --- objects -------------------------------------------------------------------------------------------
@@ -482,7 +487,7 @@ def _finalize(prefix: str, partition: str, dataset: str) -> list[DataFile]:
         renames = {moved[s]: f for s, f in renames.items()}
     for i, (source, final) in enumerate(sorted(renames.items(), key=lambda kv: kv[1])):
         _rename(source, join(prefix, final))
-        if i == 0:
+        if i == 0:  # one file in its final place, the others not yet
             _checkpoint("mid_data", partition, dataset)
     finals = set(_final_names(staged).values())
     for obj in list_objects(prefix, include_hidden=True):
@@ -671,16 +676,25 @@ def _discard(prefix: str, target: str) -> None:
         _prune_empty(local_path(backing(prefix)), stop=local_path(backing(target)).parent)
 
 
-def write_table(table: Any, root: str, dataset: str, partition: list[tuple[str, str]]) -> PartitionWrite:
-    """Commit a pyarrow Table as a one-file partition, without Spark (small driver-side outputs, tests)."""
+def write_table(
+    table: Any, root: str, dataset: str, partition: list[tuple[str, str]], rows_per_file: int = 1_000_000
+) -> PartitionWrite:
+    """Commit a pyarrow Table (in its row order, :func:`files_for` its rows files) without Spark: small
+    driver-side outputs, and the protocol's tests on S3, where no Spark runs."""
     import io
 
     import pyarrow.parquet as pq
 
+    target = partition_path(root, dataset, partition)
+    n = files_for(table.num_rows, rows_per_file)
+
     def put(prefix: str) -> None:
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="snappy")
-        write_bytes(join(prefix, "part-00000.snappy.parquet"), buffer.getvalue())
+        for i in range(n):
+            buffer = io.BytesIO()
+            pq.write_table(table.slice(i * rows_per_file, rows_per_file), buffer, compression="snappy")
+            write_bytes(join(prefix, f"part-{i:05d}.snappy.parquet"), buffer.getvalue())
+            if i == 0:
+                _checkpoint("mid_data", target, dataset)
 
     return commit_partition(root, dataset, partition, put)
 

@@ -175,6 +175,16 @@ def test_a_spark_write_crashed_at_any_point_reads_old_or_new_through_spark(spark
     assert committed(partition(root)) == committed(clean) and len(committed(clean)) == 3
 
 
+def test_rows_other_than_the_caller_counted_commit_nothing(spark, tmp_path: Path):  # noqa: ANN001
+    root = str(tmp_path)
+    frame = spark.createDataFrame(OLD.to_pandas())
+    storage.write_partition(frame, root, "fg_a", PART, ["host_ip"], 1, OLD.num_rows)
+    before = committed(partition(root)), runs(root)
+    with pytest.raises(storage.RowCountMismatch, match="the run wrote 30 rows, its caller counted 31"):
+        storage.write_partition(frame, root, "fg_a", PART, ["host_ip"], 1, 31)
+    assert (committed(partition(root)), runs(root)) == before
+
+
 def test_a_killed_writer_process_leaves_the_old_partition(s3: str):
     """``NDR_COMMIT_FAULT`` kills the writing process itself (no finally, no clean-up) just before the pointer."""
     write(OLD, s3)
@@ -331,3 +341,5 @@ def test_a_manifest_that_is_not_the_protocols_is_refused_by_readers(tmp_path: Pa
         storage.committed_files(written.path)
     with pytest.raises(storage.ManifestError, match=error):
         layout.partition_rows(str(tmp_path), "fg_a", "v1", START)
+    rerun = write(OLD, str(tmp_path))  # a rerun replaces it (the janitor deletes nothing while it cannot tell)
+    assert seen(str(tmp_path)) == OLD.to_pylist() and rerun.run_id in runs(str(tmp_path))

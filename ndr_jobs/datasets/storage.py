@@ -607,7 +607,10 @@ def sweep_partition(partition: str, grace: float | None = None, now: float | Non
     grace = grace_seconds() if grace is None else grace
     now = time.time() if now is None else now
     objects = _modified(partition)
-    manifest = read_manifest(partition)
+    try:
+        manifest = read_manifest(partition)
+    except ManifestError:
+        return []  # which run is referenced is unknown: delete nothing (the next commit replaces the manifest)
     pointer_age = now - objects[MANIFEST] if MANIFEST in objects else float("inf")
     newest: dict[str, float] = {}
     for relative, modified in objects.items():
@@ -629,12 +632,19 @@ def sweep_partition(partition: str, grace: float | None = None, now: float | Non
     return removed
 
 
-def commit_partition(root: str, dataset: str, partition: list[tuple[str, str]], write: Any) -> PartitionWrite:
+class RowCountMismatch(RuntimeError):
+    """The files a run wrote do not hold the rows its caller counted: nothing is committed."""
+
+
+def commit_partition(
+    root: str, dataset: str, partition: list[tuple[str, str]], write: Any, expect_rows: int | None = None
+) -> PartitionWrite:
     """Write one partition through the commit protocol; ``write(prefix)`` puts the Parquet files under ``prefix``.
 
     1. the janitor sweeps the partition (:func:`sweep_partition`) and the current pointer's version is read;
     2. ``write`` fills a fresh prefix ``<partition>/_runs/<run id>/``; its files get deterministic names and
-       are checksummed (a failure here deletes the prefix and leaves the partition as it was);
+       are checksummed (a failure here deletes the prefix and leaves the partition as it was; so does a row
+       count other than ``expect_rows`` when the caller counted them);
     3. the manifest is written only if the pointer is still the version read in 1 (S3 conditional write),
        which makes the new files the partition in one step. When another writer committed in between, a
        commit of the same files (same names, rows and SHA-256) converges on it; other content raises
@@ -652,6 +662,8 @@ def commit_partition(root: str, dataset: str, partition: list[tuple[str, str]], 
         write(prefix)
         files = _finalize(prefix, target, dataset)
         manifest = Manifest(dataset, relative, run_id, _writer(), tuple(files))
+        if expect_rows is not None and manifest.rows != expect_rows:
+            raise RowCountMismatch(f"{target}: the run wrote {manifest.rows} rows, its caller counted {expect_rows}")
         _checkpoint("before_pointer", target, dataset)
         try:
             _put_pointer(target, manifest.to_bytes(), expected)
@@ -707,7 +719,6 @@ def write_partition(
     sort_by: list[str],
     num_files: int = 1,
     rows: int | None = None,
-    count: bool = False,
     partitioned: bool = False,
 ) -> PartitionWrite:
     """Replace one partition of ``<root>/<dataset>`` by ``df`` as Parquet, atomically and deterministically.
@@ -717,20 +728,19 @@ def write_partition(
     key can skip row groups by their min/max statistics.
     (Files by key range would let it skip whole files too, but the range partitioner
     samples the input first: one more pass over the plan below, 5 s of the 5M-line delta's write.)
-    The files are committed by :func:`commit_partition`; ``rows`` is the manifest's count (``count`` is kept
-    for callers: the manifest counts every write from the files' footers).
+    The files are committed by :func:`commit_partition`, which counts their rows from the footers: ``rows``,
+    when the caller counted them, must agree (else :class:`RowCountMismatch` and nothing is committed).
     With ``partitioned`` the caller has already spread the rows that way (``df.repartition(n, *sort_by)``, or a
     frame derived from one without moving rows): ``df``'s partitions become the files and ``num_files`` is not
     used, which spares a shuffle.
     """
-    del rows, count
     # repartition, not coalesce: coalesce(1) would run the whole plan since the last shuffle in one task
     ordered = df if partitioned else df.repartition(max(num_files, 1), *sort_by)
 
     def put(prefix: str) -> None:
         ordered.sortWithinPartitions(*sort_by).write.mode("errorifexists").parquet(spark_uri(prefix))
 
-    return commit_partition(root, dataset, partition, put)
+    return commit_partition(root, dataset, partition, put, rows)
 
 
 def write_counted(

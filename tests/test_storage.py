@@ -300,6 +300,18 @@ def test_bad_settings_are_named_errors(tmp_path: Path, monkeypatch: pytest.Monke
     assert seen(str(tmp_path)) is None and runs(str(tmp_path)) == []
 
 
+def test_many_manifests_are_read_at_once_in_order(root: str):
+    starts = [START.replace(minute=15 * i) for i in range(4)]
+    for i, start in enumerate(starts):
+        if i != 2:  # one window never written
+            storage.write_table(OLD.slice(0, i + 1), root, "fg_a", layout.batch_partition("v1", start))
+    partitions = [storage.partition_path(root, "fg_a", layout.batch_partition("v1", s)) for s in starts]
+    many = storage.committed_files_many(partitions)
+    assert many == [storage.committed_files(p) for p in partitions] and many[2] is None
+    assert [len(f or []) for f in many] == [1, 1, 0, 1]
+    assert layout.existing_batches(root, "fg_a", "v1") == [s for i, s in enumerate(starts) if i != 2]
+
+
 # --- manifests --------------------------------------------------------------------------------------------
 
 

@@ -100,10 +100,8 @@ def read_batches(
     from pyspark.sql import functions as F
 
     base = dataset_dir(root, dataset, feature_spec_version)
-    paths = []
-    for start in sorted(set(starts)):
-        files = batch_files(root, dataset, feature_spec_version, start)
-        paths += [storage.spark_uri(f) for f in files or []]
+    partitions = [storage.join(base, f"batch_start={stamp(s)}") for s in sorted(set(starts))]
+    paths = [storage.spark_uri(f) for files in storage.committed_files_many(partitions) for f in files or []]
     if not paths:
         return None
     frame = spark.read.option("basePath", storage.spark_uri(base)).parquet(*paths)

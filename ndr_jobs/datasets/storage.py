@@ -645,7 +645,8 @@ def sweep_partition(partition: str, grace: float | None = None, now: float | Non
     runs = backing(join(partition, RUNS_DIR))
     if not is_s3(runs) and local_path(runs).is_dir():  # directories left empty (deleted runs, crashed writers)
         for run in sorted(local_path(runs).iterdir()):
-            if run.name not in newest and now - run.stat().st_mtime >= grace and not any(run.rglob("*[!/]")):
+            empty = not any(p.is_file() for p in run.rglob("*"))
+            if run.name not in newest and empty and now - run.stat().st_mtime >= grace:
                 shutil.rmtree(run, ignore_errors=True)
     return removed
 

@@ -383,8 +383,10 @@ def _summarise(report: DemoReport, run: LocalRun) -> None:
 def _top_anomalies(publication: Path, labels: Path, config: DemoConfig) -> tuple[list[dict[str, Any]], int]:
     import duckdb
 
+    from ndr_jobs.datasets import storage
+
     published = publication / f"feature_spec_version={FSV}"
-    files = sorted(published.rglob("*.parquet"))
+    files = [f for p in storage.committed_partitions(str(published)) for f in storage.committed_files(p) or []]
     if not files:
         return [], 0
     con = duckdb.connect()

@@ -28,8 +28,8 @@ LAYERS = {
     "jobs": {
         "test_bench_data", "test_delta_builder", "test_entrypoints", "test_eval", "test_fg_a", "test_fg_b",
         "test_fg_c", "test_forest", "test_hash_agg", "test_if_training", "test_inference", "test_inventory",
-        "test_launcher", "test_pair_counts", "test_panos", "test_prediction_join", "test_raw_lines", "test_synth",
-        "test_windows_extractor",
+        "test_launcher", "test_pair_counts", "test_panos", "test_prediction_join", "test_raw_lines", "test_storage",
+        "test_synth", "test_windows_extractor",
     },
     # the generated state machines and pipelines on the local emulator (moto), and deploy against moto
     "local": {
@@ -59,6 +59,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             group = f"{stem}-{count[stem] % SPLIT[stem]}"
         item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: item.path.stem not in SPLIT)  # stable: the split files first, in their order
+
+
+def committed(partition: Path | str) -> dict[str, bytes]:
+    """A partition's committed data files (read through its manifest): name -> bytes."""
+    from ndr_jobs.datasets import storage
+
+    files = storage.committed_files(str(partition))
+    assert files is not None, f"{partition} has no manifest"
+    return {f.rsplit("/", 1)[1]: storage.read_bytes(f) for f in files}
+
+
+def committed_rows(partition: Path | str) -> list[dict]:
+    """A partition's rows, read through its manifest (no partition columns), as dicts."""
+    from ndr_jobs.datasets import layout
+
+    table = layout.partition_table(str(partition))
+    assert table is not None, f"{partition} has no manifest"
+    return table.to_pylist()
 
 
 @pytest.fixture(scope="session")

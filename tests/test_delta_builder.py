@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs.datasets import storage
+from ndr_jobs.datasets import layout, storage
 from ndr_jobs.parsing import raw_lines
 from ndr_jobs.processing.delta_builder_job import (
     DELTA_COLUMNS,
@@ -29,6 +29,7 @@ from ndr_jobs.processing.delta_builder_job import (
 )
 from ndr_jobs.runtime.config import BatchRuntime, DeltaRuntime
 from ndr_jobs.runtime.spark import sql_conf
+from tests.conftest import committed, committed_rows
 from tests.test_panos import traffic_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +174,8 @@ def rebuilt(built: tuple[Path, dict, str], tmp_path: Path, monkeypatch: pytest.M
 
 
 def read(path: Path) -> list[dict]:
-    return pq.read_table(path).to_pylist()
+    """A Parquet file's rows, or a partition's (through its manifest)."""
+    return pq.read_table(path).to_pylist() if path.is_file() else committed_rows(path)
 
 
 def read_quarantine(path: Path) -> list[dict]:
@@ -182,7 +184,8 @@ def read_quarantine(path: Path) -> list[dict]:
 
 
 def files(path: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+    """A partition's committed data files and its runs (one: no failed or earlier run left behind)."""
+    return {**committed(path), "runs": ",".join(sorted(p.name for p in (path / storage.RUNS_DIR).iterdir())).encode()}
 
 
 # --- the job -----------------------------------------------------------------------------------------------
@@ -217,8 +220,10 @@ def test_exact_delta_rows_and_summary(built: tuple[Path, dict, str]) -> None:
         "output_files": {"delta": 1, "quarantine": 1},
     }
     delta = store / "delta" / PARTITION
-    assert sorted(p.name for p in delta.iterdir()) == ["_SUCCESS", "part-00000.snappy.parquet"]
-    assert pq.read_schema(delta / "part-00000.snappy.parquet").names == list(DELTA_COLUMNS)
+    assert sorted(p.name for p in delta.iterdir()) == ["_manifest.json", "_runs"]
+    (data,) = storage.committed_files(str(delta)) or []
+    assert data.endswith("/part-00000.snappy.parquet")  # only the data file: no _SUCCESS, no checksum file
+    assert pq.read_schema(data).names == list(DELTA_COLUMNS)
     assert read(delta) == EXPECTED_DELTA  # sorted by the key columns
     assert sorted(p.name for p in (store / "delta").iterdir()) == ["feature_spec_version=v1"]  # no staging left
 
@@ -233,9 +238,9 @@ def test_quarantine_keeps_each_malformed_line_with_its_reason(built: tuple[Path,
 
 def test_rerun_replaces_never_duplicates(rebuilt: dict[str, Path]) -> None:
     delta, quarantine = rebuilt["store"] / "delta" / PARTITION, rebuilt["store"] / "quarantine" / PARTITION
-    first = read(delta), read_quarantine(quarantine), sorted(p.name for p in delta.iterdir())
+    first = read(delta), read_quarantine(quarantine), committed(delta)
     run_delta_builder_from_runtime_config(runtime(rebuilt["folder"]))
-    assert (read(delta), read_quarantine(quarantine), sorted(p.name for p in delta.iterdir())) == first
+    assert (read(delta), read_quarantine(quarantine), committed(delta)) == first  # the same bytes
     # the batch is re-delivered without its second file: the partitions shrink to what is left
     (rebuilt["folder"] / "traffic-01.log.gz").unlink()
     summary = run_delta_builder_from_runtime_config(runtime(rebuilt["folder"]))
@@ -274,12 +279,13 @@ def test_a_write_that_fails_midway_leaves_the_partition_and_no_staging(spark, tm
     assert [Path(f).name for f in again.files] == [f"part-0000{i}.snappy.parquet" for i in range(3)]
     ids = [[r["id"] for r in read(Path(f))] for f in again.files]
     assert all(i == sorted(i) and i for i in ids) and sorted(sum(ids, [])) == list(range(100))
+    three = committed(target)
     storage.write_partition(good.orderBy(F.desc("id")), str(tmp_path), "demo", part, ["id"], num_files=3)
-    assert [[r["id"] for r in read(Path(f))] for f in again.files] == ids
+    assert committed(target) == three  # byte for byte, from another run prefix
     # rows the caller already spread by the same hash (as the delta builder's merge does) make the same files
     spread = good.repartition(3, "id").where("twice >= 0")
     storage.write_partition(spread, str(tmp_path), "demo", part, ["id"], num_files=1, partitioned=True)
-    assert [[r["id"] for r in read(Path(f))] for f in again.files] == ids
+    assert committed(target) == three
 
 
 def test_a_counted_write_counts_each_row_once_in_one_file_or_several(spark, tmp_path: Path) -> None:  # noqa: ANN001
@@ -293,17 +299,6 @@ def test_a_counted_write_counts_each_row_once_in_one_file_or_several(spark, tmp_
         assert sorted(r["id"] for r in read(Path(written.path))) == [i for i in range(100) if i % 4]
 
 
-def test_an_interrupted_swap_is_repaired_by_the_next_write(spark, tmp_path: Path) -> None:  # noqa: ANN001
-    part = [("feature_spec_version", "v1"), ("batch_start", "20261001T1200")]
-    target = Path(storage.write_partition(spark.range(3), str(tmp_path), "demo", part, ["id"]).path)
-    trash = tmp_path / "demo" / storage.TRASH_DIR / "feature_spec_version=v1" / "batch_start=20261001T1200"
-    trash.mkdir(parents=True)
-    target.rename(trash / "run-1")  # the process died between the two renames of a swap
-    assert storage.recover_partition(str(tmp_path), "demo", part)
-    assert [r["id"] for r in read(target)] == [0, 1, 2]
-    assert not (tmp_path / "demo" / storage.TRASH_DIR).exists()
-
-
 def test_a_batch_with_nothing_in_the_window_writes_empty_partitions_with_the_schema(
     spark, env: dict[str, Path]  # noqa: ANN001
 ) -> None:
@@ -313,8 +308,8 @@ def test_a_batch_with_nothing_in_the_window_writes_empty_partitions_with_the_sch
     summary = run_delta_builder_from_runtime_config(runtime(folder))
     assert (summary["delta_rows"], summary["rows_before_window"], summary["rows_quarantined"]) == (0, 1, 0)
     for dataset, columns in (("delta", DELTA_COLUMNS), ("quarantine", QUARANTINE_COLUMNS)):
-        table = pq.read_table(env["store"] / dataset / PARTITION)
-        assert (table.num_rows, table.column_names) == (0, list(columns))
+        table = layout.partition_table(str(env["store"] / dataset / PARTITION))
+        assert table is not None and (table.num_rows, table.column_names) == (0, list(columns))
 
 
 # --- where the raw batch is --------------------------------------------------------------------------------
@@ -371,7 +366,7 @@ def test_the_script_runs_in_a_subprocess_on_the_contract_layout(tmp_path: Path) 
 # --- the storage layer on S3 (moto) ------------------------------------------------------------------------
 
 
-def test_s3_objects_and_the_partition_swap(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_objects(monkeypatch: pytest.MonkeyPatch) -> None:
     from moto import mock_aws
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -389,17 +384,6 @@ def test_s3_objects_and_the_partition_swap(monkeypatch: pytest.MonkeyPatch) -> N
         assert storage.read_text(f"{root}/raw/b/1.log") == "one\n" and storage.exists(f"{root}/raw/b")
         assert storage.spark_uri(f"{root}/x") == "s3a://store/ndr/x"
 
-        target = storage.partition_path(root, "delta", [("feature_spec_version", "v1"), ("batch_start", "b1")])
-        storage.write_text(f"{target}/part-00000.snappy.parquet", "old-0")
-        storage.write_text(f"{target}/part-00001.snappy.parquet", "old-1")  # the previous run had two files
-        staging = f"{root}/delta/_staging/x/run"
-        storage.write_text(f"{staging}/part-00000-6b1c-c000.snappy.parquet", "new-0")
-        storage.write_text(f"{staging}/_SUCCESS", "")
-        storage.swap_in(staging, target, "", "run")
-        assert {o.path.rsplit("/", 1)[1]: storage.read_text(o.path)
-                for o in storage.list_objects(target, include_hidden=True)} == {
-            "_SUCCESS": "", "part-00000.snappy.parquet": "new-0"}  # fmt: skip
-        assert not storage.exists(staging)
         storage.delete_prefix(f"{root}/raw")
         assert storage.list_objects(f"{root}/raw") == []
 

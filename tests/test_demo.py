@@ -66,21 +66,20 @@ def test_the_operator_requests_are_the_contracts(built, name):
 
 def test_the_top_anomalies_come_from_the_publication_with_their_drivers_and_ground_truth(tmp_path):
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    from ndr_jobs.datasets import storage
     from ndr_local.demo import DemoConfig, DemoReport, _top_anomalies, render
 
-    part = tmp_path / "publication" / "feature_spec_version=v1" / "batch_start=20261001T1200"
-    part.mkdir(parents=True)
+    part = [("feature_spec_version", "v1"), ("batch_start", "20261001T1200")]
     drivers = json.dumps([{"feature": "rare_dst_periodic_score", "value": 0.91, "deviation": 7.5}])
-    pq.write_table(pa.table({
+    storage.write_table(pa.table({
         "host_ip": ["10.10.1.5", "10.10.1.6", "10.10.1.7"],
         "batch_start_ts": pa.array([START.replace(tzinfo=None)] * 3, pa.timestamp("us", "UTC")),
         "score": [3.71, 0.52, 1.60],
         "alert": [True, False, False],
         "detector": ["command_and_control", "all_features", "volume"],
         "top_features_json": [drivers, "[]", "[]"],
-    }), part / "part-00000.parquet")  # fmt: skip
+    }), str(tmp_path), "publication", part)  # fmt: skip
     labels = tmp_path / "labels.jsonl"
     labels.write_text(json.dumps({"src_ip": "10.10.1.5", "attack": "beacon", "start": "2026-10-01T11:50:00Z",
                                   "end": "2026-10-01T12:20:00Z"}) + "\n")

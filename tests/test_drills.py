@@ -15,11 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from ndr_local.demo import DemoConfig, LocalRun
-from tests.conftest import GENERATED, SPECS
+from tests.conftest import GENERATED, SPECS, committed_rows
 
 HISTORY = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 HISTORY_HOURS = 2
@@ -88,9 +87,9 @@ def test_a_malformed_batch_quarantines_its_bad_lines_and_the_workflow_succeeds(r
     labels = [json.loads(line) for line in (run.work / "labels-live.jsonl").read_text().splitlines()]
     assert labels == []  # no attacks in this span: every quarantined line is one the generator damaged
     quarantine = run.dataset("quarantine") / "feature_spec_version=v1" / f"batch_start={LIVE:%Y%m%dT%H%M}"
-    assert pq.read_table(quarantine).num_rows == summary["rows_quarantined"]
+    assert len(committed_rows(quarantine)) == summary["rows_quarantined"]
     published = run.dataset("publication") / "feature_spec_version=v1" / f"batch_start={LIVE:%Y%m%dT%H%M}"
-    assert pq.read_table(published).num_rows > 0  # the batch was still scored and published
+    assert len(committed_rows(published)) > 0  # the batch was still scored and published
 
 
 def test_a_job_that_raises_fails_the_workflow_releases_the_lock_and_the_next_batch_runs(run: LocalRun):

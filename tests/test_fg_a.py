@@ -19,6 +19,7 @@ from ndr_jobs.interface.feature_spec import load_feature_spec
 from ndr_jobs.processing.delta_builder_job import DELTA_COLUMNS
 from ndr_jobs.processing.fg_a_builder_job import run_fg_a_builder_from_runtime_config
 from ndr_jobs.runtime.config import BatchRuntime
+from tests.conftest import committed, committed_rows
 
 A, B, C, S, FILES = "10.0.0.1", "10.0.0.9", "10.0.0.7", "10.0.0.2", "10.0.0.3"
 OUTSIDER, BEACON = "203.0.113.5", "9.9.9.9"
@@ -112,17 +113,18 @@ def built(spark, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
 
 def read_rows(store: Path, start: datetime = NOON) -> dict[str, dict]:
     path = store / "fg_a" / f"feature_spec_version=v1/batch_start={layout.stamp(start)}"
-    return {r["host_ip"]: r for r in pq.read_table(path).to_pylist()}
+    return {r["host_ip"]: r for r in committed_rows(path)}
 
 
 def test_columns_follow_the_spec(built: tuple[Path, dict, str]) -> None:
     store = built[0]
     path = store / "fg_a/feature_spec_version=v1/batch_start=20261001T1200"
-    schema = pq.read_schema(path / "part-00000.snappy.parquet")
+    (data,) = storage.committed_files(str(path)) or []
+    schema = pq.read_schema(data)
     columns = load_feature_spec("v1").fg_a.columns()
     assert schema.names == ["host_ip", *columns, "batch_start_ts", "batch_end_ts"]
     assert all(str(schema.field(c).type) == "double" for c in columns)
-    rows = pq.read_table(path).to_pylist()
+    rows = committed_rows(path)
     assert [r["host_ip"] for r in rows] == [A, B]  # sorted; C idle now, the outsider is not internal
     assert all(r[c] is not None for r in rows for c in columns)
 
@@ -189,7 +191,7 @@ def test_rerun_replaces_the_partition(built: tuple[Path, dict, str], tmp_path: P
     summary, _ = run(batch())
     assert summary["hosts"] == 1 and list(read_rows(store)) == [B]
     part = store / "fg_a/feature_spec_version=v1/batch_start=20261001T1200"
-    assert sorted(p.name for p in part.iterdir()) == ["_SUCCESS", "part-00000.snappy.parquet"]
+    assert list(committed(part)) == ["part-00000.snappy.parquet"]
 
 
 def test_cold_start_without_any_delta_writes_an_empty_partition(spark, tmp_path: Path,  # noqa: ANN001
@@ -197,8 +199,8 @@ def test_cold_start_without_any_delta_writes_an_empty_partition(spark, tmp_path:
     monkeypatch.setenv("NDR_STORAGE_ROOT", str(tmp_path))
     summary, _ = run(batch())
     assert summary["hosts"] == 0 and summary["windows_coverage"] == {"15m": 0.0, "1h": 0.0, "24h": 0.0}
-    table = pq.read_table(tmp_path / "fg_a/feature_spec_version=v1/batch_start=20261001T1200")
-    assert table.num_rows == 0 and table.column_names[0] == "host_ip"
+    table = layout.partition_table(str(tmp_path / "fg_a/feature_spec_version=v1/batch_start=20261001T1200"))
+    assert table is not None and table.num_rows == 0 and table.column_names[0] == "host_ip"
 
 
 def test_a_batch_that_is_not_15_minutes_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -10,13 +10,13 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from ndr_jobs.datasets import layout, storage
 from ndr_jobs.processing.fg_b_builder_job import horizon_end, run_fg_b_builder_from_runtime_config
 from ndr_jobs.processing.pair_counts_builder_job import PAIR_COUNTS_COLUMNS
 from ndr_jobs.runtime.config import MonthlyRuntime
+from tests.conftest import committed_rows
 
 #: a small spec: two FG-A features over 15m only, horizons of one and two days, periodicity over 1h
 MINI_SPEC = """\
@@ -107,7 +107,7 @@ def run(runtime: MonthlyRuntime) -> tuple[dict, str]:
 
 def snapshot(store: Path, table: str, horizon: str, month: str = "2026-09") -> list[dict]:
     path = store / "fg_b" / table / f"feature_spec_version=t1/baseline_horizon={horizon}/reference_month={month}"
-    return pq.read_table(path).to_pylist()
+    return committed_rows(path)
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,17 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs.datasets import layout
+from ndr_jobs.datasets import layout, storage
 from ndr_jobs.interface import contract
 from ndr_jobs.interface.feature_spec import FG_C_CATALOGUE
 from ndr_jobs.processing.fg_b_builder_job import run_fg_b_builder_from_runtime_config
 from ndr_jobs.processing.fg_c_builder_job import latest_snapshot, run_fg_c_builder_from_runtime_config
 from ndr_jobs.runtime.config import BatchRuntime
+from tests.conftest import committed, committed_rows
 from tests.test_fg_b import (
     DNS,
     FG_A_ROWS,
@@ -62,7 +64,7 @@ def write_batch(spark, store: Path) -> None:  # noqa: ANN001
 
     part = layout.batch_partition("t1", NOON)
     path = storage.partition_path(str(store), "pair_counts", part)
-    frame = spark.read.parquet(path).withColumn(
+    frame = layout.read_partition(spark, path).withColumn(
         "deny_count", F.when(F.col("dst_ip") == BLOCKED, F.lit(1)).otherwise(F.col("deny_count")).cast("BIGINT")
     ).localCheckpoint()
     storage.write_partition(frame, str(store), "pair_counts", part, ["src_ip", "dst_ip", "dst_port"])
@@ -76,7 +78,7 @@ def run() -> tuple[dict, str]:
 
 
 def rows(store: Path) -> dict[str, dict]:
-    return {r["host_ip"]: r for r in pq.read_table(store / PARTITION).to_pylist()}
+    return {r["host_ip"]: r for r in committed_rows(store / PARTITION)}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +102,8 @@ def test_columns_and_summary(built: tuple[Path, dict, str]) -> None:
     assert json.loads(printed.strip().splitlines()[-1]) == summary
     assert (summary["hosts"], summary["baseline_reference_month"], summary["baselines_missing"]) == (3, "2026-09", [])
     assert summary["periodicity_window_coverage"] == 1.0
-    schema = pq.read_schema(store / PARTITION / "part-00000.snappy.parquet")
+    (data,) = storage.committed_files(str(store / PARTITION)) or []
+    schema = pq.read_schema(data)
     z = ["z_host_sessions_15m", "z_host_fan_out_15m", "z_segment_sessions_15m", "z_segment_fan_out_15m"]
     flags = ["host_baseline_missing", "segment_baseline_missing", "pair_baseline_missing", "ip_baseline_missing"]
     features = [*z, *FG_C_CATALOGUE, *flags]
@@ -189,10 +192,10 @@ def test_rerun_replaces_the_partition(built: tuple[Path, dict, str], tmp_path: P
     shutil.copytree(built[0], store)
     write_spec(tmp_path / "specs", monkeypatch)
     monkeypatch.setenv("NDR_STORAGE_ROOT", str(store))
-    before = pq.read_table(store / PARTITION).to_pylist()
+    before = committed(store / PARTITION)
     run()
-    assert pq.read_table(store / PARTITION).to_pylist() == before
-    assert sorted(p.name for p in (store / PARTITION).iterdir()) == ["_SUCCESS", "part-00000.snappy.parquet"]
+    assert committed(store / PARTITION) == before  # byte for byte
+    assert list(before) == ["part-00000.snappy.parquet"]
 
 
 def test_cold_start_without_baselines(spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
@@ -216,8 +219,9 @@ def test_cold_start_without_baselines(spark, tmp_path: Path, monkeypatch: pytest
 def test_the_latest_snapshot_ending_before_the_batch_is_used(tmp_path: Path) -> None:
     base = tmp_path / "fg_b/host/feature_spec_version=v1/baseline_horizon=7d"
     for month in ("2026-08", "2026-09", "2026-10"):
-        (base / f"reference_month={month}").mkdir(parents=True)
-        (base / f"reference_month={month}" / "part-00000.snappy.parquet").write_bytes(b"x")
+        part = [("feature_spec_version", "v1"), ("baseline_horizon", "7d"), ("reference_month", month)]
+        storage.write_table(pa.table({"host_ip": ["10.0.0.1"]}), str(tmp_path / "fg_b"), "host", part)
+    (base / "reference_month=2026-11" / "_runs").mkdir(parents=True)  # a run that never committed: not a snapshot
     assert latest_snapshot(str(tmp_path), "v1", "7d", datetime(2026, 10, 1, 12, tzinfo=UTC)) == "2026-09"
     assert latest_snapshot(str(tmp_path), "v1", "7d", datetime(2026, 10, 1, tzinfo=UTC)) == "2026-09"
     assert latest_snapshot(str(tmp_path), "v1", "7d", datetime(2026, 9, 30, 23, 45, tzinfo=UTC)) == "2026-08"

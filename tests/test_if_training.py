@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from ndr_jobs.datasets import layout
+from ndr_jobs.datasets import layout, storage
 from ndr_jobs.interface import contract
 from ndr_jobs.interface.entrypoints import TRAINING_STAGES
 from ndr_jobs.model import artifacts, registry
@@ -74,15 +73,13 @@ def fg_frames(start: datetime, hosts: list[str], seed: int, mode: str = "normal"
 
 
 def write_window(root: Path, dataset: str, start: datetime, frame: pd.DataFrame) -> None:
-    folder = root / dataset / f"feature_spec_version={FSV}" / f"batch_start={layout.stamp(start)}"
-    folder.mkdir(parents=True, exist_ok=True)
     stamps = ("batch_start_ts", "batch_end_ts")  # naive UTC into Arrow, then marked UTC (no tz-aware .values)
     frame = frame.assign(**{n: pd.to_datetime(frame[n], utc=True).dt.tz_localize(None) for n in stamps})
     table = pa.Table.from_pandas(frame, preserve_index=False)
     ts = pa.timestamp("us", tz="UTC")
     for name in stamps:
         table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(ts))
-    pq.write_table(table, folder / "part-00000.snappy.parquet")
+    storage.write_table(table, str(root), dataset, layout.batch_partition(FSV, start))
 
 
 def write_features(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from ndr_jobs.datasets import layout, storage
@@ -19,6 +18,7 @@ from ndr_jobs.processing.inference_predictions_job import (
     run_inference_predictions_from_runtime_config,
 )
 from ndr_jobs.runtime.config import BatchRuntime
+from tests.conftest import committed, committed_rows
 from tests.test_if_training import FSV, HOSTS, PROJECT, T0, fg_frames, root, run_all, windows, write_window
 
 __all__ = ["root"]  # the fixture
@@ -49,9 +49,8 @@ def write_odd_window(store: Path, start=WINDOW) -> None:
 
 def predictions(store: Path, start=WINDOW) -> list[dict]:
     folder = store / "predictions" / f"feature_spec_version={FSV}" / f"batch_start={layout.stamp(start)}"
-    files = sorted(folder.glob("*.parquet"))
-    assert [f.name for f in files] == ["part-00000.snappy.parquet"]
-    return pq.read_table(files[0]).to_pylist()
+    assert list(committed(folder)) == ["part-00000.snappy.parquet"]
+    return committed_rows(folder)
 
 
 def test_no_promoted_model_is_a_clear_error(root: Path):

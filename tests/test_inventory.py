@@ -37,6 +37,7 @@ from ndr_jobs.processing.machine_inventory_unload_job import (
     unload_inventory,
 )
 from ndr_jobs.runtime.config import MonthlyRuntime
+from tests.conftest import committed
 
 HOSTS, SEED = 40, 7
 MONTH = "2026-09"
@@ -86,9 +87,14 @@ def expected_ips() -> list[str]:
 
 
 def read_partition(path: str) -> pa.Table:
-    files = storage.list_objects(path)
-    assert [Path(o.path).name for o in files] == ["part-00000.parquet"]
-    return pq.read_table(io.BytesIO(storage.read_bytes(files[0].path)))
+    files = storage.committed_files(path) or []
+    assert [Path(f).name for f in files] == ["part-00000.parquet"]
+    return pq.read_table(io.BytesIO(storage.read_bytes(files[0])))
+
+
+def everything(prefix: str) -> list[str]:
+    """Every object under ``prefix``, hidden ones too, relative to it."""
+    return [o.path[len(prefix) + 1 :] for o in storage.list_objects(prefix, include_hidden=True)]
 
 
 @pytest.fixture
@@ -147,15 +153,16 @@ def test_duckdb_unload_writes_the_active_machines_of_the_month(local: Path):
     assert summary["rows"] == len(expected_ips()) and summary["engine"] == "duckdb"
     assert summary["output"] == str(local / PARTITION) and summary["output_files"] == 1
     assert sorted(p.name for p in (local / "inventory").iterdir()) == ["feature_spec_version=v1"]  # no staging left
+    assert sorted(p.name for p in (local / PARTITION).iterdir()) == ["_manifest.json", "_runs"]
 
 
 def test_duckdb_rerun_replaces_the_partition_identically(local: Path, inventory_db: Path, tmp_path: Path):
     run_machine_inventory_unload_from_runtime_config(RUNTIME)
-    first = (local / PARTITION / "part-00000.parquet").read_bytes()
-    (local / PARTITION / "stale.parquet").write_bytes(first)
+    first = committed(local / PARTITION)
+    (local / PARTITION / "stale.parquet").write_bytes(first["part-00000.parquet"])  # not named by the manifest
     run_machine_inventory_unload_from_runtime_config(RUNTIME)
-    assert sorted(p.name for p in (local / PARTITION).iterdir()) == ["part-00000.parquet"]
-    assert (local / PARTITION / "part-00000.parquet").read_bytes() == first
+    assert committed(local / PARTITION) == first  # the same bytes, and the stray file is never read
+    assert read_partition(str(local / PARTITION)).num_rows == len(expected_ips())
 
 
 @pytest.mark.parametrize(
@@ -172,11 +179,11 @@ def test_a_bad_source_fails_and_keeps_the_previous_partition(
     local: Path, monkeypatch: pytest.MonkeyPatch, query: str, error: str
 ):
     run_machine_inventory_unload_from_runtime_config(RUNTIME)
-    before = (local / PARTITION / "part-00000.parquet").read_bytes()
+    before = committed(local / PARTITION), everything(str(local / PARTITION))
     monkeypatch.setenv("NDR_INVENTORY_QUERY", query)
     with pytest.raises(ValueError, match=error):
         run_machine_inventory_unload_from_runtime_config(RUNTIME)
-    assert (local / PARTITION / "part-00000.parquet").read_bytes() == before
+    assert (committed(local / PARTITION), everything(str(local / PARTITION))) == before  # the failed run's files gone
     assert sorted(p.name for p in (local / "inventory").iterdir()) == ["feature_spec_version=v1"]
 
 
@@ -292,14 +299,16 @@ def test_redshift_unload_sends_the_unload_polls_and_swaps_in(aws: Any, inventory
     assert select.replace("''", "'") == inventory_select(MONTH)
     assert "CAST(''2026-10-01'' AS DATE)" in select  # the quotes of the query are doubled inside UNLOAD ('...')
     assert re.fullmatch(
-        rf"s3://{BUCKET}/ndr-prod/inventory/_staging/feature_spec_version=v1/reference_month=2026-09/[0-9a-f]{{32}}/part-",
+        rf"s3://{BUCKET}/ndr-prod/{PARTITION}/_runs/[0-9]{{8}}T[0-9]{{6}}Z-[0-9a-f]{{16}}/part-",
         prefix,
     )
     assert role == f"'{ROLE}'"
     assert sleep.polls == [5.0]  # type: ignore[attr-defined]
     target = f"s3://{BUCKET}/ndr-prod/{PARTITION}"
     assert read_partition(target).column("ip_address").to_pylist() == expected_ips()
-    assert storage.list_objects(f"s3://{BUCKET}/ndr-prod/inventory") == storage.list_objects(target)  # no staging
+    run_id = storage.read_manifest(target).run_id  # type: ignore[union-attr]
+    assert prefix == f"{target}/_runs/{run_id}/part-"  # the UNLOAD went to the committed run's prefix
+    assert everything(target) == ["_manifest.json", f"_runs/{run_id}/part-00000.parquet"]
     assert summary["engine"] == "redshift" and summary["statement_id"] == statement.id
     assert summary["rows"] == len(expected_ips())
 
@@ -308,14 +317,12 @@ def test_redshift_unload_sends_the_unload_polls_and_swaps_in(aws: Any, inventory
 def test_redshift_failure_is_surfaced_and_keeps_the_previous_partition(aws: Any, inventory_db: Path, status: str):
     unload_inventory(RUNTIME, redshift_client=aws, sleep=fake_redshift(inventory_db))
     target = f"s3://{BUCKET}/ndr-prod/{PARTITION}"
-    before = storage.read_bytes(f"{target}/part-00000.parquet")
+    before = committed(target), everything(target)
     moto_statements().clear()
     message = rf"cluster ndr-cluster database ndr: statement [0-9a-f-]+ {status}"
     with pytest.raises(RedshiftStatementError, match=message):
         unload_inventory(RUNTIME, redshift_client=aws, sleep=fake_redshift(inventory_db, status))
-    assert storage.read_bytes(f"{target}/part-00000.parquet") == before
-    left = [o.path for o in storage.list_objects(f"s3://{BUCKET}/ndr-prod/inventory")]
-    assert left == [f"{target}/part-00000.parquet"]  # the staged file is gone
+    assert (committed(target), everything(target)) == before  # the failed run's prefix is gone
 
 
 def test_redshift_finished_without_files_is_an_error(aws: Any, inventory_db: Path):
@@ -339,7 +346,7 @@ def test_redshift_timeout_cancels_the_statement(aws: Any, monkeypatch: pytest.Mo
     assert polls == [10.0] * 6
     (statement,) = moto_statements().values()
     assert statement.status == "ABORTED"
-    assert storage.list_objects(f"s3://{BUCKET}/ndr-prod/inventory") == []
+    assert storage.list_objects(f"s3://{BUCKET}/ndr-prod/inventory", include_hidden=True) == []
 
 
 def test_redshift_role_defaults_to_the_default_keyword_and_timeout_to_the_jobs(

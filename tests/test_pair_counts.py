@@ -8,13 +8,14 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
+from ndr_jobs.datasets import layout
 from ndr_jobs.processing.pair_counts_builder_job import (
     PAIR_COUNTS_COLUMNS,
     run_pair_counts_builder_from_runtime_config,
 )
+from tests.conftest import committed, committed_rows
 from tests.test_fg_a import BEACON, NOON, NOW_ROWS, OUTSIDER, SLICE, A, B, S, batch, write_delta
 
 PARTITION = "pair_counts/feature_spec_version=v1/batch_start=20261001T1200"
@@ -52,17 +53,17 @@ def test_exact_rows_and_rerun(spark, tmp_path: Path, monkeypatch: pytest.MonkeyP
     summary, printed = run()
     assert json.loads(printed.strip().splitlines()[-1]) == summary
     assert summary["pairs"] == 7 and summary["output"] == str(store / PARTITION)
-    table = pq.read_table(store / PARTITION)
-    assert table.column_names == list(PAIR_COUNTS_COLUMNS)
+    table = layout.partition_table(str(store / PARTITION))
+    assert table is not None and table.column_names == list(PAIR_COUNTS_COLUMNS)
     assert table.to_pylist() == EXPECTED
-    first = sorted(p.name for p in (store / PARTITION).iterdir())
+    first = committed(store / PARTITION)
     run()
-    assert pq.read_table(store / PARTITION).to_pylist() == EXPECTED
-    assert sorted(p.name for p in (store / PARTITION).iterdir()) == first == ["_SUCCESS", "part-00000.snappy.parquet"]
+    assert committed_rows(store / PARTITION) == EXPECTED
+    assert committed(store / PARTITION) == first and list(first) == ["part-00000.snappy.parquet"]
     # re-delivered smaller: the partition is replaced, not appended to
     write_delta(spark, store, NOON, [r for r in NOW_ROWS if r["src_ip"] == B])
     assert run()[0]["pairs"] == 2
-    assert pq.read_table(store / PARTITION).to_pylist() == [r for r in EXPECTED if r["src_ip"] == B]
+    assert committed_rows(store / PARTITION) == [r for r in EXPECTED if r["src_ip"] == B]
 
 
 def test_an_empty_delta_gives_an_empty_partition_and_a_missing_one_an_error(
@@ -74,5 +75,5 @@ def test_an_empty_delta_gives_an_empty_partition_and_a_missing_one_an_error(
         run()
     write_delta(spark, store, NOON, [])
     assert run()[0]["pairs"] == 0
-    table = pq.read_table(store / PARTITION)
-    assert (table.num_rows, table.column_names) == (0, list(PAIR_COUNTS_COLUMNS))
+    table = layout.partition_table(str(store / PARTITION))
+    assert table is not None and (table.num_rows, table.column_names) == (0, list(PAIR_COUNTS_COLUMNS))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import boto3
 import duckdb
-import pyarrow.parquet as pq
 import pytest
 from botocore.stub import Stubber
 
@@ -26,6 +25,7 @@ from ndr_jobs.processing.prediction_feature_join_job import (
     run_prediction_feature_join_from_runtime_config,
 )
 from ndr_jobs.runtime.config import PublicationRuntime
+from tests.conftest import committed_rows
 from tests.test_if_training import FSV, HOSTS, T0, run_all, windows, write_features
 from tests.test_inference import ODD_HOST, WINDOW, batch, write_odd_window
 
@@ -51,7 +51,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def read_partition(store: Path, dataset: str, start=WINDOW) -> list[dict]:
     folder = store / dataset / f"feature_spec_version={FSV}" / f"batch_start={layout.stamp(start)}"
-    return [row for f in sorted(folder.glob("*.parquet")) for row in pq.read_table(f).to_pylist()]
+    return committed_rows(folder)
 
 
 def test_s3_target_joins_every_prediction_with_its_features_and_reruns_overwrite(scored: Path):

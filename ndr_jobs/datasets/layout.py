@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ndr_jobs.datasets import storage
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 BATCH = timedelta(minutes=15)
@@ -69,18 +70,23 @@ def dataset_dir(root: str, dataset: str, feature_spec_version: str) -> str:
 
 
 def existing_batches(root: str, dataset: str, feature_spec_version: str) -> list[datetime]:
-    """The window starts that have a (non-empty or empty but written) partition, sorted."""
+    """The window starts that have a committed partition (a manifest; an empty partition counts), sorted."""
     base = dataset_dir(root, dataset, feature_spec_version)
     found: set[datetime] = set()
-    for obj in storage.list_objects(base):
-        rest = obj.path[len(base) :].lstrip("/")
-        first = rest.split("/", 1)[0]
-        if first.startswith("batch_start="):
+    for path in storage.committed_partitions(base):
+        rest = path[len(base) :].strip("/")
+        if rest.startswith("batch_start=") and "/" not in rest:
             try:
-                found.add(from_stamp(first.split("=", 1)[1]))
+                found.add(from_stamp(rest.split("=", 1)[1]))
             except ValueError:
                 continue
     return sorted(found)
+
+
+def batch_files(root: str, dataset: str, feature_spec_version: str, start: datetime) -> list[str] | None:
+    """The committed data files of one window's partition (read through its manifest), or None."""
+    return storage.committed_files(storage.join(dataset_dir(root, dataset, feature_spec_version),
+                                                f"batch_start={stamp(start)}"))  # fmt: skip
 
 
 def read_batches(
@@ -88,36 +94,47 @@ def read_batches(
 ) -> DataFrame | None:
     """The partitions of ``starts`` that exist, unioned, with ``batch_start_ts`` (timestamp) added; None if none.
 
-    Partitions written empty (a window with no rows) count as existing and contribute no rows.
+    Each partition's files are the ones its manifest names. Partitions written empty (a window with no rows:
+    one Parquet file with the schema and no row) count as existing and contribute no rows.
     """
     from pyspark.sql import functions as F
 
-    wanted = {stamp(s) for s in starts}
-    present = [s for s in existing_batches(root, dataset, feature_spec_version) if stamp(s) in wanted]
-    if not present:
-        return None
     base = dataset_dir(root, dataset, feature_spec_version)
-    paths = [storage.spark_uri(storage.join(base, f"batch_start={stamp(s)}")) for s in present]
+    partitions = [storage.join(base, f"batch_start={stamp(s)}") for s in sorted(set(starts))]
+    paths = [storage.spark_uri(f) for files in storage.committed_files_many(partitions) for f in files or []]
+    if not paths:
+        return None
     frame = spark.read.option("basePath", storage.spark_uri(base)).parquet(*paths)
     return frame.withColumn(
         "batch_start_ts", F.to_timestamp(F.col("batch_start").cast("string"), "yyyyMMdd'T'HHmm")
     ).drop("batch_start")
 
 
-def partition_rows(root: str, dataset: str, feature_spec_version: str, start: datetime) -> int | None:
-    """The rows of a 15-minute partition from its Parquet footers, without Spark; None when unknown.
+def read_partition(spark: SparkSession, partition: str) -> DataFrame | None:
+    """One committed partition (any dataset) as a DataFrame without partition columns; None when it has no
+    manifest or no file."""
+    files = storage.committed_files(partition)
+    if not files:
+        return None
+    return spark.read.option("basePath", storage.spark_uri(partition)).parquet(*map(storage.spark_uri, files))
 
-    Only for local storage (or S3 backed by a local directory): elsewhere reading the footers would cost
-    more than the Spark count it saves, and the caller counts with Spark.
-    """
-    path = storage.backing(storage.partition_path(root, dataset, batch_partition(feature_spec_version, start)))
-    if storage.is_s3(path):
+
+def partition_table(partition: str) -> pa.Table | None:
+    """One committed partition as an Arrow table (no partition columns), without Spark; None when missing."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = storage.committed_files(partition)
+    if files is None:
         return None
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        return None
-    objects = [o for o in storage.list_objects(path) if o.path.endswith(".parquet")]
-    if not objects:
-        return None
-    return sum(pq.read_metadata(str(storage.local_path(o.path))).num_rows for o in objects)
+    tables = [pq.read_table(io.BytesIO(storage.read_bytes(f))) for f in files]
+    return pa.concat_tables(tables) if tables else None
+
+
+def partition_rows(root: str, dataset: str, feature_spec_version: str, start: datetime) -> int | None:
+    """The rows of a 15-minute partition from its manifest, without Spark; None when it has none."""
+    path = storage.partition_path(root, dataset, batch_partition(feature_spec_version, start))
+    manifest = storage.read_manifest(path)
+    return None if manifest is None else manifest.rows

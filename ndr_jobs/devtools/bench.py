@@ -449,9 +449,11 @@ def run_reference(batch: Batch, store: str, work: str) -> tuple[StageResult, boo
         if result.status == "ok":
             result.output_rows = con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone()[0]
         spark_dir = Path(store, "delta", f"feature_spec_version={FSV}", f"batch_start={BATCH_START:%Y%m%dT%H%M}")
-        if result.status != "ok" or not spark_dir.is_dir():
+        spark_files = storage.committed_files(str(spark_dir)) if result.status == "ok" else None
+        if not spark_files:
             return result, None, "not compared: a delta is missing"
-        spark = f"read_parquet('{spark_dir.as_posix()}/*.parquet')"
+        quoted = ", ".join("'" + storage.local_path(f).as_posix().replace("'", "''") + "'" for f in spark_files)
+        spark = f"read_parquet([{quoted}])"
         duck = f"read_parquet('{out}')"
         only_spark, only_duck = (
             con.execute(

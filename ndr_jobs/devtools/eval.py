@@ -413,11 +413,8 @@ def labelled_predictions(root: str, config: EvalConfig, windows: dict[tuple[str,
 
     parts = []
     for start in layout.batch_starts(config.train_end, config.attack_end):
-        folder = storage.join(
-            layout.dataset_dir(root, layout.PREDICTIONS, FSV), f"batch_start={layout.stamp(start)}"
-        )
-        for obj in storage.list_objects(folder):
-            parts.append(pq.read_table(io.BytesIO(storage.read_bytes(obj.path))).to_pandas())
+        for path in layout.batch_files(root, layout.PREDICTIONS, FSV, start) or []:
+            parts.append(pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pandas())
     frame = pd.concat(parts, ignore_index=True)
     utc = pd.to_datetime(frame["batch_start_ts"], utc=True)
     frame["batch_start_ts"] = utc.dt.tz_localize(None).astype("datetime64[us]")

@@ -82,9 +82,9 @@ def read_inventory(spark: SparkSession, root: str, feature_spec_version: str, mo
 
     path = storage.join(root, layout.INVENTORY, f"feature_spec_version={feature_spec_version}",
                         f"reference_month={month}")  # fmt: skip
-    if not storage.list_objects(path):
+    frame = layout.read_partition(spark, path)
+    if frame is None:
         return None
-    frame = spark.read.parquet(storage.spark_uri(path))
     if "ip_address" not in frame.columns or "segment" not in frame.columns:
         return None
     return (

@@ -69,11 +69,9 @@ def read_partitions(root: str, dataset: str, feature_spec_version: str, starts: 
     present = [s for s in layout.existing_batches(root, dataset, feature_spec_version) if layout.stamp(s) in wanted]
     if not present:
         return None
-    base = layout.dataset_dir(root, dataset, feature_spec_version)
     tables = []
     for start in present:
-        files = [o.path for o in storage.list_objects(storage.join(base, f"batch_start={layout.stamp(start)}"))]
-        for path in (f for f in files if f.endswith(".parquet")):
+        for path in layout.batch_files(root, dataset, feature_spec_version, start) or []:
             table = pq.read_table(io.BytesIO(storage.read_bytes(path)))
             moment = pa.array([start.replace(tzinfo=None)] * table.num_rows, type=pa.timestamp("us"))
             if "batch_start_ts" in table.column_names:

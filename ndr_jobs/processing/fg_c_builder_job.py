@@ -28,9 +28,9 @@ def latest_snapshot(root: str, feature_spec_version: str, horizon: str, before: 
     prefix = storage.join(table_root, name, f"feature_spec_version={feature_spec_version}",
                           f"baseline_horizon={horizon}")  # fmt: skip
     months = set()
-    for obj in storage.list_objects(prefix):
-        first = obj.path[len(prefix) :].lstrip("/").split("/", 1)[0]
-        if first.startswith("reference_month="):
+    for path in storage.committed_partitions(prefix):
+        first = path[len(prefix) :].strip("/")
+        if first.startswith("reference_month=") and "/" not in first:
             months.add(first.split("=", 1)[1])
     eligible = []
     for month in months:
@@ -50,10 +50,8 @@ def read_snapshot(
         return None
     table_root, name = table_location(root, table)
     path = storage.partition_path(table_root, name, snapshot_partition(feature_spec_version, horizon, month))
-    if not storage.list_objects(path):
-        return None
-    frame = spark.read.parquet(storage.spark_uri(path))
-    return None if frame.isEmpty() else frame
+    frame = layout.read_partition(spark, path)
+    return None if frame is None or frame.isEmpty() else frame
 
 
 def robust_z(x: Column, median: Column, mad: Column, std: Column, min_scale: float, clip: float) -> Column:

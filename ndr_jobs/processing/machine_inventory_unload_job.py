@@ -2,8 +2,8 @@
 
 Entry: :func:`run_machine_inventory_unload_from_runtime_config`. Configured by ``NDR_INVENTORY_QUERY``,
 ``NDR_INVENTORY_TABLE``, ``NDR_INVENTORY_DUCKDB`` and the ``NDR_REDSHIFT_*`` settings of
-:mod:`ndr_jobs.datasets.redshift`. Both engines write into a staging prefix, the staged files are checked, then
-swapped in (:func:`ndr_jobs.datasets.storage.swap_in`). Design: ``docs/design/jobs.md``.
+:mod:`ndr_jobs.datasets.redshift`. Both engines write into the run's fresh prefix of the partition, the files are
+checked, then committed (:func:`ndr_jobs.datasets.storage.commit_partition`). Design: ``docs/design/jobs.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime
@@ -165,15 +164,6 @@ def check_staged(staging: str) -> tuple[int, list[str]]:
     return len(ips), files
 
 
-def _prune_empty(path: Path, stop: Path) -> None:
-    while path != stop and stop in path.parents:
-        try:
-            path.rmdir()
-        except OSError:
-            return
-        path = path.parent
-
-
 def unload_inventory(
     runtime: MonthlyRuntime,
     redshift_client: Any = None,
@@ -187,30 +177,19 @@ def unload_inventory(
     if not root:
         raise ValueError("NDR_STORAGE_ROOT is not set")
     partition = [("feature_spec_version", runtime.feature_spec_version), ("reference_month", runtime.reference_month)]
-    target = storage.partition_path(root, INVENTORY_DATASET, partition)
-    base = storage.join(root, INVENTORY_DATASET)
-    relative = target[len(base) + 1 :]
-    run_id = uuid.uuid4().hex
-    staging = storage.join(base, storage.STAGING_DIR, relative, run_id)
-    trash = storage.join(base, storage.TRASH_DIR, relative)
-    storage.recover_partition(root, INVENTORY_DATASET, partition)
     select = inventory_select(runtime.reference_month)
     duckdb_file = os.environ.get(DUCKDB_ENV, "").strip()
-    try:
+    done: dict[str, Any] = {}
+
+    def unload(prefix: str) -> None:  # into the run's fresh prefix, checked before the commit
         if duckdb_file:
-            source = _unload_duckdb(select, staging, duckdb_file)
+            done["source"] = _unload_duckdb(select, prefix, duckdb_file)
         else:
-            source = _unload_redshift(select, staging, redshift_client, sleep, clock)
-        rows, _ = check_staged(staging)
-        storage.swap_in(staging, target, trash, run_id)
-    finally:
-        if storage.exists(staging):
-            storage.delete_prefix(staging)
-        if not storage.is_s3(storage.backing(target)):
-            stop = storage.local_path(storage.backing(base))
-            _prune_empty(storage.local_path(storage.backing(staging)).parent, stop)
-            _prune_empty(storage.local_path(storage.backing(trash)), stop)
-    files = [o.path for o in storage.list_objects(target)]
+            done["source"] = _unload_redshift(select, prefix, redshift_client, sleep, clock)
+        done["rows"], _ = check_staged(prefix)
+
+    written = storage.commit_partition(root, INVENTORY_DATASET, partition, unload)
+    source, rows, target, files = done["source"], done["rows"], written.path, written.files
     summary: dict[str, Any] = {
         "job": "machine_inventory_unload",
         "project_name": runtime.project_name,

@@ -165,7 +165,7 @@ def run_prediction_feature_join_from_runtime_config(runtime: PublicationRuntime)
             table = table_name()
             summary["table"] = table
             if redshift.configured():
-                summary["redshift"] = load_redshift(table, staged.path, fsv, stamp)
+                summary["redshift"] = load_redshift(table, staged.data_prefix, fsv, stamp)  # the run's files only
             elif os.environ.get(DUCKDB_ENV):
                 data_files = [f for f in staged.files if f.endswith(".parquet")]
                 summary["duckdb"] = os.environ[DUCKDB_ENV]

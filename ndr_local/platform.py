@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from ndr_compiler.deploy.placeholders import placeholders, resolve, state_machin
 from ndr_compiler.expand.janitor import STATUSES, janitor_name, status_change_pattern
 from ndr_compiler.models.project import Project
 from ndr_jobs.interface.contract import iso
-from ndr_local.sfn_runtime import ExecutionResult, run_execution
+from ndr_local.sfn_runtime import ExecutionResult, ended_executions, run_execution
 
 ACCOUNT = "123456789012"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/ndr-offline"
@@ -56,9 +57,17 @@ class OfflinePlatform:
     values: dict[str, str] = field(default_factory=dict)
     janitor: str | None = None
     settled: set[str] = field(default_factory=set)
+    #: how many of :func:`~ndr_local.sfn_runtime.ended_executions` settle() has read
+    _ends_seen: int = 0
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=self.region)
+        """One boto3 client per service (building one costs milliseconds; clients are thread-safe)."""
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = boto3.client(service, region_name=self.region)
+            return self._clients[service]
 
     def run(self, machine: str, payload: Any, name: str | None = None, timeout_s: float = 120) -> ExecutionResult:
         return run_execution(
@@ -103,14 +112,18 @@ class OfflinePlatform:
         if self.janitor is None:
             return []
         sfn, events, sqs = self.client("stepfunctions"), self.client("events"), self.client("sqs")
-        ended = [e for name in sorted(self.machine_arns) for status in STATUSES for e in
-                 sfn.list_executions(stateMachineArn=self.machine_arns[name], statusFilter=status)["executions"]]
-        for execution in sorted(ended, key=lambda e: e["startDate"]):
-            arn = execution["executionArn"]
+        machines = set(self.machine_arns.values())
+        ended = []  # only the executions that ended since the last call (listing them all grows with the run)
+        for arn in ended_executions(self._ends_seen):
+            self._ends_seen += 1
             if arn in self.settled:
                 continue
-            self.settled.add(arn)
-            event = status_change_event(sfn.describe_execution(executionArn=arn), self.region)
+            execution = sfn.describe_execution(executionArn=arn)
+            if execution["stateMachineArn"] in machines and execution["status"] in STATUSES:
+                ended.append(execution)
+        for execution in sorted(ended, key=lambda e: e["startDate"]):
+            self.settled.add(execution["executionArn"])
+            event = status_change_event(execution, self.region)
             events.put_events(Entries=[{"Source": event["source"], "DetailType": event["detail-type"],
                                         "Resources": event["resources"], "Detail": json.dumps(event["detail"])}])
         runs = []

@@ -664,6 +664,7 @@ def _patch_aws_sdk_integration(patches: _Patches) -> None:
 
     known_names: dict[str, str] = aws_sdk._SERVICE_ERROR_NAMES
 
+    @functools.cache  # a new botocore session parses the service's model file (~0.3 s for SageMaker's)
     def _normalise_service_error_name(service_name: str) -> str:
         if service_name.lower() in known_names:
             return known_names[service_name.lower()]
@@ -691,6 +692,39 @@ def _patch_aws_sdk_integration(patches: _Patches) -> None:
         staticmethod(_normalise_service_error_name),
     )
     patches.set(aws_sdk.StateTaskServiceAwsSdk, "_normalise_response", _normalise_response)
+
+
+#: moto's Step Functions modules that build a boto3 client per Task state (``boto_client_for``)
+_CLIENT_MODULES = tuple(f"moto.stepfunctions.parser.asl.component.state.exec.state_task.{name}" for name in (
+    "service.state_task_service_aws_sdk", "service.state_task_service_dynamodb", "service.state_task_service_events",
+    "service.state_task_service_sfn", "service.state_task_service_sqs", "service.state_task_service_sns",
+    "lambda_eval_utils",
+))
+
+
+def _patch_boto_clients(patches: _Patches) -> None:
+    """moto builds a new boto3 client for every Task state it runs (several milliseconds each, the largest cost
+    of a short Task). Its clients differ only by region and service (fixed dummy credentials, no endpoint while
+    moto intercepts), so keep one per (region, service) for the block; botocore clients are thread-safe."""
+    import importlib
+
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original = boto_client.boto_client_for
+    clients: dict[tuple[str, str], Any] = {}
+    lock = threading.Lock()
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        with lock:
+            client = clients.get((region, service))
+            if client is None:
+                client = clients[(region, service)] = original(region, service, state_credentials)
+            return client
+
+    for name in _CLIENT_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "boto_client_for"):
+            patches.set(module, "boto_client_for", boto_client_for)
 
 
 def _patch_s3_read_through(patches: _Patches, local_s3_root: Path) -> None:
@@ -972,6 +1006,60 @@ def _patch_faults(patches: _Patches, faults: Faults) -> None:
     patches.set(CommonStateField, "_eval_body", _eval_body)
 
 
+class _ExecutionEnds:
+    """The executions that ended in an :func:`offline_aws` block, in the order they ended, so waiters wake when
+    theirs ends (not at their next poll) and :func:`ended_executions` needs no listing of every execution."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._ended: list[str] = []
+        self._seen: set[str] = set()
+
+    def ended(self, arn: str) -> None:
+        with self._condition:
+            if arn not in self._seen:
+                self._seen.add(arn)
+                self._ended.append(arn)
+            self._condition.notify_all()
+
+    def wait(self, arn: str, timeout_s: float) -> None:
+        with self._condition:
+            self._condition.wait_for(lambda: arn in self._seen, timeout=timeout_s)
+
+    def since(self, start: int) -> list[str]:
+        with self._condition:
+            return self._ended[start:]
+
+
+_ENDS: _ExecutionEnds | None = None
+
+
+def _set_ends(ends: _ExecutionEnds | None) -> None:
+    global _ENDS
+    _ENDS = ends
+
+
+def ended_executions(start: int = 0) -> list[str]:
+    """ARNs of the executions that ended in the current :func:`offline_aws` block, in the order they ended, from
+    the ``start``-th on (empty outside a block)."""
+    return _ENDS.since(start) if _ENDS is not None else []
+
+
+def _patch_execution_ends(patches: _Patches, ends: _ExecutionEnds) -> None:
+    """Note each execution as its worker ends (whatever its status) in ``ends``."""
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
+
+    original = BaseExecutionWorkerCommunication.terminated
+
+    def terminated(self: Any) -> None:
+        try:
+            original(self)
+        finally:
+            ends.ended(self.execution.exec_arn)
+
+    patches.set(BaseExecutionWorkerCommunication, "terminated", terminated)
+
+
 # --------------------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------------------
@@ -1017,6 +1105,7 @@ def offline_aws(
         _patch_query_evaluation_errors(patches)
         _patch_sfn_normalisation(patches)
         _patch_aws_sdk_integration(patches)
+        _patch_boto_clients(patches)
         _patch_dynamodb_failure_passthrough(patches)
         _patch_default_execution_name(patches)
         _patch_choice_default_detection(patches)
@@ -1029,6 +1118,10 @@ def offline_aws(
             _patch_s3_read_through(patches, Path(local_s3_root))
         if faults is not None:
             _patch_faults(patches, faults)
+        ends = _ExecutionEnds()
+        _set_ends(ends)
+        stack.callback(_set_ends, None)
+        _patch_execution_ends(patches, ends)
 
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         stack.callback(_stop_running_executions)
@@ -1069,8 +1162,14 @@ class ExecutionResult:
     cause: str | None
     path: list[str]
     """Names of the states entered, in history order (Map iterations included)."""
-    history: list[dict] = field(repr=False)
-    """The raw ``get_execution_history`` events."""
+    _history: list[dict] | Callable[[], list[dict]] = field(repr=False, compare=False)
+
+    @property
+    def history(self) -> list[dict]:
+        """The raw ``get_execution_history`` events (fetched on first use)."""
+        if callable(self._history):
+            self._history = self._history()
+        return self._history
 
 
 def run_execution(
@@ -1101,18 +1200,28 @@ def run_execution(
             break
         if time.monotonic() > deadline:
             raise TimeoutError(f"execution {execution_arn} still RUNNING after {timeout_s} s")
-        time.sleep(delay)
+        ends = _ENDS
+        if ends is not None:  # in an offline_aws block: woken as the execution ends
+            ends.wait(execution_arn, delay)
+        else:
+            time.sleep(delay)
         delay = min(delay * 2, 0.1)
 
-    history = _execution_history(sfn_client, execution_arn)
+    # in an offline_aws block, the path and failure are read from moto's own events (the same dicts
+    # get_execution_history serialises, which costs more than the run of a short execution); the API's
+    # history is then fetched only when asked for
+    events = _ENDS is not None and _moto_history(execution_arn)
+    history: list[dict] | Callable[[], list[dict]] = functools.partial(_execution_history, sfn_client, execution_arn)
+    if not events:
+        events = history = history()
     path = [
         event["stateEnteredEventDetails"]["name"]
-        for event in history
+        for event in events
         if event["type"].endswith("StateEntered") and "stateEnteredEventDetails" in event
     ]
     error, cause = description.get("error"), description.get("cause")
     if error is None and cause is None:
-        error, cause = _failure_from_history(history)
+        error, cause = _failure_from_history(events)
     output = json.loads(description["output"]) if description.get("output") is not None else None
     return ExecutionResult(
         status=description["status"],
@@ -1120,8 +1229,17 @@ def run_execution(
         error=error,
         cause=cause,
         path=path,
-        history=history,
+        _history=history,
     )
+
+
+def _moto_history(execution_arn: str) -> list[dict] | None:
+    """The history events of an ended execution as moto holds them (``type`` an enum, ``timestamp`` a string)."""
+    try:
+        events = _execution(execution_arn).to_history_output()["events"]
+    except (KeyError, AttributeError):
+        return None
+    return sorted(events, key=lambda event: event["id"])
 
 
 def _execution_history(sfn_client: Any, execution_arn: str) -> list[dict]:

@@ -8,6 +8,7 @@ Executing -> Succeeded or Failed as the jobs do; events go to a capture queue.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,11 @@ class LocalPipelines:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _state: dict[str, PipelineRun | None] = field(default_factory=dict)
     _stops: dict[str, threading.Event] = field(default_factory=dict)
+    #: notified as each run ends (on ``_lock``)
+    _ended: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._ended = threading.Condition(self._lock)
 
     def start(self, pipeline_name: str, execution_arn: str, parameters: dict[str, str]) -> None:
         spec = self.names[pipeline_name]
@@ -53,6 +59,7 @@ class LocalPipelines:
             with self._lock:
                 self._state[execution_arn] = run
                 self.runs.append((spec, dict(parameters), run))
+                self._ended.notify_all()
             if self.echo:
                 steps = ", ".join(f"{s.name} {s.status}" + (f" {s.seconds:.1f}s" if s.status != "NotStarted" else "")
                                   for s in run.steps)
@@ -70,6 +77,22 @@ class LocalPipelines:
         if run is None:
             return ("Stopping" if stopping else "Executing"), None
         return run.status, run.failure_reason
+
+    def wait_for_end(self, execution_arns: list[str], timeout_s: float, interrupt: threading.Event) -> str:
+        """Sleep ``timeout_s``, but return as soon as ``interrupt`` is set or every execution of
+        ``execution_arns`` that this runtime started has ended (the whole time when it started none of them);
+        returns why: ``ended``, ``interrupted`` or ``elapsed``."""
+        deadline = time.monotonic() + timeout_s
+        with self._ended:
+            while not interrupt.is_set():
+                mine = [arn for arn in execution_arns if arn in self._state]
+                if mine and all(self._state[arn] is not None for arn in mine):
+                    return "ended"
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return "elapsed"
+                self._ended.wait(min(left, 0.05))  # short, to see ``interrupt`` too
+        return "interrupted"
 
     def stop(self, execution_arn: str) -> None:
         with self._lock:

@@ -791,19 +791,39 @@ def _patch_parse_cache(patches: _Patches) -> None:
     patches.set(asl_parser.AmazonStateLanguageParser, "parse", staticmethod(parse))
 
 
-def _patch_time(patches: _Patches, wait_time_scale: float) -> None:
+#: a SageMaker pipeline execution's ARN, as the machines keep it in a variable to poll it
+_PIPELINE_EXECUTION_ARN = re.compile(r"arn:aws:sagemaker:[^:]*:\d*:pipeline/[^/]+/execution/[^/]+")
+
+
+def _pipeline_executions(env: Any) -> list[str]:
+    """The pipeline execution ARNs held in the variables an execution's state sees."""
+    store = env.variable_store
+    values = [*store._outer_scope.values(), *store._inner_scope.values()]
+    return [v for v in values if isinstance(v, str) and _PIPELINE_EXECUTION_ARN.fullmatch(v)]
+
+
+def _patch_time(patches: _Patches, wait_time_scale: float, pipelines: PipelineRuntime) -> None:
     """Wait states, retry intervals and ``.sync`` polling sleep for real in moto; compress them
-    so executions that poll a pipeline every few minutes finish in milliseconds."""
+    so executions that poll a pipeline every few minutes finish in milliseconds. When the runtime can tell
+    (``wait_for_end``, real jobs), a Wait between two describes of a pipeline execution the machine holds ends as
+    soon as that execution has ended, not at the machine's next poll: the next describe sees the end, so the poll
+    budget is never spent faster than in scaled time."""
     from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
         state_task_service_callback,
     )
     from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
 
+    wait_for_end = getattr(pipelines, "wait_for_end", None)
+
     def _wait_interval(self: Any, env: Any, wait_seconds: int) -> None:
         # Still wakes up early when the execution is stopped, like the original.
         if wait_seconds > 0 and wait_time_scale > 0:
-            env.program_state_event.wait(wait_seconds * wait_time_scale)
+            polled = _pipeline_executions(env) if wait_for_end is not None else []
+            if polled:
+                wait_for_end(polled, wait_seconds * wait_time_scale, env.program_state_event)
+            else:
+                env.program_state_event.wait(wait_seconds * wait_time_scale)
 
     def sleep(seconds: float) -> None:
         if seconds > 0 and wait_time_scale > 0:
@@ -1110,7 +1130,7 @@ def offline_aws(
         _patch_default_execution_name(patches)
         _patch_choice_default_detection(patches)
         _patch_execution_output_serialisation(patches)
-        _patch_time(patches, wait_time_scale)
+        _patch_time(patches, wait_time_scale, runtime)
         _patch_parse_cache(patches)
         _patch_map_iteration_abort(patches)
         _patch_sagemaker_pipelines(patches, runtime)

@@ -42,23 +42,36 @@ LAYERS = {
     "fuzz": {"test_property"},
 }
 LAYER_OF = {stem: layer for layer, stems in LAYERS.items() for stem in stems}
-#: files whose cases are dealt round-robin into this many xdist groups, for `--dist loadgroup` (the longest file on
-#: one worker is the suite's critical path). Off: under loadgroup, tests/test_drills.py's duplicate-batch case
-#: failed in the whole suite (it passes alone); `make test` runs `--dist loadfile` until that is understood.
-SPLIT = {"test_faults": 4}
+#: the longest xdist groups, longest first (seconds of one worker on an idle 2-core machine, measured, rounded): they
+#: start first so that no long group starts last and runs alone at the end (xdist's default order, by number of
+#: tests, would start test_drills, test_eval and test_local_run last); `--no-loadscope-reorder` keeps this order
+LONGEST = {
+    "test_drills": 200, "test_eval": 140, "test_faults-sfn_ndr_backfill_reprocessing": 110,
+    "test_faults-sfn_ndr_15m_features_inference": 100, "test_local_run": 90, "test_fg_b": 90,
+    "test_faults-sfn_ndr_monthly_fg_b_baselines": 70, "test_faults-sfn_ndr_prediction_publication": 60,
+    "test_faults-sfn_ndr_training_orchestrator": 50, "test_fg_c": 50,
+}
+
+
+def xdist_group(item: pytest.Item) -> str:
+    """The item's group for `--dist loadgroup`: its file, except test_faults, whose cases are grouped by the state
+    machine they fault (each group sets up one platform and each machine's drivers once, and the file's ~370 cases
+    spread over the workers instead of being the suite's critical path)."""
+    stem = item.path.stem
+    if stem == "test_faults":
+        params = getattr(item, "callspec", None)
+        machine = params.params.get("machine") if params is not None else None
+        return f"{stem}-{machine or 'sfn_ndr_training_orchestrator'}"  # the file's two other tests: the least work
+    return stem
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    count: dict[str, int] = {}
+    groups = {}
     for item in items:
-        stem = item.path.stem
-        item.add_marker(LAYER_OF.get(stem, "compiler"))
-        group = stem
-        if stem in SPLIT:
-            count[stem] = count.get(stem, -1) + 1
-            group = f"{stem}-{count[stem] % SPLIT[stem]}"
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: item.path.stem not in SPLIT)  # stable: the split files first, in their order
+        item.add_marker(LAYER_OF.get(item.path.stem, "compiler"))
+        groups[item.nodeid] = xdist_group(item)
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    items.sort(key=lambda item: -LONGEST.get(groups[item.nodeid], 0))  # stable: the rest in collection order
 
 
 def committed(partition: Path | str) -> dict[str, bytes]:

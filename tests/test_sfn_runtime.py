@@ -648,3 +648,53 @@ def test_run_execution_times_out_on_a_long_wait() -> None:
         definition = machine({"W": {"Type": "Wait", "Seconds": 30, "End": True}})
         with pytest.raises(TimeoutError):
             run_execution(sfn, create(sfn, definition), {}, timeout_s=0.2)
+
+
+class _EndedAtOnce(ScriptedPipelines):
+    """Scripted pipelines that say every execution has ended whenever a Wait asks (and record the asks)."""
+
+    def __init__(self) -> None:
+        super().__init__({"train": ["Executing", "Succeeded"]})
+        self.waits: list[tuple[list[str], float]] = []
+
+    def wait_for_end(self, execution_arns: list[str], timeout_s: float, interrupt: Any) -> None:
+        self.waits.append((list(execution_arns), timeout_s))
+
+
+def test_a_wait_between_polls_ends_with_the_polled_pipeline_and_other_waits_last() -> None:
+    pipelines = _EndedAtOnce()
+    with offline_aws(pipelines, wait_time_scale=1.0):
+        create_pipeline("train")
+        sfn = boto3.client("stepfunctions")
+        # the 300 s Wait (scale 1) holds the pipeline's ARN in $arn: it lasts until the runtime says it ended
+        result = run_execution(sfn, create(sfn, pipeline_machine()), {"pipeline": "train", "day": "d", "token": TOKEN},
+                               timeout_s=30)
+        assert result.status == "SUCCEEDED"
+        assert pipelines.waits == [([result.output["arn"]], 300.0)] * 2  # Executing, then Succeeded
+        # a Wait that holds no pipeline execution lasts its (scaled) time
+        definition = machine({"W": {"Type": "Wait", "Seconds": 30, "End": True}})
+        with pytest.raises(TimeoutError):
+            run_execution(sfn, create(sfn, definition), {}, timeout_s=0.2)
+        assert len(pipelines.waits) == 2
+
+
+def test_local_pipelines_wait_for_the_end_of_their_own_executions(tmp_path: Any) -> None:
+    import threading
+
+    from ndr_local.runner import LocalPipelines
+
+    local = LocalPipelines(tmp_path, {}, {})
+    local._state["arn:running"] = None
+    stop = threading.Event()
+    assert local.wait_for_end(["arn:unknown"], 0.05, stop) == "elapsed"  # none of its own: the whole time
+    assert local.wait_for_end(["arn:running", "arn:unknown"], 0.05, stop) == "elapsed"  # still running
+    threading.Timer(0.05, stop.set).start()
+    assert local.wait_for_end(["arn:running"], 60, stop) == "interrupted"  # the execution was stopped
+
+    def end() -> None:
+        with local._ended:
+            local._state["arn:running"] = object()  # type: ignore[assignment]  # a run ended
+            local._ended.notify_all()
+
+    threading.Timer(0.05, end).start()
+    assert local.wait_for_end(["arn:running", "arn:unknown"], 60, threading.Event()) == "ended"

@@ -8,6 +8,7 @@ function; the reasons and the known limits are in ``docs/offline-interpreter.md`
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import functools
@@ -772,20 +773,33 @@ def _patch_map_iteration_abort(patches: _Patches) -> None:
     patches.set(ExecutionState, "_construct_error_output_value", staticmethod(_construct_error_output_value))
 
 
+#: parse trees of the definitions parsed in any block, by definition text (read-only once built), the most recent
+#: last: standing a platform up again (a test each) parses nothing again
+_PARSE_TREES: collections.OrderedDict[str, Any] = collections.OrderedDict()
+_PARSE_TREES_MAX = 256
+_PARSE_TREES_LOCK = threading.Lock()
+
+
 def _patch_parse_cache(patches: _Patches) -> None:
-    """moto parses a definition with ANTLR at every execution start (most of the time of a short execution).
-    Keep the parse tree of each definition; the evaluation components are still built afresh each time."""
+    """moto parses a definition with ANTLR at every execution start (most of the time of a short execution) and
+    at every ``CreateStateMachine``. Keep the parse tree of each definition, across blocks; the evaluation
+    components are still built afresh each time."""
     from moto.stepfunctions.parser.asl.parse import asl_parser
     from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 
     original = asl_parser.AmazonStateLanguageParser.parse
-    trees: dict[str, Any] = {}
 
     def parse(definition: str) -> tuple[Any, Any]:
-        tree = trees.get(definition)
+        with _PARSE_TREES_LOCK:
+            tree = _PARSE_TREES.get(definition)
+            if tree is not None:
+                _PARSE_TREES.move_to_end(definition)
         if tree is None:
             _program, tree = original(definition)  # raises ASLParserException on a syntax error
-            trees[definition] = tree
+            with _PARSE_TREES_LOCK:
+                _PARSE_TREES[definition] = tree
+                while len(_PARSE_TREES) > _PARSE_TREES_MAX:
+                    _PARSE_TREES.popitem(last=False)
         return Preprocessor().visit(tree), tree
 
     patches.set(asl_parser.AmazonStateLanguageParser, "parse", staticmethod(parse))

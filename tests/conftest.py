@@ -48,14 +48,15 @@ LAYERS = {
     "fuzz": {"test_property"},
 }
 LAYER_OF = {stem: layer for layer, stems in LAYERS.items() for stem in stems}
-#: the longest xdist groups, longest first (seconds of one worker on an idle 2-core machine, measured, rounded): they
-#: start first so that no long group starts last and runs alone at the end (xdist's default order, by number of
-#: tests, would start test_drills, test_eval and test_local_run last); `--no-loadscope-reorder` keeps this order
+#: the longest xdist groups, longest first (CPU seconds of the group alone, measured under load and rounded;
+#: docs/benchmarks-tests.md): they start first so that no long group starts last and runs alone at the end (xdist's
+#: default order, by number of tests, started test_drills, test_eval and test_local_run last);
+#: `--no-loadscope-reorder` keeps this order
 LONGEST = {
-    "test_drills": 200, "test_eval": 140, "test_faults-sfn_ndr_backfill_reprocessing": 110,
-    "test_faults-sfn_ndr_15m_features_inference": 100, "test_local_run": 90, "test_fg_b": 90,
-    "test_faults-sfn_ndr_monthly_fg_b_baselines": 70, "test_faults-sfn_ndr_prediction_publication": 60,
-    "test_faults-sfn_ndr_training_orchestrator": 50, "test_fg_c": 50,
+    "test_drills": 230, "test_eval": 165, "test_scenarios": 105, "test_faults-sfn_ndr_backfill_reprocessing": 80,
+    "test_faults-sfn_ndr_15m_features_inference": 70, "test_fg_c": 70, "test_fg_b": 65, "test_local_run": 60,
+    "test_faults-sfn_ndr_monthly_fg_b_baselines": 55, "test_faults-sfn_ndr_prediction_publication": 45,
+    "test_faults-sfn_ndr_training_orchestrator": 40,
 }
 
 

@@ -136,3 +136,29 @@ def aws_pipeline_schema() -> dict:
     exception_type = s["definitions"]["RetryPolicy"]["properties"]["ExceptionType"]
     s["definitions"]["RetryPolicy"]["properties"]["ExceptionType"] = {"type": "array", "items": exception_type}
     return s
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields the endpoint URL
+    """moto in server mode on a free port, reset (its backends are process-global), with the AWS environment of
+    boto3 pointed at it: AWS behaviour over real HTTP, conditional writes included."""
+    import socket
+    import urllib.request
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
+    for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    try:
+        yield endpoint
+    finally:
+        server.stop()

@@ -9,15 +9,12 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 from click.testing import CliRunner
-from moto.server import ThreadedMotoServer
 
 from ndr_compiler.cli import main
 from tests.conftest import GENERATED, SPECS
@@ -35,21 +32,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    # moto's backends are process-global: start every test from an empty account
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
-    for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
+def aws(moto_server: str) -> str:
+    return moto_server
 
 
 @pytest.fixture

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,6 @@ from typing import Any
 import boto3
 import pyarrow as pa
 import pytest
-from moto.server import ThreadedMotoServer
 
 from ndr_jobs.datasets import layout, storage
 from ndr_jobs.model.features import read_partitions
@@ -37,30 +34,12 @@ ROWS_PER_FILE = 20  # NEW is three files, OLD two: a crash "mid data" has some o
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def s3(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A storage root on moto's S3 in server mode: boto3 over real HTTP (conditional writes included)."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
-    for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv(storage.LOCAL_S3_ENV, raising=False)
     boto3.client("s3").create_bucket(Bucket="store")
-    try:
-        yield "s3://store/ndr"
-    finally:
-        server.stop()
+    return "s3://store/ndr"
 
 
 @pytest.fixture(params=["local", "s3"])

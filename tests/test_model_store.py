@@ -239,6 +239,22 @@ def test_the_training_lock_admits_one_run_until_released_or_expired(root: str):
     assert a.acquire(now=1703.0)["run_key"] == "run-a"
 
 
+def test_an_operator_unlocks_a_dead_runs_lock_only_while_it_holds_it(root: str, capsys: pytest.CaptureFixture[str]):
+    store = store_of(root)
+    registry.TrainingLock(store, "run-dead").acquire()
+    with pytest.raises(registry.TrainingLockHeldError) as held:
+        registry.TrainingLock(store, "run-b").acquire()
+    command = str(held.value).split("if it died: ", 1)[1].rstrip(")").split()
+    assert command[:4] == ["python", "-m", "ndr_jobs.model.registry", "unlock"]
+    assert registry.main(["lock", "--root", root, "--project", store.project]) == 0
+    assert json.loads(capsys.readouterr().out)["run_key"] == "run-dead"
+    assert registry.main(["unlock", "--root", root, "--project", store.project, "--run-key", "run-b"]) == 1
+    assert "not held by run 'run-b' (holder: 'run-dead')" in capsys.readouterr().err
+    assert registry.main(command[3:]) == 0  # the command the error printed
+    assert registry.TrainingLock(store, "run-b").acquire()["run_key"] == "run-b"
+    assert registry.main(command[3:]) == 1  # run-b holds it now: never broken by the stale command
+
+
 def test_racing_runs_take_the_training_lock_once(root: str, monkeypatch: pytest.MonkeyPatch):
     store = store_of(root)
     first_reads_meet(monkeypatch, "training.lock.json", 2)

@@ -334,3 +334,83 @@ def test_a_manifest_that_is_not_the_protocols_is_refused_by_readers(tmp_path: Pa
         layout.partition_rows(str(tmp_path), "fg_a", "v1", START)
     rerun = write(OLD, str(tmp_path))  # a rerun replaces it (the janitor deletes nothing while it cannot tell)
     assert seen(str(tmp_path)) == OLD.to_pylist() and rerun.run_id in runs(str(tmp_path))
+
+
+# --- the dataset journal and the operator's janitor ---------------------------------------------------------
+
+
+def other_partition(root: str) -> list[tuple[str, str]]:
+    return layout.batch_partition("v1", START.replace(hour=13))
+
+
+def test_a_rewritten_partition_is_cleaned_by_the_next_write_anywhere_in_the_dataset(
+    root: str, monkeypatch: pytest.MonkeyPatch
+):
+    first = write(OLD, root)
+    second = write(NEW, root)  # supersedes the first run: journalled
+    with storage.commit_hook(crash_at("before_pointer")), pytest.raises(storage.InjectedFault):
+        write(OLD, root)  # a crashed run: its journal entry stays
+    assert len(runs(root)) == 3 and first.run_id in runs(root)
+    journal = storage.join(root, "fg_a", storage.JOURNAL_DIR)
+    assert len(storage.list_objects(journal, include_hidden=True)) == 2  # the superseded run, the crashed one
+    # within the grace period another partition's write leaves them
+    storage.write_table(OLD, root, "fg_a", other_partition(root))
+    assert len(runs(root)) == 3
+    # past it, the next write of any partition of the dataset removes both, and settles its journal
+    monkeypatch.setenv(storage.GRACE_ENV, "0")
+    storage.write_table(NEW, root, "fg_a", other_partition(root))
+    assert runs(root) == [second.run_id] and seen(root) == NEW.to_pylist()
+    (left,) = storage.list_objects(journal, include_hidden=True)  # the other partition's first run: superseded
+    entry = json.loads(storage.read_bytes(left.path))  # by the write that swept, so not yet due
+    assert left.path.endswith(f"/{entry['run_id']}.json") and not entry["partition"].endswith("T1200")
+
+
+def test_a_journal_entry_that_is_not_the_protocols_deletes_nothing(tmp_path: Path):
+    root = str(tmp_path)
+    write(OLD, root)
+    journal = Path(root) / "fg_a" / storage.JOURNAL_DIR
+    journal.mkdir(parents=True, exist_ok=True)
+    hostile = {"partition": "../../elsewhere", "run_id": "20261001T120000Z-00000000000000aa"}
+    (journal / "20261001T120000Z-00000000000000aa.json").write_text(json.dumps(hostile))
+    (journal / "garbage.json").write_text("{not json")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep.txt").write_text("keep")
+    assert storage.sweep_journal(root, "fg_a", grace=0) == []
+    assert (tmp_path / "elsewhere" / "keep.txt").exists() and seen(root) == OLD.to_pylist()
+    assert not journal.exists() or not any(journal.iterdir())  # dropped: they name nothing to delete
+
+
+def test_the_janitor_command_adopts_old_layout_partitions_and_verifies_checksums(
+    root: str, capsys: pytest.CaptureFixture[str]
+):
+    from ndr_jobs.datasets import janitor
+
+    write(OLD, root)
+    # a partition in the layout before the commit protocol: loose Parquet files, no manifest
+    legacy = storage.partition_path(root, "fg_a", other_partition(root))
+    for i in range(2):
+        import io
+
+        import pyarrow.parquet as pq
+
+        buffer = io.BytesIO()
+        pq.write_table(NEW.slice(i * 30, 30), buffer)
+        storage.write_bytes(storage.join(legacy, f"part-0000{i}-abc.snappy.parquet"), buffer.getvalue())
+    assert storage.committed_files(legacy) is None  # invisible to readers
+    assert janitor.main([root]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["legacy_left"] == [legacy] and report["legacy_adopted"] == []
+    assert janitor.main([root, "--adopt-legacy", "--verify"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["legacy_adopted"] == [legacy] and report["verify_failures"] == []
+    assert committed_rows(legacy) == NEW.to_pylist()
+    assert [o.path for o in storage.list_objects(legacy)] == []  # the loose files are gone (all under _runs/)
+    # a committed file changed behind the manifest's back
+    victim = storage.committed_files(partition(root))[0]
+    storage.write_bytes(victim, storage.read_bytes(victim)[:-8] + b"tampered")
+    assert janitor.main([root, "--verify"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["verify_failures"] == [
+        f"{victim}: {len(storage.read_bytes(victim))} bytes and a SHA-256 other than the manifest's"
+    ]
+    assert victim in captured.err

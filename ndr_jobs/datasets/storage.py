@@ -8,6 +8,7 @@ design: ``docs/design/jobs.md``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -169,6 +170,22 @@ def read_range(path: str, start: int, end: int) -> bytes:
         return f.read(end - start)
 
 
+def read_if_exists(path: str) -> bytes | None:
+    """The bytes of one file/object, or None when it does not exist."""
+    real = backing(path)
+    if is_s3(real):
+        bucket, key = _split_s3(real)
+        client = _s3_client()
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+    try:
+        return local_path(real).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def read_text(path: str, encoding: str = "utf-8") -> str:
     """The text of one file/object."""
     return read_bytes(path).decode(encoding)
@@ -228,6 +245,10 @@ DEFAULT_GRACE_SECONDS = 6 * 3600
 #: ``<point>`` or ``<point>@<dataset>``: the writer kills its own process there (crash drills)
 FAULT_ENV = "NDR_COMMIT_FAULT"
 FAULT_EXIT_CODE = 86
+#: ``<dataset>/_janitor/<run id>.json``: run prefixes that may become garbage (in flight, or superseded)
+JOURNAL_DIR = "_janitor"
+#: journal entries a write settles before its own commit (the rest wait for the next write)
+JOURNAL_BATCH = 32
 COMMIT_POINTS = ("before_data", "mid_data", "before_pointer", "after_pointer")
 _RUN_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{16}$")
 _DATA_FILE = re.compile(r"^part-[0-9]{5}(\.[A-Za-z0-9]+)*\.parquet$")
@@ -364,11 +385,8 @@ def _read_pointer(partition: str, client: Any = None) -> tuple[bytes, str] | Non
         except client.exceptions.NoSuchKey:
             return None
         return response["Body"].read(), str(response["ETag"])
-    try:
-        data = local_path(real).read_bytes()
-    except FileNotFoundError:
-        return None
-    return data, _sha256(data)
+    data = read_if_exists(real)
+    return None if data is None else (data, _sha256(data))
 
 
 def _sha256(data: bytes) -> str:
@@ -510,7 +528,7 @@ def _finalize(prefix: str, partition: str, dataset: str) -> list[DataFile]:
     finals = set(_final_names(staged).values())
     for obj in list_objects(prefix, include_hidden=True):
         if obj.path[len(prefix) + 1 :] not in finals:
-            _delete_file(obj.path)  # _SUCCESS, .crc, anything else the engine left
+            delete_file(obj.path)  # _SUCCESS, .crc, anything else the engine left
     entries = []
     for final in sorted(finals):
         data = read_bytes(join(prefix, final))
@@ -519,7 +537,7 @@ def _finalize(prefix: str, partition: str, dataset: str) -> list[DataFile]:
     return entries
 
 
-def _delete_file(path: str) -> None:
+def delete_file(path: str) -> None:
     real = backing(path)
     if is_s3(real):
         bucket, key = _split_s3(real)
@@ -651,6 +669,92 @@ def sweep_partition(partition: str, grace: float | None = None, now: float | Non
     return removed
 
 
+# --- the dataset journal: garbage found without listing the dataset ---
+
+
+def _journal_entry(root: str, dataset: str, run_id: str) -> str:
+    return join(root, dataset, JOURNAL_DIR, f"{run_id}.json")
+
+
+def _journal_put(root: str, dataset: str, run_id: str, relative: str) -> None:
+    """Record that ``<relative>/_runs/<run id>/`` may become garbage: a run starting, or a run superseded."""
+    import json
+
+    body = {"partition": relative, "run_id": run_id}
+    for attempt in range(3):
+        try:
+            write_bytes(_journal_entry(root, dataset, run_id), (json.dumps(body, sort_keys=True) + "\n").encode())
+            return
+        except FileNotFoundError:  # locally, another writer removed the empty journal directory just then
+            if attempt == 2:
+                raise
+
+
+def _journal_drop(root: str, dataset: str, run_id: str) -> None:
+    """Drop a run's entry; locally also the journal directory once empty (datasets list as they did)."""
+    entry = _journal_entry(root, dataset, run_id)
+    delete_file(entry)
+    if not is_s3(backing(entry)):
+        with contextlib.suppress(OSError):  # other entries (or already gone)
+            local_path(backing(entry)).parent.rmdir()
+
+
+def _journal_target(root: str, dataset: str, data: bytes, where: str) -> tuple[str, str] | None:
+    """(partition path, run id) of an entry, or None when it is not one this protocol wrote."""
+    import json
+
+    try:
+        body = json.loads(data)
+        relative, run_id = str(body["partition"]), str(body["run_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    segments = relative.split("/")
+    pairs = [segment.split("=") for segment in segments]
+    if not _RUN_ID.match(run_id) or not all(len(p) == 2 and all(_SEGMENT.match(x) for x in p) for p in pairs):
+        return None
+    return join(root, dataset, *segments), run_id
+
+
+def sweep_journal(
+    root: str, dataset: str, grace: float | None = None, now: float | None = None, limit: int | None = JOURNAL_BATCH
+) -> list[str]:
+    """Settle the dataset's journal entries older than ``grace`` (at most ``limit``); the partitions swept.
+
+    Every run records its prefix before it writes data and drops the record once committed or discarded;
+    a commit that replaces a manifest records the run it superseded. An entry older than the grace is thus a
+    crashed run or a superseded one: its partition is swept (:func:`sweep_partition`) and the entry goes
+    once that run's prefix is gone or is the committed one. Every write runs this before its own, so a
+    partition rewritten once is cleaned up within a grace period and a write, wherever the next write lands.
+    """
+    import time
+
+    grace = grace_seconds() if grace is None else grace
+    now = time.time() if now is None else now
+    journal = join(root, dataset, JOURNAL_DIR)
+    due = sorted(name for name, modified in _modified(journal).items() if now - modified >= grace)
+    swept = []
+    for name in due[:limit]:
+        entry = join(journal, name)
+        data = read_if_exists(entry)
+        if data is None:
+            continue  # another janitor settled it
+        target = _journal_target(root, dataset, data, entry)
+        if target is None or not name.endswith(".json") or target[1] != name[: -len(".json")]:
+            delete_file(entry)  # not an entry of this protocol: it names nothing to delete
+            continue
+        partition, run_id = target
+        sweep_partition(partition, grace, now)
+        try:
+            manifest = read_manifest(partition)
+        except ManifestError:
+            continue  # which run is current is unknown: keep the entry
+        current = manifest is not None and manifest.run_id == run_id
+        if current or not list_objects(join(partition, RUNS_DIR, run_id), include_hidden=True):
+            delete_file(entry)
+        swept.append(partition)
+    return swept
+
+
 class RowCountMismatch(RuntimeError):
     """The files a run wrote do not hold the rows its caller counted: nothing is committed."""
 
@@ -660,7 +764,8 @@ def commit_partition(
 ) -> PartitionWrite:
     """Write one partition through the commit protocol; ``write(prefix)`` puts the Parquet files under ``prefix``.
 
-    1. the janitor sweeps the partition (:func:`sweep_partition`) and the current pointer's version is read;
+    1. the janitor sweeps the partition (:func:`sweep_partition`) and the dataset's due journal entries
+       (:func:`sweep_journal`), the current pointer's version is read, and the run is recorded in the journal;
     2. ``write`` fills a fresh prefix ``<partition>/_runs/<run id>/``; its files get deterministic names and
        are checksummed (a failure here deletes the prefix and leaves the partition as it was; so does a row
        count other than ``expect_rows`` when the caller counted them);
@@ -668,14 +773,17 @@ def commit_partition(
        which makes the new files the partition in one step. When another writer committed in between, a
        commit of the same files (same names, rows and SHA-256) converges on it; other content raises
        :class:`CommitConflict`. Either way this run's prefix is deleted (no reader can have seen it).
+    4. the run's journal entry is replaced by one for the run it superseded (garbage after the grace).
     """
     target = partition_path(root, dataset, partition)
     relative = target[len(join(root, dataset)) + 1 :]
     sweep_partition(target)
+    sweep_journal(root, dataset)
     pointer = _read_pointer(target)
     expected = None if pointer is None else pointer[1]
     run_id = new_run_id()
     prefix = join(target, RUNS_DIR, run_id)
+    _journal_put(root, dataset, run_id, relative)
     try:
         _checkpoint("before_data", target, dataset)
         write(prefix)
@@ -694,10 +802,25 @@ def commit_partition(
             _discard(prefix, target)
     except Exception:
         _discard(prefix, target)
+        _journal_drop(root, dataset, run_id)
         raise
     _checkpoint("after_pointer", target, dataset)
+    previous = _previous_run(pointer, target)
+    if previous is not None and previous != manifest.run_id:
+        _journal_put(root, dataset, previous, relative)
+    _journal_drop(root, dataset, run_id)
     paths = tuple(join(target, manifest.prefix, f.name) for f in manifest.files)
     return PartitionWrite(target, paths, manifest.rows, manifest.run_id)
+
+
+def _previous_run(pointer: tuple[bytes, str] | None, target: str) -> str | None:
+    """The run id of the manifest a commit replaced (None: none, or one that was not the protocol's)."""
+    if pointer is None:
+        return None
+    try:
+        return Manifest.from_bytes(pointer[0], join(target, MANIFEST)).run_id
+    except ManifestError:
+        return None
 
 
 def _discard(prefix: str, target: str) -> None:

@@ -257,7 +257,9 @@ class TrainingLock:
             if others and float(holder.get("expires_at", 0)) > moment:
                 raise TrainingLockHeldError(
                     f"training run {holder.get('run_key')!r} of project {self.store.project!r} holds "
-                    f"{self.path} until {_iso(holder.get('expires_at', 0))}: run again once it has finished"
+                    f"{self.path} until {_iso(holder.get('expires_at', 0))}: run again once it has finished (if it "
+                    f"died: python -m ndr_jobs.model.registry unlock --root {self.store.root} --project "
+                    f"{self.store.project} --run-key {holder.get('run_key')})"
                 )
             lease = {"run_key": self.run_key, "acquired_at": _r(moment), "expires_at": _r(moment + self.lease_seconds),
                      "released": False}  # fmt: skip
@@ -362,3 +364,44 @@ def set_package_approval(arn: str, approved: bool, reason: str, client: Any = No
         ModelApprovalStatus="Approved" if approved else "Rejected",
         ApprovalDescription=reason[:1000],
     )
+
+
+# --- the operator's command: a training lock left by a run that died -----------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ndr_jobs.model.registry lock|unlock --root R --project P [--run-key K]``.
+
+    ``lock`` prints the project's training lock; ``unlock`` releases it, but only while the run key given is
+    the holder (the one the ``TrainingLockHeldError`` named), so a run that took the lock since is never broken.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m ndr_jobs.model.registry", description=main.__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("lock", "unlock"))
+    parser.add_argument("--root", required=True, help="the project's storage root (s3://bucket/prefix or a directory)")
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--run-key", default=None, help="unlock: the holder's run key, as the error named it")
+    args = parser.parse_args(argv)
+    try:
+        store = ModelStore(args.root, args.project, "v0")
+        lock = TrainingLock(store, args.run_key or "")
+        holder = lock._holder(conditional.read(lock.path))
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.command == "lock":
+        print(json.dumps(holder, sort_keys=True) if holder else f"{lock.path}: no lock")
+        return 0
+    if not args.run_key:
+        parser.error("unlock needs --run-key: the run key of the holder")
+    if lock.release():
+        print(f"{lock.path}: released the lock of run {args.run_key!r}")
+        return 0
+    now = holder and holder.get("run_key")
+    print(f"{lock.path}: not held by run {args.run_key!r} (holder: {now!r}); nothing changed", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

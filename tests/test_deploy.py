@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from ndr_compiler.cli import main
-from tests.conftest import GENERATED, SPECS
+from tests.conftest import GENERATED, SPECS, image_tree, put_images
 
 ACCOUNT = "123456789012"
 
@@ -31,9 +31,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: which image each image value of dev.yaml names (the deploy derives it from the processors that use the value)
+KINDS = {"NdrSparkProcessingImageUri": "spark", "NdrProcessingImageUri": "python"}
+
+
+def dev_values() -> dict[str, str]:
+    return yaml.safe_load((SPECS / "environments" / "dev.yaml").read_text())["spec"]["values"]
+
+
 @pytest.fixture
-def aws(moto_server: str) -> str:
+def tree(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The source tree images are built from, a fresh copy (NDR_SOURCE_ROOT)."""
+    tree = image_tree(tmp_path_factory.mktemp("tree"))
+    monkeypatch.setenv("NDR_SOURCE_ROOT", str(tree))
+    return tree
+
+
+@pytest.fixture
+def bare_aws(moto_server: str, tree: Path) -> str:
+    """moto with no image pushed."""
     return moto_server
+
+
+@pytest.fixture
+def aws(bare_aws: str, tree: Path) -> str:
+    """moto with the images dev.yaml names pushed to its ECR, as `ndr-compile images push` does."""
+    put_images(dev_values(), KINDS, tree)
+    return bare_aws
 
 
 @pytest.fixture
@@ -534,3 +558,58 @@ def test_alarms_watch_every_machine_and_pipeline_freshness_and_the_quarantine_ra
     assert code == 0 and "deployed to dev: 2 changed" in out, out
     subs = boto3.client("sns", region_name="us-east-1").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
     assert [s["Endpoint"] for s in subs] == ["oncall@example.com"]
+
+
+def _pipeline_images(name: str) -> set[str]:
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    definition = json.loads(sm.describe_pipeline(PipelineName=name)["PipelineDefinition"])
+    return {s["Arguments"]["AppSpecification"]["ImageUri"] for s in definition["Steps"]}
+
+
+def test_deploy_resolves_image_tags_to_digests_in_the_pipelines_it_puts(bare_aws: str, workdir: Path, tree: Path):
+    env = workdir / "specs" / "environments" / "dev.yaml"
+    doc = yaml.safe_load(env.read_text())
+    python_uri = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ndr-processing:1.2.3"  # an explicit tag still works
+    doc["spec"]["values"]["NdrProcessingImageUri"] = python_uri
+    env.write_text(yaml.safe_dump(doc))
+    digests = put_images(doc["spec"]["values"], KINDS, tree)
+    spark_repo = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ndr-spark-processing"
+    spark = f"{spark_repo}@{digests['NdrSparkProcessingImageUri']}"
+    python = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ndr-processing@{digests['NdrProcessingImageUri']}"
+    assert digests["NdrSparkProcessingImageUri"] != digests["NdrProcessingImageUri"]
+    from ndr_compiler import images
+
+    spark_tag = images.tags(tree)["spark"]
+    code, out = run("plan", "--env", "dev")
+    assert code == 0, out
+    assert f"{spark_repo}:ctx ({spark_tag}) -> {spark}" in out, out
+    assert f"{python_uri} -> {python}" in out, out
+    code, out = run("specs/", "--deploy", "--env", "dev", "--allow-dirty")
+    assert code == 0, out
+    assert _pipeline_images("ndr-dev-features-15m") == {spark}
+    assert _pipeline_images("ndr-dev-if-training") == {spark, python}
+    # the same images deploy as 0 changed
+    assert "deployed to dev: 0 changed" in run("specs/", "--deploy", "--env", "dev", "--allow-dirty")[1]
+
+
+def test_an_image_missing_in_ecr_refuses_the_deploy_in_one_line(bare_aws: str, workdir: Path, tree: Path):
+    from ndr_compiler import images
+
+    tags = images.tags(tree)
+    code, out = deploy()
+    assert code == 1, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    spark = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ndr-spark-processing:{tags['spark']}"
+    assert len(errors) == 1 and spark in errors[0] and "`ndr-compile images push --env dev`" in errors[0], out
+    assert errors[0].startswith("error: refusing to deploy: image(s) not in ECR:"), out
+    assert sfn().list_state_machines()["stateMachines"] == []  # nothing applied, not even the lock table
+    assert boto3.client("dynamodb", region_name="us-east-1").list_tables()["TableNames"] == []
+    code, out = run("plan", "--env", "dev")  # the plan shows what is missing and goes on
+    assert code == 0 and "MISSING in ECR" in out and "note: the deploy would be refused" in out, out
+    # pushed, it deploys; then a change to a shipped file is another image, missing until pushed again
+    put_images(dev_values(), KINDS, tree)
+    assert deploy()[0] == 0
+    launcher = tree / "ndr_jobs" / "runtime" / "spark_launcher.py"
+    launcher.write_text(launcher.read_text() + "\n# changed\n")
+    code, out = deploy()
+    assert code == 1 and images.tags(tree)["spark"] in out and tags["python"] not in out, out

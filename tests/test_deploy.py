@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -613,3 +615,53 @@ def test_an_image_missing_in_ecr_refuses_the_deploy_in_one_line(bare_aws: str, w
     launcher.write_text(launcher.read_text() + "\n# changed\n")
     code, out = deploy()
     assert code == 1 and images.tags(tree)["spark"] in out and tags["python"] not in out, out
+
+
+FAKE_DOCKER = """#!{python}
+import hashlib, json, os, sys
+data = sys.stdin.buffer.read() if sys.argv[1] in ("build", "login") else b""
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(json.dumps({{"args": sys.argv[1:], "stdin_sha256": hashlib.sha256(data).hexdigest(),
+                          "stdin": data.decode() if sys.argv[1] == "login" else ""}}) + "\\n")
+"""
+
+
+def test_images_push_builds_logs_in_creates_the_repositories_and_pushes_ctx_tags(
+        bare_aws: str, workdir: Path, tree: Path, monkeypatch: pytest.MonkeyPatch):
+    """`docker` is a stand-in that records its calls (no Docker daemon here): what reaches it is what Docker would
+    be asked to do, the build context on stdin included."""
+    import hashlib
+
+    from ndr_compiler import images
+
+    bin_dir, log = workdir / "bin", workdir / "docker.log"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+    code, out = run("images", "push", "--env", "specs/environments/dev.yaml")
+    assert code == 0, out
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    tags = images.tags(tree)
+    registry = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
+    builds = [c for c in calls if c["args"][0] == "build"]
+    assert [c["args"][:3] for c in builds] == [["build", "--tag", f"ndr-python:{tags['python']}"],
+                                               ["build", "--tag", f"ndr-spark:{tags['spark']}"]]
+    for c, kind in zip(builds, ("python", "spark"), strict=True):  # the context on stdin is the one tagged
+        assert c["stdin_sha256"] == hashlib.sha256(images.context(images.IMAGES[kind], tree)).hexdigest()
+        assert c["args"][-1] == "-"
+    assert f"BASE_IMAGE={images.spark_base('us-east-1')}" in builds[1]["args"]
+    (login,) = [c for c in calls if c["args"][0] == "login"]
+    assert login["args"][:4] == ["login", "--username", "AWS", "--password-stdin"] and login["stdin"]
+    pushes = [c["args"][1] for c in calls if c["args"][0] == "push"]
+    assert pushes == [f"{registry}/ndr-processing:{tags['python']}", f"{registry}/ndr-spark-processing:{tags['spark']}"]
+    ecr = boto3.client("ecr", region_name="us-east-1")
+    repos = {r["repositoryName"]: r["repositoryArn"] for r in ecr.describe_repositories()["repositories"]}
+    assert set(repos) == {"ndr-processing", "ndr-spark-processing"}
+    assert ecr.list_tags_for_resource(resourceArn=repos["ndr-processing"])["tags"] == [
+        {"Key": "ndr:environment", "Value": "ndr-dev"}]
+    assert "created  ECR repository ndr-spark-processing" in out and f"pushed   {pushes[1]}" in out
+    # the repositories exist now: a second push creates none
+    code, out = run("images", "push", "--env", "dev")
+    assert code == 0 and "created" not in out, out

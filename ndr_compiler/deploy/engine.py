@@ -181,7 +181,12 @@ class Deployer:
 
         kinds = images.image_kinds((s.processor.image_uri, s.processor.spark)
                                    for p in self.c.pipelines.values() for s in p.steps)
-        resolved = images.resolve(self.client("ecr"), dict(self.env.values), kinds,
+        def ecr(region: str) -> Any:
+            if region == self.env.region:
+                return self.client("ecr")
+            return self.session.client("ecr", region_name=region, config=CLIENT_CONFIG)
+
+        resolved = images.resolve(ecr, dict(self.env.values), kinds,
                                   lambda: contexts.tags(contexts.source_root()))
         if refuse_missing:
             images.refuse_missing(resolved, self.env_name)

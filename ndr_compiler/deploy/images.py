@@ -9,7 +9,7 @@ image its processors run on (``ndr_compiler.images``). An image missing in ECR r
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +54,11 @@ def image_kinds(processors: Iterable[tuple[str, bool]]) -> dict[str, str]:
     return kinds
 
 
-def resolve(ecr: Any, values: dict[str, str], kinds: dict[str, str], ctx_tags: Any) -> list[ResolvedImage]:
-    """Each ECR image URI of ``values`` with its digest in ECR (None when missing). ``ctx_tags()`` gives each image
-    kind's context tag (computed only when a value uses the ``ctx`` tag)."""
+def resolve(ecr: Callable[[str], Any], values: dict[str, str], kinds: dict[str, str],
+            ctx_tags: Callable[[], dict[str, str]]) -> list[ResolvedImage]:
+    """Each ECR image URI of ``values`` with its digest in ECR (None when missing). ``ecr(region)`` is an ECR client
+    of that region (a URI's region may differ from the environment's); ``ctx_tags()`` gives each image kind's context
+    tag (computed only when a value uses the ``ctx`` tag)."""
     out = []
     tags: dict[str, str] | None = None
     for name, value in sorted(values.items()):
@@ -75,7 +77,8 @@ def resolve(ecr: Any, values: dict[str, str], kinds: dict[str, str], ctx_tags: A
                 tagged += f"@{parsed.digest}"
         ids = [{"imageDigest": parsed.digest}] if parsed.digest else [{"imageTag": tags_of(tagged)}]
         try:
-            found = ecr.describe_images(registryId=parsed.account, repositoryName=parsed.repo, imageIds=ids)
+            found = ecr(parsed.region).describe_images(registryId=parsed.account, repositoryName=parsed.repo,
+                                                       imageIds=ids)
             digest = found["imageDetails"][0]["imageDigest"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in _MISSING:

@@ -13,7 +13,7 @@ UV_VERSION := 0.13.10
 LOCK := $(VENV)/lock-tools/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock' --quiet
 
-.PHONY: run test test-fast lint lock compile check bench eval clean
+.PHONY: run test test-fast lint lock compile check bench eval images clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -86,6 +86,12 @@ bench: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
 # Detection quality on labelled synthetic traffic: AUC and recall at fixed FPR per attack class.
 eval: $(STAMP) $(JAVA_STAMP)
 	$(PY) -m ndr_jobs.devtools.eval --out docs/detection.md
+
+# The pipelines' container images (docker/), tagged ctx-<hash of their context>; where Docker exists. To ECR:
+# `.venv/bin/ndr-compile images push --env dev` (docs/deploy.md, Images).
+images: $(STAMP)
+	@command -v docker >/dev/null || { echo "make images needs Docker (docker is not on PATH)"; exit 2; }
+	$(VENV)/bin/ndr-compile images build --env dev
 
 clean:
 	rm -rf $(VENV) node_modules

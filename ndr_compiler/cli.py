@@ -38,7 +38,10 @@ with _no_gc():
     from ndr_compiler.report import render as render_report
 
 #: the extra of pyproject.toml each command needs beyond the core (lint and compile need only the core)
-EXTRA_OF = {"run": "local", "run-pipeline": "local", "demo": "local", "plan": "deploy", "compile": "deploy"}
+EXTRA_OF = {"run": "local", "run-pipeline": "local", "demo": "local", "plan": "deploy", "compile": "deploy",
+            "images": "deploy"}
+#: exit code of a problem of the machine rather than of the specs (a missing extra, no docker)
+ENVIRONMENT_ERROR = 2
 
 
 class DefaultGroup(click.Group):
@@ -57,7 +60,7 @@ class DefaultGroup(click.Group):
             if extra is None or (exc.name or "ndr").startswith("ndr"):
                 raise
             click.echo(f"error: {exc}: this command needs the {extra!r} extra: pip install 'ndr[{extra}]'", err=True)
-            sys.exit(2)
+            sys.exit(ENVIRONMENT_ERROR)
 
 
 def _report(result: Compilation) -> None:
@@ -200,7 +203,9 @@ def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: boo
 
     from ndr_compiler.deploy.engine import Deployer, git_commit
     from ndr_compiler.deploy.errors import PROBE_CONFIG, explain
+    from ndr_compiler.deploy.images import ImageMissing, refuse_missing
     from ndr_compiler.deploy.lock import DeployLocked, deploy_lock, holder
+    from ndr_compiler.images import ImageError
 
     for name in ("botocore", "boto3", "urllib3"):  # their INFO lines (credentials found, retries) are not ours
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -235,13 +240,20 @@ def _deploy(result: Compilation, out_dir: Path, env_name: str | None, apply: boo
                        err=True)
             sys.exit(1)
         deployer = Deployer(result, env, project, session, commit=commit)
+        resolved = deployer.resolve_images(refuse_missing=apply)  # before anything changes: the lock table
+        for image in resolved:
+            click.echo(image.line())
+        try:
+            refuse_missing(resolved, env_name)
+        except ImageMissing as exc:  # the plan goes on with the tags; the deploy has refused above
+            click.echo(f"note: the deploy would be refused: {exc}")
         with ExitStack() as stack:
             if apply:  # one deploy at a time: plan and apply under the environment's deploy lock
                 table = deployer.ensure_lock_table()
                 stack.enter_context(deploy_lock(deployer.client("dynamodb"), table, env.spec.prefix, holder(commit)))
             _plan_and_apply(deployer, env_name, apply, prune)
-    except DeployLocked as exc:
-        click.echo(f"error: refusing to deploy: {exc}", err=True)
+    except (DeployLocked, ImageMissing, ImageError) as exc:
+        click.echo(f"error: refusing to {doing}: {exc}", err=True)
         sys.exit(1)
     except Exception as exc:
         click.echo(f"error: {doing} stopped: {explain(exc) or f'{type(exc).__name__}: {exc} (please report it)'}",
@@ -291,6 +303,116 @@ def plan_cmd(paths: tuple[Path, ...], env_name: str, out_dir: Path) -> None:
     if not result.ok:
         sys.exit(1)
     _deploy(result, out_dir, env_name, apply=False)
+
+
+@main.group("images")
+def images_cmd() -> None:
+    """Build and push the pipelines' container images, tagged ctx-<hash of their build context> (docs/deploy.md)."""
+
+
+def _image_env(env: str | None, specs: Path) -> tuple[Any, dict[str, str]]:
+    """The Environment named ``env`` (a name, or its file specs/environments/<name>.yaml) and which image each of
+    its values names (from the processors of the compiled pipelines); (None, {}) without ``env``."""
+    from ndr_compiler.deploy.images import image_kinds
+
+    if env is None:
+        return None, {}
+    name = Path(env).stem if env.endswith((".yaml", ".yml")) else env
+    result = compile_specs([specs], render=False)
+    _report(result)
+    if not result.ok:
+        sys.exit(1)
+    envs = {s.name: s.model for s in result.specs.of_kind("Environment")}
+    if name not in envs:
+        click.echo(f"error: --env must name an Environment spec (known: {', '.join(sorted(envs)) or 'none'})",
+                   err=True)
+        sys.exit(2)
+    kinds = image_kinds((s.processor.image_uri, s.processor.spark) for p in result.pipelines.values() for s in p.steps)
+    return envs[name], kinds
+
+
+def _images_or_exit(action: Any) -> None:
+    from ndr_compiler.images import ImageError, docker
+
+    try:
+        docker()
+    except ImageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(ENVIRONMENT_ERROR)
+    try:
+        action()
+    except ImageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+_IMAGE_KINDS = click.Choice(["spark", "python"])
+
+
+@images_cmd.command("build")
+@click.option("--env", "env", help="Environment (name or specs/environments/<name>.yaml): the Spark base of its "
+              "region (default us-east-1's).")
+@click.option("--specs", "specs_dir", default="specs", type=click.Path(path_type=Path), show_default=True)
+@click.option("--only", "only", multiple=True, type=_IMAGE_KINDS, help="Build only this image; repeatable.")
+def images_build_cmd(env: str | None, specs_dir: Path, only: tuple[str, ...]) -> None:
+    """docker build each image with its deterministic context on stdin, tagged ndr-<kind>:ctx-<hash>."""
+    from ndr_compiler import images
+
+    def action() -> None:
+        environment, _ = _image_env(env, specs_dir)
+        root = images.source_root()
+        for kind in only or sorted(images.IMAGES):
+            base = images.spark_base(environment.spec.region) if kind == "spark" and environment else None
+            click.echo(f"built    {images.build(images.IMAGES[kind], root, base)}")
+
+    _images_or_exit(action)
+
+
+@images_cmd.command("push")
+@click.option("--env", "env", required=True, help="Environment (name or specs/environments/<name>.yaml).")
+@click.option("--specs", "specs_dir", default="specs", type=click.Path(path_type=Path), show_default=True)
+def images_push_cmd(env: str, specs_dir: Path) -> None:
+    """Build, then push each image to the ECR repositories of the environment's image URIs as <repo>:ctx-<hash>
+    (repositories created when missing); the deploy then resolves the URIs to these images' digests."""
+    import boto3
+
+    from ndr_compiler import images
+    from ndr_compiler.deploy.errors import CLIENT_CONFIG, explain
+    from ndr_compiler.deploy.images import ensure_repository, login
+
+    def action() -> None:
+        environment, kinds = _image_env(env, specs_dir)
+        root = images.source_root()
+        targets = sorted({(kinds[k], uri) for k, v in environment.spec.values.items()
+                          if k in kinds and (uri := images.parse_ecr_uri(v)) is not None}, key=str)
+        if not targets:
+            raise images.ImageError(f"environment {env} names no ECR image URI that a processor runs on")
+        session = boto3.session.Session()
+        built: dict[str, str] = {}
+        logged_in: set[str] = set()
+        try:
+            for kind, uri in targets:
+                ecr = session.client("ecr", region_name=uri.region, config=CLIENT_CONFIG)
+                if kind not in built:
+                    base = images.spark_base(environment.spec.region) if kind == "spark" else None
+                    built[kind] = images.build(images.IMAGES[kind], root, base)
+                if ensure_repository(ecr, uri, environment.spec.prefix):
+                    click.echo(f"created  ECR repository {uri.repo}")
+                if uri.registry not in logged_in:
+                    user, password, endpoint = login(ecr, uri.account)
+                    images.run_docker(["login", "--username", user, "--password-stdin", endpoint],
+                                      stdin=password.encode())
+                    logged_in.add(uri.registry)
+                remote = f"{uri.repository_uri}:{built[kind].split(':', 1)[1]}"
+                images.run_docker(["tag", built[kind], remote])
+                images.run_docker(["push", remote])
+                click.echo(f"pushed   {remote}")
+        except images.ImageError:
+            raise
+        except Exception as exc:
+            raise images.ImageError(explain(exc) or f"{type(exc).__name__}: {exc}") from exc
+
+    _images_or_exit(action)
 
 
 @main.command("run-pipeline")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from ndr_compiler.cli import main
-from tests.conftest import GENERATED, SPECS
+from tests.conftest import GENERATED, SPECS, image_tree, put_images
 
 ACCOUNT = "123456789012"
 
@@ -31,9 +33,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: which image each image value of dev.yaml names (the deploy derives it from the processors that use the value)
+KINDS = {"NdrSparkProcessingImageUri": "spark", "NdrProcessingImageUri": "python"}
+
+
+def dev_values() -> dict[str, str]:
+    return yaml.safe_load((SPECS / "environments" / "dev.yaml").read_text())["spec"]["values"]
+
+
 @pytest.fixture
-def aws(moto_server: str) -> str:
+def tree(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The source tree images are built from, a fresh copy (NDR_SOURCE_ROOT)."""
+    tree = image_tree(tmp_path_factory.mktemp("tree"))
+    monkeypatch.setenv("NDR_SOURCE_ROOT", str(tree))
+    return tree
+
+
+@pytest.fixture
+def bare_aws(moto_server: str, tree: Path) -> str:
+    """moto with no image pushed."""
     return moto_server
+
+
+@pytest.fixture
+def aws(bare_aws: str, tree: Path) -> str:
+    """moto with the images dev.yaml names pushed to its ECR, as `ndr-compile images push` does."""
+    put_images(dev_values(), KINDS, tree)
+    return bare_aws
 
 
 @pytest.fixture
@@ -534,3 +560,108 @@ def test_alarms_watch_every_machine_and_pipeline_freshness_and_the_quarantine_ra
     assert code == 0 and "deployed to dev: 2 changed" in out, out
     subs = boto3.client("sns", region_name="us-east-1").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
     assert [s["Endpoint"] for s in subs] == ["oncall@example.com"]
+
+
+def _pipeline_images(name: str) -> set[str]:
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    definition = json.loads(sm.describe_pipeline(PipelineName=name)["PipelineDefinition"])
+    return {s["Arguments"]["AppSpecification"]["ImageUri"] for s in definition["Steps"]}
+
+
+def test_deploy_resolves_image_tags_to_digests_in_the_pipelines_it_puts(bare_aws: str, workdir: Path, tree: Path):
+    env = workdir / "specs" / "environments" / "dev.yaml"
+    doc = yaml.safe_load(env.read_text())
+    python_uri = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ndr-processing:1.2.3"  # an explicit tag still works
+    doc["spec"]["values"]["NdrProcessingImageUri"] = python_uri
+    env.write_text(yaml.safe_dump(doc))
+    digests = put_images(doc["spec"]["values"], KINDS, tree)
+    spark_repo = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ndr-spark-processing"
+    spark = f"{spark_repo}@{digests['NdrSparkProcessingImageUri']}"
+    python = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ndr-processing@{digests['NdrProcessingImageUri']}"
+    assert digests["NdrSparkProcessingImageUri"] != digests["NdrProcessingImageUri"]
+    from ndr_compiler import images
+
+    spark_tag = images.tags(tree)["spark"]
+    code, out = run("plan", "--env", "dev")
+    assert code == 0, out
+    assert f"{spark_repo}:ctx ({spark_tag}) -> {spark}" in out, out
+    assert f"{python_uri} -> {python}" in out, out
+    code, out = run("specs/", "--deploy", "--env", "dev", "--allow-dirty")
+    assert code == 0, out
+    assert _pipeline_images("ndr-dev-features-15m") == {spark}
+    assert _pipeline_images("ndr-dev-if-training") == {spark, python}
+    # the same images deploy as 0 changed
+    assert "deployed to dev: 0 changed" in run("specs/", "--deploy", "--env", "dev", "--allow-dirty")[1]
+
+
+def test_an_image_missing_in_ecr_refuses_the_deploy_in_one_line(bare_aws: str, workdir: Path, tree: Path):
+    from ndr_compiler import images
+
+    tags = images.tags(tree)
+    code, out = deploy()
+    assert code == 1, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    spark = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ndr-spark-processing:{tags['spark']}"
+    assert len(errors) == 1 and spark in errors[0] and "`ndr-compile images push --env dev`" in errors[0], out
+    assert errors[0].startswith("error: refusing to deploy: image(s) not in ECR:"), out
+    assert sfn().list_state_machines()["stateMachines"] == []  # nothing applied, not even the lock table
+    assert boto3.client("dynamodb", region_name="us-east-1").list_tables()["TableNames"] == []
+    code, out = run("plan", "--env", "dev")  # the plan shows what is missing and goes on
+    assert code == 0 and "MISSING in ECR" in out and "note: the deploy would be refused" in out, out
+    # pushed, it deploys; then a change to a shipped file is another image, missing until pushed again
+    put_images(dev_values(), KINDS, tree)
+    assert deploy()[0] == 0
+    launcher = tree / "ndr_jobs" / "runtime" / "spark_launcher.py"
+    launcher.write_text(launcher.read_text() + "\n# changed\n")
+    code, out = deploy()
+    assert code == 1 and images.tags(tree)["spark"] in out and tags["python"] not in out, out
+
+
+FAKE_DOCKER = """#!{python}
+import hashlib, json, os, sys
+data = sys.stdin.buffer.read() if sys.argv[1] in ("build", "login") else b""
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(json.dumps({{"args": sys.argv[1:], "stdin_sha256": hashlib.sha256(data).hexdigest(),
+                          "stdin": data.decode() if sys.argv[1] == "login" else ""}}) + "\\n")
+"""
+
+
+def test_images_push_builds_logs_in_creates_the_repositories_and_pushes_ctx_tags(
+        bare_aws: str, workdir: Path, tree: Path, monkeypatch: pytest.MonkeyPatch):
+    """`docker` is a stand-in that records its calls (no Docker daemon here): what reaches it is what Docker would
+    be asked to do, the build context on stdin included."""
+    import hashlib
+
+    from ndr_compiler import images
+
+    bin_dir, log = workdir / "bin", workdir / "docker.log"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+    code, out = run("images", "push", "--env", "specs/environments/dev.yaml")
+    assert code == 0, out
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    tags = images.tags(tree)
+    registry = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
+    builds = [c for c in calls if c["args"][0] == "build"]
+    assert [c["args"][:3] for c in builds] == [["build", "--tag", f"ndr-python:{tags['python']}"],
+                                               ["build", "--tag", f"ndr-spark:{tags['spark']}"]]
+    for c, kind in zip(builds, ("python", "spark"), strict=True):  # the context on stdin is the one tagged
+        assert c["stdin_sha256"] == hashlib.sha256(images.context(images.IMAGES[kind], tree)).hexdigest()
+        assert c["args"][-1] == "-"
+    assert f"BASE_IMAGE={images.spark_base('us-east-1')}" in builds[1]["args"]
+    (login,) = [c for c in calls if c["args"][0] == "login"]
+    assert login["args"][:4] == ["login", "--username", "AWS", "--password-stdin"] and login["stdin"]
+    pushes = [c["args"][1] for c in calls if c["args"][0] == "push"]
+    assert pushes == [f"{registry}/ndr-processing:{tags['python']}", f"{registry}/ndr-spark-processing:{tags['spark']}"]
+    ecr = boto3.client("ecr", region_name="us-east-1")
+    repos = {r["repositoryName"]: r["repositoryArn"] for r in ecr.describe_repositories()["repositories"]}
+    assert set(repos) == {"ndr-processing", "ndr-spark-processing"}
+    assert ecr.list_tags_for_resource(resourceArn=repos["ndr-processing"])["tags"] == [
+        {"Key": "ndr:environment", "Value": "ndr-dev"}]
+    assert "created  ECR repository ndr-spark-processing" in out and f"pushed   {pushes[1]}" in out
+    # the repositories exist now: a second push creates none
+    code, out = run("images", "push", "--env", "dev")
+    assert code == 0 and "created" not in out, out

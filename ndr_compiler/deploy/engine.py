@@ -172,6 +172,28 @@ class Deployer:
             values[f"StateMachineName_{m.name}"] = self.machine_names[m.name]
         return values
 
+    def resolve_images(self, refuse_missing: bool) -> list[Any]:
+        """Resolve every ECR image URI value to its digest (``ndr_compiler.deploy.images``); the definitions then
+        reference ``repo@sha256:...``. A missing image raises ``ImageMissing`` when ``refuse_missing`` (the
+        deploy), else keeps its tag (the plan shows it missing)."""
+        from ndr_compiler import images as contexts
+        from ndr_compiler.deploy import images
+
+        kinds = images.image_kinds((s.processor.image_uri, s.processor.spark)
+                                   for p in self.c.pipelines.values() for s in p.steps)
+        def ecr(region: str) -> Any:
+            if region == self.env.region:
+                return self.client("ecr")
+            return self.session.client("ecr", region_name=region, config=CLIENT_CONFIG)
+
+        resolved = images.resolve(ecr, dict(self.env.values), kinds,
+                                  lambda: contexts.tags(contexts.source_root()))
+        if refuse_missing:
+            images.refuse_missing(resolved, self.env_name)
+        for r in resolved:
+            self.values[r.value] = r.pinned if r.digest else r.tagged
+        return resolved
+
     def artifact(self, relpath: str) -> str:
         for a in self.c.artifacts:
             if a.relpath == relpath:

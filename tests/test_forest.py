@@ -93,7 +93,7 @@ def test_a_family_forest_finds_the_row_its_few_columns_make_odd():
     assert ensemble.detectors[1].columns == (40, 41)
     scores, drivers = ensemble.score(test)
     top = ensemble.surprises(test).max(axis=1)
-    assert np.all(scores >= top) and np.all(scores < top + forest.TIE_WEIGHT)  # the other evidence breaks ties
+    assert np.all(scores >= top) and np.all(scores < top + 3 * forest.TIE_WEIGHT)  # the other evidence breaks ties
     assert int(np.argmax(scores)) == 0 and ensemble.names[drivers[0]] == "c2"
     assert scores[0] > 3.0 > np.sort(scores)[-2] + 1  # rarer than the top 0.1 % of training rows, and clearly first
     # the forest on every column alone ranks it in the bottom half: 40 ordinary columns drown 2 odd ones

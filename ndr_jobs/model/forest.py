@@ -2,9 +2,10 @@
 
 :class:`Ensemble` holds an ``all_features`` forest and one per feature family, each calibrated on its own
 training scores (:class:`Calibration`); a row's score is the largest ``-log10`` tail probability over the
-forests, and that forest is its detector. A fitted forest is kept as plain node arrays (:class:`Trees`) that score
-exactly as scikit-learn does; the bundle stores them as ``.npy`` members read with ``allow_pickle=False``, so
-loading a model runs no code from it. Design: ``docs/design/jobs.md`` (Model).
+forests (that forest is its detector) plus a small term for its other evidence (:meth:`Ensemble.score`).
+A fitted forest is kept as plain node arrays (:class:`Trees`) that score exactly as scikit-learn does; the
+bundle stores them as ``.npy`` members read with ``allow_pickle=False``, so loading a model runs no code from it.
+Design: ``docs/design/jobs.md`` (Model).
 """
 
 from __future__ import annotations

@@ -257,3 +257,27 @@ def test_a_bundle_of_other_library_versions_is_refused():
     unversioned = {k: v for k, v in description.items() if k != "versions"}
     with pytest.raises(forest.ModelVersionMismatchError, match="records no library versions"):
         forest.ModelBundle.from_bytes(rebundle(data, model_json=json.dumps(unversioned).encode()))
+
+
+def test_the_top_of_a_realistic_scoring_has_no_ties_but_identical_rows():
+    """Heavy-tailed host counts, a family forest, and a batch with a dozen rows past the training range in a
+    few columns each (what attacks look like): the top twenty scores are all different, except rows that are
+    the same row twice."""
+    rng = np.random.default_rng(11)
+    features = [f"count_{i}" for i in range(8)] + ["ratio_a", "ratio_b"]
+    train = np.c_[rng.lognormal(2, 1, size=(600, 8)), rng.beta(2, 5, size=(600, 2))]
+    batch = np.c_[rng.lognormal(2, 1, size=(200, 8)), rng.beta(2, 5, size=(200, 2))]
+    for k in range(12):  # past the training maximum in 1-3 columns, by different amounts
+        cols = np.array([8, 9]) if k < 6 else rng.choice(8, size=1 + k % 3, replace=False)
+        batch[k, cols] = train[:, cols].max(axis=0) * (1.5 + k)
+    batch[12] = batch[0]  # the same row twice
+    pre = Preprocessor.fit(features, train)
+    params = ForestParams(n_estimators=80, families={"ratios": ["ratio_*"], "counts": ["count_*"]})
+    ensemble = forest.fit_ensemble(pre.transform(train), features, params)
+    scores, _ = ensemble.score(pre.transform(batch))
+    top = np.argsort(-scores, kind="stable")[:20]
+    assert 0 in top and 12 in top and scores[0] == scores[12]
+    values = [scores[i] for i in top if i != 12]
+    assert len(set(values)) == len(values)
+    raw = ensemble.surprises(pre.transform(batch)).max(axis=1)
+    assert len(set(raw[top].tolist())) < len(top) - 1  # without the tie-break the forests alone do tie

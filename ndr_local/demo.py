@@ -92,7 +92,14 @@ class DemoReport:
     rejected_reason: str = ""
     recovered_after_abort: bool = False
     top: list[dict[str, Any]] = field(default_factory=list)
+    #: the promoted model's ``excluded_unseen_windows`` (training metrics): features left out, and why
+    unseen: dict[str, Any] | None = None
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def injected_in_top(self) -> int:
+        """How many of the top anomalies were injected attacks (the synthetic ground truth)."""
+        return sum(1 for row in self.top if row.get("attack"))
 
     @property
     def ok(self) -> bool:
@@ -378,6 +385,18 @@ def _summarise(report: DemoReport, run: LocalRun) -> None:
                 report.quarantined += int(summary.get("rows_quarantined", 0) or 0)
     report.top, report.alerts = _top_anomalies(run.dataset("publication"), run.work / "labels-live.jsonl",
                                                run.config)
+    report.unseen = _unseen_windows(run.storage_root)
+
+
+def _unseen_windows(storage_root: str) -> dict[str, Any] | None:
+    """What the promoted model left out because training never saw its window whole (its training metrics)."""
+    from ndr_jobs.model import artifacts, registry
+
+    pointer = registry.ModelStore(storage_root, PROJECT, FSV).promoted()
+    if pointer is None:
+        return None
+    found = artifacts.read_json(pointer["metrics_uri"]).get("excluded_unseen_windows")
+    return found if isinstance(found, dict) else None
 
 
 def _top_anomalies(publication: Path, labels: Path, config: DemoConfig) -> tuple[list[dict[str, Any]], int]:
@@ -433,14 +452,22 @@ def render(report: DemoReport, echo: Callable[[str], None] = print) -> None:
         when = start.strftime("%Y-%m-%d %H:%M") if isinstance(start, datetime) else str(start)
         truth = f"  <- injected {row['attack']}" if row.get("attack") else ""
         detector = f" ({row['detector']})" if row.get("detector") else ""
-        echo(f"{i:3}. {row.get('host_ip', '?'):15} {when}  score {float(row.get('score', 0)):.3f}{detector}{truth}")
+        echo(f"{i:3}. {row.get('host_ip', '?'):15} {when}  score {float(row.get('score', 0)):.4f}{detector}{truth}")
         for name, value in _drivers(row)[:3]:
             echo(f"       {name} = {value}")
+    if report.top:
+        echo(f"   {report.injected_in_top} of these {len(report.top)} are injected attacks (synthetic ground truth)")
     echo("\n== summary")
     echo(f"   batches processed live : {report.batches}")
     echo(f"   raw lines read         : {report.lines:,}")
     echo(f"   quarantined lines      : {report.quarantined:,}")
     echo(f"   alerts                 : {report.alerts}")
+    echo(f"   injected in the top {len(report.top):<3}: {report.injected_in_top}")
+    if report.unseen is not None:
+        left = report.unseen["features"]
+        names = ", ".join(u["feature"] for u in left)
+        echo(f"   features left out      : {len(left)}, window longer than the {report.unseen['training_span']} of "
+             f"training" + (f" ({names})" if names else ""))
     echo(f"   malformed event        : {'rejected: ' + report.rejected_reason if report.rejected_reason else 'NOT rejected'}")  # noqa: E501
     echo(f"   aborted execution      : {'recovered: the batch ran again' if report.recovered_after_abort else 'not recovered'}")  # noqa: E501
     echo(f"   duplicate event        : {'rejected, nothing written' if report.duplicate_rejected and report.duplicate_wrote_nothing else 'NOT rejected cleanly'}")  # noqa: E501

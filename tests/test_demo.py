@@ -87,10 +87,14 @@ def test_the_top_anomalies_come_from_the_publication_with_their_drivers_and_grou
     assert alerts == 1
     assert [(r["host_ip"], r["attack"]) for r in top] == [("10.10.1.5", "beacon"), ("10.10.1.7", "")]
     lines: list[str] = []
-    render(DemoReport(top=top, alerts=alerts), echo=lines.append)
+    unseen = {"training_span": "1h", "features": [{"feature": "periodic_max_score_24h", "window": "24h"}]}
+    render(DemoReport(top=top, alerts=alerts, unseen=unseen), echo=lines.append)
     text = "\n".join(lines)
-    assert "10.10.1.5       2026-10-01 12:00  score 3.710 (command_and_control)  <- injected beacon" in text
+    assert "10.10.1.5       2026-10-01 12:00  score 3.7100 (command_and_control)  <- injected beacon" in text
     assert "rare_dst_periodic_score = 0.91 (deviation +7.50)" in text
+    assert "   1 of these 2 are injected attacks (synthetic ground truth)" in text
+    assert "   injected in the top 2  : 1" in text
+    assert "   features left out      : 1, window longer than the 1h of training (periodic_max_score_24h)" in text
 
 
 @pytest.mark.parametrize("live_hours", [1.0, 0.25])

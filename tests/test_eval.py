@@ -123,6 +123,10 @@ def test_quick_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
             for key in ("auc", "recall_at_0.001", "recall_at_0.01"):
                 assert m[key] is None or 0.0 <= m[key] <= 1.0
     assert re.search(r"\| run time \| \d+ s", out.read_text())
+    # 45 minutes of training: the 1h and 24h columns were never seen whole, and the report says which
+    row = r"^\| features left out: window longer than the training span \| (\d+) of a 45m span: (.*) \|$"
+    left_out = re.search(row, out.read_text(), re.MULTILINE)
+    assert left_out and "`periodic_max_score_24h` (24h)" in left_out[2] and "`sessions_1h` (1h)" in left_out[2]
     for link in ("detection/roc.png", "detection/scores.png"):  # drawn beside the page and shown on it
         assert f"]({link})" in out.read_text() and _png_size((tmp_path / link).read_bytes()) == (960, 600)
     steps = re.findall(r"^\[(\d+)/(\d+) \d+s\] eval: (.*)$", capsys.readouterr().err, re.MULTILINE)

@@ -30,6 +30,39 @@ def test_calibration_is_the_training_tail_share_and_keeps_order_beyond_the_train
     assert abs(above - below) < 1e-6  # continuous where the tail takes over
 
 
+def test_calibration_never_saturates_and_keeps_every_difference_in_raw_scores():
+    rng = np.random.default_rng(5)
+    cal = Calibration.fit(rng.beta(2, 8, size=2000) * 0.6 + 0.3, tail=0.05)  # raw scores in (0.3, 0.9)
+    raw = np.sort(rng.uniform(cal.grid[0] + 1e-6, 1.0, size=5000))
+    raw = raw[np.r_[True, np.diff(raw) > 0]]
+    s = cal.surprise(raw)
+    assert np.all(np.isfinite(s)) and np.all(np.diff(s) > 0)  # different raw scores: different, same order
+    # far past the training maximum (where a share would underflow to 0): still increasing, no ceiling
+    tail = Calibration(cal.grid, cal.tail, forest.MIN_TAIL_MEAN)
+    far = tail.surprise(np.array([0.95, 0.99, 0.999, 1.0]))
+    assert np.all(np.diff(far) > 0) and far[-1] > 100
+
+
+def test_rows_a_forest_scores_alike_are_ordered_by_their_other_evidence():
+    """Rows past the training extremes reach the same leaves of every tree (the same raw score); the score
+    orders them by their distance beyond the training range and the other forests' surprises, not by row."""
+    rng = np.random.default_rng(1)
+    features = ["a", "b", "c", "d"]
+    train = rng.normal(size=(800, 4))
+    params = ForestParams(n_estimators=60, families={"ab": ["a", "b"]})
+    ensemble = forest.fit_ensemble(train, features, params)
+    far = np.array([[8.0, 8.0, 0.0, 0.0], [9.0, 8.0, 0.0, 0.0], [8.0, 8.0, 0.5, 0.0], [12.0, 12.0, 0.0, 0.0]])
+    surprises = ensemble.surprises(far)
+    assert np.all(surprises[:, 1] == surprises[0, 1])  # the family forest cannot tell them apart
+    scores, _ = ensemble.score(far)
+    assert len(set(scores.tolist())) == 4 and int(np.argmax(scores)) == 3
+    assert scores[1] > scores[0]  # farther out in one column
+    again, _ = ensemble.score(far[::-1].copy())
+    assert np.array_equal(again, scores[::-1])  # by the rows themselves, not their order
+    same, _ = ensemble.score(np.repeat(far[:1], 2, axis=0))
+    assert same[0] == same[1]  # identical rows, identical scores
+
+
 def test_calibration_copes_with_tied_scores():
     scores = np.r_[np.zeros(900), np.full(80, 0.5), np.linspace(0.6, 0.9, 20)]
     cal = Calibration.fit(scores, tail=0.05)
@@ -59,7 +92,8 @@ def test_a_family_forest_finds_the_row_its_few_columns_make_odd():
     assert ensemble.names == ("all_features", "c2")
     assert ensemble.detectors[1].columns == (40, 41)
     scores, drivers = ensemble.score(test)
-    assert np.array_equal(scores, ensemble.surprises(test).max(axis=1))
+    top = ensemble.surprises(test).max(axis=1)
+    assert np.all(scores >= top) and np.all(scores < top + 3 * forest.TIE_WEIGHT)  # the other evidence breaks ties
     assert int(np.argmax(scores)) == 0 and ensemble.names[drivers[0]] == "c2"
     assert scores[0] > 3.0 > np.sort(scores)[-2] + 1  # rarer than the top 0.1 % of training rows, and clearly first
     # the forest on every column alone ranks it in the bottom half: 40 ordinary columns drown 2 odd ones
@@ -131,7 +165,7 @@ def test_the_ensemble_scores_exactly_as_the_pickled_scikit_learn_ensemble_did():
         forest.Detector(name, cols, fitted, Calibration.fit(forest.score(fitted, train[:, list(cols)]), 0.05))
         for name, cols in forest.family_columns(features, params)
         for fitted in [forest.fit(train[:, list(cols)], params)]
-    ))  # fmt: skip
+    ), forest.TrainingRange.fit(train))  # fmt: skip
     pre = Preprocessor.fit(features, train)
     bundle = forest.ModelBundle(forest.fit_ensemble(train, features, params), pre, params, 2.0, {})
     back = forest.ModelBundle.from_bytes(bundle.to_bytes()).ensemble
@@ -223,3 +257,27 @@ def test_a_bundle_of_other_library_versions_is_refused():
     unversioned = {k: v for k, v in description.items() if k != "versions"}
     with pytest.raises(forest.ModelVersionMismatchError, match="records no library versions"):
         forest.ModelBundle.from_bytes(rebundle(data, model_json=json.dumps(unversioned).encode()))
+
+
+def test_the_top_of_a_realistic_scoring_has_no_ties_but_identical_rows():
+    """Heavy-tailed host counts, a family forest, and a batch with a dozen rows past the training range in a
+    few columns each (what attacks look like): the top twenty scores are all different, except rows that are
+    the same row twice."""
+    rng = np.random.default_rng(11)
+    features = [f"count_{i}" for i in range(8)] + ["ratio_a", "ratio_b"]
+    train = np.c_[rng.lognormal(2, 1, size=(600, 8)), rng.beta(2, 5, size=(600, 2))]
+    batch = np.c_[rng.lognormal(2, 1, size=(200, 8)), rng.beta(2, 5, size=(200, 2))]
+    for k in range(12):  # past the training maximum in 1-3 columns, by different amounts
+        cols = np.array([8, 9]) if k < 6 else rng.choice(8, size=1 + k % 3, replace=False)
+        batch[k, cols] = train[:, cols].max(axis=0) * (1.5 + k)
+    batch[12] = batch[0]  # the same row twice
+    pre = Preprocessor.fit(features, train)
+    params = ForestParams(n_estimators=80, families={"ratios": ["ratio_*"], "counts": ["count_*"]})
+    ensemble = forest.fit_ensemble(pre.transform(train), features, params)
+    scores, _ = ensemble.score(pre.transform(batch))
+    top = np.argsort(-scores, kind="stable")[:20]
+    assert 0 in top and 12 in top and scores[0] == scores[12]
+    values = [scores[i] for i in top if i != 12]
+    assert len(set(values)) == len(values)
+    raw = ensemble.surprises(pre.transform(batch)).max(axis=1)
+    assert len(set(raw[top].tolist())) < len(top) - 1  # without the tie-break the forests alone do tie

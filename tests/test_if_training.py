@@ -446,3 +446,35 @@ def test_excluded_features_are_left_out_of_the_model():
     frame, sources = join_features(pd.concat([a for a, _ in frames]), ["sessions_15m", "fan_out_15m"], None, [])
     bundle, metrics = job.train_model(frame, sources, ForestParams(exclude_features=["fan_out_*"]), {})
     assert bundle.features == ("sessions_15m",) and metrics["features"] == ["sessions_15m"]
+
+
+def test_features_whose_window_is_longer_than_the_training_span_are_left_out_and_recorded():
+    from datetime import timedelta
+
+    from ndr_jobs.interface.feature_spec import load_feature_spec
+    from ndr_jobs.model.features import column_windows
+    from ndr_jobs.model.forest import ForestParams, ModelBundle
+
+    spec_windows = column_windows(load_feature_spec(FSV))
+    assert spec_windows["periodic_max_score_24h"] == spec_windows["rare_dst_periodic_score"] == timedelta(hours=24)
+    assert spec_windows["rare_dst_beacon_score"] == spec_windows["z_host_sessions_1h"] == timedelta(hours=1)
+    assert spec_windows["novel_pairs"] == spec_windows["sessions_15m"] == timedelta(minutes=15)
+
+    def train(n: int) -> tuple[ModelBundle, dict]:
+        frames = [fg_frames(T0 + k * layout.BATCH, HOSTS, 0) for k in range(n)]
+        a = pd.concat([f.assign(periodic_max_score_24h=f["sessions_15m"] % 3) for f, _ in frames])
+        c = pd.concat([f for _, f in frames])
+        columns = ["sessions_15m", "sessions_1h", "periodic_max_score_24h"]
+        frame, sources = join_features(a, columns, c, ["novel_pairs", "z_host_sessions_15m"])
+        return job.train_model(frame, sources, ForestParams(n_estimators=20), {"run_key": "r"}, spec_windows)
+
+    bundle, metrics = train(3)  # 45 minutes: the 1h and 24h columns were never seen whole
+    unseen = metrics["excluded_unseen_windows"]
+    assert unseen["training_span"] == "45m" and unseen["rule"] == job.UNSEEN_RULE
+    assert unseen["features"] == [{"feature": "periodic_max_score_24h", "window": "24h"},
+                                  {"feature": "sessions_1h", "window": "1h"}]  # fmt: skip
+    assert bundle.features == ("novel_pairs", "sessions_15m", "z_host_sessions_15m")
+    assert ModelBundle.from_bytes(bundle.to_bytes()).metadata["excluded_unseen_windows"] == unseen
+    bundle, metrics = train(8)  # 2 hours: only the 24h column is left out
+    assert [u["feature"] for u in metrics["excluded_unseen_windows"]["features"]] == ["periodic_max_score_24h"]
+    assert "sessions_1h" in bundle.features

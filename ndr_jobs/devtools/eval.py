@@ -495,6 +495,7 @@ def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
         f"{meta['echoes']} echoes within {config.echo_hours:g} h after an attack window left out) |",
         f"| model features | {meta['features']} ({meta['fg_a_features']} FG-A, {meta['fg_c_features']} FG-C) |",
         f"| Isolation Forest | {meta['params']} |",
+        f"| features left out: window longer than the training span | {_unseen(meta.get('unseen'))} |",
         f"| deploy gate | {meta['deploy_gate']} |",
         f"| run time | {meta['seconds']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in meta['phases'].items())}) |",
         "",
@@ -542,6 +543,14 @@ def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {detectors} | {', '.join(f'`{f}` ({n})' for f, n in found['features']) or 'n/a'} |")
     lines += ["", "## Reading the numbers", "", *result.get("notes", NOTES), ""]
     return "\n".join(lines)
+
+
+def _unseen(found: dict[str, Any] | None) -> str:
+    """The training's ``excluded_unseen_windows`` as a table cell."""
+    if not found:
+        return "n/a"
+    listed = ", ".join(f"`{u['feature']}` ({u['window']})" for u in found["features"])
+    return f"{len(found['features'])} of a {found['training_span']} span" + (f": {listed}" if listed else "")
 
 
 #: the interpretation of the default configuration's measurement (kept with the code that produced it)
@@ -626,6 +635,7 @@ def evaluate(config: EvalConfig, work: Path, progress: TextIO | None = None, res
             "fg_a_features": sum(s.startswith("fg_a:") for s in sources.values()),
             "fg_c_features": sum(s.startswith("fg_c:") for s in sources.values()),
             "params": ", ".join(f"{k}={v}" for k, v in sorted(params.items())),
+            "unseen": metrics_json.get("excluded_unseen_windows"),
             "seconds": time.perf_counter() - began,
             "deploy_gate": chain["gate"],
             "phases": timer.phases,

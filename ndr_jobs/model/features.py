@@ -20,9 +20,10 @@ Contract
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ndr_jobs.datasets import layout, storage
+from ndr_jobs.interface.feature_spec import SLICE, FeatureSpecBody, parse_duration
 
 KEYS: tuple[str, ...] = ("host_ip", "batch_start_ts")
 #: columns that are never features even when numeric
@@ -144,6 +146,60 @@ def load_features(
         return None
     c = read_dataset(root, layout.FG_C, feature_spec_version, starts)
     return join_features(a[0], a[1], c[0] if c else None, c[1] if c else [])
+
+
+#: FG-C features computed over a window the feature spec sets (the others describe the batch itself)
+FG_C_WINDOWS: dict[str, str] = {
+    "rare_dst_periodic_score": "periodicity_window", "rare_dst_active_fraction": "periodicity_window",
+    "rare_dst_beacon_score": "beacon_window", "rare_dst_active_minutes": "beacon_window",
+}  # fmt: skip
+_SUFFIX = re.compile(r"_([1-9][0-9]*[mhd])$")
+
+
+def column_windows(spec: FeatureSpecBody) -> dict[str, timedelta]:
+    """Every model column of the feature spec -> the span of traffic its value summarises.
+
+    FG-A ``<feature>_<window>`` and FG-C ``z_<baseline>_<feature>_<window>``: the window (a z-score's baseline
+    comes from FG-B's month, not from the training range); FG-C's periodicity and beacon features: the
+    spec's ``periodicity_window`` / ``beacon_window``; the other FG-C columns: the 15-minute batch.
+    """
+    out = {}
+    novelty = spec.fg_c.novelty
+    for column in spec.model_columns():
+        name = column.removeprefix(FG_C_PREFIX)
+        if name in FG_C_WINDOWS:
+            out[column] = parse_duration(getattr(novelty, FG_C_WINDOWS[name]))
+        else:
+            out[column] = window_of(column, {})
+    return out
+
+
+def window_of(column: str, windows: Mapping[str, timedelta]) -> timedelta:
+    """``column``'s window: from ``windows`` (:func:`column_windows`), else its ``_<duration>`` suffix, else
+    the 15-minute batch."""
+    if column in windows:
+        return windows[column]
+    found = _SUFFIX.search(column)
+    return parse_duration(found.group(1)) if found else SLICE
+
+
+def unseen_windows(features: Sequence[str], span: timedelta, windows: Mapping[str, timedelta]) -> list[dict[str, str]]:
+    """The features whose window is longer than ``span`` (the training rows' span), as
+    ``{"feature", "window"}``: training saw them only partly filled, so their values at scoring time are
+    larger than any training row's for every host (``docs/design/jobs.md``, Model)."""
+    return [
+        {"feature": f, "window": duration_text(window_of(f, windows))}
+        for f in features
+        if window_of(f, windows) > span
+    ]
+
+
+def duration_text(value: timedelta) -> str:
+    """``1h``, ``24h``, ``45m``, ``7d``: the feature spec's way of writing a duration."""
+    minutes = int(value.total_seconds() // 60)
+    if minutes % (24 * 60) == 0 and minutes >= 7 * 24 * 60:
+        return f"{minutes // (24 * 60)}d"
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
 
 
 def matrix(frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:

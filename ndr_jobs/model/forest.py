@@ -2,9 +2,10 @@
 
 :class:`Ensemble` holds an ``all_features`` forest and one per feature family, each calibrated on its own
 training scores (:class:`Calibration`); a row's score is the largest ``-log10`` tail probability over the
-forests, and that forest is its detector. A fitted forest is kept as plain node arrays (:class:`Trees`) that score
-exactly as scikit-learn does; the bundle stores them as ``.npy`` members read with ``allow_pickle=False``, so
-loading a model runs no code from it. Design: ``docs/design/jobs.md`` (Model).
+forests (that forest is its detector) plus a small term for its other evidence (:meth:`Ensemble.score`).
+A fitted forest is kept as plain node arrays (:class:`Trees`) that score exactly as scikit-learn does; the
+bundle stores them as ``.npy`` members read with ``allow_pickle=False``, so loading a model runs no code from it.
+Design: ``docs/design/jobs.md`` (Model).
 """
 
 from __future__ import annotations
@@ -286,9 +287,8 @@ def _r(value: float) -> float:
 
 #: quantile levels of the calibration grid below the tail (201 points: 0.5 % resolution at most)
 GRID_POINTS = 201
-#: the smallest tail scale (raw scores live in (0, 1]; training scores without spread have none) and share
+#: the smallest tail scale (raw scores live in (0, 1]; training scores without spread have none)
 MIN_TAIL_MEAN = 1e-3
-MIN_SHARE = 1e-300
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,8 @@ class Calibration:
     up to the last of them (``tail_start``) the share is interpolated on that grid; above it,
     ``tail * exp(-(s - tail_start) / tail_mean)``, ``tail_mean`` being the mean excess of the training scores
     above ``tail_start`` (at least :data:`MIN_TAIL_MEAN`; an exponential tail: the peaks-over-threshold
-    estimate, continuous at the joint). Shares are floored at :data:`MIN_SHARE`: surprises stay finite.
+    estimate, continuous at the joint). The tail's surprise is computed as a logarithm, never as a share: it
+    grows linearly with the score without a ceiling (a share would underflow to 0 and every score above it tie).
     """
 
     grid: tuple[float, ...]
@@ -326,9 +327,10 @@ class Calibration:
         span = grid[hi] - grid[lo]
         frac = np.divide(scores - grid[lo], span, out=np.ones_like(scores, dtype=float), where=span > 0)
         below = 1.0 - np.where(i == 0, 0.0, levels[lo] + frac * (levels[hi] - levels[lo]))
-        above = self.tail * np.exp(-(scores - grid[-1]) / self.tail_mean)
-        p = np.clip(np.where(scores > grid[-1], above, below), MIN_SHARE, 1.0)
-        return 0.0 - np.log10(p)  # 0.0 - : no negative zero
+        inside = 0.0 - np.log10(np.clip(below, self.tail, 1.0))  # 0.0 - : no negative zero
+        # -log10(tail * exp(-x / tail_mean)) = -log10(tail) + x / tail_mean * log10(e): strictly increasing
+        beyond = -np.log10(self.tail) + (scores - grid[-1]) / self.tail_mean * np.log10(np.e)
+        return np.where(scores > grid[-1], beyond, inside)
 
     def as_json(self) -> dict[str, Any]:
         return {"grid": list(self.grid), "tail": self.tail, "tail_mean": self.tail_mean}
@@ -348,11 +350,40 @@ class Detector:
         return score(self.forest, z[:, list(self.columns)])
 
 
+#: what each tenfold of a row's other evidence adds to its largest surprise (0.01 = 2 % in tail share)
+TIE_WEIGHT = 0.01
+
+
+@dataclass(frozen=True)
+class TrainingRange:
+    """Per model column, the smallest and largest preprocessed training value: how far a row lies beyond what
+    training saw is evidence a forest cannot give (every row past a forest's extremes reaches the same leaves)."""
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, z: np.ndarray) -> TrainingRange:
+        return cls(tuple(_r(v) for v in z.min(axis=0)), tuple(_r(v) for v in z.max(axis=0)))
+
+    def excess(self, z: np.ndarray) -> np.ndarray:
+        """Per row, the summed distance (in preprocessed units: robust standard deviations) beyond the range."""
+        low, high = np.asarray(self.low), np.asarray(self.high)
+        if z.shape[1] != len(low):
+            raise ValueError(f"rows of {z.shape[1]} columns against a training range of {len(low)}")
+        return np.sum(np.maximum(z - high, 0.0) + np.maximum(low - z, 0.0), axis=1)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"low": list(self.low), "high": list(self.high)}
+
+
 @dataclass(frozen=True)
 class Ensemble:
     """Calibrated Isolation Forests over families of the model columns (``docs/design/jobs.md``, Model)."""
 
     detectors: tuple[Detector, ...]
+    #: the training rows' range (None: no tie-break by distance, as in a bundle that lacks it)
+    training_range: TrainingRange | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -370,13 +401,27 @@ class Ensemble:
                 out[:, k] = d.calibration.surprise(d.raw(z))
         return out
 
+    def evidence(self, z: np.ndarray, s: np.ndarray, driver: np.ndarray) -> np.ndarray:
+        """Per row, the evidence besides its largest surprise: the other forests' surprises plus its distance
+        beyond the training range (0 for a row inside it that no other forest finds odd)."""
+        others = s.sum(axis=1) - s[np.arange(len(s)), driver]
+        beyond = self.training_range.excess(z) if self.training_range is not None else 0.0
+        return np.maximum(others, 0.0) + beyond
+
     def score(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The scores (largest surprise) and, per row, the index of the detector that gave it (first on ties)."""
+        """The scores and, per row, the index of the detector that gave its largest surprise (first on ties).
+
+        A score is the largest surprise plus ``TIE_WEIGHT * log10(1 + e)``, ``e`` the row's other
+        :meth:`evidence`: rows that forests score alike (every row past a forest's training extremes lands in
+        the same leaves) are ordered by how much else is odd about them, never by their order. The term is
+        small next to the surprise (0.01 per tenfold of evidence: 0.02-0.03 for the top rows of ``make run``).
+        """
         if not self.detectors:
             raise ValueError("an ensemble without detectors cannot score")
         s = self.surprises(z)
         driver = np.argmax(s, axis=1)
-        return s[np.arange(len(s)), driver], driver
+        e = self.evidence(z, s, driver)
+        return s[np.arange(len(s)), driver] + TIE_WEIGHT * np.log10(1.0 + e), driver
 
     def describe(self, features: tuple[str, ...]) -> list[dict[str, Any]]:
         return [
@@ -407,7 +452,7 @@ def fit_ensemble(z: np.ndarray, features: list[str] | tuple[str, ...], params: F
         part = z[:, list(columns)]
         trees = Trees.from_sklearn(fit(part, params))
         detectors.append(Detector(name, columns, trees, Calibration.fit(trees.score(part), params.calibration_tail)))
-    return Ensemble(tuple(detectors))
+    return Ensemble(tuple(detectors), TrainingRange.fit(z))
 
 
 def summary(scores: np.ndarray) -> dict[str, Any]:
@@ -477,9 +522,11 @@ class ModelBundle:
         description = {
             "format": FORMAT,
             "kind": "ndr_jobs.model.forest.Ensemble of Isolation Forests (scikit-learn) as node arrays",
-            "score": "max over detectors of -log10 P(training score >= -score_samples(z)): higher is more anomalous",
+            "score": "max over detectors of -log10 P(training score >= -score_samples(z)), plus at most "
+                     f"{TIE_WEIGHT} * log10(1 + the other evidence) (Ensemble.score): higher is more anomalous",
             "features": list(self.features),
             "detectors": self.ensemble.describe(self.features),
+            "training_range": self.ensemble.training_range.as_json() if self.ensemble.training_range else None,
             "preprocessing": self.preprocessor.as_json(),
             "params": self.params.as_json(),
             "alert_threshold": self.alert_threshold,
@@ -531,8 +578,12 @@ class ModelBundle:
         preprocessor = Preprocessor.from_json(description["preprocessing"])
         if preprocessor.features != features:
             raise ModelFormatError("model.json's features and preprocessing disagree")
+        found = description.get("training_range")
+        bounds = TrainingRange(tuple(map(float, found["low"])), tuple(map(float, found["high"]))) if found else None
+        if bounds is not None and not len(bounds.low) == len(bounds.high) == len(features):
+            raise ModelFormatError(f"the training range has {len(bounds.low)} columns, not {len(features)}")
         return cls(
-            ensemble=Ensemble(tuple(detectors)),
+            ensemble=Ensemble(tuple(detectors), bounds),
             preprocessor=preprocessor,
             params=ForestParams(**description["params"]),
             alert_threshold=float(description["alert_threshold"]),

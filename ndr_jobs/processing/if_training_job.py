@@ -11,18 +11,27 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from ndr_jobs.datasets import conditional, layout, storage
 from ndr_jobs.interface import contract
+from ndr_jobs.interface.feature_spec import load_feature_spec
 from ndr_jobs.model import artifacts, forest, gate, registry
 from ndr_jobs.model.artifacts import ArtifactError, RunPaths, read_json_if_exists, write_json
-from ndr_jobs.model.features import FeatureDataError, Preprocessor, load_features, matrix
+from ndr_jobs.model.features import (
+    FeatureDataError,
+    Preprocessor,
+    column_windows,
+    duration_text,
+    load_features,
+    matrix,
+    unseen_windows,
+)
 from ndr_jobs.processing.chain import FEATURE_CHAIN, job_function
 from ndr_jobs.runtime.config import BatchRuntime, TrainingRuntime
 from ndr_jobs.runtime.summary import emit
@@ -286,18 +295,38 @@ def _span(windows: list[Any]) -> dict[str, Any]:
     return {"count": len(windows), "first": iso(windows[0]), "last": iso(windows[-1])}
 
 
+UNSEEN_RULE = (
+    "a feature whose window is longer than the training span (15 minutes per window with rows) is left out: "
+    "training saw it only partly filled, so it grows past every training value once scoring sees it full, for "
+    "every host"
+)
+
+
 def train_model(
-    frame: Any, sources: dict[str, str], params: forest.ForestParams, metadata: dict[str, Any]
+    frame: Any, sources: dict[str, str], params: forest.ForestParams, metadata: dict[str, Any],
+    windows_of: Mapping[str, timedelta] | None = None,
 ) -> tuple[forest.ModelBundle, dict[str, Any]]:
-    """Split by time, fit and validate, refit on everything; the bundle and the metrics (``docs/design/jobs.md``)."""
-    features = forest.model_features(list(sources), params)
-    if not features:
-        raise FeatureDataError("FG-A and FG-C have no numeric feature columns (after exclude_features)")
-    sources = {f: sources[f] for f in features}
+    """Split by time, fit and validate, refit on everything; the bundle and the metrics (``docs/design/jobs.md``).
+
+    ``windows_of``: each column's window (:func:`column_windows`; a column it lacks: its ``_<window>`` suffix,
+    else 15 minutes); columns whose window is longer than the training span are left out (:data:`UNSEEN_RULE`).
+    """
     ts = frame["batch_start_ts"].to_numpy(dtype="datetime64[us]")
     windows = list(np.unique(ts))  # sorted
     if len(windows) < 2:
         raise FeatureDataError(f"training needs rows in at least 2 windows, found {len(windows)}")
+    span = len(windows) * layout.BATCH  # the traffic seen: a gap in the windows is no history either
+    configured = forest.model_features(list(sources), params)
+    unseen = unseen_windows(configured, span, windows_of or {})
+    features = [f for f in configured if f not in {u["feature"] for u in unseen}]
+    if not features:
+        raise FeatureDataError(
+            f"FG-A and FG-C have no numeric feature columns (after exclude_features and the {len(unseen)} whose "
+            f"window is longer than the training span {duration_text(span)})"
+        )
+    excluded = {"rule": UNSEEN_RULE, "training_span": duration_text(span), "features": unseen}
+    metadata = {**metadata, "excluded_unseen_windows": excluded}
+    sources = {f: sources[f] for f in features}
     n_val = min(len(windows) - 1, max(1, math.ceil(params.validation_fraction * len(windows))))
     is_val = ts >= windows[-n_val]
     x = matrix(frame, features)
@@ -320,6 +349,7 @@ def train_model(
         "params": {**params.as_json(), "nominal_contamination": params.nominal_contamination},
         "features": features,
         "feature_sources": sources,
+        "excluded_unseen_windows": excluded,
         "detectors": {d.name: len(d.columns) for d in model_full.detectors},
         "split": {
             "rule": "the last ceil(validation_fraction * windows) windows with rows are validation",
@@ -362,7 +392,8 @@ def stage_train(ctx: TrainingContext) -> dict[str, Any]:
     if loaded is None or loaded[0].empty:
         raise FeatureDataError(f"FG-A has no rows in the {len(usable)} usable window(s) of the training range")
     frame, sources = loaded
-    bundle, metrics = train_model(frame, sources, params, dict(ctx.identity))
+    spec = load_feature_spec(ctx.runtime.feature_spec_version)
+    bundle, metrics = train_model(frame, sources, params, dict(ctx.identity), column_windows(spec))
     metrics = {**ctx.identity, **metrics}
     model = bundle.to_bytes()
     write_json(p.preprocessing, bundle.preprocessor.as_json())
@@ -372,6 +403,8 @@ def stage_train(ctx: TrainingContext) -> dict[str, Any]:
         "stage": "train", "status": "succeeded", **ctx.identity,
         "model_uri": p.model, "model_sha256": artifacts.sha256(model), "metrics_uri": p.metrics,
         "preprocessing_uri": p.preprocessing, "features": len(metrics["features"]),
+        "excluded_unseen_windows": [u["feature"] for u in metrics["excluded_unseen_windows"]["features"]],
+        "training_span": metrics["excluded_unseen_windows"]["training_span"],
         "rows": metrics["refit"]["rows"], "windows": metrics["refit"]["windows"],
         "validation": {"rows": metrics["split"]["validation_rows"], "alert_rate": metrics["validation"]["alert_rate"],
                        "score_median": metrics["validation"]["scores"]["percentiles"][50]},

@@ -793,9 +793,7 @@ TOP_PORTS = (21, 22, 23, 25, 53, 80, 88, 110, 111, 135, 139, 143, 389, 443, 445,
              1521, 2049, 3306, 3389, 5432, 5900, 5985, 5986, 6379, 8000, 8080, 8443, 9200, 27017)  # fmt: skip
 
 
-def _portscan_slow(
-    rng: np.random.Generator, net: Network, src: int, span: tuple[int, int]
-) -> dict[str, np.ndarray]:
+def _portscan_slow(rng: np.random.Generator, net: Network, src: int, span: tuple[int, int]) -> dict[str, np.ndarray]:
     """One probe every 20-60 s to 1-3 internal hosts, top ports first, for hours: few probes per window."""
     pool = np.concatenate([net.fixed[D_APPSERVER], net.fixed[D_INTRANET], net.host_ids[net.host_role != SERVER]])
     pool = pool[pool != src]

@@ -169,8 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--estate", default="flat", help="as given to the traffic generator")
     a = parser.parse_args(argv)
     try:
-        rows = create_inventory_duckdb(a.out, a.hosts, a.seed, a.table, a.missing_fraction, a.decommissioned,
-                                       a.estate)
+        rows = create_inventory_duckdb(a.out, a.hosts, a.seed, a.table, a.missing_fraction, a.decommissioned, a.estate)
     except ValueError as exc:
         parser.error(str(exc))
     print(f"{a.out}: {rows} machines in table {a.table}")

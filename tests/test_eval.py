@@ -133,3 +133,57 @@ def test_quick_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     total = ev.chain_steps(ev.QUICK) + 1
     assert [(int(n), int(t)) for n, t, _ in steps] == [(n, total) for n in range(1, total + 1)]
     assert steps[0][2].startswith("delta/fg_a/pair_counts 2026-09-30T23:30") and steps[-1][2] == "scoring"
+
+
+def _run(auc: float, recall: float, false_alerts: int, missing: str = "") -> dict:
+    """A run's result as :func:`ev.evaluate` returns it, with the same metrics for every class (``missing``: a
+    class without positives)."""
+    m = {"positives": 4, "negatives": 100, "auc": auc, "recall_at_0.001": recall / 2, "recall_at_0.01": recall}
+    none = {"positives": 0, "negatives": 100, "auc": None, "recall_at_0.001": None, "recall_at_0.01": None}
+    metrics = {name: (none if name == missing else m) for name in ("overall", *ATTACK_CLASSES)}
+    per = (8 / 24) * (50 / 100)
+    return {"metrics": {"model": metrics, "baseline": metrics, "fg_a_only": metrics},
+            "alerts": {"alerts": false_alerts + 3, "false_alerts": false_alerts,
+                       "alerts_per_day_per_100_hosts": (false_alerts + 3) / per,
+                       "false_alerts_per_day_per_100_hosts": false_alerts / per},
+            "meta": {"rows": 104, "negatives": 100, "seconds": 1.0}}  # fmt: skip
+
+
+def test_several_runs_report_the_worst_case_next_to_the_mean():
+    runs = [_run(0.99, 1.0, 2), _run(0.95, 0.8, 6, missing="dns_tunnel"), _run(0.98, 0.9, 4)]
+    agg = ev.aggregate(runs)
+    assert agg["overall"]["auc"] == pytest.approx({"mean": (0.99 + 0.95 + 0.98) / 3, "worst": 0.95, "runs": 3})
+    assert agg["beacon"]["recall_at_0.01"] == pytest.approx({"mean": 0.9, "worst": 0.8, "runs": 3})
+    assert agg["dns_tunnel"]["recall_at_0.01"] == pytest.approx({"mean": 0.95, "worst": 0.9, "runs": 2})
+    assert agg["lateral"]["recall_at_0.001"]["worst"] == pytest.approx(0.4)
+    configs = [ev.EvalConfig(seed=s, estate=e) for e, s in (("flat", 7), ("flat", 11), ("segmented", 7))]
+    text = ev.render_many(configs, "python -m ndr_jobs.devtools.eval --seeds 7,11", runs)
+    rows = {c[0]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in text.splitlines()
+                              if line.startswith("| ")) if len(c) == 9}  # fmt: skip
+    assert rows["overall"][1:5] == ["3", "0.973", "0.950", "0.450"] and rows["overall"][-1] == "no"  # 0.95 < 0.97
+    assert rows["dns_tunnel"][1] == "2" and rows["beacon"][-2:] == ["0.800", "no"]
+    assert "| mean / worst | | | | 24.0 / 36.0 |" in text  # 2, 6 and 4 false alerts in a sixth of a day-100-hosts
+    assert "| 1 | `flat` | 7 | 50 |" in text and "| 3 | `segmented` | 7 | 50 |" in text
+
+
+def test_seeds_and_estates_options():
+    args = ev.build_parser().parse_args(["--out", "x", "--small", "--seeds", "7,11", "--estates", "flat,segmented"])
+    configs = ev.run_configs(args, ev.config_from(args))
+    assert [(c.estate, c.seed) for c in configs] == [("flat", 7), ("flat", 11), ("segmented", 7), ("segmented", 11)]
+    assert all(c.hosts == ev.SMALL.hosts for c in configs)
+    one = ev.build_parser().parse_args(["--out", "x", "--estate", "segmented"])
+    assert [(c.estate, c.seed) for c in ev.run_configs(one, ev.config_from(one))] == [("segmented", 7)]
+    for bad in (["--seeds", "7,7"], ["--estates", "mesh"], ["--seeds", ""], ["--estate", "mesh"]):
+        with pytest.raises(SystemExit):
+            ev.build_parser().parse_args(["--out", "x", *bad])
+    with pytest.raises(ValueError, match="unknown estate"):
+        ev.EvalConfig(estate="mesh")
+
+
+def test_alert_rates_count_the_models_alerts_per_day_per_100_hosts():
+    config = ev.EvalConfig(hosts=50, attack_hours=12.0)  # half a day, half of 100 hosts: x4
+    frame = pd.DataFrame({"alert": [True, True, False, True], "label": ["beacon", "", "", ""],
+                          "echo": [False, False, False, True]})  # fmt: skip
+    assert ev.alert_rates(frame, config) == pytest.approx({
+        "alerts": 3, "false_alerts": 1, "alerts_per_day_per_100_hosts": 12.0,
+        "false_alerts_per_day_per_100_hosts": 4.0})  # the echo's alert is not a false one

@@ -148,6 +148,10 @@ def test_exact_15m_features(built: tuple[Path, dict, str]) -> None:
         "rare_port_sessions_15m": 3,  # port 25: A only (443 and 53: A, B, C)
         "rare_app_sessions_15m": 4,  # smtp and web-browsing: A only
         "internal_internal_sessions_15m": 3,
+        # 8.8.8.8 is queried by A and C (2 of 3 hosts with DNS): a resolver
+        "dns_sessions_15m": 1, "offnet_dns_sessions_15m": 0, "offnet_dns_share_15m": 0,
+        "app_port_mismatch_sessions_15m": 1,  # web-browsing on 443
+        "small_flow_burst_15m": 4,  # the beacon's 4 sessions of 300 bytes (the SMTP was denied)
     })  # fmt: skip
     assert (b["sessions_15m"], b["fan_out_15m"], b["deny_ratio_15m"], b["out_in_ratio_15m"]) == (2, 2, 0.5, 65 / 71)
     assert (b["rare_port_sessions_15m"], b["internal_internal_sessions_15m"], b["external_fan_out_15m"]) == (0, 1, 1)
@@ -235,3 +239,69 @@ def test_in_cidr_agrees_with_ipaddress(spark) -> None:  # noqa: ANN001
             network = ipaddress.ip_network(cidr)
             expected = address.version == 4 and address in network
             assert row[f"c{i}"] is expected, (row["ip"], cidr)
+
+
+# -- protocol- and service-aware features ------------------------------------------------------------------
+
+P1, P2, P3, P4 = "10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4"
+RESOLVER, TUNNEL, WEB, HTTP_C2, NTP = "10.0.0.53", "198.51.100.9", "93.184.216.34", "203.0.113.80", "192.0.2.1"
+#: 12:00: P1 tunnels DNS straight out (40 small queries) besides its resolver and talks HTTP on 443; P2 runs
+#: TLS on 8080 and small NTP; P3's small SMTP is denied; P4 only ever queries 9.9.9.9, alone
+PROTOCOL_NOW = [
+    d(P1, RESOLVER, 53, "dns-base", 10, 700, 1500), d(P1, TUNNEL, 53, "dns-base", 40, 6400, 8800),
+    d(P1, WEB, 443, "ssl", 3, 3000, 30000), d(P1, HTTP_C2, 443, "web-browsing", 2, 1300, 3800),
+    d(P2, RESOLVER, 53, "dns-base", 4, 280, 600), d(P2, NTP, 123, "ntp-base", 5, 450, 450),
+    d(P2, "10.0.0.2", 8080, "ssl", 1, 1000, 1000),
+    d(P3, RESOLVER, 53, "dns-base", 2, 140, 300), d(P3, "203.0.113.99", 25, "smtp", 3, 222, 0, deny=3, action="deny"),
+    d(P4, "9.9.9.9", 53, "dns-base", 2, 100, 100),
+]  # fmt: skip
+#: 11:45: more of P1's tunnel
+PROTOCOL_EARLIER = [d(P1, TUNNEL, 53, "dns-base", 20, 3000, 4000)]
+
+
+@pytest.fixture(scope="module")
+def protocol_rows(spark, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:  # noqa: ANN001
+    store = tmp_path_factory.mktemp("fga-protocol") / "store"
+    write_delta(spark, store, NOON - SLICE, PROTOCOL_EARLIER)
+    write_delta(spark, store, NOON, PROTOCOL_NOW)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NDR_STORAGE_ROOT", str(store))
+        run(batch())
+    return read_rows(store)
+
+
+PROTOCOL_FEATURES = ("dns_sessions", "offnet_dns_sessions", "offnet_dns_share", "app_port_mismatch_sessions",
+                     "small_flow_burst")  # fmt: skip
+
+
+def test_protocol_features_on_a_hand_made_batch(protocol_rows: dict[str, dict]) -> None:
+    def values(host: str, window: str) -> tuple[float, ...]:
+        return tuple(protocol_rows[host][f"{f}_{window}"] for f in PROTOCOL_FEATURES)
+
+    # the resolver: 3 of the 4 hosts with DNS query it (limit min(max(3, 5 % of 4), max(2, 4 / 2)) = 2);
+    # the tunnel and 9.9.9.9 have one host each
+    assert values(P1, "15m") == pytest.approx((50, 40, 0.8, 2, 40))
+    assert values(P1, "1h") == pytest.approx((70, 60, 60 / 70, 2, 60))
+    assert values(P2, "15m") == pytest.approx((4, 0, 0, 1, 5))  # TLS on 8080; NTP's 5 small flows
+    assert values(P3, "15m") == pytest.approx((2, 0, 0, 0, 0))  # denied flows are no burst
+    assert values(P4, "15m") == pytest.approx((2, 2, 1.0, 0, 2))
+
+
+def test_declared_resolvers_and_the_sql_helpers() -> None:
+    from ndr_jobs.interface.feature_spec import Network, Protocol
+    from ndr_jobs.processing.fg_a_builder_job import app_port_mismatch, is_dns
+
+    spec = load_feature_spec("v1")
+    assert "dst_port IN (53)" in is_dns(spec) and "'dns-base'" in is_dns(spec)
+    mismatch = app_port_mismatch(spec)
+    assert "WHEN 'ssl' THEN NOT dst_port IN (443," in mismatch and "'msrpc-base'" not in mismatch
+    assert app_port_mismatch(spec.model_copy(update={"fg_a": spec.fg_a.model_copy(
+        update={"protocol": Protocol()})})) == "false"  # fmt: skip
+    assert Network(dns_resolvers=["10.0.0.53"]).dns_resolvers == ["10.0.0.53"]
+    for bad in ("10.0.0.053", "resolver'; DROP", "::1"):
+        with pytest.raises(ValueError, match="dns_resolvers|IP address"):
+            Network(dns_resolvers=[bad])
+    with pytest.raises(ValueError, match="pattern"):
+        Protocol(app_ports={"ssl' OR true --": [443]})
+    with pytest.raises(ValueError, match="list no port"):
+        Protocol(app_ports={"ssl": []})

@@ -33,7 +33,7 @@ from tests.test_fg_b import (
     write_spec,
 )
 
-NEW_HOST, C2, BLOCKED = "10.10.0.99", "5.5.5.5", "6.6.6.6"
+NEW_HOST, C2, BLOCKED, TUNNEL = "10.10.0.99", "5.5.5.5", "6.6.6.6", "7.7.7.7"
 NOON = datetime(2026, 10, 1, 12, tzinfo=UTC)
 SLICE = timedelta(minutes=15)
 PARTITION = "fg_c/feature_spec_version=t1/batch_start=20261001T1200"
@@ -43,7 +43,7 @@ BATCH_FG_A = [(HOST_A, NOON, 10, 3), (HOST_B, NOON, 4, 1), (NEW_HOST, NOON, 1, 1
 BATCH_PAIRS = [
     (HOST_A, DNS, 53, NOON, 2, 100), (HOST_A, HOST_B, 445, NOON, 1, 10), (HOST_A, C2, 443, NOON, 2, 1000),
     (HOST_A, DNS, 80, NOON, 1, 7), (HOST_A, BLOCKED, 25, NOON, 1, 74),
-    (HOST_B, DNS, 53, NOON, 1, 5), (NEW_HOST, DNS, 53, NOON, 1, 5),
+    (HOST_B, DNS, 53, NOON, 1, 5), (NEW_HOST, DNS, 53, NOON, 1, 5), (NEW_HOST, TUNNEL, 53, NOON, 3, 90),
 ]  # fmt: skip
 #: A's check-ins to C2 in the three slices before (the 1h periodicity window)
 EARLIER_PAIRS = [(HOST_A, C2, 443, NOON - k * SLICE, 2, 1000) for k in (1, 2, 3)]
@@ -143,14 +143,20 @@ def test_pair_novelty_prevalence_and_periodicity(built: tuple[Path, dict, str]) 
         # 4, 11, 4, 11, 4 (mean 7, variance 12); persistence (50 - 1 + 1) / (60 - 1)
         "rare_dst_beacon_score": (50 / 59) / (1 + math.sqrt(12) / 7), "rare_dst_active_minutes": 8,
         "bytes_out_vs_host_p99": 0.0,  # the small spec has no bytes_out_log feature
+        # A used ports 53 and 445 in the baseline, and so did its segment: 443, 80 and 25 are new to both
+        "novel_port_sessions": 4, "novel_port_fan_out": 3, "segment_novel_ports": 3, "segment_novel_port_fan_out": 3,
+        "rare_dns_dst_sessions": 0,  # its DNS server has prevalence 2 (> 1)
     })  # fmt: skip
     assert (a["pair_baseline_missing"], a["ip_baseline_missing"]) == (0.0, 0.0)
     b, new = rows(built[0])[HOST_B], rows(built[0])[NEW_HOST]
     assert (b["pairs"], b["novel_pairs"], b["pair_baseline_missing"]) == (1.0, 0.0, 0.0)
     assert (b["max_dst_rarity"], b["min_dst_prevalence_log"]) == pytest.approx((1 / 3, math.log(3)))
     assert (b["low_prevalence_dsts"], b["rare_dst_periodic_score"]) == (0.0, 0.0)
-    # the new host has no pair baseline: neutral novelty, flagged; its segment knows DNS:53
-    assert (new["pair_baseline_missing"], new["novel_pairs"], new["segment_novel_pairs"]) == (1.0, 0.0, 0.0)
+    # the new host has no pair baseline: neutral novelty, flagged; its segment knows DNS:53 (port 53, not TUNNEL)
+    assert (new["pair_baseline_missing"], new["novel_pairs"], new["segment_novel_pairs"]) == (1.0, 0.0, 1.0)
+    assert (new["novel_port_sessions"], new["segment_novel_ports"], new["segment_novel_port_fan_out"]) == (0, 0, 0)
+    assert new["rare_dns_dst_sessions"] == 3  # three queries straight to an address the baseline never saw
+    assert (a["novel_port_sessions"], b["novel_port_sessions"], b["rare_dns_dst_sessions"]) == (4, 0, 0)
 
 
 def test_beacon_features_from_minute_masks(spark) -> None:  # noqa: ANN001

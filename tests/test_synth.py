@@ -179,3 +179,74 @@ def test_cli_writes_batches_and_prints_a_summary(tmp_path: Path, capsys: pytest.
     with pytest.raises(SystemExit) as exc:
         synth_cli.main([*args[:-4], "--attacks", "ddos"])
     assert exc.value.code == 2
+
+
+def test_new_attacks_have_their_signatures(generated) -> None:  # noqa: ANN001
+    _, _, labels, records = generated
+    resolvers = {"10.20.0.11"}
+    (tunnel,) = attack(labels, "dns_tunnel")
+    queries = sessions_of(records, tunnel)
+    assert not tunnel["dst_ip"].startswith("10.") and tunnel["dst_ip"] not in resolvers
+    assert tunnel["dst_ports"] == [53] and len(queries) >= 60
+    assert all(r.protocol == "udp" and r.app == "dns-base" and r.bytes_sent + r.bytes_received < 1000
+               for r in queries)  # fmt: skip
+    attackers = {label["src_ip"] for label in labels}
+    background_dns = {r.dst_ip for r in records if r.dst_port == 53 and r.src_ip not in attackers}
+    assert background_dns == resolvers  # the estate's hosts use its resolver; the tunnel goes around it
+
+    slow = attack(labels, "portscan_slow")
+    probes = sorted((r for label in slow for r in sessions_of(records, label)), key=lambda r: r.event_time)
+    gaps = np.diff([r.event_time.timestamp() for r in probes])
+    assert len({label["src_ip"] for label in slow}) == 1 and all(label["dst_ip"].startswith("10.") for label in slow)
+    assert len({r.dst_port for r in probes}) >= 40 and np.median(gaps) >= 20  # (background shares ports 443, 445)
+    assert probes[-1].event_time - probes[0].event_time >= timedelta(hours=1)
+    fast_scan = sessions_of(records, attack(labels, "portscan")[0])
+    assert len(probes) / (probes[-1].event_time - probes[0].event_time).total_seconds() < 0.1 * len(fast_scan) / (
+        (fast_scan[-1].event_time - fast_scan[0].event_time).total_seconds()
+    )  # an order of magnitude slower than the fast scan
+
+    moves = attack(labels, "lateral_slow")
+    assert 1 <= len(moves) <= 6 and len({label["src_ip"] for label in moves}) == 1
+    ports = {p for label in moves for p in label["dst_ports"]}
+    dynamic = {p for p in ports if p >= 49152}
+    assert {445, 135} <= ports and dynamic and ports <= {445, 135, 3389} | dynamic
+    firsts = sorted(datetime.fromisoformat(label["start"].replace("Z", "+00:00")) for label in moves)
+    assert all(b - a >= timedelta(minutes=15) for a, b in zip(firsts, firsts[1:], strict=False))
+
+    (slow_beacon,) = attack(labels, "beacon_slow")
+    checkins = sessions_of(records, slow_beacon)
+    gaps = np.diff([r.event_time.timestamp() for r in checkins])
+    period = min((900, 1800, 3600), key=lambda p: abs(np.median(gaps) - p)) if len(gaps) else 0
+    assert len(checkins) >= 2 and all(0.5 * period <= g <= 1.5 * period for g in gaps)
+    assert {r.app for r in checkins} <= {"ssl", "web-browsing"} and {r.dst_port for r in checkins} == {443}
+
+
+SEGMENTED = SynthConfig(start=datetime(2026, 10, 1, 4, tzinfo=UTC), hours=1, hosts=60, seed=5, estate="segmented",
+                        attacks=("dns_tunnel",))  # fmt: skip
+
+
+def test_segmented_estate_has_sites_resolvers_and_time_zones(tmp_path: Path) -> None:
+    net = build_network(60, 5, "segmented")
+    hosts = [net.ips[h] for h in net.host_ids.tolist()]
+    assert {".".join(ip.split(".")[:2]) for ip in hosts} == {"10.10", "10.11", "10.12", "10.30", "10.20"}
+    roles = Counter(net.host_role.tolist())
+    assert roles[2] == 12 and roles[1] == 6  # 20 % servers, 10 % developers
+    # 04:00 UTC is noon at the +8 h site: its workstations are busy while the others sleep
+    at_four = background(net, 5, int(datetime(2026, 10, 1, 4, tzinfo=UTC).timestamp() * 1000))
+    site = Counter(net.ips[s].rsplit(".", 2)[0].split(".", 1)[1] for s in at_four["src"].tolist())
+    per_host = {k: site[k] / sum(ip.startswith(f"10.{k}.") for ip in hosts) for k in ("10", "12")}
+    assert per_host["12"] > 3 * per_host["10"]
+    result = generate(SEGMENTED, str(tmp_path / "a"))
+    generate(SEGMENTED, str(tmp_path / "b"))
+    assert tree(tmp_path / "a") == tree(tmp_path / "b") and result.attack_rows["dns_tunnel"] > 0
+    lines = [line for f in sorted(tmp_path.joinpath("a").rglob("*.log")) for line in f.read_text().splitlines()]
+    records = panos.to_records(panos.parse_arrow(pa.array(lines)))
+    dns = Counter(r.dst_ip for r in records if r.dst_port == 53)
+    site_hosts = {ip for ip in hosts if ip.startswith("10.12.")}
+    tunnel = json.loads((tmp_path / "a" / "labels.jsonl").read_text().splitlines()[0])
+    site_dns = Counter(r.dst_ip for r in records if r.dst_port == 53 and r.src_ip in site_hosts - {tunnel["src_ip"]})
+    assert {"10.20.0.11", "10.20.0.13"} <= set(dns) and site_dns.most_common(1)[0][0] == "10.12.0.11"
+    public = net.ips[net.public_dns]
+    assert all(r.src_ip.startswith("10.30.") for r in records if r.dst_ip == public)  # developers only
+    with pytest.raises(ValueError, match="unknown estate"):
+        SynthConfig(start=START, hours=1, hosts=10, seed=1, estate="mesh")

@@ -56,6 +56,12 @@ FG_A_CATALOGUE: dict[str, str] = {
     "periodic_top_fill": "active-slice fraction of the strongest periodic external series",
     "periodic_top_cv": "coefficient of variation of per-slice sessions of the strongest periodic external series",
     "periodic_pairs": "external destinations whose periodicity score reaches the threshold",
+    # protocol- and service-aware (fg_a.protocol); the attack each one exposes is in docs/datasets.md
+    "dns_sessions": "DNS sessions (a DNS port or application)",
+    "offnet_dns_sessions": "DNS sessions to a destination that is not an estate resolver (DNS tunnelling)",
+    "offnet_dns_share": "offnet DNS sessions / DNS sessions, 0 without DNS (DNS tunnelling)",
+    "app_port_mismatch_sessions": "sessions whose application is not on one of its usual ports (C2 on a borrowed port)",
+    "small_flow_burst": "most allowed small sessions to one external destination (tunnels, chatty C2)",
 }
 #: FG-C features (besides the z-scores) the job can compute, per host in the batch
 FG_C_CATALOGUE: dict[str, str] = {
@@ -76,6 +82,12 @@ FG_C_CATALOGUE: dict[str, str] = {
     "rare_dst_beacon_score": "most regular minute-level series to a novel or low-prevalence external dst",
     "rare_dst_active_minutes": "active minutes of that series over the beacon window",
     "bytes_out_vs_host_p99": "ln(1 + bytes sent) - ln(1 + the host's baseline p99 of bytes sent), 15m",
+    # service-aware, against the FG-B pair baselines (the attack each one exposes is in docs/datasets.md)
+    "novel_port_sessions": "sessions on destination ports the host never used in the baseline",
+    "novel_port_fan_out": "destinations contacted on ports the host never used in the baseline",
+    "segment_novel_ports": "destination ports no host of the segment used in the baseline",
+    "segment_novel_port_fan_out": "destinations contacted on ports no host of the segment used in the baseline",
+    "rare_dns_dst_sessions": "DNS-port sessions to destinations at or below the low-prevalence threshold",
 }
 #: the ensemble member that sees every model column (a reserved family name)
 ALL_FEATURES = "all_features"
@@ -155,6 +167,8 @@ class Network(Strict):
     internal_networks: list[str] = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
     segments: list[Segment] = Field(default_factory=list)
     admin_ports: list[Annotated[int, Field(ge=0, le=65535)]] = Field(default_factory=lambda: [135, 139, 445, 3389])
+    #: resolvers the estate uses whether or not enough hosts queried them lately (IPv4 addresses)
+    dns_resolvers: list[str] = Field(default_factory=list)
 
     @field_validator("internal_networks")
     @classmethod
@@ -162,6 +176,18 @@ class Network(Strict):
         if not value:
             raise ValueError("at least one internal network is needed")
         return [_cidr(v) for v in value]
+
+    @field_validator("dns_resolvers")
+    @classmethod
+    def _resolvers(cls, value: list[str]) -> list[str]:
+        for v in value:
+            try:
+                address = ipaddress.ip_address(v)
+            except ValueError:
+                raise ValueError(f"not an IP address: {v!r}") from None
+            if address.version != 4 or str(address) != v:
+                raise ValueError(f"dns_resolvers takes IPv4 addresses in dotted-quad form: {v!r}")
+        return value
 
 
 class FgAFeature(Strict):
@@ -186,11 +212,42 @@ class Periodicity(Strict):
     score_threshold: Annotated[float, Field(gt=0, le=1)] = 0.6
 
 
+AppName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._+-]*$", max_length=64)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class Protocol(Strict):
+    """What the protocol-aware FG-A features call DNS, an estate resolver, a small flow and an app's ports.
+
+    A DNS destination is an estate resolver when it is listed in ``network.dns_resolvers`` or when at least
+    ``min(max(resolver_min_hosts, resolver_host_fraction x hosts), max(2, ceil(dns_hosts / 2)))`` internal
+    hosts queried it over the rarity reference window (``hosts``: internal hosts active in it; ``dns_hosts``:
+    those with DNS); an application of ``app_ports`` on another port is a mismatch (applications not listed
+    never are).
+    """
+
+    dns_ports: list[Port] = Field(default_factory=lambda: [53])
+    dns_apps: list[AppName] = Field(default_factory=lambda: ["dns", "dns-base"])
+    resolver_min_hosts: Annotated[int, Field(ge=2)] = 3
+    resolver_host_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
+    small_flow_max_bytes: Annotated[int, Field(ge=1)] = 600
+    app_ports: dict[AppName, list[Port]] = Field(default_factory=dict)
+
+    @field_validator("app_ports")
+    @classmethod
+    def _app_ports(cls, value: dict[str, list[int]]) -> dict[str, list[int]]:
+        empty = sorted(app for app, ports in value.items() if not ports)
+        if empty:
+            raise ValueError(f"app_ports {empty} list no port")
+        return value
+
+
 class FgA(Strict):
     windows: list[str] = Field(min_length=1)
     features: list[FgAFeature] = Field(min_length=1)
     rarity: Rarity = Rarity()
     periodicity: Periodicity = Periodicity()
+    protocol: Protocol = Protocol()
 
     @field_validator("windows")
     @classmethod

@@ -53,39 +53,67 @@ def _in(column: str, values: list[int] | list[str]) -> str:
     return f"{column} IN ({', '.join(_str(v) if isinstance(v, str) else str(int(v)) for v in values)})"
 
 
+def is_dns(spec: FeatureSpecBody) -> str:
+    """SQL: the delta row is DNS (one of the spec's DNS ports or applications)."""
+    protocol = spec.fg_a.protocol
+    ports, apps = _in("dst_port", list(protocol.dns_ports)), _in("app", list(protocol.dns_apps))
+    return f"(coalesce({ports}, false) OR coalesce({apps}, false))"
+
+
+def app_port_mismatch(spec: FeatureSpecBody) -> str:
+    """SQL: the row's application is one of ``fg_a.protocol.app_ports`` and its port is not one of that app's."""
+    app_ports = spec.fg_a.protocol.app_ports
+    if not app_ports:
+        return "false"
+    whens = " ".join(f"WHEN {_str(app)} THEN NOT {_in('dst_port', sorted(set(ports)))}"
+                     for app, ports in sorted(app_ports.items()))  # fmt: skip
+    return f"coalesce(CASE app {whens} ELSE false END, false)"
+
+
 def rare_values(
     rows: DataFrame, spec: FeatureSpecBody, start: datetime, end: datetime
-) -> tuple[list[int], list[str], int]:
-    """The rare destination ports and apps over the rarity reference window, and the hosts of the batch.
+) -> tuple[list[int], list[str], list[str], int]:
+    """The rare destination ports and apps and the estate's DNS resolvers over the rarity reference window, and
+    the hosts of the batch.
 
-    One aggregation (distinct hosts per port, per app, overall and in the batch slice) and one collect; the
-    last count is the number of FG-A rows of the batch (hosts with delta rows in it).
+    One aggregation (distinct hosts per port, per app, per DNS destination, overall, with DNS and in the batch
+    slice) and one collect; the last count is the number of FG-A rows of the batch (hosts with delta rows in
+    it). Resolvers: :class:`ndr_jobs.interface.feature_spec.Protocol`.
     """
     from pyspark.sql import functions as F
 
-    rarity = spec.fg_a.rarity
+    rarity, protocol = spec.fg_a.rarity, spec.fg_a.protocol
     in_ref = f"slice_ts >= {_ts(end - parse_duration(spec.fg_a.rarity_window))}"
     in_batch = f"slice_ts = {_ts(start)}"
+    dns = f"{in_ref} AND {is_dns(spec)}"
     found = (
         rows.where(f"{in_ref} OR {in_batch}")
         .selectExpr(f"""explode(array(
             CASE WHEN {in_ref} THEN named_struct('kind', 'port', 'value', CAST(dst_port AS STRING)) END,
             CASE WHEN {in_ref} AND app IS NOT NULL THEN named_struct('kind', 'app', 'value', app) END,
+            CASE WHEN {dns} THEN named_struct('kind', 'dns', 'value', dst_ip) END,
+            CASE WHEN {dns} THEN named_struct('kind', 'dns_hosts', 'value', '') END,
             CASE WHEN {in_ref} THEN named_struct('kind', 'hosts', 'value', '') END,
             CASE WHEN {in_batch} THEN named_struct('kind', 'batch_hosts', 'value', '') END
         )) AS k""", "host_ip")
         .where("k IS NOT NULL")
         .groupBy("k.kind", "k.value")
         .agg(F.expr("count(DISTINCT host_ip) AS n"))
+        .where("kind != 'dns' OR n >= 2")  # a one-host DNS destination is never a resolver
         .collect()
     )  # fmt: skip
     n_hosts = next((r["n"] for r in found if r["kind"] == "hosts"), 0)
+    dns_hosts = next((r["n"] for r in found if r["kind"] == "dns_hosts"), 0)
     batch_hosts = next((r["n"] for r in found if r["kind"] == "batch_hosts"), 0)
     port_limit = max(rarity.port_max_hosts, rarity.host_fraction * n_hosts)
     app_limit = max(rarity.app_max_hosts, rarity.host_fraction * n_hosts)
     ports = sorted(int(r["value"]) for r in found if r["kind"] == "port" and r["n"] <= port_limit)
     apps = sorted(r["value"] for r in found if r["kind"] == "app" and r["n"] <= app_limit)
-    return ports, apps, batch_hosts
+    resolver_limit = min(
+        max(protocol.resolver_min_hosts, protocol.resolver_host_fraction * n_hosts), max(2, -(-dns_hosts // 2))
+    )
+    resolvers = {r["value"] for r in found if r["kind"] == "dns" and r["n"] >= resolver_limit}
+    return ports, apps, sorted(resolvers | set(spec.network.dns_resolvers)), batch_hosts
 
 
 def build_fg_a(
@@ -142,7 +170,7 @@ def build_fg_a(
     if cached is not None:
         rows = rows.persist()
         cached.append(rows)
-    rare_ports, rare_apps, n_hosts = rare_values(rows, spec, start, end)
+    rare_ports, rare_apps, resolvers, n_hosts = rare_values(rows, spec, start, end)
 
     zero = "CAST(0 AS BIGINT)"
     rare_app = f"coalesce({_in('app', rare_apps)}, false)" if rare_apps else "false"
@@ -152,13 +180,19 @@ def build_fg_a(
         f"sum(CASE WHEN {_in('dst_port', rare_ports)} THEN sessions ELSE {zero} END) AS rare_port_sessions",
         f"sum(CASE WHEN {rare_app} THEN sessions ELSE {zero} END) AS rare_app_sessions",
         f"max({_in('dst_port', list(network.admin_ports))}) AS admin",
+        f"sum(CASE WHEN {is_dns(spec)} THEN sessions ELSE {zero} END) AS dns_sessions",
+        f"sum(CASE WHEN {app_port_mismatch(spec)} THEN sessions ELSE {zero} END) AS mismatch_sessions",
+        f"sum(CASE WHEN sessions > deny_count AND bytes_sent + bytes_received <= "
+        f"{int(fg_a.protocol.small_flow_max_bytes)} * sessions THEN sessions - deny_count ELSE {zero} END)"
+        " AS small_sessions",
     ]  # fmt: skip
 
     windows = fg_a.windows
     since = {w: _ts(end - parse_duration(w)) for w in windows}
     wanted = {(f.name, w) for f in fg_a.features for w in f.windows}
     periodic_windows = [w for w in windows if any((n, w) in wanted for n in PERIODIC_FEATURES)]
-    summed = ("sessions", "bytes_sent", "bytes_received", "deny_count", "rare_port_sessions", "rare_app_sessions")
+    summed = ("sessions", "bytes_sent", "bytes_received", "deny_count", "rare_port_sessions", "rare_app_sessions",
+              "dns_sessions", "mismatch_sessions", "small_sessions")  # fmt: skip
     per_dst_aggs = [
         f"sum(CASE WHEN slice_ts >= {since[w]} THEN {c} ELSE {zero} END) AS {c}_{w}" for w in windows for c in summed
     ]
@@ -211,6 +245,7 @@ def build_fg_a(
     def ratio(num: str, den: str) -> str:  # as ndr_jobs.features.common.ratio
         return f"CASE WHEN coalesce({den}, 0) > 0 THEN CAST({num} AS DOUBLE) / CAST({den} AS DOUBLE) ELSE 0.0D END"
 
+    offnet = f"NOT {_in('dst_ip', resolvers)}" if resolvers else "true"
     metrics: dict[tuple[str, str], str] = {}
     for w in windows:
         seen = f"last >= {since[w]}"
@@ -230,6 +265,12 @@ def build_fg_a(
             ("rare_port_sessions", w): total(f"rare_port_sessions_{w}"),
             ("rare_app_sessions", w): total(f"rare_app_sessions_{w}"),
             ("internal_internal_sessions", w): total(f"sessions_{w}", "internal"),
+            ("dns_sessions", w): total(f"dns_sessions_{w}"),
+            ("offnet_dns_sessions", w): total(f"dns_sessions_{w}", offnet),
+            ("offnet_dns_share", w): ratio(total(f"dns_sessions_{w}", offnet), total(f"dns_sessions_{w}")),
+            ("app_port_mismatch_sessions", w): total(f"mismatch_sessions_{w}"),
+            ("small_flow_burst", w): f"CAST(coalesce(max(CASE WHEN NOT internal THEN small_sessions_{w} END), "
+            f"{zero}) AS DOUBLE)",
         }
     host_metrics = [f"{e} AS {n}_{w}" for (n, w), e in metrics.items() if (n, w) in wanted]
     for w in periodic_windows:

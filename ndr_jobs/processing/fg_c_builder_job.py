@@ -208,25 +208,34 @@ def build_fg_c(
         known_pairs = pb.withColumn("_known_pair", F.lit(True))
         known_dsts = pb.select("host_ip", "dst_ip").distinct().withColumn("_known_dst", F.lit(True))
         with_base = pb.select("host_ip").distinct().withColumn("_has_pair_base", F.lit(True))
+        known_ports = pb.select("host_ip", "dst_port").distinct().withColumn("_known_port", F.lit(True))
         pairs = (
             pairs.join(known_pairs, ["host_ip", "dst_ip", "dst_port"], "left")
             .join(known_dsts, ["host_ip", "dst_ip"], "left")
+            .join(known_ports, ["host_ip", "dst_port"], "left")
             .join(F.broadcast(with_base), "host_ip", "left")
         )
     else:
-        pairs = pairs.select("*", *(F.lit(None).cast("BOOLEAN").alias(c)
-                                    for c in ("_known_pair", "_known_dst", "_has_pair_base")))  # fmt: skip
+        unknown = ("_known_pair", "_known_dst", "_known_port", "_has_pair_base")
+        pairs = pairs.select("*", *(F.lit(None).cast("BOOLEAN").alias(c) for c in unknown))
     if seg_pair_base is not None:
         sp = seg_pair_base.select(F.col("src_segment").alias("segment"), "dst_ip", "dst_port").withColumn(
             "_seg_known", F.lit(True)
         )
+        seg_ports = (
+            seg_pair_base.select(F.col("src_segment").alias("segment"), "dst_port")
+            .distinct()
+            .withColumn("_seg_known_port", F.lit(True))
+        )
         seg_pairs_exist = seg_pair_base.select(F.col("src_segment").alias("segment")).distinct()
-        pairs = pairs.join(sp, ["segment", "dst_ip", "dst_port"], "left").join(
-            F.broadcast(seg_pairs_exist.withColumn("_seg_has_pairs", F.lit(True))), "segment", "left"
+        pairs = (
+            pairs.join(sp, ["segment", "dst_ip", "dst_port"], "left")
+            .join(seg_ports, ["segment", "dst_port"], "left")
+            .join(F.broadcast(seg_pairs_exist.withColumn("_seg_has_pairs", F.lit(True))), "segment", "left")
         )
     else:
-        pairs = pairs.select("*", F.lit(None).cast("BOOLEAN").alias("_seg_known"),
-                             F.lit(None).cast("BOOLEAN").alias("_seg_has_pairs"))  # fmt: skip
+        pairs = pairs.select("*", *(F.lit(None).cast("BOOLEAN").alias(c)
+                                    for c in ("_seg_known", "_seg_known_port", "_seg_has_pairs")))  # fmt: skip
     if ip_base is not None:
         pairs = pairs.join(
             ip_base.select(F.col("ip").alias("dst_ip"), F.col("prevalence").alias("_prevalence")), "dst_ip", "left"
@@ -259,6 +268,10 @@ def build_fg_c(
         return F.count_distinct(F.when(cond, F.col("dst_ip"))).cast("DOUBLE")
 
     seg_has = F.coalesce(F.col("_seg_has_pairs"), F.lit(False))
+    novel_port = has_pair_base & ~F.coalesce(F.col("_known_port"), F.lit(False))
+    seg_novel_port = seg_has & ~F.coalesce(F.col("_seg_known_port"), F.lit(False))
+    dns_port = F.col("dst_port").isin(list(spec.fg_a.protocol.dns_ports))
+    allowed_sessions = F.col("sessions") - F.coalesce(F.col("deny_count"), F.lit(0))
     per_host = pairs.groupBy("host_ip").agg(
         F.count(F.lit(1)).cast("DOUBLE").alias("pairs"),
         count_if(F.col("_novel_pair")).alias("novel_pairs"),
@@ -271,6 +284,12 @@ def build_fg_c(
         ln1p(F.min(F.when(ip_ok & ext_allowed, F.col("_prevalence")))).alias("min_dst_prevalence_log"),
         distinct_if(F.col("_low_prev")).alias("low_prevalence_dsts"),
         bytes_if(F.col("_low_prev")).alias("low_prevalence_bytes_out_log"),
+        F.sum(F.when(novel_port, F.col("sessions")).otherwise(0)).cast("DOUBLE").alias("novel_port_sessions"),
+        distinct_if(novel_port).alias("novel_port_fan_out"),
+        F.count_distinct(F.when(seg_novel_port, F.col("dst_port"))).cast("DOUBLE").alias("segment_novel_ports"),
+        distinct_if(seg_novel_port).alias("segment_novel_port_fan_out"),
+        F.sum(F.when(ip_ok & dns_port & (F.col("_prevalence") <= fg_c.novelty.low_prevalence_max_hosts),
+                     allowed_sessions).otherwise(0)).cast("DOUBLE").alias("rare_dns_dst_sessions"),
         F.max(has_pair_base).alias("_has_pair_base"),
     )
     per_host = per_host.withColumn("novel_pair_fraction", ratio(F.col("novel_pairs"), F.col("pairs")))

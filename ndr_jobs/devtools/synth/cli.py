@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 
-from ndr_jobs.devtools.synth.generator import ATTACK_CLASSES, SynthConfig, generate
+from ndr_jobs.devtools.synth.generator import ATTACK_CLASSES, ESTATES, SynthConfig, generate
 from ndr_jobs.interface.contract import window_start
 
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gzip", action="store_true", help="write .log.gz files")
     parser.add_argument("--noise-rate", type=float, default=0.0, help="fraction of lines damaged (quarantine tests)")
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply every traffic rate")
+    parser.add_argument("--estate", choices=ESTATES, default="flat", help="the network's shape")
     parser.add_argument("--labels", default=None, help="labels file (default <out>/labels.jsonl)")
     return parser
 
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gzip=a.gzip,
             noise_rate=a.noise_rate,
             rate_scale=a.rate_scale,
+            estate=a.estate,
         )
     except ValueError as exc:
         parser.error(str(exc))

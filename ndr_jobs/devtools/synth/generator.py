@@ -11,7 +11,7 @@ import gzip
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,12 @@ import pyarrow.compute as pc
 
 from ndr_jobs.datasets import storage
 
-ATTACK_CLASSES: tuple[str, ...] = ("portscan", "beacon", "exfil_fast", "exfil_slow", "lateral")
+ATTACK_CLASSES: tuple[str, ...] = (
+    "portscan", "beacon", "exfil_fast", "exfil_slow", "lateral",
+    "dns_tunnel", "portscan_slow", "lateral_slow", "beacon_slow",
+)  # fmt: skip
+#: estate shapes: ``flat`` (the original network) and ``segmented`` (sites, own resolvers, time zones)
+ESTATES: tuple[str, ...] = ("flat", "segmented")
 BATCH_MS = 15 * 60 * 1000
 FIELD_COUNT = 115  # PAN-OS 11.x TRAFFIC: positions 0..114
 
@@ -189,8 +194,11 @@ class SynthConfig:
     gzip: bool = False
     noise_rate: float = 0.0
     rate_scale: float = 1.0
+    estate: str = "flat"
 
     def __post_init__(self) -> None:
+        if self.estate not in ESTATES:
+            raise ValueError(f"unknown estate {self.estate!r}; known: {', '.join(ESTATES)}")
         unknown = sorted(set(self.attacks) - set(ATTACK_CLASSES))
         if unknown:
             raise ValueError(f"unknown attack classes {unknown}; known: {', '.join(ATTACK_CLASSES)}")
@@ -263,6 +271,10 @@ class Network:
     fixed: dict[int, np.ndarray]  # destination kind -> candidate address ids
     internet: np.ndarray  # the popularity-ordered internet pool
     spare_internet: list[str]  # fresh addresses for attack infrastructure (not yet in ips)
+    # segmented estate only (None: every host uses the fixed DNS pool, on UTC office hours)
+    host_dns: np.ndarray | None = None  # [hosts, 2]: each host's primary and secondary resolver
+    host_offset: np.ndarray | None = None  # [hosts]: the host's site's UTC offset in hours
+    public_dns: int = -1  # a public resolver some developers query directly (-1: none)
 
     def add_external(self, ip: str, rng: np.random.Generator) -> int:
         """Register an internet address (attack infrastructure) and return its id."""
@@ -278,11 +290,20 @@ FAVOURITES = 12
 INTERNET_POOL = 3000
 
 
-def build_network(hosts: int, seed: int) -> Network:
-    """The hosts, servers and internet pool for a seed."""
+#: the segmented estate's workstation sites: (second octet, share of the workstations, UTC offset in hours)
+SITES: tuple[tuple[int, float, float], ...] = ((10, 0.5, 0.0), (11, 0.3, 0.0), (12, 0.2, 8.0))
+#: the segmented estate's resolvers: two at the data centre, one at the offset site
+DNS_DC2, DNS_SITE = "10.20.0.13", "10.12.0.11"
+
+
+def build_network(hosts: int, seed: int, estate: str = "flat") -> Network:
+    """The hosts, servers and internet pool for a seed; ``estate`` as :data:`ESTATES` (design: jobs.md)."""
+    if estate not in ESTATES:
+        raise ValueError(f"unknown estate {estate!r}; known: {', '.join(ESTATES)}")
     rng = np.random.default_rng([seed, 1])
-    n_server = max(1, round(0.15 * hosts))
-    n_dev = max(1, round(0.15 * hosts))
+    segmented = estate == "segmented"
+    n_server = max(1, round((0.2 if segmented else 0.15) * hosts))
+    n_dev = max(1, round((0.1 if segmented else 0.15) * hosts))
     n_ws = hosts - n_server - n_dev
     ips: list[str] = []
     zone: list[int] = []
@@ -298,9 +319,20 @@ def build_network(hosts: int, seed: int) -> Network:
         return len(ips) - 1
 
     host_ids = []
+    offsets: list[float] = []
+    site_of_ws = np.zeros(n_ws, dtype=np.int64)
+    if segmented:  # contiguous blocks of workstations per site, in the sites' shares
+        bounds = np.round(np.cumsum([share for _, share, _ in SITES]) * n_ws).astype(int)
+        site_of_ws = np.searchsorted(bounds, np.arange(n_ws), side="right")
+    seen_in_site = dict.fromkeys(range(len(SITES)), 0)
     for i in range(n_ws):
-        host_ids.append(add(f"10.10.{1 + i // 200}.{10 + i % 200}", TRUST, 0, f"acme\\ws{i:05d}"))
+        site = int(site_of_ws[i])
+        octet, _, offset = SITES[site] if segmented else (10, 1.0, 0.0)
+        j = seen_in_site[site]
+        seen_in_site[site] += 1
+        host_ids.append(add(f"10.{octet}.{1 + j // 200}.{10 + j % 200}", TRUST, 0, f"acme\\ws{i:05d}"))
         role.append(WS)
+        offsets.append(offset)
     for i in range(n_dev):
         host_ids.append(add(f"10.30.{1 + i // 200}.{10 + i % 200}", DEV, 0, f"acme\\dev{i:05d}"))
         role.append(DEVELOPER)
@@ -311,6 +343,8 @@ def build_network(hosts: int, seed: int) -> Network:
         role.append(SERVER)
     dc = [add("10.20.0.10", SERVERS, 1), add("10.20.0.12", SERVERS, 1)]
     dns = [add("10.20.0.11", SERVERS, 1)]
+    if segmented:
+        dns += [add(DNS_DC2, SERVERS, 1), add(DNS_SITE, TRUST, 0)]
     files = [add("10.20.0.20", SERVERS, 1)]
     mail = [add("10.20.0.25", SERVERS, 1)]
     intranet = [add("10.20.0.30", SERVERS, 1)]
@@ -332,6 +366,16 @@ def build_network(hosts: int, seed: int) -> Network:
     ).astype(np.int32)
     host_role = np.array(role, dtype=np.int8)
     host_rate = np.array([PEAK_RATE[r] for r in role]) * rng.lognormal(0.0, 0.5, size=hosts)
+    host_dns = host_offset = None
+    public_dns = -1
+    if segmented:
+        host_offset = np.array(offsets + [0.0] * (hosts - n_ws))
+        at_site = np.zeros(hosts, dtype=bool)
+        at_site[:n_ws] = site_of_ws == len(SITES) - 1
+        pairs = np.where(rng.random(hosts) < 0.5, 0, 1)  # which data-centre resolver is primary
+        host_dns = np.stack([np.array(dns[:2])[pairs], np.array(dns[:2])[1 - pairs]], axis=1).astype(np.int32)
+        host_dns[at_site, 0], host_dns[at_site, 1] = dns[2], dns[0]
+        public_dns = int(internet[20])
     return Network(
         ips=ips,
         zone=np.array(zone, dtype=np.int8),
@@ -357,6 +401,9 @@ def build_network(hosts: int, seed: int) -> Network:
         },
         internet=internet,
         spare_internet=public[INTERNET_POOL:],
+        host_dns=host_dns,
+        host_offset=host_offset,
+        public_dns=public_dns,
     )
 
 
@@ -402,13 +449,21 @@ def _packets(rng: np.random.Generator, nbytes: np.ndarray, mean_size: float = 90
     return np.maximum(1, np.ceil(nbytes / size)).astype(np.int64)
 
 
-def diurnal(role: np.ndarray, t_ms: int) -> np.ndarray:
-    """The activity factor (0..1] of each role at a UTC time: workstations follow office hours."""
-    moment = datetime.fromtimestamp(t_ms / 1000, UTC)
+def _office(moment: datetime) -> float:
     hour = moment.hour + moment.minute / 60
-    office = np.exp(-0.5 * ((hour - 13.0) / 3.2) ** 2) * (0.85 if 12.0 <= hour < 13.5 else 1.0)
-    if moment.weekday() >= 5:
-        office *= 0.15
+    office = float(np.exp(-0.5 * ((hour - 13.0) / 3.2) ** 2)) * (0.85 if 12.0 <= hour < 13.5 else 1.0)
+    return office * 0.15 if moment.weekday() >= 5 else office
+
+
+def diurnal(role: np.ndarray, t_ms: int, offset_hours: np.ndarray | None = None) -> np.ndarray:
+    """The activity factor (0..1] of each role at a UTC time: workstations follow office hours (local to
+    ``offset_hours`` per host when given: the weekend is the local one too)."""
+    moment = datetime.fromtimestamp(t_ms / 1000, UTC)
+    if offset_hours is None:
+        office: float | np.ndarray = _office(moment)
+    else:
+        by_offset = {o: _office(moment + timedelta(hours=o)) for o in np.unique(offset_hours).tolist()}
+        office = np.array([by_offset[o] for o in offset_hours.tolist()])
     people = 0.08 + 0.92 * office
     servers = 0.7 + 0.3 * office
     return np.where(role == SERVER, servers, people)
@@ -418,7 +473,7 @@ def background(net: Network, seed: int, batch_start_ms: int, rate_scale: float =
     """Normal sessions and background denies of one batch (depends only on seed, network and time)."""
     rng = np.random.default_rng([seed, 3, batch_start_ms // BATCH_MS])
     hours = BATCH_MS / 3_600_000
-    lam = net.host_rate * diurnal(net.host_role, batch_start_ms + BATCH_MS // 2) * hours * rate_scale
+    lam = net.host_rate * diurnal(net.host_role, batch_start_ms + BATCH_MS // 2, net.host_offset) * hours * rate_scale
     counts = rng.poisson(lam)
     host = np.repeat(np.arange(len(net.host_ids)), counts)
     n = len(host)
@@ -439,6 +494,10 @@ def background(net: Network, seed: int, batch_start_ms: int, rate_scale: float =
             fav_w = 1.0 / np.arange(1, FAVOURITES + 1)
             column = rng.choice(FAVOURITES, size=k, p=fav_w / fav_w.sum())
             dst[mask] = net.favourites[host[mask], column]
+        elif kind == D_DNS and net.host_dns is not None:  # own resolvers: primary 80 %, secondary 20 %
+            dst[mask] = net.host_dns[host[mask], (rng.random(k) < 0.2).astype(np.int64)]
+            direct = (net.host_role[host[mask]] == DEVELOPER) & (rng.random(k) < 0.05)
+            dst[np.flatnonzero(mask)[direct]] = net.public_dns  # a public resolver, straight out
         else:
             pool = net.fixed[int(kind)]
             if len(pool) == 0:  # pragma: no cover - every pool has members with hosts >= 3
@@ -700,6 +759,157 @@ def _lateral(rng: np.random.Generator, net: Network, src: int, span: tuple[int, 
     )
 
 
+def _dns_tunnel(rng: np.random.Generator, net: Network, src: int, span: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Many small UDP/53 queries straight to one outside address (not a resolver of the estate)."""
+    dst = net.add_external(net.spare_internet.pop(), rng)
+    duration = int(rng.integers(45, 181)) * 60_000
+    per_minute = float(np.exp(rng.uniform(np.log(2.0), np.log(30.0))))  # 30 .. 450 queries per 15 minutes
+    n = max(2, int(per_minute * duration / 60_000))
+    t0 = _start_in(rng, span, duration)
+    sent = _lognormal(rng, 160, 0.25, n)  # a query with an encoded payload in its name
+    received = _lognormal(rng, 220, 0.3, n)
+    return _sessions(
+        n,
+        t=t0 + np.sort(rng.integers(0, duration, size=n)),
+        src=src,
+        dst=dst,
+        sport=rng.integers(49152, 65536, size=n),
+        dport=53,
+        app=APP_INDEX["dns-base"],
+        proto=UDP,
+        action=ALLOW,
+        rule=R_DNS,
+        end=AGED_OUT,
+        sent=sent,
+        received=received,
+        pkts_sent=1,
+        pkts_received=1,
+        elapsed=0,
+    )
+
+
+#: the ports a slow scan probes first (a "top ports" list), then others below 1024
+TOP_PORTS = (21, 22, 23, 25, 53, 80, 88, 110, 111, 135, 139, 143, 389, 443, 445, 465, 587, 636, 993, 995, 1433,
+             1521, 2049, 3306, 3389, 5432, 5900, 5985, 5986, 6379, 8000, 8080, 8443, 9200, 27017)  # fmt: skip
+
+
+def _portscan_slow(rng: np.random.Generator, net: Network, src: int, span: tuple[int, int]) -> dict[str, np.ndarray]:
+    """One probe every 20-60 s to 1-3 internal hosts, top ports first, for hours: few probes per window."""
+    pool = np.concatenate([net.fixed[D_APPSERVER], net.fixed[D_INTRANET], net.host_ids[net.host_role != SERVER]])
+    pool = pool[pool != src]
+    targets = rng.choice(pool, size=min(len(pool), int(rng.integers(1, 4))), replace=False)
+    others = rng.permutation(np.setdiff1d(np.arange(1, 1025), TOP_PORTS))
+    ports = np.concatenate([rng.permutation(np.array(TOP_PORTS)), others])
+    gaps = rng.integers(20_000, 60_001, size=len(ports) * len(targets))
+    t0 = span[0] + int(rng.integers(0, max(1, (span[1] - span[0]) // 10)))
+    times = t0 + np.cumsum(gaps) - gaps[0]
+    n = int(np.searchsorted(times, span[1]))
+    n = max(n, 2)
+    dst = np.tile(targets, len(ports))[:n]  # each port to every target in turn
+    dport = np.repeat(ports, len(targets))[:n]
+    allowed = np.isin(dport, [22, 80, 88, 389, 443, 445, 1433, 3389, 8080])
+    listening = np.isin(dport, [22, 443, 445, 8080])
+    return _sessions(
+        n,
+        t=times[:n],
+        src=src,
+        dst=dst,
+        sport=rng.integers(40000, 60000, size=n),
+        dport=dport,
+        app=np.where(allowed, APP_INDEX["incomplete"], APP_INDEX["not-applicable"]),
+        proto=TCP,
+        action=np.where(allowed, ALLOW, DENY),
+        rule=np.where(allowed, R_INTERNAL, R_DEFAULT),
+        end=np.where(allowed, np.where(listening, RST_CLIENT, RST_SERVER), POLICY_DENY),
+        sent=np.where(allowed & listening, 134, 74),
+        received=np.where(allowed, 60, 0),
+        pkts_sent=np.where(allowed & listening, 2, 1),
+        pkts_received=np.where(allowed, 1, 0),
+        elapsed=0,
+    )
+
+
+def _lateral_slow(rng: np.random.Generator, net: Network, src: int, span: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Hands-on-keyboard movement over hours: per target, an SMB admin-share copy, a service created over RPC
+    (port 135, then a dynamic port) and, for some, an interactive RDP session; 15-40 minutes between targets."""
+    pool = np.concatenate([net.host_ids[net.host_role != SERVER], net.fixed[D_APPSERVER], net.fixed[D_FILES]])
+    pool = pool[pool != src]
+    k = min(len(pool), int(rng.integers(3, 7)))
+    targets = rng.choice(pool, size=k, replace=False)
+    t = span[0] + int(rng.integers(0, max(1, (span[1] - span[0]) // 8)))
+    parts = []
+    for target in targets.tolist():
+        rdp = bool(rng.random() < 0.5)
+        n = 4 if rdp else 3
+        times = t + np.cumsum(rng.integers(2_000, 40_000, size=n))
+        dport = np.array([445, 135, int(rng.integers(49152, 65536)), 3389][:n])
+        app = np.array([APP_INDEX["ms-ds-smb-base"], APP_INDEX["msrpc-base"], APP_INDEX["msrpc-base"],
+                        APP_INDEX["ms-rdp"]][:n])  # fmt: skip
+        sent = np.array([int(_lognormal(rng, 1.5e6, 0.8, 1)[0]), 1200, 4000, int(_lognormal(rng, 60_000, 0.6, 1)[0])])
+        received = np.array([9000, 900, 2500, int(_lognormal(rng, 2e6, 0.6, 1)[0])])
+        elapsed = np.array([int(rng.integers(2, 20)), 0, 1, int(rng.integers(600, 3600))])
+        parts.append(
+            _sessions(
+                n,
+                t=times,
+                src=src,
+                dst=target,
+                sport=rng.integers(49152, 65536, size=n),
+                dport=dport,
+                app=app,
+                proto=TCP,
+                action=ALLOW,
+                rule=np.where(dport == 3389, R_ADMIN, R_INTERNAL),
+                end=FIN,
+                sent=sent[:n],
+                received=received[:n],
+                pkts_sent=_packets(rng, sent[:n]),
+                pkts_received=_packets(rng, received[:n], 1200.0),
+                elapsed=elapsed[:n],
+            )
+        )
+        t = int(times[-1]) + int(rng.integers(15, 41)) * 60_000
+    return _concat(parts)
+
+
+def _beacon_slow(rng: np.random.Generator, net: Network, src: int, span: tuple[int, int]) -> dict[str, np.ndarray]:
+    """C2 check-ins every 15-60 minutes with 20-50 % jitter; half the implants speak plain HTTP on port 443."""
+    c2 = net.add_external(net.spare_internet.pop(), rng)
+    period = int(rng.choice([900, 1800, 3600])) * 1000
+    jitter = float(rng.uniform(0.2, 0.5))
+    http = bool(rng.random() < 0.5)
+    t = span[0] + int(rng.integers(0, period))
+    times = []
+    while t < span[1] or len(times) < 2:
+        times.append(t)
+        t += int(period * (1 + rng.uniform(-jitter, jitter)))
+    n = len(times)
+    sent = rng.normal(650, 40, size=n).astype(np.int64)
+    received = (rng.normal(1900, 120, size=n) * np.where(rng.random(n) < 0.05, 15, 1)).astype(np.int64)
+    return _sessions(
+        n,
+        t=np.array(times),
+        src=src,
+        dst=c2,
+        sport=rng.integers(49152, 65536, size=n),
+        dport=443,
+        app=APP_INDEX["web-browsing" if http else "ssl"],
+        proto=TCP,
+        action=ALLOW,
+        rule=R_WEB,
+        end=FIN,
+        sent=sent,
+        received=received,
+        pkts_sent=rng.integers(5, 9, size=n),
+        pkts_received=rng.integers(4, 8, size=n),
+        elapsed=rng.integers(0, 3, size=n),
+    )
+
+
+_MAKERS = {"dns_tunnel": _dns_tunnel, "portscan_slow": _portscan_slow, "lateral_slow": _lateral_slow,
+           "beacon_slow": _beacon_slow}  # fmt: skip
+
+
 def inject_attacks(
     net: Network, attacks: tuple[str, ...], seed: int, span: tuple[int, int]
 ) -> tuple[dict[str, np.ndarray], list[Label]]:
@@ -715,8 +925,10 @@ def inject_attacks(
             cols = _beacon(rng, net, src, span)
         elif attack in ("exfil_fast", "exfil_slow"):
             cols = _exfil(rng, net, src, span, fast=attack == "exfil_fast")
-        else:
+        elif attack == "lateral":
             cols = _lateral(rng, net, src, span)
+        else:
+            cols = _MAKERS[attack](rng, net, src, span)
         cols["attack"][:] = ATTACK_CLASSES.index(attack)
         cols = _take(cols, np.flatnonzero((cols["t"] >= span[0]) & (cols["t"] < span[1])))
         parts.append(cols)
@@ -927,7 +1139,7 @@ def generate(config: SynthConfig, out: str, labels_path: str | None = None) -> S
     start = _floor_batch(config.start)
     n_batches = max(1, int(np.ceil(config.hours * 4 - 1e-9)))
     span = (int(start.timestamp() * 1000), int(start.timestamp() * 1000) + n_batches * BATCH_MS)
-    net = build_network(config.hosts, config.seed)
+    net = build_network(config.hosts, config.seed, config.estate)
     attack_cols, labels = inject_attacks(net, config.attacks, config.seed, span)
     attack_order = np.argsort(attack_cols["t"], kind="stable")
     attack_cols = _take(attack_cols, attack_order)

@@ -30,6 +30,8 @@ _INFRA: dict[str, tuple[str, str, str, str]] = {
     "10.20.0.10": ("dc01", "Windows Server 2022", "domain_controller", "critical"),
     "10.20.0.12": ("dc02", "Windows Server 2022", "domain_controller", "critical"),
     "10.20.0.11": ("dns01", "Ubuntu 22.04", "dns_server", "critical"),
+    "10.20.0.13": ("dns02", "Ubuntu 22.04", "dns_server", "critical"),  # segmented estate
+    "10.12.0.11": ("dns-site03", "Ubuntu 22.04", "dns_server", "high"),  # segmented estate
     "10.20.0.20": ("files01", "Windows Server 2022", "file_server", "high"),
     "10.20.0.25": ("mail01", "Ubuntu 22.04", "mail_server", "high"),
     "10.20.0.30": ("intranet01", "Ubuntu 22.04", "web_server", "medium"),
@@ -70,7 +72,9 @@ def segment_of(ip: str) -> str:
     return ".".join(ip.split(".")[:3]) + ".0/24"
 
 
-def inventory_machines(hosts: int, seed: int, missing_fraction: float = 0.0, decommissioned: int = 0) -> list[Machine]:
+def inventory_machines(
+    hosts: int, seed: int, missing_fraction: float = 0.0, decommissioned: int = 0, estate: str = "flat"
+) -> list[Machine]:
     """The machines of the synthetic network for ``hosts`` and ``seed``, sorted by address.
 
     Every generated host, plus ``decommissioned`` machines that left before the traffic; ``missing_fraction`` leaves
@@ -80,7 +84,7 @@ def inventory_machines(hosts: int, seed: int, missing_fraction: float = 0.0, dec
         raise ValueError(f"missing_fraction must be in [0, 1), got {missing_fraction}")
     if decommissioned < 0 or decommissioned > 250:
         raise ValueError(f"decommissioned must be in [0, 250], got {decommissioned}")
-    net = build_network(hosts, seed)
+    net = build_network(hosts, seed, estate)
     rng = np.random.default_rng([seed, 11])
     machines: list[Machine] = []
     counters = dict.fromkeys(_ROLE, 0)
@@ -120,6 +124,7 @@ def create_inventory_duckdb(
     table: str = TABLE,
     missing_fraction: float = 0.0,
     decommissioned: int = 0,
+    estate: str = "flat",
 ) -> int:
     """Write a DuckDB file holding ``table`` with the synthetic network's machines; returns the row count.
 
@@ -129,7 +134,7 @@ def create_inventory_duckdb(
 
     if not table.replace("_", "").isalnum():
         raise ValueError(f"table name {table!r} must be a plain identifier")
-    machines = inventory_machines(hosts, seed, missing_fraction, decommissioned)
+    machines = inventory_machines(hosts, seed, missing_fraction, decommissioned, estate)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -161,9 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", default=TABLE)
     parser.add_argument("--missing-fraction", type=float, default=0.0)
     parser.add_argument("--decommissioned", type=int, default=0)
+    parser.add_argument("--estate", default="flat", help="as given to the traffic generator")
     a = parser.parse_args(argv)
     try:
-        rows = create_inventory_duckdb(a.out, a.hosts, a.seed, a.table, a.missing_fraction, a.decommissioned)
+        rows = create_inventory_duckdb(a.out, a.hosts, a.seed, a.table, a.missing_fraction, a.decommissioned, a.estate)
     except ValueError as exc:
         parser.error(str(exc))
     print(f"{a.out}: {rows} machines in table {a.table}")

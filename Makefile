@@ -6,7 +6,8 @@ NODE_STAMP := node_modules/.installed
 
 # Installs come from the lock files (exact versions with hashes, resolved for Python 3.11 on linux x86_64), then the
 # project itself without dependencies. requirements/lint.txt is the core (what `ndr-compile lint` imports) and ruff;
-# requirements/dev.txt is every extra (jobs, local, deploy) and the test tools. `make lock` regenerates both.
+# requirements/dev.txt is every extra (jobs, local, deploy) and the test tools. `make lock` regenerates both, and the
+# images' locks (requirements/spark-image.txt, python-image.txt: docs/runtime.md).
 LINT_STAMP := $(VENV)/.installed-lint
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.10

@@ -6,12 +6,20 @@ NODE_STAMP := node_modules/.installed
 
 # Installs come from the lock files (exact versions with hashes, resolved for Python 3.11 on linux x86_64), then the
 # project itself without dependencies. requirements/lint.txt is the core (what `ndr-compile lint` imports) and ruff;
-# requirements/dev.txt is every extra (jobs, local, deploy) and the test tools. `make lock` regenerates both.
+# requirements/dev.txt is every extra (jobs, local, deploy) and the test tools. `make lock` regenerates both, and the
+# images' locks (requirements/spark-image.txt, python-image.txt: docs/runtime.md).
 LINT_STAMP := $(VENV)/.installed-lint
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.10
-LOCK := $(VENV)/lock-tools/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+UV_COMPILE := $(VENV)/lock-tools/bin/uv pip compile pyproject.toml --generate-hashes \
 	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock' --quiet
+LOCK := $(UV_COMPILE) --python-version 3.11
+# The images' Pythons (docs/runtime.md): SageMaker's Spark 3.5 Processing image runs 3.12 (its py312 variant); the
+# plain Python image is built on 3.11, CI's Python. Their locks hold the job library's dependencies at dev.txt's
+# versions, without pyspark and py4j (the Spark image's own Spark provides them).
+SPARK_IMAGE_PYTHON := 3.12
+PYTHON_IMAGE_PYTHON := 3.11
+IMAGE_LOCK := --extra jobs -c requirements/dev.txt --no-emit-package pyspark --no-emit-package py4j
 
 .PHONY: run test test-fast lint lock compile check bench eval images clean
 
@@ -37,6 +45,8 @@ lock:
 	$(VENV)/lock-tools/bin/python -m pip install --quiet uv==$(UV_VERSION)
 	$(LOCK) $(LOCK_ARGS) --extra dev -o requirements/dev.txt
 	$(LOCK) $(LOCK_ARGS) --extra lint -c requirements/dev.txt -o requirements/lint.txt
+	$(UV_COMPILE) --python-version $(SPARK_IMAGE_PYTHON) $(IMAGE_LOCK) -o requirements/spark-image.txt
+	$(UV_COMPILE) --python-version $(PYTHON_IMAGE_PYTHON) $(IMAGE_LOCK) -o requirements/python-image.txt
 
 # Spark (the job library) needs a Java 17+ runtime: install Debian's when the machine has none.
 JAVA_STAMP := $(VENV)/.java

@@ -45,3 +45,49 @@ def test_a_missing_extra_is_named(args: list[str], extra: str):
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert f"needs the '{extra}' extra: pip install 'ndr[{extra}]'" in out.stderr
+
+
+IMAGE_LOCKS = ("spark-image.txt", "python-image.txt")
+
+
+@pytest.mark.parametrize("lock", IMAGE_LOCKS)
+def test_an_image_lock_is_the_job_library_at_dev_pins_without_spark(lock: str):
+    """What the images install is what CI's venv has: every pin is dev.txt's, and no pyspark or py4j (the Spark
+    image's Spark brings its own; the Python image runs no Spark)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    image, dev = pins(lock), pins("dev.txt")
+    assert {n: v for n, v in image.items() if dev.get(n) != v} == {}, f"{lock} must pin what dev.txt pins"
+    assert not image.keys() & {"pyspark", "py4j"}
+    needed = requirement_names(project["dependencies"] + project["optional-dependencies"]["jobs"]) - {"pyspark"}
+    assert needed - image.keys() == set(), "run `make lock`"
+    assert "sagemaker-mlops" not in image and "pytest" not in image
+
+
+def test_pyspark_is_the_spark_of_the_processing_image_the_sdk_names_for_our_region():
+    import pyspark
+    import yaml
+    from sagemaker.core import image_uris
+
+    from ndr_jobs.runtime import image
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert f"pyspark=={image.SPARK_VERSION}" in project["optional-dependencies"]["jobs"]
+    assert pins("dev.txt")["pyspark"] == image.SPARK_VERSION
+    assert pyspark.__version__ == image.SPARK_VERSION, "this venv is not the locked one: `make` reinstalls it"
+    assert image.SPARK_VERSION.rsplit(".", 1)[0] == image.SPARK_FRAMEWORK_VERSION
+    assert "py" + image.SPARK_IMAGE_PYTHON.replace(".", "") == image.SPARK_PY_VERSION
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^SPARK_IMAGE_PYTHON := {re.escape(image.SPARK_IMAGE_PYTHON)}$", makefile, re.M)
+
+    config = image_uris.config_for_framework("spark")["processing"]
+    newest = max(config["versions"], key=lambda v: tuple(map(int, v.split("."))))
+    assert newest == image.SPARK_FRAMEWORK_VERSION, f"the SDK names a newer Spark image ({newest}): move to it"
+    assert image.SPARK_PY_VERSION in config["versions"][newest]["py_versions"]
+    regions = {yaml.safe_load(p.read_text())["spec"]["region"]
+               for p in (ROOT / "specs" / "environments").glob("*.yaml")}  # fmt: skip
+    assert regions
+    for region in sorted(regions):
+        uri = image_uris.retrieve("spark", region, version=image.SPARK_FRAMEWORK_VERSION,
+                                  py_version=image.SPARK_PY_VERSION, instance_type="ml.m5.2xlarge")
+        assert uri.endswith(f"/{image.SPARK_IMAGE_REPOSITORY}:{image.SPARK_FRAMEWORK_VERSION}-cpu-"
+                            f"{image.SPARK_PY_VERSION}"), uri

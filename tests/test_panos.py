@@ -206,7 +206,8 @@ def test_parse_lines_skips_blank_lines() -> None:
 def test_parse_traffic_runs_the_same_parser_in_spark_and_keeps_other_columns(spark) -> None:  # noqa: ANN001
     lines = _corpus()
     df = spark.createDataFrame([(f"file-{i}", line) for i, line in enumerate(lines)], "source STRING, value STRING")
-    parsed = panos.parse_traffic(df).toArrow().sort_by("source")
+    # PySpark 3.5 has no public DataFrame.toArrow(): its Arrow collect, as 4.0's toArrow() is built on it
+    parsed = pa.Table.from_batches(panos.parse_traffic(df)._collect_as_arrow()).sort_by("source")
     assert parsed.column_names == ["source", *(name for name, _ in panos.RESULT_COLUMNS)]
     by_source = dict(zip(parsed.column("source").to_pylist(), panos.to_records(parsed), strict=True))
     assert [by_source[f"file-{i}"] for i in range(len(lines))] == [panos.parse_line(line) for line in lines]

@@ -46,7 +46,8 @@ def in_cidr(col: str | Column, cidr: str) -> Column:
     cond = c.startswith(prefix) if prefix else ~c.contains(":")
     if bits:
         low = int(octets[whole])
-        nxt = F.substring_index(F.substring(c, len(prefix) + 1, 4), ".", 1).try_cast("int")
+        octet = F.substring_index(F.substring(c, len(prefix) + 1, 4), ".", 1)
+        nxt = F.when(octet.rlike("^[0-9]{1,3}$"), octet.cast("int"))  # a cast that cannot fail (ANSI mode)
         cond = cond & nxt.between(low, low + (1 << (8 - bits)) - 1)
     return F.coalesce(cond, F.lit(False))
 

@@ -1,16 +1,16 @@
 """One Spark session per process, configured the same way for every job.
 
 * Under ``spark-submit`` (the SageMaker Processing Spark container, where ``spark_launcher`` has already
-  created the session with the step's ``NDR_SPARK_CONF``) the existing session is returned: only the
-  session time zone (UTC) and the Parquet timestamp type (``TIMESTAMP_MICROS``, not the legacy INT96)
-  are forced, nothing else is overridden.
+  created the session with the step's ``NDR_SPARK_CONF``) the existing session is returned: only the SQL
+  semantics in ``_FORCED`` (UTC, ``TIMESTAMP_MICROS`` Parquet timestamps, ANSI mode, the corrected datetime
+  parser) are set, nothing else is overridden.
 * Otherwise a local session is started: ``local[*]`` (or ``NDR_SPARK_MASTER``), UTC, a few shuffle
   partitions (AQE coalesces them further), no UI, quiet logs (on stderr), Python workers on this
   interpreter, ``NDR_SPARK_DRIVER_MEMORY`` (default 2g), extra JVM options from
   ``NDR_SPARK_JAVA_OPTIONS``; then the step's ``NDR_SPARK_CONF`` (JSON, as on a cluster) on top, except the settings
   that size the cluster (shuffle partitions, parallelism, executor and driver resources).
 
-Java 17 or later is required (PySpark 4.x).
+The jobs run on the Spark of SageMaker's Spark 3.5 Processing image (docs/runtime.md), on Java 17 as there.
 """
 
 from __future__ import annotations
@@ -44,8 +44,16 @@ logger.spark.level = error
 
 #: the step's Spark settings (JSON object), as the compiler renders ``processor.spark_config``
 SPARK_CONF_ENV = "NDR_SPARK_CONF"
-#: settings every session gets, even one created by someone else: data written is UTC, standard Parquet
-_FORCED = {"spark.sql.session.timeZone": "UTC", "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+#: settings every session gets, even one created by someone else: data written is UTC, standard Parquet; and the SQL
+#: semantics pinned rather than left to the Spark version's defaults (3.5 has ANSI mode off and the EXCEPTION parser
+#: policy, 4.0 has them on and CORRECTED): ANSI casts, arithmetic and sums raise instead of returning NULL or
+#: wrapping around (ndr_jobs.features.hash_agg relies on it), size(NULL) is NULL, not -1
+_FORCED = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.ansi.enabled": "true",
+    "spark.sql.legacy.timeParserPolicy": "CORRECTED",
+}
 
 
 def _log4j2_file() -> Path:
@@ -68,7 +76,7 @@ def local_conf(cores: int | None = None) -> dict[str, str]:
         "spark.driver.memory": os.environ.get("NDR_SPARK_DRIVER_MEMORY", "2g"),
         "spark.driver.extraJavaOptions": java_options,
         **(loopback if master.startswith("local") else {}),
-        "spark.sql.session.timeZone": "UTC",
+        **_FORCED,
         "spark.sql.shuffle.partitions": str(max(2, cores)),
         "spark.default.parallelism": str(max(2, cores)),
         "spark.sql.adaptive.enabled": "true",
@@ -76,12 +84,8 @@ def local_conf(cores: int | None = None) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.sources.partitionOverwriteMode": "static",
-        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         # small local jobs: no need to wait for locality
         "spark.locality.wait": "0s",
-        # PySpark 4 records a call site for every DataFrame function (several extra JVM calls each): off locally,
-        # where a small batch's job is mostly driver time
-        "spark.python.sql.dataFrameDebugging.enabled": "false",
     }
 
 

@@ -91,3 +91,11 @@ def test_pyspark_is_the_spark_of_the_processing_image_the_sdk_names_for_our_regi
                                   py_version=image.SPARK_PY_VERSION, instance_type="ml.m5.2xlarge")
         assert uri.endswith(f"/{image.SPARK_IMAGE_REPOSITORY}:{image.SPARK_FRAMEWORK_VERSION}-cpu-"
                             f"{image.SPARK_PY_VERSION}"), uri
+
+
+def test_the_python_image_runs_the_python_its_lock_was_resolved_for():
+    makefile = (ROOT / "Makefile").read_text()
+    locked = re.search(r"^PYTHON_IMAGE_PYTHON := (\d+\.\d+)$", makefile, re.M)
+    dockerfile = (ROOT / "docker/python/Dockerfile").read_text()
+    base = re.search(r"^ARG BASE_IMAGE=python:(\d+\.\d+)\.\d+-slim", dockerfile, re.M)
+    assert locked and base and base.group(1) == locked.group(1)

@@ -24,6 +24,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ndr_jobs.interface.image import SPARK_FRAMEWORK_VERSION, SPARK_IMAGE_REPOSITORY, SPARK_PY_VERSION
+
 #: a value (or processor image URI) with this tag names the image built from this tree: its ``ctx-...`` tag
 CTX = "ctx"
 CTX_TAG = re.compile(r"ctx-[0-9a-f]{16}")
@@ -32,7 +34,7 @@ ECR_URI = re.compile(r"(?P<registry>(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a
                      r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
 #: the SageMaker Spark Processing image the Spark image builds on: the SageMaker SDK's image_uri_config/spark.json,
 #: processing 3.5 (tests/test_images.py holds this table to the SDK's)
-SPARK_VERSION, SPARK_PY, SPARK_REPOSITORY = "3.5", "py312", "sagemaker-spark-processing"
+SPARK_VERSION, SPARK_PY, SPARK_REPOSITORY = SPARK_FRAMEWORK_VERSION, SPARK_PY_VERSION, SPARK_IMAGE_REPOSITORY
 SPARK_REGISTRIES = {
     "af-south-1": "309385258863", "ap-east-1": "732049463269", "ap-east-2": "533267296287",
     "ap-northeast-1": "411782140378", "ap-northeast-2": "860869212795", "ap-northeast-3": "102471314380",

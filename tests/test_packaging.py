@@ -68,7 +68,7 @@ def test_pyspark_is_the_spark_of_the_processing_image_the_sdk_names_for_our_regi
     import yaml
     from sagemaker.core import image_uris
 
-    from ndr_jobs.runtime import image
+    from ndr_jobs.interface import image
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert f"pyspark=={image.SPARK_VERSION}" in project["optional-dependencies"]["jobs"]

@@ -625,15 +625,22 @@ def _portscan(rng: np.random.Generator, net: Network, src: int, span: tuple[int,
     ports = rng.permutation(np.concatenate([low, high]))
     duration = int(rng.integers(120_000, 300_001))
     t0 = _start_in(rng, span, duration)
-    allowed = np.isin(ports, [22, 80, 88, 389, 443, 445, 1433, 3389, 8080])
-    listening = np.isin(ports, [22, 443, 8080])
+    return _probes(rng, n, t0 + np.sort(rng.integers(0, duration, size=n)), src, dst, ports, [22, 443, 8080])
+
+
+def _probes(rng: np.random.Generator, n: int, t: np.ndarray, src: int, dst: Any, dport: np.ndarray,
+            listening_ports: list[int]) -> dict[str, np.ndarray]:  # fmt: skip
+    """A scan's probes: the policy allows a few service ports (a TCP handshake, reset by whoever is not
+    listening) and denies the rest."""
+    allowed = np.isin(dport, [22, 80, 88, 389, 443, 445, 1433, 3389, 8080])
+    listening = np.isin(dport, listening_ports)
     return _sessions(
         n,
-        t=t0 + np.sort(rng.integers(0, duration, size=n)),
+        t=t,
         src=src,
         dst=dst,
         sport=rng.integers(40000, 60000, size=n),
-        dport=ports,
+        dport=dport,
         app=np.where(allowed, APP_INDEX["incomplete"], APP_INDEX["not-applicable"]),
         proto=TCP,
         action=np.where(allowed, ALLOW, DENY),
@@ -807,26 +814,7 @@ def _portscan_slow(rng: np.random.Generator, net: Network, src: int, span: tuple
     n = max(n, 2)
     dst = np.tile(targets, len(ports))[:n]  # each port to every target in turn
     dport = np.repeat(ports, len(targets))[:n]
-    allowed = np.isin(dport, [22, 80, 88, 389, 443, 445, 1433, 3389, 8080])
-    listening = np.isin(dport, [22, 443, 445, 8080])
-    return _sessions(
-        n,
-        t=times[:n],
-        src=src,
-        dst=dst,
-        sport=rng.integers(40000, 60000, size=n),
-        dport=dport,
-        app=np.where(allowed, APP_INDEX["incomplete"], APP_INDEX["not-applicable"]),
-        proto=TCP,
-        action=np.where(allowed, ALLOW, DENY),
-        rule=np.where(allowed, R_INTERNAL, R_DEFAULT),
-        end=np.where(allowed, np.where(listening, RST_CLIENT, RST_SERVER), POLICY_DENY),
-        sent=np.where(allowed & listening, 134, 74),
-        received=np.where(allowed, 60, 0),
-        pkts_sent=np.where(allowed & listening, 2, 1),
-        pkts_received=np.where(allowed, 1, 0),
-        elapsed=0,
-    )
+    return _probes(rng, n, times[:n], src, dst, dport, [22, 443, 445, 8080])
 
 
 def _lateral_slow(rng: np.random.Generator, net: Network, src: int, span: tuple[int, int]) -> dict[str, np.ndarray]:

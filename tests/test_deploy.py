@@ -470,16 +470,18 @@ def test_prune_deletes_what_no_spec_names_rules_first_and_leaves_other_environme
     code, out = run("plan", "--env", "dev")
     assert code == 0, out
     orphans = re.findall(r"^orphaned +(\S+) +(\S+)$", out, re.M)
-    assert orphans == [("events-rule", "ndr-dev-training"), ("state-machine", "ndr-dev-training-orchestrator"),
+    alarms = [("cloudwatch-alarm", f"ndr-dev-training-orchestrator-{w}") for w in ("failed", "throttled", "timed-out")]
+    assert orphans == [("events-rule", "ndr-dev-training"), *alarms,
+                       ("state-machine", "ndr-dev-training-orchestrator"),
                        ("iam-role", "ndr-dev-sfn-training-orchestrator")], out
-    assert ", 3 in no spec (left in place)" in out
+    assert ", 6 in no spec (left in place)" in out
     code, out = deploy()  # without --prune: left in place
-    assert code == 0 and "3 in no spec (left in place)" in out, out
+    assert code == 0 and "6 in no spec (left in place)" in out, out
     assert "ndr-dev-training-orchestrator" in {m["name"] for m in sfn_client.list_state_machines()["stateMachines"]}
     code, out = run("specs/", "--deploy", "--env", "dev", "--prune")
     assert code == 0, out
     deletes = re.findall(r"deploy to dev: delete (\S+) (\S+)$", out, re.M)
-    assert [d[0] for d in deletes] == ["events-rule", "state-machine", "iam-role"], out
+    assert [d[0] for d in deletes] == ["events-rule", *["cloudwatch-alarm"] * 3, "state-machine", "iam-role"], out
     assert "ndr-dev-training-orchestrator" not in {m["name"] for m in sfn_client.list_state_machines()["stateMachines"]}
     assert "ndr-dev-training" not in {r["Name"] for r in boto3.client("events", region_name="us-east-1").list_rules(
         NamePrefix="ndr-dev-")["Rules"]}
@@ -487,6 +489,19 @@ def test_prune_deletes_what_no_spec_names_rules_first_and_leaves_other_environme
     assert "ndr-dev-sfn-training-orchestrator" not in roles and "ndr-dev-sfn-15m-features-inference" in roles
     pipelines = {p["PipelineName"] for p in sm.list_pipelines()["PipelineSummaries"]}
     assert {"ndr-dev-eu-if-training", "ndr-dev-handmade", "ndr-dev-if-training"} <= pipelines
+    code, out = run("plan", "--env", "dev")
+    assert code == 0 and "orphaned" not in out, out
+    # alarms turned off: every alarm, the topic and the metric filter are this environment's orphans
+    doc = yaml.safe_load(env.read_text())
+    doc["spec"]["alarms"] = {"enabled": False}
+    env.write_text(yaml.safe_dump(doc))
+    code, out = run("specs/", "--deploy", "--env", "dev", "--prune")
+    assert code == 0, out
+    deleted = re.findall(r"deploy to dev: delete (\S+) (\S+)$", out, re.M)
+    assert ("sns-topic", "ndr-dev-alarms") in deleted and ("logs-metric-filter", "ndr-dev-quarantine-ratio") in deleted
+    assert boto3.client("cloudwatch", region_name="us-east-1").describe_alarms(
+        AlarmNamePrefix="ndr-dev-")["MetricAlarms"] == []
+    assert boto3.client("sns", region_name="us-east-1").list_topics()["Topics"] == []
     code, out = run("plan", "--env", "dev")
     assert code == 0 and "orphaned" not in out, out
 

@@ -46,7 +46,8 @@ POLICY_NAME = "ndr-generated"
 ENV_TAG = "ndr:environment"
 ORPHAN = "in no spec any more; the deploy leaves it in place (`--prune` deletes it)"
 #: the order --prune deletes orphans in: what starts executions first, roles last
-PRUNE_ORDER = ("events-rule", "state-machine", "sagemaker-pipeline", "iam-role")
+PRUNE_ORDER = ("events-rule", "cloudwatch-alarm", "logs-metric-filter", "sns-topic", "state-machine",
+               "sagemaker-pipeline", "iam-role")
 
 
 @dataclass
@@ -771,6 +772,42 @@ class Deployer:
                     out.append(Change("iam-role", name, "orphaned", [f"- {ORPHAN}"], remove=remove))
         return out
 
+    def _orphaned_alarms(self, wanted: dict[str, set[str]]) -> list[Change]:
+        """Alarms (and, with alarms turned off, the topic and the metric filter) of this environment that the
+        specs no longer make: a removed machine's or pipeline's alarms would otherwise watch nothing for ever."""
+        prefix, out = self.env.prefix, []
+        cw, sns, logs = self.client("cloudwatch"), self.client("sns"), self.client("logs")
+        for page in cw.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{prefix}-"):
+            for alarm in page.get("MetricAlarms", []):
+                name = alarm["AlarmName"]
+                if name in wanted["cloudwatch-alarm"]:
+                    continue
+                tags = {t["Key"]: t["Value"] for t in cw.list_tags_for_resource(
+                    ResourceARN=alarm["AlarmArn"]).get("Tags", [])}  # fmt: skip
+                if tags.get(ENV_TAG) == prefix:
+                    out.append(Change("cloudwatch-alarm", name, "orphaned", [f"- {ORPHAN}"],
+                                      remove=lambda name=name: cw.delete_alarms(AlarmNames=[name])))
+        topic = f"{prefix}-alarms"
+        if topic not in wanted["sns-topic"]:
+            arn = f"arn:aws:sns:{self.env.region}:{self.env.account}:{topic}"
+            try:
+                tags = {t["Key"]: t["Value"] for t in sns.list_tags_for_resource(ResourceArn=arn).get("Tags", [])}
+            except ClientError as exc:
+                if not (missing(exc) or exc.response["Error"]["Code"] in ("NotFound", "ResourceNotFound")):
+                    raise
+                tags = {}
+            if tags.get(ENV_TAG) == prefix:
+                out.append(Change("sns-topic", topic, "orphaned", [f"- {ORPHAN}"],
+                                  remove=lambda: sns.delete_topic(TopicArn=arn)))
+        group, filter_name = "/aws/sagemaker/ProcessingJobs", f"{prefix}-quarantine-ratio"
+        if filter_name not in wanted["logs-metric-filter"] and self._log_group_exists(group):
+            found = logs.describe_metric_filters(logGroupName=group, filterNamePrefix=filter_name)
+            if any(f["filterName"] == filter_name for f in found.get("metricFilters", [])):
+                out.append(Change("logs-metric-filter", filter_name, "orphaned", [f"- {ORPHAN}"],
+                                  remove=lambda: logs.delete_metric_filter(logGroupName=group,
+                                                                           filterName=filter_name)))
+        return out
+
     # -- plan and apply --------------------------------------------------------------------------------
     def plan(self) -> list[Change]:
         changes = []
@@ -793,7 +830,7 @@ class Deployer:
             drift = bool(r.drift and r.drift(current))
             changes.append(Change(r.kind, r.name, "update", details, drift, resource=r))
         wanted = {kind: {c.name for c in changes if c.kind == kind} for kind in PRUNE_ORDER}
-        orphans = self._orphans(wanted)
+        orphans = self._orphans(wanted) + self._orphaned_alarms(wanted)
         gone = {c.name for c in orphans if c.kind == "state-machine"}
         orphans += self._orphaned_rules(wanted["events-rule"], gone)
         return changes + sorted(orphans, key=lambda c: (PRUNE_ORDER.index(c.kind), c.name))

@@ -10,12 +10,17 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from ndr_compiler import lint_cache
+from ndr_compiler.emit import emit
+from ndr_compiler.report import FORMATS, select
+from ndr_compiler.report import render as render_report
 
 
 @contextlib.contextmanager
@@ -31,11 +36,17 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-with _no_gc():
-    from ndr_compiler.compile import Compilation, compile_specs
-    from ndr_compiler.emit import emit
-    from ndr_compiler.report import FORMATS, select
-    from ndr_compiler.report import render as render_report
+
+if TYPE_CHECKING:
+    from ndr_compiler.compile import Compilation
+
+
+def compile_specs(paths: Iterable[Path], render: bool = True) -> Compilation:
+    """The compiler, imported on first use (a cached lint never loads it)."""
+    with _no_gc():
+        from ndr_compiler.compile import compile_specs as run
+
+        return run(paths, render=render)
 
 #: the extra of pyproject.toml each command needs beyond the core (lint and compile need only the core)
 EXTRA_OF = {"run": "local", "run-pipeline": "local", "demo": "local", "plan": "deploy", "compile": "deploy",
@@ -124,15 +135,26 @@ def compile_cmd(paths: tuple[Path, ...], out_dir: Path, check: bool, deploy: boo
 @click.option("--ignore", "ignored", multiple=True, metavar="CODE",
               help="Do not report these codes or prefixes; repeatable.")
 @click.option("--output", type=click.Path(path_type=Path), help="Write the report to a file instead of stdout.")
+@click.option("--no-cache", is_flag=True, envvar="NDR_NO_CACHE",
+              help="Lint from scratch and leave the cache alone (.ndr_cache/, or $NDR_CACHE_DIR).")
 def lint_cmd(paths: tuple[Path, ...], fmt: str, selected: tuple[str, ...], ignored: tuple[str, ...],
-             output: Path | None) -> None:
-    """Check specs without writing anything (never imports the SageMaker SDK).
+             output: Path | None, no_cache: bool) -> None:
+    """Check specs without writing anything (never imports the SageMaker SDK). An unchanged lint (the same spec
+    files, compiler and validators) replays its cached result.
 
     Exit codes: 0 no errors; 1 errors reported; 2 usage error.
     """
-    with _no_gc():
-        result = compile_specs(paths or (Path("specs"),), render=False)
-    diags = select(result.diagnostics, selected, ignored)
+    paths = paths or (Path("specs"),)
+    key = None if no_cache else lint_cache.key(paths)
+    cached = lint_cache.load(key) if key else None
+    if cached is None:
+        result = compile_specs(paths, render=False)
+        checked, all_diags = len(result.specs.specs), result.diagnostics
+        if key:
+            lint_cache.store(key, checked, all_diags)
+    else:
+        checked, all_diags = cached
+    diags = select(all_diags, selected, ignored)
     text = render_report(diags, fmt)
     if output:
         output.write_text(text, encoding="utf-8")
@@ -143,7 +165,7 @@ def lint_cmd(paths: tuple[Path, ...], fmt: str, selected: tuple[str, ...], ignor
         if errors:
             click.echo(f"{errors} error(s)", err=True)
         else:
-            click.echo(f"{len(result.specs.specs)} spec(s) checked, no problems")
+            click.echo(f"{checked} spec(s) checked, no problems")
     if errors:
         sys.exit(1)
 

@@ -13,12 +13,12 @@ from ndr_compiler.emit import Artifact, to_json
 from ndr_compiler.expand.janitor import expand_janitor
 from ndr_compiler.expand.pipeline import default_pipeline_name, expand_pipeline, runtime_seconds
 from ndr_compiler.expand.state_machine import expand_state_machine
-from ndr_compiler.lint import lint_ir
 from ndr_compiler.lint.environments import environment_rules
 from ndr_compiler.lint.jsonata_rules import spec_expressions, spec_variables
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
 from ndr_compiler.lint.processing import project_rules
 from ndr_compiler.lint.refs import placeholder_values, state_machine_refs, workflow_cycles
+from ndr_compiler.lint.rules import lint_ir
 from ndr_compiler.specs import Spec, SpecSet, load_specs
 
 MAX_DEFINITION_BYTES = 1_048_576  # Step Functions and SageMaker pipeline definitions alike

@@ -17,7 +17,6 @@ from ndr_compiler.diagnostics import Diagnostic, DiagnosticError, Span, display_
 
 PathKey = tuple[str | int, ...]
 
-SPEC_SUFFIXES = (".yaml", ".yml")
 #: libyaml's composer when PyYAML was built with it (same nodes and marks, several times faster)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -175,14 +174,3 @@ def load_file(path: Path) -> list[Document]:
             [Diagnostic("E106", f"the spec file is not UTF-8 text (byte {exc.start})", Span(file))]
         ) from None
     return load_text(text, file)
-
-
-def discover(paths: Iterable[Path]) -> list[Path]:
-    """Spec files under the given files or directories, in a stable order."""
-    found: set[Path] = set()
-    for p in paths:
-        if p.is_dir():
-            found.update(f for f in p.rglob("*") if f.suffix in SPEC_SUFFIXES and f.is_file())
-        elif p.exists():
-            found.add(p)
-    return sorted(found, key=lambda f: f.as_posix())

@@ -7,9 +7,15 @@ from collections.abc import Sequence
 
 from ndr_compiler import __version__
 from ndr_compiler.diagnostics import Diagnostic
-from ndr_compiler.lint.registry import CODES
 
 FORMATS = ("text", "json", "github", "sarif")
+
+
+def _codes() -> dict:
+    """The code table, imported on use: importing the lint package loads its rules, which a cached lint skips."""
+    from ndr_compiler.lint.registry import CODES
+
+    return CODES
 
 
 def _text(diags: Sequence[Diagnostic]) -> str:
@@ -17,6 +23,7 @@ def _text(diags: Sequence[Diagnostic]) -> str:
 
 
 def _json(diags: Sequence[Diagnostic]) -> str:
+    CODES = _codes()
     rows = [
         {"file": d.span.file, "line": d.span.line, "column": d.span.col, "code": d.code,
          "name": CODES[d.code].name if d.code in CODES else None, "severity": d.severity, "message": d.message}
@@ -44,6 +51,7 @@ def _github(diags: Sequence[Diagnostic]) -> str:
 
 
 def _sarif(diags: Sequence[Diagnostic]) -> str:
+    CODES = _codes()
     used = sorted({d.code for d in diags})
     rules = [
         {"id": c, "name": CODES[c].name if c in CODES else c,

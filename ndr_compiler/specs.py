@@ -13,9 +13,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ndr_compiler.diagnostics import Diagnostic, DiagnosticError, Span, did_you_mean
-from ndr_compiler.load import Document, discover, load_file
+from ndr_compiler.load import Document, load_file
 from ndr_compiler.models import KINDS, SUPPORTED_API_VERSIONS, Project, StateMachine
 from ndr_compiler.models.state_machine import STEP_KINDS
+from ndr_compiler.sources import discover
 
 _TYPE_ERRORS = ("_type", "_parsing", "model_type", "dict_type", "list_type", "is_instance_of")
 

@@ -17,6 +17,8 @@ settings.load_profile("ci")
 # C1 only and collects with one thread: on test-sized data the C2 compiler and parallel GC threads cost more CPU than
 # they save (test_fg_c: 117 s of CPU against 72 s). Set NDR_SPARK_JAVA_OPTIONS to override.
 os.environ.setdefault("NDR_SPARK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+# the lint's result cache keys on files, not on a test's monkeypatches: off, except in tests/test_lint_cache.py
+os.environ["NDR_NO_CACHE"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"

@@ -156,7 +156,7 @@ def test_a_renderer_crash_is_located_at_its_pipeline(spec_copy: Path, monkeypatc
 
 
 def test_a_crashing_rule_is_a_diagnostic(monkeypatch):
-    from ndr_compiler import lint
+    from ndr_compiler.lint import rules as lint
 
     def broken(machine):
         raise KeyError("boom")

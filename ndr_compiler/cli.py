@@ -371,36 +371,94 @@ def _images_or_exit(action: Any) -> None:
 _IMAGE_KINDS = click.Choice(["spark", "python"])
 
 
+class _Registries:
+    """Docker logins to ECR registries, each once per command (boto3's credentials; an ECR token lasts 12 h)."""
+
+    def __init__(self) -> None:
+        import boto3
+
+        self.session = boto3.session.Session()
+        self.done: set[str] = set()
+
+    def ecr(self, region: str) -> Any:
+        from ndr_compiler.deploy.errors import CLIENT_CONFIG
+
+        return self.session.client("ecr", region_name=region, config=CLIENT_CONFIG)
+
+    def login(self, uri: Any) -> None:
+        from ndr_compiler import images
+        from ndr_compiler.deploy.images import login
+
+        if uri.registry in self.done:
+            return
+        user, password, endpoint = login(self.ecr(uri.region), uri.account)
+        images.run_docker(["login", "--username", user, "--password-stdin", endpoint], stdin=password.encode())
+        self.done.add(uri.registry)
+
+
+def _build_image(kind: str, region: str | None, root: Path, registries: _Registries | None) -> str:
+    """``docker build`` of one image; the Spark image's base is SageMaker's image of ``region`` (us-east-1's by
+    default), whose ECR registry is logged in to first unless ``registries`` is None (--no-login)."""
+    from ndr_compiler import images
+
+    base = images.spark_base(region or "us-east-1") if kind == "spark" else None
+    base_uri = images.parse_ecr_uri(base) if base else None
+    if base_uri is not None and registries is not None:
+        registries.login(base_uri)
+    return images.build(images.IMAGES[kind], root, base)
+
+
+def _aws_errors(action: Any) -> Any:
+    """``action`` with AWS failures (no credentials, no access, throttling) as one-line image errors."""
+    from ndr_compiler import images
+    from ndr_compiler.deploy.errors import explain
+
+    def run() -> None:
+        try:
+            action()
+        except images.ImageError:
+            raise
+        except Exception as exc:
+            raise images.ImageError(explain(exc) or f"{type(exc).__name__}: {exc}") from exc
+
+    return run
+
+
+_NO_LOGIN = click.option("--no-login", is_flag=True, help="Do not log in to the Spark base image's ECR registry "
+                         "(SageMaker's account) before building: docker is logged in already.")
+
+
 @images_cmd.command("build")
 @click.option("--env", "env", help="Environment (name or specs/environments/<name>.yaml): the Spark base of its "
               "region (default us-east-1's).")
 @click.option("--specs", "specs_dir", default="specs", type=click.Path(path_type=Path), show_default=True)
 @click.option("--only", "only", multiple=True, type=_IMAGE_KINDS, help="Build only this image; repeatable.")
-def images_build_cmd(env: str | None, specs_dir: Path, only: tuple[str, ...]) -> None:
+@_NO_LOGIN
+def images_build_cmd(env: str | None, specs_dir: Path, only: tuple[str, ...], no_login: bool) -> None:
     """docker build each image with its deterministic context on stdin, tagged ndr-<kind>:ctx-<hash>."""
     from ndr_compiler import images
 
     def action() -> None:
         environment, _ = _image_env(env, specs_dir)
         root = images.source_root()
-        for kind in only or sorted(images.IMAGES):
-            base = images.spark_base(environment.spec.region) if kind == "spark" and environment else None
-            click.echo(f"built    {images.build(images.IMAGES[kind], root, base)}")
+        kinds = only or sorted(images.IMAGES)
+        registries = None if no_login or "spark" not in kinds else _Registries()
+        for kind in kinds:
+            region = environment.spec.region if environment else None
+            click.echo(f"built    {_build_image(kind, region, root, registries)}")
 
-    _images_or_exit(action)
+    _images_or_exit(_aws_errors(action))
 
 
 @images_cmd.command("push")
 @click.option("--env", "env", required=True, help="Environment (name or specs/environments/<name>.yaml).")
 @click.option("--specs", "specs_dir", default="specs", type=click.Path(path_type=Path), show_default=True)
-def images_push_cmd(env: str, specs_dir: Path) -> None:
+@_NO_LOGIN
+def images_push_cmd(env: str, specs_dir: Path, no_login: bool) -> None:
     """Build, then push each image to the ECR repositories of the environment's image URIs as <repo>:ctx-<hash>
     (repositories created when missing); the deploy then resolves the URIs to these images' digests."""
-    import boto3
-
     from ndr_compiler import images
-    from ndr_compiler.deploy.errors import CLIENT_CONFIG, explain
-    from ndr_compiler.deploy.images import ensure_repository, login
+    from ndr_compiler.deploy.images import ensure_repository
 
     def action() -> None:
         environment, kinds = _image_env(env, specs_dir)
@@ -409,32 +467,20 @@ def images_push_cmd(env: str, specs_dir: Path) -> None:
                           if k in kinds and (uri := images.parse_ecr_uri(v)) is not None}, key=str)
         if not targets:
             raise images.ImageError(f"environment {env} names no ECR image URI that a processor runs on")
-        session = boto3.session.Session()
+        registries = _Registries()
         built: dict[str, str] = {}
-        logged_in: set[str] = set()
-        try:
-            for kind, uri in targets:
-                ecr = session.client("ecr", region_name=uri.region, config=CLIENT_CONFIG)
-                if kind not in built:
-                    base = images.spark_base(environment.spec.region) if kind == "spark" else None
-                    built[kind] = images.build(images.IMAGES[kind], root, base)
-                if ensure_repository(ecr, uri, environment.spec.prefix):
-                    click.echo(f"created  ECR repository {uri.repo}")
-                if uri.registry not in logged_in:
-                    user, password, endpoint = login(ecr, uri.account)
-                    images.run_docker(["login", "--username", user, "--password-stdin", endpoint],
-                                      stdin=password.encode())
-                    logged_in.add(uri.registry)
-                remote = f"{uri.repository_uri}:{built[kind].split(':', 1)[1]}"
-                images.run_docker(["tag", built[kind], remote])
-                images.run_docker(["push", remote])
-                click.echo(f"pushed   {remote}")
-        except images.ImageError:
-            raise
-        except Exception as exc:
-            raise images.ImageError(explain(exc) or f"{type(exc).__name__}: {exc}") from exc
+        for kind, uri in targets:
+            if kind not in built:
+                built[kind] = _build_image(kind, environment.spec.region, root, None if no_login else registries)
+            if ensure_repository(registries.ecr(uri.region), uri, environment.spec.prefix):
+                click.echo(f"created  ECR repository {uri.repo}")
+            registries.login(uri)
+            remote = f"{uri.repository_uri}:{built[kind].split(':', 1)[1]}"
+            images.run_docker(["tag", built[kind], remote])
+            images.run_docker(["push", remote])
+            click.echo(f"pushed   {remote}")
 
-    _images_or_exit(action)
+    _images_or_exit(_aws_errors(action))
 
 
 @main.command("run-pipeline")

@@ -151,3 +151,86 @@ def test_without_docker_the_images_commands_say_so_in_one_line(args: list[str], 
     result = CliRunner().invoke(main, args)
     assert result.exit_code == ENVIRONMENT_ERROR, result.output
     assert result.output.count("\n") == 1 and result.output.startswith("error: docker is not installed or not on PATH")
+
+
+RECORDING_DOCKER = """#!{python}
+import hashlib, json, sys
+data = sys.stdin.buffer.read() if '-' in sys.argv[1:] or '--password-stdin' in sys.argv else b''
+with open({log!r}, 'a') as fh:
+    fh.write(json.dumps({{'args': sys.argv[1:], 'stdin': data.decode() if '--password-stdin' in sys.argv
+                         else hashlib.sha256(data).hexdigest()}}) + '\\n')
+"""
+
+
+@pytest.fixture
+def docker_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A docker client on PATH that records each call (its arguments; a login's password, a build context's
+    SHA-256) and succeeds: no daemon here, so the commands are checked by what they would have docker do."""
+    log = tmp_path / "docker.jsonl"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(RECORDING_DOCKER.format(python=sys.executable, log=str(log)))
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def _calls(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_push_logs_in_to_the_spark_base_then_builds_creates_tags_and_pushes(docker_calls: Path, moto_server: str):
+    import base64
+
+    import boto3
+
+    result = CliRunner().invoke(main, ["images", "push", "--env", "dev"])
+    assert result.exit_code == 0, result.output
+    calls = _calls(docker_calls)
+    root = images.source_root()
+    base = images.parse_ecr_uri(images.spark_base("us-east-1"))
+    ecr = boto3.client("ecr", region_name="us-east-1")
+    token = base64.b64decode(ecr.get_authorization_token(registryIds=[base.account])["authorizationData"][0][
+        "authorizationToken"]).decode().partition(":")[2]
+    builds = [c for c in calls if c["args"][0] == "build"]
+    # SageMaker's registry right before the Spark build (its base is pulled from there), the password on stdin
+    first_login = calls[calls.index(builds[1]) - 1]
+    assert first_login["args"][:4] == ["login", "--username", "AWS", "--password-stdin"]
+    assert first_login["args"][4].endswith(f"{base.account}.dkr.ecr.us-east-1.amazonaws.com")
+    assert first_login["stdin"] == token and token not in json.dumps([c["args"] for c in calls])
+    tags = images.tags(root)
+    for kind, build in zip(("python", "spark"), builds, strict=True):
+        assert build["args"][2] == f"ndr-{kind}:{tags[kind]}"
+        assert build["stdin"] == __import__("hashlib").sha256(images.context(images.IMAGES[kind], root)).hexdigest()
+    assert "--build-arg" in builds[1]["args"] and f"BASE_IMAGE={images.spark_base('us-east-1')}" in builds[1]["args"]
+    repos = {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]}
+    assert {"ndr-spark-processing", "ndr-processing"} <= repos
+    pushed = [c["args"][1] for c in calls if c["args"][0] == "push"]
+    registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    assert pushed == [f"{registry}/ndr-processing:{tags['python']}", f"{registry}/ndr-spark-processing:{tags['spark']}"]
+    logins = [c["args"][4] for c in calls if c["args"][0] == "login"]
+    assert len(logins) == 2 and logins[0].endswith(registry), "each registry is logged in to once"
+
+
+def test_build_logs_in_to_the_base_registry_unless_told_not_to(docker_calls: Path, moto_server: str):
+    result = CliRunner().invoke(main, ["images", "build", "--only", "spark"])
+    assert result.exit_code == 0, result.output
+    assert [c["args"][0] for c in _calls(docker_calls)] == ["login", "build"]
+    docker_calls.unlink()
+    assert CliRunner().invoke(main, ["images", "build", "--no-login"]).exit_code == 0
+    assert [c["args"][0] for c in _calls(docker_calls)] == ["build", "build"]
+    docker_calls.unlink()
+    assert CliRunner().invoke(main, ["images", "build", "--only", "python"]).exit_code == 0
+    assert [c["args"][0] for c in _calls(docker_calls)] == ["build"], "the Python image's base is public"
+
+
+def test_without_credentials_the_login_is_one_line_with_the_fix(docker_calls: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = CliRunner().invoke(main, ["images", "build", "--only", "spark"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: ") and "credentials" in result.output.lower()

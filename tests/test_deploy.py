@@ -667,8 +667,13 @@ def test_images_push_builds_logs_in_creates_the_repositories_and_pushes_ctx_tags
         assert c["stdin_sha256"] == hashlib.sha256(images.context(images.IMAGES[kind], tree)).hexdigest()
         assert c["args"][-1] == "-"
     assert f"BASE_IMAGE={images.spark_base('us-east-1')}" in builds[1]["args"]
-    (login,) = [c for c in calls if c["args"][0] == "login"]
-    assert login["args"][:4] == ["login", "--username", "AWS", "--password-stdin"] and login["stdin"]
+    logins = [c for c in calls if c["args"][0] == "login"]
+    assert [c["args"][:4] for c in logins] == [["login", "--username", "AWS", "--password-stdin"]] * 2
+    assert all(c["stdin"] and c["stdin"] not in json.dumps([c["args"] for c in calls]) for c in logins)
+    # ours once, then SageMaker's registry right before the Spark build (its base is pulled from there)
+    base = images.parse_ecr_uri(images.spark_base("us-east-1"))
+    assert logins[0]["args"][4].endswith(registry) and logins[1]["args"][4].endswith(base.registry)
+    assert calls.index(logins[1]) == calls.index(builds[1]) - 1
     pushes = [c["args"][1] for c in calls if c["args"][0] == "push"]
     assert pushes == [f"{registry}/ndr-processing:{tags['python']}", f"{registry}/ndr-spark-processing:{tags['spark']}"]
     ecr = boto3.client("ecr", region_name="us-east-1")
@@ -680,3 +685,30 @@ def test_images_push_builds_logs_in_creates_the_repositories_and_pushes_ctx_tags
     # the repositories exist now: a second push creates none
     code, out = run("images", "push", "--env", "dev")
     assert code == 0 and "created" not in out, out
+
+
+def test_images_build_logs_in_to_the_spark_base_unless_told_not_to(
+        bare_aws: str, workdir: Path, tree: Path, monkeypatch: pytest.MonkeyPatch):
+    bin_dir, log = workdir / "bin", workdir / "docker.log"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+
+    def calls(*args: str) -> list[str]:
+        log.unlink(missing_ok=True)
+        code, out = run("images", "build", *args)
+        assert code == 0, out
+        return [json.loads(line)["args"][0] for line in log.read_text().splitlines()]
+
+    assert calls("--only", "spark") == ["login", "build"]
+    assert calls("--no-login") == ["build", "build"]
+    assert calls("--only", "python") == ["build"], "the Python image's base is public"
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(workdir / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(workdir / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code, out = run("images", "build", "--only", "spark")
+    assert code == 1 and out.count("\n") == 1 and out.startswith("error: ") and "credentials" in out.lower(), out

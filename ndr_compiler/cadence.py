@@ -219,15 +219,15 @@ class CriticalPath:
 
 
 @dataclass
-class _Job:
+class ProcessingJob:
     steps: list[ir.PipelineStep]
     depends_on: list[int] = field(default_factory=list)
 
 
-def processing_jobs(p: ir.PipelineIR, fuse: bool = False) -> list[_Job]:
+def processing_jobs(p: ir.PipelineIR, fuse: bool = False) -> list[ProcessingJob]:
     """The pipeline's Processing jobs in declared order: one per IR step; with ``fuse`` (the what-if), a step whose
     only dependency is the step before it in a chain, on the same processor, joins that step's job."""
-    jobs: list[_Job] = []
+    jobs: list[ProcessingJob] = []
     job_of: dict[str, int] = {}
     for s in p.steps:
         prev = s.depends_on[0] if len(s.depends_on) == 1 else None
@@ -238,7 +238,7 @@ def processing_jobs(p: ir.PipelineIR, fuse: bool = False) -> list[_Job]:
             jobs[job_of[prev]].steps.append(s)
         else:
             job_of[s.name] = len(jobs)
-            jobs.append(_Job([s], sorted({job_of[d] for d in s.depends_on if d in job_of})))
+            jobs.append(ProcessingJob([s], sorted({job_of[d] for d in s.depends_on if d in job_of})))
     return jobs
 
 
@@ -400,12 +400,15 @@ def _bound(path: CriticalPath) -> str:
     return "" if path.exact else "≥ "
 
 
-def summary(path: CriticalPath) -> str:
+def breakdown(path: CriticalPath) -> str:
     runtime = f"runtime {_bound(path) if path.unmeasured else ''}{path.runtime:,.1f} s"
     if path.unmeasured:
         runtime += f" ({len(path.unmeasured)} entrypoint(s) unmeasured)"
-    return (f"{_bound(path)}{path.total:,.1f} s = {path.jobs} Processing job(s): start-up {path.startup:,.1f} s, "
-            f"{runtime}; polls {path.polls:,.1f} s")
+    return f"{path.jobs} Processing job(s): start-up {path.startup:,.1f} s, {runtime}; polls {path.polls:,.1f} s"
+
+
+def summary(path: CriticalPath) -> str:
+    return f"{_bound(path)}{path.total:,.1f} s = {breakdown(path)}"
 
 
 def verdict(t: TriggerPath, path: CriticalPath) -> str:

@@ -133,7 +133,7 @@ def cadence_rules(specs: SpecSet, machines: list[ir.StateMachineIR],
                   pipelines: dict[str, ir.PipelineIR]) -> Iterator[Diagnostic]:
     """W701 (E701 in a production environment): a trigger's critical path exceeds its period; E702: the
     environment gives a runtime for an entrypoint no pipeline step runs."""
-    from ndr_compiler.cadence import load_runtimes, summary, trigger_paths  # the model imports this module
+    from ndr_compiler.cadence import breakdown, load_runtimes, trigger_paths  # the model imports this module
 
     envs = sorted(specs.of_kind("Environment"), key=lambda s: (s.doc.file, s.name))
     if not envs:
@@ -151,8 +151,9 @@ def cadence_rules(specs: SpecSet, machines: list[ir.StateMachineIR],
                 continue
             code = "E701" if spec.production else "W701"
             bound = "" if t.path.exact else "at least "
-            yield Diagnostic(code, f"trigger '{t.name}' ({t.machine}): the critical path, {summary(t.path)}, exceeds "
-                             f"its period of {t.period_seconds:,} s by {bound}{t.overrun:,.1f} s"
-                             + (" (a production environment)" if spec.production else "")
-                             + f"; ndr-compile plan --env {env.name} shows each leg",
+            yield Diagnostic(code, f"trigger '{t.name}' ({t.machine}): its critical path exceeds its period of "
+                             f"{t.period_seconds:,} s by {bound}{t.overrun:,.1f} s"
+                             + (" in a production environment" if spec.production else "")
+                             + f" ({'≥ ' if bound else ''}{t.path.total:,.1f} s = {breakdown(t.path)}); "
+                             f"ndr-compile plan --env {env.name} shows each leg",
                              env.doc.span(("spec", "triggers", t.group, t.name)))

@@ -8,6 +8,7 @@ pipeline's longest chain of Processing jobs (each job: start-up + runtime) plus 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -55,14 +56,15 @@ _DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 _RATE = re.compile(r"^rate\((\d+) (minute|hour|day)s?\)$")
 _UNIT = {"minute": 60, "hour": 3600, "day": 86400}
 #: the calendar a cron's shortest gap is searched over: eight years, leap years and every weekday layout included
-WINDOW_START, WINDOW_DAYS = date(2026, 1, 1), 8 * 366
+WINDOW_START, WINDOW_YEARS = date(2026, 1, 1), 8
 
 
 def _number(token: str, names: tuple[str, ...]) -> int:
     return names.index(token.upper()) + 1 if token.upper() in names else int(token)
 
 
-def _expand(text: str, low: int, high: int, names: tuple[str, ...] = ()) -> set[int]:
+@functools.lru_cache(maxsize=256)
+def _expand(text: str, low: int, high: int, names: tuple[str, ...] = ()) -> frozenset[int]:
     """The values a (valid) numeric cron field allows: lists, ranges (wrapping), steps, names, ``*``."""
     values: set[int] = set()
     for part in text.split(","):
@@ -78,7 +80,7 @@ def _expand(text: str, low: int, high: int, names: tuple[str, ...] = ()) -> set[
             last = high if step_text else first
         span = (last - first) % (high - low + 1) if last < first else last - first
         values.update(low + (first - low + i) % (high - low + 1) for i in range(0, span + 1, step))
-    return values
+    return frozenset(values)
 
 
 def _last_day(d: date) -> date:
@@ -134,9 +136,15 @@ def schedule_period_seconds(expression: str) -> int | None:
     minutes, hours, dom, month, dow, year = expression.removeprefix("cron(").removesuffix(")").split()
     times = sorted(h * 60 + m for h in _expand(hours, 0, 23) for m in _expand(minutes, 0, 59))
     months, years = _expand(month, 1, 12, _MONTHS), _expand(year, 1970, 2199)
-    days = [d for d in (WINDOW_START + timedelta(days=i) for i in range(WINDOW_DAYS))
-            if d.month in months and d.year in years
-            and (_day_of_week(dow, d) if dom == "?" else _day_of_month(dom, d))]
+    days: list[date] = []
+    for y in range(WINDOW_START.year, WINDOW_START.year + WINDOW_YEARS):
+        for m in sorted(months) if y in years else ():
+            last = _last_day(date(y, m, 1)).day
+            if dom != "?" and not any(c in dom for c in "LW"):  # plain days of the month: no day to test
+                days += [date(y, m, d) for d in sorted(_expand(dom, 1, 31)) if d <= last]
+            else:
+                days += [d for d in (date(y, m, i) for i in range(1, last + 1))
+                         if (_day_of_week(dow, d) if dom == "?" else _day_of_month(dom, d))]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)] if days else []
     gaps += [(b - a).days * 1440 + times[0] - times[-1] for a, b in zip(days, days[1:], strict=False)]
     return min(gaps) * 60 if gaps else None

@@ -8,6 +8,7 @@ pipeline's longest chain of Processing jobs (each job: start-up + runtime) plus 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -233,8 +234,8 @@ class ProcessingJob:
 
 
 def processing_jobs(p: ir.PipelineIR, fuse: bool = False) -> list[ProcessingJob]:
-    """The pipeline's Processing jobs in declared order: one per IR step; with ``fuse`` (the what-if), a step whose
-    only dependency is the step before it in a chain, on the same processor, joins that step's job."""
+    """The pipeline's Processing jobs in declared order: one per IR step. With ``fuse`` (the what-if), a step joins
+    the job of its only dependency when it is that step's only dependant and runs on the same processor."""
     jobs: list[ProcessingJob] = []
     job_of: dict[str, int] = {}
     for s in p.steps:
@@ -321,7 +322,7 @@ class _Walker:
 
 
 def _item(leg: Leg, per_item: str | None) -> Leg:
-    return leg if per_item is None or leg.per_item else Leg(**{**leg.__dict__, "per_item": per_item})
+    return leg if per_item is None or leg.per_item else dataclasses.replace(leg, per_item=per_item)
 
 
 def _forward_edges(graph: ir.Graph) -> dict[str, list[str]]:

@@ -90,7 +90,7 @@ test-fast: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -m compiler
 
 bench: $(STAMP) $(NODE_STAMP) $(JAVA_STAMP)
-	$(PY) -m ndr_jobs.devtools.bench --out docs/benchmarks-data.md
+	$(PY) -m ndr_jobs.devtools.bench --out docs/benchmarks-data.md --runtimes ndr_compiler/cadence_runtimes.json
 	$(PY) -m ndr_compiler.bench
 
 # Detection quality on labelled synthetic traffic: AUC and recall at fixed FPR per attack class.

@@ -165,7 +165,9 @@ def lint_cmd(paths: tuple[Path, ...], fmt: str, selected: tuple[str, ...], ignor
         if errors:
             click.echo(f"{errors} error(s)", err=True)
         else:
-            click.echo(f"{checked} spec(s) checked, no problems")
+            warnings = len(diags) - errors
+            click.echo(f"{checked} spec(s) checked, "
+                       + (f"no errors, {warnings} warning(s)" if warnings else "no problems"))
     if errors:
         sys.exit(1)
 
@@ -324,7 +326,21 @@ def plan_cmd(paths: tuple[Path, ...], env_name: str, out_dir: Path) -> None:
     _report(result)
     if not result.ok:
         sys.exit(1)
+    _cadence(result, env_name)
     _deploy(result, out_dir, env_name, apply=False)
+
+
+def _cadence(result: Compilation, env_name: str) -> None:
+    """The cadence model's table for ``env_name`` (offline: printed before the plan asks AWS anything)."""
+    from ndr_compiler.cadence import load_runtimes, render_plan, trigger_paths
+
+    env = next((s.model for s in result.specs.of_kind("Environment") if s.name == env_name), None)
+    if env is None:  # _deploy says which environments exist
+        return
+    measured = load_runtimes()
+    machines = {m.name: m for m in result.machines if not m.generated}
+    paths = list(trigger_paths(env.spec, machines, result.pipelines, measured))
+    click.echo(render_plan(env_name, env.spec, measured, paths))
 
 
 @main.group("images")

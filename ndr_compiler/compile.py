@@ -13,7 +13,7 @@ from ndr_compiler.emit import Artifact, to_json
 from ndr_compiler.expand.janitor import expand_janitor
 from ndr_compiler.expand.pipeline import default_pipeline_name, expand_pipeline, runtime_seconds
 from ndr_compiler.expand.state_machine import expand_state_machine
-from ndr_compiler.lint.environments import environment_rules
+from ndr_compiler.lint.environments import cadence_rules, environment_rules
 from ndr_compiler.lint.jsonata_rules import spec_expressions, spec_variables
 from ndr_compiler.lint.pipelines import duplicate_placeholders, pipeline_spec_rules, start_rules
 from ndr_compiler.lint.processing import project_rules
@@ -138,6 +138,7 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
         machine = expand_janitor(project.model, project.doc.file, project.doc.span(), sorted(started))
         machine.placeholders = [started[n] for n in sorted(started)]  # the pipelines it may have to stop
         _add_machine(result, machine, lint_ir(machine), render)
+    result.diagnostics.extend(cadence_rules(specs, result.machines, result.pipelines))
 
     if render:
         from ndr_compiler.render.iam import pipelines_policy

@@ -22,6 +22,7 @@ from ndr_jobs.devtools.bench import (
     StageResult,
     merge_runs,
     projection,
+    runtimes_document,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,3 +134,19 @@ def test_repeated_runs_report_their_median_and_every_run():
     size = SizeResult(_size([10.0, 6.0, 2.0, 2.0]).batch,
                       [merged, merge_runs([StageResult(REFERENCE, "ok", s) for s in (10.0, 11.0, 12.0)], lines=1)])
     assert size.ratio == 4.0 and size.first_ratio == 5.0
+
+
+def test_runtimes_file_is_each_measured_stage_by_entrypoint(tmp_path: Path):
+    """What `make bench --runtimes` writes, read back as the compiler's cadence model reads it."""
+    from ndr_compiler.cadence import load_runtimes
+    from ndr_jobs.interface.entrypoints import ENTRYPOINTS
+
+    doc = runtimes_document(_size([10.0, 6.0, 2.5, None]), {"spark_master": "local[*]", "pyspark": "3.5.6",
+                                                             "cores": 2}, "python -m ndr_jobs.devtools.bench --quick")
+    assert doc["seconds"] == {"ndr_jobs.scripts.run_delta_builder": 10.0, "ndr_jobs.scripts.run_fg_a_builder": 6.0,
+                              "ndr_jobs.scripts.run_pair_counts_builder": 2.5}  # the failed fg_c is left out
+    assert set(doc["seconds"]) <= set(ENTRYPOINTS)
+    assert doc["batch_lines"] == 1_000_000 and "--quick: the 1,000,000-line batch" in doc["source"]
+    path = tmp_path / "runtimes.json"
+    path.write_text(json.dumps(doc))
+    assert dict(load_runtimes(path).seconds) == doc["seconds"]

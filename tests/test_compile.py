@@ -169,7 +169,8 @@ def test_pipeline_names_stay_placeholders():
 
 def test_compile_reports_no_diagnostics_on_the_real_specs():
     result = compile_specs([SPECS])
-    assert result.diagnostics == []
+    # W701 aside: the cadence model's verdict on dev's 15-minute chain (docs/cadence.md, tests/test_cadence.py)
+    assert [d.format() for d in result.diagnostics if d.code != "W701"] == []
     kinds = sorted(a.relpath.split("/")[0] for a in result.artifacts)
     assert kinds.count("state_machines") == 6  # and the generated lock janitor
     assert kinds.count("pipelines") == 8

@@ -129,7 +129,7 @@ def test_semantic_diff_names_states_steps_and_fields(repo: Path, monkeypatch: py
     assert "changed  pipelines/inference.json" in result.output
     assert "~ step `InferencePredictionsStep`: processor\n" \
            "      ProcessingResources.ClusterConfig.InstanceCount: 1 -> 4\n" in result.output
-    md = CliRunner().invoke(main, ["diff", "specs/", "--base", "HEAD", "--format", "markdown"]).output
+    md = CliRunner().invoke(main, ["diff", "specs/", "--base", "HEAD", "--format", "markdown"]).stdout  # no warnings
     assert md.startswith("### ndr: generated changes since `HEAD`")
     assert "    - `Seconds: 20 -> 10`" in md
 

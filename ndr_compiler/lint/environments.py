@@ -1,10 +1,12 @@
-"""Environment rules: what a deploy would otherwise find out half-way (E501, E514 names, E123 schedules)."""
+"""Environment rules: what a deploy would otherwise find out half-way (E501, E514 names, E123 schedules), and
+the cadence model's verdict (W701/E701, E702)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 
+from ndr_compiler import ir
 from ndr_compiler.diagnostics import Diagnostic, did_you_mean
 from ndr_compiler.specs import Spec, SpecSet
 
@@ -125,3 +127,33 @@ def environment_rules(specs: SpecSet) -> Iterator[Diagnostic]:
                 if not specs.is_broken("StateMachine" if known is machines else "Pipeline", name):
                     field = "state_machines" if known is machines else "pipelines"
                     yield from _names(env, kind, known, spec.project, ("spec", field, name), name)
+
+
+def cadence_rules(specs: SpecSet, machines: list[ir.StateMachineIR],
+                  pipelines: dict[str, ir.PipelineIR]) -> Iterator[Diagnostic]:
+    """W701 (E701 in a production environment): a trigger's critical path exceeds its period; E702: the
+    environment gives a runtime for an entrypoint no pipeline step runs."""
+    from ndr_compiler.cadence import breakdown, load_runtimes, trigger_paths  # the model imports this module
+
+    envs = sorted(specs.of_kind("Environment"), key=lambda s: (s.doc.file, s.name))
+    if not envs:
+        return
+    measured = load_runtimes()
+    by_name = {m.name: m for m in machines if not m.generated}
+    entrypoints = {step.entrypoint for p in specs.of_kind("Pipeline") for step in p.model.spec.steps}
+    for env in envs:
+        spec = env.model.spec
+        for name in sorted(set(spec.cadence.runtimes) - entrypoints):
+            yield Diagnostic("E702", f"cadence.runtimes: no pipeline step runs entrypoint '{name}'"
+                             f"{did_you_mean(name, entrypoints)}", env.doc.span(("spec", "cadence", "runtimes", name)))
+        for t in trigger_paths(spec, by_name, pipelines, measured):
+            if t.overrun is None:
+                continue
+            code = "E701" if spec.production else "W701"
+            bound = "" if t.path.exact else "at least "
+            yield Diagnostic(code, f"trigger '{t.name}' ({t.machine}): its critical path exceeds its period of "
+                             f"{t.period_seconds:,} s by {bound}{t.overrun:,.1f} s"
+                             + (" in a production environment" if spec.production else "")
+                             + f" ({'≥ ' if bound else ''}{t.path.total:,.1f} s = {breakdown(t.path)}); "
+                             f"ndr-compile plan --env {env.name} shows each leg",
+                             env.doc.span(("spec", "triggers", t.group, t.name)))

@@ -22,6 +22,8 @@ FAMILIES = {
     "E4": "AWS limits",
     "E5": "cross-spec references",
     "E6": "JSONata",
+    "E7": "cadence",
+    "W7": "cadence (warnings)",
 }
 
 _CODES = [
@@ -97,6 +99,11 @@ _CODES = [
     Code("E602", "states-result-scope", "JSONata", "$states.result used where Step Functions does not set it"),
     Code("E603", "states-error-scope", "JSONata", "$states.errorOutput used outside a Catch"),
     Code("E604", "unknown-variable", "JSONata", "an expression reads a variable nothing assigns"),
+    Code("E701", "cadence-overrun-production", "cadence",
+         "in a production environment, a trigger's critical path exceeds its period (docs/cadence.md)"),
+    Code("E702", "cadence-unknown-entrypoint", "cadence", "cadence.runtimes names an entrypoint no pipeline step runs"),
+    Code("W701", "cadence-overrun", "cadence (warnings)",
+         "a trigger's critical path exceeds its period (docs/cadence.md); E701 in production"),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _CODES}

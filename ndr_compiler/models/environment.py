@@ -26,6 +26,9 @@ class EventTrigger(Strict):
     source: list[str]
     detail_type: list[str]
     input_path: str | None = Field(default=None, description="e.g. $.detail: hand only the detail to the machine")
+    period_minutes: Annotated[int, Field(ge=1, le=44640)] | None = Field(
+        default=None, description="how often the event arrives (e.g. 15 for each mini-batch): the cadence model "
+        "compares the machine's critical path with it (docs/cadence.md); unset: on demand, no comparison")
 
 
 class ScheduleTrigger(Strict):
@@ -57,6 +60,18 @@ class Alarms(Strict):
         default=0.5, description="alarm when a delta batch quarantines more than this share of its lines")
 
 
+class Cadence(Strict):
+    """Inputs of the cadence latency model (docs/cadence.md) beyond the measured runtimes."""
+
+    startup_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=180, description="typical start-up of one SageMaker Processing job (provisioning, image pull)")
+    runtime_factor: Annotated[float, Field(gt=0, le=1000)] = Field(
+        default=1.0, description="multiplies the measured (local) runtimes: cloud instances and S3 differ")
+    runtimes: dict[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$")],
+                   Annotated[float, Field(ge=0, le=604800)]] = Field(
+        default_factory=dict, description="entrypoint -> seconds, over (or beside) the measured runtimes")
+
+
 class EnvironmentSpec(Strict):
     project: str
     account: Annotated[str, Field(pattern=r"^\d{12}$")]
@@ -72,6 +87,9 @@ class EnvironmentSpec(Strict):
     alias: str = "live"
     triggers: Triggers = Triggers()
     alarms: Alarms = Alarms()
+    cadence: Cadence = Cadence()
+    production: bool = Field(default=False, description="a production environment: a trigger whose critical "
+                             "path exceeds its period is an error (E701), not a warning (W701)")
     on_missing_value: Literal["error"] = "error"
 
 

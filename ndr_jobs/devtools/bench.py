@@ -1,7 +1,7 @@
 """The data-plane benchmark: the 15-minute chain on local Spark, stage by stage, beside a DuckDB reference.
 
 ``python -m ndr_jobs.devtools.bench --out docs/benchmarks-data.md [--rows 1000000 5000000] [--repeat 3] [--quick]
-[--json FILE]``; ``--quick`` is the smoke mode tests run. Method: ``docs/design/jobs.md`` (Devtools).
+[--json FILE] [--runtimes FILE]``; ``--quick`` is the smoke mode tests run. Method: ``docs/design/jobs.md`` (Devtools).
 """
 
 from __future__ import annotations
@@ -633,6 +633,19 @@ def render(command: str, machine: dict[str, Any], warmup: int, sizes: list[SizeR
     return "\n".join(out)
 
 
+def runtimes_document(size: SizeResult, machine: dict[str, Any], command: str) -> dict[str, Any]:
+    """The per-entrypoint runtimes the compiler's cadence model reads (docs/cadence.md): each chain stage's median
+    seconds at ``size`` (its scripts are ``ndr_jobs.scripts.run_<stage>``); failed or skipped stages are left out."""
+    b = size.batch
+    return {
+        "source": f"{command}: the {b.lines:,}-line batch ({b.hosts:,} hosts), median of each stage's runs, local "
+                  f"Spark ({machine['spark_master']}, PySpark {machine['pyspark']}) on {machine['cores']} cores",
+        "batch_lines": b.lines,
+        "seconds": {f"ndr_jobs.scripts.run_{s.stage}": s.seconds for s in size.chain
+                    if s.status == "ok" and s.seconds is not None},
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ndr_jobs.devtools.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="the markdown report to write (replaced)")
@@ -658,6 +671,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"runs of each size's chain and reference, reported by their median (default {REPEAT}, --quick 1)",
     )
     parser.add_argument("--json", default=None, help="also write the raw figures as JSON here")
+    parser.add_argument("--runtimes", default=None,
+                        help="also write the largest size's per-entrypoint seconds here, for the cadence model")
     parser.add_argument("--work-dir", default=None, help="where the data goes (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     a = parser.parse_args(argv)
@@ -692,6 +707,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    "delta_check": s.delta_check} for s in sizes],
                         "projection": plan}  # fmt: skip
             storage.write_text(a.json, json.dumps(document, indent=2, sort_keys=True) + "\n")
+        if a.runtimes:
+            runtimes = runtimes_document(max(sizes, key=lambda s: s.batch.lines), machine, command)
+            storage.write_text(a.runtimes, json.dumps(runtimes, indent=2, sort_keys=True) + "\n")
         print(text)
     finally:
         if not a.keep and not a.work_dir:

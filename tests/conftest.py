@@ -32,7 +32,8 @@ REFERENCE_STATES = SPECS / "contracts" / "reference_states.json"
 LAYERS = {
     # the job library: local Spark, Arrow, numba, scikit-learn, DuckDB
     "jobs": {
-        "test_bench_data", "test_delta_builder", "test_entrypoints", "test_eval", "test_fg_a", "test_fg_b",
+        "test_backfill_range", "test_bench_data", "test_delta_builder", "test_entrypoints", "test_eval", "test_fg_a",
+        "test_fg_b",
         "test_fg_c", "test_forest", "test_hash_agg", "test_if_training", "test_image_warmup", "test_inference",
         "test_inventory", "test_launcher", "test_pair_counts", "test_panos", "test_prediction_join", "test_raw_lines",
         "test_storage", "test_synth", "test_windows_extractor",

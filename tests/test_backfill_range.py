@@ -209,3 +209,21 @@ def test_bad_arguments_are_refused_by_the_parser(raw: Path, bad: list[str]) -> N
     with pytest.raises(SystemExit) as exit_, contextlib.redirect_stderr(io.StringIO()):
         run_backfill_windows.parse_runtime(range_args(raw, Path("/tmp/r.json")) + bad)
     assert exit_.value.code == 2
+
+
+def test_the_month_cost_model() -> None:
+    from ndr_jobs.devtools.bench import MONTH_WINDOWS, BackfillCost, BackfillResult, backfill_cost, render_month
+
+    today = backfill_cost(MONTH_WINDOWS, 10.0, None, session_s=5.0, startup_s=180.0)
+    assert today == BackfillCost("today: 4 jobs per window", 11_520, 600.0, 600.0)  # (11,520 x 185 + 28,800) s
+    day = backfill_cost(MONTH_WINDOWS, 10.0, 96, session_s=5.0, startup_s=180.0, instances=2)
+    assert (day.jobs, day.hours, day.instance_hours) == (30, 9.54, 19.08)  # (30 x 185 + 28,800) s, two instances
+    assert backfill_cost(MONTH_WINDOWS, 10.0, 384, 5.0, 180.0).jobs == 8  # the last job runs the 192 left
+    for bad in ({"chunk": 0}, {"windows": 0}, {"per_window_s": -1.0}):
+        with pytest.raises(ValueError):
+            backfill_cost(**{"windows": 10, "per_window_s": 1.0, "chunk": 4, **bad})
+    result = BackfillResult(8, 40, 1000, 1, range_seconds=85.0, range_session_seconds=5.0)
+    table = render_month(result)
+    assert "Per window 10.0 s of work" in table[2]
+    assert table[6] == "| today: 4 jobs per window | 11,520 | 600.0 | 600.0 |"
+    assert render_month(BackfillResult(8, 40, 1000, 1, range_detail="failed")) == []

@@ -777,6 +777,49 @@ def render_backfill_header(command: str, machine: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+#: -- the month's cost model: assumptions --
+MONTH_WINDOWS = 2880  # 30 days of 15-minute windows
+#: a cold SageMaker Processing job's start-up (provisioning, image pull, container start), an assumption
+PROCESSING_STARTUP_S = 180.0
+#: the steps of today's per-window pipeline, each its own Processing job
+STEPS_PER_WINDOW = len(STAGES)
+#: windows per job in the model's table
+CHUNKS: tuple[int, ...] = (1, 16, 96, 384)
+
+
+@dataclass(frozen=True)
+class BackfillCost:
+    """What a backfill costs: Processing jobs, wall hours (windows run one after another) and instance-hours."""
+
+    how: str
+    jobs: int
+    hours: float
+    instance_hours: float
+
+
+def backfill_cost(windows: int, per_window_s: float, chunk: int | None, session_s: float = 0.0,
+                  startup_s: float = PROCESSING_STARTUP_S, instances: int = 1) -> BackfillCost:  # fmt: skip
+    """The cost of ``windows`` windows whose chain takes ``per_window_s`` in a warm session.
+
+    ``chunk`` None is today's pipeline: each window's :data:`STEPS_PER_WINDOW` steps are Processing jobs, each paying
+    ``startup_s`` and a Spark session start (``session_s``). Otherwise one job per ``chunk`` windows pays them once.
+    Every job runs on ``instances`` instances, billed from start-up to exit; windows run one at a time (a window's
+    FG-A reads the windows before it).
+    """
+    if windows < 1 or per_window_s < 0 or session_s < 0 or startup_s < 0 or instances < 1:
+        raise ValueError("windows and instances must be positive, the seconds not negative")
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"a chunk has at least one window, not {chunk}")
+    jobs = windows * STEPS_PER_WINDOW if chunk is None else -(-windows // chunk)
+    seconds = jobs * (startup_s + session_s) + windows * per_window_s
+    how = f"today: {STEPS_PER_WINDOW} jobs per window" if chunk is None else f"{chunk} windows per job"
+    return BackfillCost(how, jobs, round(seconds / 3600, 2), round(seconds / 3600 * instances, 2))
+
+
+def month_costs(per_window_s: float, session_s: float) -> list[BackfillCost]:
+    return [backfill_cost(MONTH_WINDOWS, per_window_s, chunk, session_s) for chunk in (None, *CHUNKS)]
+
+
 BACKFILL_HEADER = "| how | windows | processes | seconds | seconds per window | vs window by window |"
 
 
@@ -809,7 +852,30 @@ def render_backfill(result: BackfillResult) -> str:
         f"The one job's Spark session start: {_fmt(result.range_session_seconds, 2)} s. The two runs' committed "
         f"partitions: {result.check}.",
         "",
+        *render_month(result),
     ])  # fmt: skip
+
+
+def render_month(result: BackfillResult) -> list[str]:
+    """The month's cost model from the one job's figures (nothing when it failed)."""
+    if not result.range_seconds or not result.windows:
+        return []
+    session = result.range_session_seconds or 0.0
+    per_window = max(result.range_seconds - session, 0.0) / result.windows
+    lines = [
+        f"#### A month of backfill ({MONTH_WINDOWS:,} windows), modelled",
+        "",
+        f"Per window {per_window:.1f} s of work in a warm session (the one job's seconds less its session start, "
+        f"over its {result.windows} windows), a Spark session start of {session:.1f} s per job, and a cold "
+        f"Processing start-up of {PROCESSING_STARTUP_S:.0f} s per job (an assumption); one instance per job, billed "
+        "from start-up to exit; windows one at a time (`backfill_cost` in `ndr_jobs/devtools/bench.py`).",
+        "",
+        "| how | Processing jobs | hours | instance-hours |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {c.how} | {c.jobs:,} | {c.hours:,.1f} | {c.instance_hours:,.1f} |"
+              for c in month_costs(per_window, session)]  # fmt: skip
+    return [*lines, ""]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -812,7 +812,8 @@ def backfill_cost(windows: int, per_window_s: float, chunk: int | None, session_
         raise ValueError(f"a chunk has at least one window, not {chunk}")
     jobs = windows * STEPS_PER_WINDOW if chunk is None else -(-windows // chunk)
     seconds = jobs * (startup_s + session_s) + windows * per_window_s
-    how = f"today: {STEPS_PER_WINDOW} jobs per window" if chunk is None else f"{chunk} windows per job"
+    plural = "s" if chunk is None or chunk > 1 else ""
+    how = f"today: {STEPS_PER_WINDOW} jobs per window" if chunk is None else f"{chunk} window{plural} per job"
     return BackfillCost(how, jobs, round(seconds / 3600, 2), round(seconds / 3600 * instances, 2))
 
 
@@ -868,7 +869,8 @@ def render_month(result: BackfillResult) -> list[str]:
         f"Per window {per_window:.1f} s of work in a warm session (the one job's seconds less its session start, "
         f"over its {result.windows} windows), a Spark session start of {session:.1f} s per job, and a cold "
         f"Processing start-up of {PROCESSING_STARTUP_S:.0f} s per job (an assumption); one instance per job, billed "
-        "from start-up to exit; windows one at a time (`backfill_cost` in `ndr_jobs/devtools/bench.py`).",
+        "from start-up to exit; windows one at a time (`backfill_cost` in `ndr_jobs/devtools/bench.py`). Today's row "
+        "is low: its jobs run in cold sessions, slower than a warm window's share.",
         "",
         "| how | Processing jobs | hours | instance-hours |",
         "|---|---:|---:|---:|",

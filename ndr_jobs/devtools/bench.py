@@ -712,6 +712,7 @@ def run_backfill(work: str, windows: int = BACKFILL_WINDOWS, hosts: int = BACKFI
     from ndr_jobs.runtime.config import BackfillRuntime
 
     base = Path(work, f"backfill-{windows}")
+    shutil.rmtree(base, ignore_errors=True)  # a kept work dir's report would make the one job resume, not run
     raw, manifest = base / "raw", base / "windows.json"
     end = BACKFILL_START + windows * timedelta(minutes=15)
     config = SynthConfig(start=BACKFILL_START, hours=windows / 4, hosts=hosts, seed=SEED, org_id=ORG,

@@ -34,7 +34,8 @@ REFERENCE_STATES = SPECS / "contracts" / "reference_states.json"
 LAYERS = {
     # the job library: local Spark, Arrow, numba, scikit-learn, DuckDB
     "jobs": {
-        "test_bench_data", "test_delta_builder", "test_entrypoints", "test_eval", "test_fg_a", "test_fg_b",
+        "test_backfill_range", "test_bench_data", "test_delta_builder", "test_entrypoints", "test_eval", "test_fg_a",
+        "test_fg_b",
         "test_fg_c", "test_forest", "test_hash_agg", "test_if_training", "test_image_warmup", "test_inference",
         "test_inventory", "test_launcher", "test_pair_counts", "test_panos", "test_prediction_join", "test_raw_lines",
         "test_storage", "test_synth", "test_windows_extractor",
@@ -55,7 +56,8 @@ LAYER_OF = {stem: layer for layer, stems in LAYERS.items() for stem in stems}
 #: default order, by number of tests, started test_drills, test_eval and test_local_run last);
 #: `--no-loadscope-reorder` keeps this order
 LONGEST = {
-    "test_drills": 230, "test_eval": 165, "test_scenarios": 105, "test_faults-sfn_ndr_backfill_reprocessing": 80,
+    "test_drills": 230, "test_eval": 165, "test_backfill_range": 120, "test_scenarios": 105,
+    "test_faults-sfn_ndr_backfill_reprocessing": 80,
     "test_faults-sfn_ndr_15m_features_inference": 70, "test_fg_c": 70, "test_fg_b": 65, "test_local_run": 60,
     "test_faults-sfn_ndr_monthly_fg_b_baselines": 55, "test_faults-sfn_ndr_prediction_publication": 45,
     "test_faults-sfn_ndr_training_orchestrator": 40,

@@ -26,6 +26,7 @@ SCRIPTS = [
     "run_fg_b_builder",
     "run_if_training",
     "run_historical_windows_extractor",
+    "run_backfill_windows",
 ]
 BATCH = [
     "--project-name",

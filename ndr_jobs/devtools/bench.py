@@ -646,6 +646,254 @@ def runtimes_document(size: SizeResult, machine: dict[str, Any], command: str) -
     }
 
 
+# -- backfill: a day of windows in one job against window by window ---------------------------------------
+
+BACKFILL_START = datetime(2026, 10, 1, 0, 0, tzinfo=UTC)
+#: a day of 15-minute windows
+BACKFILL_WINDOWS = 96
+#: a small estate: each window is a few thousand lines, so the figures are the per-window fixed cost
+BACKFILL_HOSTS = 40
+
+
+@dataclass
+class BackfillResult:
+    """The same windows run by one ``run_backfill_windows`` process and by one process per job per window."""
+
+    windows: int
+    hosts: int
+    lines: int
+    bytes: int
+    range_seconds: float | None = None
+    range_detail: str = ""
+    range_session_seconds: float | None = None
+    reference_seconds: float | None = None
+    reference_detail: str = ""
+    reference_processes: int = 0
+    identical: bool | None = None
+    check: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """Range seconds / window-by-window seconds."""
+        if self.range_seconds and self.reference_seconds:
+            return self.range_seconds / self.reference_seconds
+        return None
+
+
+def _process(module: str, args: Sequence[str], env: dict[str, str]) -> tuple[float, str, dict[str, Any]]:
+    """Run ``python -m module args`` (a fresh interpreter and JVM, as a Processing job has): its wall seconds, the
+    error (empty when it exited 0) and its last JSON line."""
+    began = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - began
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    last = json.loads(lines[-1]) if lines else {}
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        return seconds, (errors[-1] if errors else f"exit {proc.returncode}"), last
+    return seconds, "", last
+
+
+def _same_partitions(a: str, b: str, windows: Sequence[datetime]) -> tuple[bool, str]:
+    """Whether two storage roots hold the same rows in every window partition of the chain (read without Spark)."""
+    from ndr_jobs.datasets import layout
+    from ndr_jobs.processing.backfill_windows_job import WINDOW_DATASETS
+
+    differ, missing = [], []
+    for dataset in WINDOW_DATASETS:
+        for start in windows:
+            tables = [layout.partition_table(storage.partition_path(root, dataset, layout.batch_partition(FSV, start)))
+                      for root in (a, b)]  # fmt: skip
+            if any(t is None for t in tables):
+                missing.append(f"{dataset}@{start:%H%M}")
+                continue
+            rows = [sorted(map(str, t.to_pylist())) for t in tables if t is not None]
+            if rows[0] != rows[1]:
+                differ.append(f"{dataset}@{start:%H%M}")
+    if missing or differ:
+        return False, f"missing {', '.join(missing[:5]) or 'none'}; different {', '.join(differ[:5]) or 'none'}"
+    return True, f"identical ({len(WINDOW_DATASETS)} datasets x {len(windows)} windows)"
+
+
+def run_backfill(work: str, windows: int = BACKFILL_WINDOWS, hosts: int = BACKFILL_HOSTS) -> BackfillResult:
+    """``windows`` generated windows from midnight: one range job, then each window as the four job processes the
+    pipeline runs today; both timed as whole processes (interpreter, JVM and Spark session start-up included)."""
+    from ndr_jobs.devtools.synth.generator import SynthConfig, generate
+    from ndr_jobs.processing.historical_windows_extractor_job import (
+        run_historical_windows_extractor_from_runtime_config as extract,
+    )
+    from ndr_jobs.runtime.config import BackfillRuntime
+
+    base = Path(work, f"backfill-{windows}")
+    shutil.rmtree(base, ignore_errors=True)  # a kept work dir's report would make the one job resume, not run
+    raw, manifest = base / "raw", base / "windows.json"
+    end = BACKFILL_START + windows * timedelta(minutes=15)
+    config = SynthConfig(start=BACKFILL_START, hours=windows / 4, hosts=hosts, seed=SEED, org_id=ORG,
+                         project_name=PROJECT, feature_spec_version=FSV, files_per_batch=1)  # fmt: skip
+    made = generate(config, str(raw))
+    env = {**os.environ, "NDR_RAW_ROOT": str(raw), "NDR_ORG_ID": ORG}
+    with _environment(NDR_RAW_ROOT=str(raw), NDR_ORG_ID=ORG), contextlib.redirect_stdout(sys.stderr):
+        extract(BackfillRuntime(
+            project_name=PROJECT, feature_spec_version=FSV, start_ts=iso(BACKFILL_START), end_ts=iso(end),
+            manifest_uri=str(manifest)))  # fmt: skip
+    items = json.loads(manifest.read_text())["windows"]
+    objects = storage.list_objects(str(raw))
+    result = BackfillResult(len(items), hosts, made.rows, sum(o.size for o in objects))
+    print(f"bench: backfill: {len(items)} windows, {made.rows:,} lines", file=sys.stderr)
+
+    project = ["--project-name", PROJECT, "--feature-spec-version", FSV]
+    seconds, error, summary = _process(
+        "ndr_jobs.scripts.run_backfill_windows",
+        [*project, "--manifest-uri", str(manifest), "--report-uri", str(base / "report.json")],
+        {**env, "NDR_STORAGE_ROOT": str(base / "range")},
+    )
+    result.range_seconds, result.range_detail = (None, error) if error else (round(seconds, 3), "")
+    result.range_session_seconds = summary.get("spark_session_seconds")
+    print(f"bench: backfill: one job {seconds:.1f} s {error}", file=sys.stderr)
+
+    total, one_by_one = 0.0, {**env, "NDR_STORAGE_ROOT": str(base / "one-by-one")}
+    for item in items:
+        batch = [*project, "--mini-batch-id", item["mini_batch_id"], "--batch-start-ts-iso", item["batch_start_ts"],
+                 "--batch-end-ts-iso", item["batch_end_ts"]]  # fmt: skip
+        for name in STAGES:
+            extra = ["--raw-batch-folder", item["batch_folder"]] if name == "delta_builder" else []
+            seconds, error, _ = _process(f"ndr_jobs.scripts.run_{name}", [*batch, *extra], one_by_one)
+            total += seconds
+            result.reference_processes += 1
+            if error:
+                result.reference_detail = f"{item['batch_start_ts']} {name}: {error}"
+                break
+        if result.reference_detail:
+            break
+    result.reference_seconds = None if result.reference_detail else round(total, 3)
+    print(f"bench: backfill: window by window {total:.1f} s {result.reference_detail}", file=sys.stderr)
+    starts = [datetime.fromisoformat(i["batch_start_ts"].replace("Z", "+00:00")) for i in items]
+    if result.range_seconds and result.reference_seconds:
+        result.identical, result.check = _same_partitions(str(base / "range"), str(base / "one-by-one"), starts)
+    else:
+        result.check = "not compared: a run failed"
+    return result
+
+
+def render_backfill_header(command: str, machine: dict[str, Any]) -> str:
+    """The heading of a report that has only the backfill comparison (``--backfill-only``)."""
+    return "\n".join([
+        "## Data plane: backfill throughput",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB memory; {machine['java']}; "
+        f"PySpark {machine['pyspark']} (`{machine['spark_master']}`, driver memory {machine['spark_driver_memory']}); "
+        f"Python {machine['python']}. Load average (1/5/15 min) at the start {machine['load_average_at_start']}, at "
+        f"the end {machine.get('load_average_at_end')}: with more than {machine['cores']} the machine was shared and "
+        "every figure is pessimistic.",
+        "",
+    ])  # fmt: skip
+
+
+#: -- the month's cost model: assumptions --
+MONTH_WINDOWS = 2880  # 30 days of 15-minute windows
+#: a cold SageMaker Processing job's start-up (provisioning, image pull, container start), an assumption
+PROCESSING_STARTUP_S = 180.0
+#: the steps of today's per-window pipeline, each its own Processing job
+STEPS_PER_WINDOW = len(STAGES)
+#: windows per job in the model's table
+CHUNKS: tuple[int, ...] = (1, 16, 96, 384)
+
+
+@dataclass(frozen=True)
+class BackfillCost:
+    """What a backfill costs: Processing jobs, wall hours (windows run one after another) and instance-hours."""
+
+    how: str
+    jobs: int
+    hours: float
+    instance_hours: float
+
+
+def backfill_cost(windows: int, per_window_s: float, chunk: int | None, session_s: float = 0.0,
+                  startup_s: float = PROCESSING_STARTUP_S, instances: int = 1) -> BackfillCost:  # fmt: skip
+    """The cost of ``windows`` windows whose chain takes ``per_window_s`` in a warm session.
+
+    ``chunk`` None is today's pipeline: each window's :data:`STEPS_PER_WINDOW` steps are Processing jobs, each paying
+    ``startup_s`` and a Spark session start (``session_s``). Otherwise one job per ``chunk`` windows pays them once.
+    Every job runs on ``instances`` instances, billed from start-up to exit; windows run one at a time (a window's
+    FG-A reads the windows before it).
+    """
+    if windows < 1 or per_window_s < 0 or session_s < 0 or startup_s < 0 or instances < 1:
+        raise ValueError("windows and instances must be positive, the seconds not negative")
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"a chunk has at least one window, not {chunk}")
+    jobs = windows * STEPS_PER_WINDOW if chunk is None else -(-windows // chunk)
+    seconds = jobs * (startup_s + session_s) + windows * per_window_s
+    plural = "s" if chunk is None or chunk > 1 else ""
+    how = f"today: {STEPS_PER_WINDOW} jobs per window" if chunk is None else f"{chunk} window{plural} per job"
+    return BackfillCost(how, jobs, round(seconds / 3600, 2), round(seconds / 3600 * instances, 2))
+
+
+def month_costs(per_window_s: float, session_s: float) -> list[BackfillCost]:
+    return [backfill_cost(MONTH_WINDOWS, per_window_s, chunk, session_s) for chunk in (None, *CHUNKS)]
+
+
+BACKFILL_HEADER = "| how | windows | processes | seconds | seconds per window | vs window by window |"
+
+
+def render_backfill(result: BackfillResult) -> str:
+    w = result.windows
+
+    def row(how: str, processes: int, seconds: float | None, ratio: float | None, detail: str) -> str:
+        per = seconds / w if seconds and w else None
+        shown = f"failed ({detail})".replace("|", "/") if detail else _fmt(seconds, 2)
+        return f"| {how} | {w} | {processes} | {shown} | {_fmt(per, 2)} | {f'{ratio:.2f}x' if ratio else '–'} |"
+
+    return "\n".join([
+        "",
+        f"### Backfill: {w} windows in one job against window by window",
+        "",
+        f"{w} consecutive 15-minute windows from {iso(BACKFILL_START)} ({result.hosts} hosts, {result.lines:,} lines, "
+        f"{result.bytes / 2**20:,.1f} MiB in all: small windows, so the figures are the per-window fixed cost). "
+        "One job: `python -m ndr_jobs.scripts.run_backfill_windows` over the extractor's manifest, one process and "
+        "one Spark session. Window by window: what the backfill pipeline runs today, each window's four steps as "
+        "four `python -m ndr_jobs.scripts.run_<step>` processes (each its own interpreter, JVM and Spark session, "
+        "as each Processing job has; SageMaker's own start-up of each job is not included). Wall seconds of the "
+        "processes, one run each, the one job first.",
+        "",
+        BACKFILL_HEADER,
+        "|---|---:|---:|---:|---:|---:|",
+        row("one job (`run_backfill_windows`)", 1, result.range_seconds, result.ratio, result.range_detail),
+        row("window by window (4 processes each)", result.reference_processes, result.reference_seconds,
+            1.0 if result.reference_seconds else None, result.reference_detail),
+        "",
+        f"The one job's Spark session start: {_fmt(result.range_session_seconds, 2)} s. The two runs' committed "
+        f"partitions: {result.check}.",
+        "",
+        *render_month(result),
+    ])  # fmt: skip
+
+
+def render_month(result: BackfillResult) -> list[str]:
+    """The month's cost model from the one job's figures (nothing when it failed)."""
+    if not result.range_seconds or not result.windows:
+        return []
+    session = result.range_session_seconds or 0.0
+    per_window = max(result.range_seconds - session, 0.0) / result.windows
+    lines = [
+        f"#### A month of backfill ({MONTH_WINDOWS:,} windows), modelled",
+        "",
+        f"Per window {per_window:.1f} s of work in a warm session (the one job's seconds less its session start, "
+        f"over its {result.windows} windows), a Spark session start of {session:.1f} s per job, and a cold "
+        f"Processing start-up of {PROCESSING_STARTUP_S:.0f} s per job (an assumption); one instance per job, billed "
+        "from start-up to exit; windows one at a time (`backfill_cost` in `ndr_jobs/devtools/bench.py`). Today's row "
+        "is low: its jobs run in cold sessions, slower than a warm window's share.",
+        "",
+        "| how | Processing jobs | hours | instance-hours |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {c.how} | {c.jobs:,} | {c.hours:,.1f} | {c.instance_hours:,.1f} |"
+              for c in month_costs(per_window, session)]  # fmt: skip
+    return [*lines, ""]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ndr_jobs.devtools.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="the markdown report to write (replaced)")
@@ -670,6 +918,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help=f"runs of each size's chain and reference, reported by their median (default {REPEAT}, --quick 1)",
     )
+    parser.add_argument(
+        "--backfill-windows",
+        type=int,
+        default=None,
+        help=f"windows of the backfill comparison (default {BACKFILL_WINDOWS}, a day; --quick 0; 0: none)",
+    )
+    parser.add_argument("--backfill-only", action="store_true", help="only the backfill comparison, not the chain")
     parser.add_argument("--json", default=None, help="also write the raw figures as JSON here")
     parser.add_argument("--runtimes", default=None,
                         help="also write the largest size's per-entrypoint seconds here, for the cadence model")
@@ -685,29 +940,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeat = a.repeat if a.repeat is not None else (1 if a.quick else REPEAT)
     if repeat < 1:
         parser.error("--repeat: at least 1")
+    backfill_windows = a.backfill_windows if a.backfill_windows is not None else (0 if a.quick else BACKFILL_WINDOWS)
+    if backfill_windows < 0 or (a.backfill_only and backfill_windows < 1):
+        parser.error("--backfill-windows: at least 1 with --backfill-only, else 0 or more")
     command = "python -m ndr_jobs.devtools.bench " + " ".join(sys.argv[1:] if argv is None else argv)
 
     work = a.work_dir or tempfile.mkdtemp(prefix="ndr-bench-")
     Path(work).mkdir(parents=True, exist_ok=True)
     try:
         machine = machine_info()
-        if warmup:
-            print(f"bench: warm-up ({warmup:,} lines)", file=sys.stderr)
-            run_size(warmup, str(Path(work, "warmup")), a.stages)
-        sizes = [run_size(r, work, a.stages, repeat) for r in rows]
+        sizes: list[SizeResult] = []
+        if not a.backfill_only:
+            if warmup:
+                print(f"bench: warm-up ({warmup:,} lines)", file=sys.stderr)
+                run_size(warmup, str(Path(work, "warmup")), a.stages)
+            sizes = [run_size(r, work, a.stages, repeat) for r in rows]
+        backfill = run_backfill(work, backfill_windows) if backfill_windows else None
         machine["load_average_at_end"] = _load()
-        plan = projection(max(sizes, key=lambda s: s.batch.lines), machine["cores"])
         max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
-        text = render(command, machine, warmup, sizes, plan, max_rss)
+        plan: dict[str, Any] = {}
+        if sizes:
+            plan = projection(max(sizes, key=lambda s: s.batch.lines), machine["cores"])
+            text = render(command, machine, warmup, sizes, plan, max_rss)
+        else:
+            text = render_backfill_header(command, machine)
+        if backfill is not None:
+            text = text.rstrip("\n") + "\n" + render_backfill(backfill)
         storage.write_text(a.out, text)
         if a.json:
             document = {"command": command, "machine": machine, "warmup_lines": warmup, "driver_max_rss_mib": max_rss,
                         "sizes": [{"batch": asdict(s.batch), "stages": [asdict(x) for x in s.stages],
                                    "spark_duckdb_ratio": s.ratio, "delta_identical": s.delta_identical,
                                    "delta_check": s.delta_check} for s in sizes],
-                        "projection": plan}  # fmt: skip
+                        "projection": plan,
+                        "backfill": None if backfill is None
+                        else {**asdict(backfill), "ratio": backfill.ratio}}  # fmt: skip
             storage.write_text(a.json, json.dumps(document, indent=2, sort_keys=True) + "\n")
-        if a.runtimes:
+        if a.runtimes and sizes:  # the chain measured (not --backfill-only)
             runtimes = runtimes_document(max(sizes, key=lambda s: s.batch.lines), machine, command)
             storage.write_text(a.runtimes, json.dumps(runtimes, indent=2, sort_keys=True) + "\n")
         print(text)

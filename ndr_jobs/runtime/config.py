@@ -69,3 +69,14 @@ class BackfillRuntime(ProjectRuntime):
     end_ts: str
     manifest_uri: str
     raw_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class BackfillRangeRuntime(ProjectRuntime):
+    """A range of the manifest's windows, run in one job (``run_backfill_windows``)."""
+
+    manifest_uri: str
+    report_uri: str
+    window_starts: list[str] = field(default_factory=list)
+    max_quarantine_ratio: float = DEFAULT_MAX_QUARANTINE_RATIO
+    force: bool = False

@@ -154,7 +154,7 @@ def fuse_rules(p: Spec, project: Spec | None) -> Iterator[Diagnostic]:
                  first.cache.model_dump() if first.cache else None),
             ):
                 if mine != theirs:
-                    yield Diagnostic("E209", f"fused step '{step.name}' has another {what} than '{first.name}'; "
+                    yield Diagnostic("E209", f"fused step '{step.name}' differs from '{first.name}' in {what}; "
                                              "one Processing job has one", at)
         profile = profiles.get(first.processor)
         if profile is not None and not profile.spark:

@@ -145,29 +145,59 @@ def part_commands(step: dict[str, Any], params: Mapping[str, str]) -> list[tuple
 
 
 def _fused_results(step: dict[str, Any], parts: list[tuple[str, list[str]]], outcome: StepOutcome,
-                   report: list[dict[str, Any]], seconds: float) -> list[StepResult]:
+                   report: list[dict[str, Any]], seconds: float, stopped: bool) -> list[StepResult]:
     """One result per spec step of a fused job, from the launcher's report; a step it did not report is the one
-    that failed when the job failed before reporting it (e.g. a dead worker), and those after it NotStarted."""
+    that failed when the job failed before reporting it (e.g. a dead worker), and those after it NotStarted;
+    when the run was stopped and the launcher stopped, the unreported steps are NotStarted."""
     by_name = {r["step"]: r for r in report}
     results: list[StepResult] = []
-    failed = False
+    ended = False  # a step failed, or the job stopped: the steps after it never started
     for name, argv in parts:
         r = by_name.get(name)
-        if failed:
+        if ended:
             results.append(StepResult(name, "NotStarted", argv=argv, job=step["Name"]))
         elif r is not None:
             ok = r["exit_code"] == 0
-            failed = not ok
+            ended = not ok
             results.append(StepResult(name, "Succeeded" if ok else "Failed", float(r["seconds"]), r["exit_code"],
                                       r["stdout"], r["stderr"] if ok else r["stderr"] or outcome.stderr, argv,
                                       step["Name"], r.get("spark_application_id")))
+        elif stopped:
+            ended = True
+            results.append(StepResult(name, "NotStarted", argv=argv, job=step["Name"]))
         elif outcome.exit_code != 0:
-            failed = True
+            ended = True
             results.append(StepResult(name, "Failed", seconds, outcome.exit_code, outcome.stdout, outcome.stderr,
                                       argv, step["Name"]))
         else:
             raise PipelineRunError(f"fused step {step['Name']} succeeded without running {name}")
     return results
+
+
+def _run_fused(executor: Executor, argv: list[str], env: dict[str, str], cwd: Path | None,
+               stop: threading.Event | None) -> tuple[StepOutcome, list[dict[str, Any]]]:
+    """Run a fused job through the launcher with a report file and, while ``stop`` may be set, a stop file the
+    launcher checks before each of its steps (so a stop lands between two spec steps, as between two jobs)."""
+    with tempfile.TemporaryDirectory(prefix="ndr-fused-") as tmp:
+        report_path, stop_path = Path(tmp) / "report.jsonl", Path(tmp) / "stop"
+        env = {**env, spark_launcher.REPORT_ENV: str(report_path), spark_launcher.STOP_ENV: str(stop_path)}
+        done = threading.Event()
+
+        def watch() -> None:
+            while stop is not None and not done.is_set():
+                if stop.wait(0.2):
+                    stop_path.touch()
+                    return
+
+        watcher = threading.Thread(target=watch, name="fused-stop-watch", daemon=True)
+        watcher.start()
+        try:
+            outcome = executor.run(argv, env, str(cwd) if cwd else None)
+        finally:
+            done.set()
+            watcher.join()
+        lines = report_path.read_text(encoding="utf-8").splitlines() if report_path.exists() else []
+    return outcome, [json.loads(line) for line in lines]
 
 
 def _order(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -219,16 +249,11 @@ def run_pipeline(generated: Path, pipeline: str, given: Mapping[str, str], value
             echo(f"  {pipeline} / {step['Name']}: {' '.join(argv[1:])}")
         t = time.perf_counter()
         if is_fused(argv):
-            fd, report_path = tempfile.mkstemp(prefix="ndr-fused-", suffix=".jsonl")
-            os.close(fd)
-            try:
-                env[spark_launcher.REPORT_ENV] = report_path
-                outcome: StepOutcome = executor.run(argv, env, str(cwd) if cwd else None)
-                report = [json.loads(line) for line in Path(report_path).read_text(encoding="utf-8").splitlines()]
-            finally:
-                os.unlink(report_path)
-            fused = _fused_results(step, parts, outcome, report, time.perf_counter() - t)
-            failed = failed or outcome.exit_code != 0 or any(r.status == "Failed" for r in fused)
+            outcome, report = _run_fused(executor, argv, env, cwd, stop)
+            halted = stop is not None and stop.is_set() and outcome.exit_code == spark_launcher.STOPPED_EXIT
+            fused = _fused_results(step, parts, outcome, report, time.perf_counter() - t, halted)
+            failed = failed or any(r.status == "Failed" for r in fused) or (outcome.exit_code != 0 and not halted)
+            stopped = stopped or (halted and not failed)
             results += fused
             continue
         outcome = executor.run(argv, env, str(cwd) if cwd else None)

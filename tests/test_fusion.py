@@ -227,3 +227,25 @@ def test_a_fused_job_runs_its_steps_in_one_spark_session_and_stops_at_the_first_
     fg_a = s3 / "acme-ndr-features/ndr-prod/fg_a" / PARTITION
     assert fg_a.is_dir()  # FG-A read the delta the step before it wrote, in the same session
     assert not (s3 / "acme-ndr-features/ndr-prod/fg_c").exists()  # after the failure nothing ran
+
+
+def test_a_stopped_job_starts_no_further_step(tmp_path: Path):
+    """The local stand-in of SageMaker stopping the job: once the stop file exists, no step starts (exit 143)."""
+    (tmp_path / "stop").touch()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NDR_FUSED_STOP": str(tmp_path / "stop"),
+           "NDR_FUSED_REPORT": str(tmp_path / "report.jsonl")}
+    proc = subprocess.run([sys.executable, "-m", "ndr_jobs.runtime.spark_launcher", "--fused", "A",
+                           "ndr_jobs.scripts.run_fg_a_builder", "0", "B", "ndr_jobs.scripts.run_fg_c_builder", "0"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 143
+    assert proc.stderr.strip().splitlines()[-1] == "spark_launcher: FusedJobStopped: stopped before step A (1 of 2)"
+    assert not (tmp_path / "report.jsonl").exists()
+
+
+def test_a_malformed_fused_command_line_exits_2_with_a_named_error():
+    proc = subprocess.run([sys.executable, "-m", "ndr_jobs.runtime.spark_launcher", "--fused", "A",
+                           "ndr_jobs.scripts.run_fg_a_builder", "5", "--x"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("spark_launcher: FusedArgumentsError: fused step A: 5 arguments announced, "
+                                   "1 left")

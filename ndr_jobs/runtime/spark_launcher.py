@@ -13,7 +13,9 @@ one process and Spark session, and the first that fails ends the job with its ex
 naming it. Names, modules and counts are literals the compiler wrote; a parameter value is only ever inside a
 counted run of arguments, so it cannot shift a boundary. With ``NDR_FUSED_REPORT`` set to a file path, one JSON
 line per step that ran is appended to it (name, exit code, seconds, Spark application id, its stdout and stderr):
-how the local runner reports each fused step under its own name.
+how the local runner reports each fused step under its own name. With ``NDR_FUSED_STOP`` set to a path, the job
+stops before its next step once that file exists (exit status 143, as a stopped container's): the local
+stand-in of SageMaker stopping the job.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from typing import IO, Any
 
 FUSED_FLAG = "--fused"
 REPORT_ENV = "NDR_FUSED_REPORT"
+STOP_ENV = "NDR_FUSED_STOP"
+#: the exit status of a job stopped between two steps (128 + SIGTERM, what a stopped container reports)
+STOPPED_EXIT = 143
 STEP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 MODULE = re.compile(r"ndr_jobs(\.[a-z_][a-z0-9_]*)+", re.ASCII)
 COUNT = re.compile(r"(0|[1-9][0-9]{0,3})", re.ASCII)
@@ -143,8 +148,14 @@ def run_fused(argv: list[str]) -> int:
         print(f"spark_launcher: FusedArgumentsError: {exc}", file=sys.stderr)
         return 2
     report_path = os.environ.get(REPORT_ENV)
-    _session()
+    stop_path = os.environ.get(STOP_ENV)
     for k, step in enumerate(steps, start=1):
+        if stop_path and os.path.exists(stop_path):
+            print(f"spark_launcher: FusedJobStopped: stopped before step {step.name} ({k} of {len(steps)})",
+                  file=sys.stderr)
+            return STOPPED_EXIT
+        if k == 1:
+            _session()
         out, err = _Tee(sys.stdout), _Tee(sys.stderr)
         started = time.perf_counter()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

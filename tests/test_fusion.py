@@ -249,3 +249,17 @@ def test_a_malformed_fused_command_line_exits_2_with_a_named_error():
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("spark_launcher: FusedArgumentsError: fused step A: 5 arguments announced, "
                                    "1 left")
+
+
+def test_reviews_name_the_fused_steps():
+    from ndr_compiler.render.sagemaker_pipeline import spec_step_names
+    from ndr_compiler.semantic_diff import pipeline_summary
+
+    definition = json.loads((ROOT / "generated/pipelines/features_15m.json").read_text())
+    assert [spec_step_names(s) for s in definition["Steps"]] == [CHAIN]
+    assert pipeline_summary("features_15m", definition) == (
+        "new pipeline features_15m: 4 steps (DeltaBuilderStep, FGABuilderStep, PairCountsBuilderStep, "
+        "FGCCorrBuilderStep) in 1 Processing job, 7 parameters")
+    diagram = (ROOT / "generated/diagrams/features_15m.md").read_text()
+    assert 'subgraph j0 ["DeltaBuilderStep-FGCCorrBuilderStep: one Spark job"]' in diagram
+    assert all(f'"{name}<br/>' in diagram for name in CHAIN)

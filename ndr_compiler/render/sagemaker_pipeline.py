@@ -94,6 +94,22 @@ def container(s: ir.PipelineStep, declared: set[str]) -> tuple[list[str], list[s
     return entrypoint, arguments, dict(sorted(environment.items()))
 
 
+def spec_step_names(step: dict[str, Any]) -> list[str]:
+    """The spec steps a rendered Processing step runs: a fused job's, read from its launcher arguments (the
+    names sit before each counted run, so they are found without the parameters' values); else its own name."""
+    app = step.get("Arguments", {}).get("AppSpecification", {})
+    if app.get("ContainerEntrypoint", [])[-1:] != [FUSED_FLAG]:
+        return [step["Name"]]
+    args, names, i = app.get("ContainerArguments", []), [], 0
+    while i + 2 < len(args):
+        name, count = args[i], args[i + 2]
+        if not (isinstance(name, str) and isinstance(count, str) and count.isdigit()):
+            raise ValueError(f"step '{step['Name']}': malformed fused arguments at {i}")
+        names.append(name)
+        i += 3 + int(count)
+    return names
+
+
 def _arguments(step: str, pairs: list[tuple[str, str | ir.ParamRef]], declared: set[str]) -> list[str | ir.ParamRef]:
     out: list[str | ir.ParamRef] = []
     for flag, value in pairs:

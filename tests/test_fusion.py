@@ -263,3 +263,45 @@ def test_reviews_name_the_fused_steps():
     diagram = (ROOT / "generated/diagrams/features_15m.md").read_text()
     assert 'subgraph j0 ["DeltaBuilderStep-FGCCorrBuilderStep: one Spark job"]' in diagram
     assert all(f'"{name}<br/>' in diagram for name in CHAIN)
+
+
+@pytest.mark.parametrize(("template", "code", "words"), [
+    ("$(touch {canary})", 2, "--mini-batch-id"),
+    ("x; touch {canary}", 2, "--mini-batch-id"),
+    ("--fused", 2, "--mini-batch-id: expected one argument"),
+    ("4", 1, "NDR_STORAGE_ROOT is not set"),  # a valid id: the job runs, and stops where this test's setup ends
+])
+def test_hostile_values_reach_the_first_job_of_the_15_minute_job_through_the_shell(tmp_path: Path, template: str,
+                                                                                    code: int, words: str):
+    """The generated fused step as smspark-submit runs it (every argument through ``shlex.quote``, ``/bin/sh``,
+    a stand-in spark-submit): a hostile MiniBatchId neither runs in the shell nor moves a step boundary (the
+    launcher still sees 4 steps); the delta builder gets it as one value, and the job's last words name it."""
+    from tests.test_launcher import smspark_command
+
+    canary = tmp_path / "canary"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "spark-submit").write_text(f'#!/bin/sh\nshift 4\nexec {sys.executable} "$@"\n')
+    (bin_dir / "spark-submit").chmod(0o755)
+    (step,) = json.loads((ROOT / "generated/pipelines/features_15m.json").read_text())["Steps"]
+    app = step["Arguments"]["AppSpecification"]
+    smspark, launcher, flag = app["ContainerEntrypoint"]
+    values = {"ProjectName": "ndr-prod", "FeatureSpecVersion": "v1", "MiniBatchId": template.format(canary=canary),
+              "BatchStartTsIso": "2026-10-01T12:00:00Z", "BatchEndTsIso": "2026-10-01T12:15:00Z",
+              "RawBatchFolder": "", "MaxQuarantineRatio": "0.5"}
+    arguments = [values[a["Get"].removeprefix("Parameters.")] if isinstance(a, dict) else a
+                 for a in app["ContainerArguments"]]
+    from ndr_jobs.runtime import spark_launcher
+
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
+           "NDR_SPARK_MASTER": "local[1]", "NDR_LOCAL_S3_ROOT": str(tmp_path / "s3")}
+    command = smspark_command(spark_launcher.__file__, [flag, *arguments])
+    proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=600)
+    assert (smspark, launcher) == ("smspark-submit", "/opt/ndr/spark_launcher.py")
+    assert proc.returncode == code, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("spark_launcher: FusedStepFailed: step DeltaBuilderStep (1 of 4, "
+                           f"ndr_jobs.scripts.run_delta_builder) failed with exit code {code}: "), last
+    assert words in last
+    assert not canary.exists()

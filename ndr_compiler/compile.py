@@ -150,7 +150,8 @@ def _compile(paths: list[Path], render: bool) -> Compilation:
         result.artifacts.append(Artifact("schema/ndr-spec.schema.json", to_json(spec_schema())))
     if render and result.ok and result.pipelines:
         steps = [step for p in result.pipelines.values() for step in p.steps]
-        jobs = [a for step in steps if step.module in ENTRYPOINTS for a in ENTRYPOINTS[step.module].aws]
+        modules = [c.module for step in steps for c in step.commands]  # a fused job's, each of its steps'
+        jobs = [a for module in modules if module in ENTRYPOINTS for a in ENTRYPOINTS[module].aws]
         policy = pipelines_policy([step.processor.image_uri for step in steps], jobs)
         result.artifacts.append(Artifact("iam/sagemaker_pipelines.json", to_json(policy)))
     if render and result.ok:

@@ -266,7 +266,23 @@ class RetryPolicy:
 
 
 @dataclass
+class StepCommand:
+    """One spec step's job inside a fused Processing job: its name, module and command line."""
+
+    name: str
+    origin: Span
+    module: str
+    arguments: list[tuple[str, str | ParamRef]]
+    description: str | None = None
+    #: the spec step's own max runtime (the job's limit is the sum over its commands)
+    max_runtime_seconds: int = 0
+
+
+@dataclass
 class PipelineStep:
+    """One SageMaker Processing step. A fused one (``fused`` set) runs several spec steps in order in one Spark
+    session through the launcher; its ``module`` and ``arguments`` are then unused (each command has its own)."""
+
     name: str
     origin: Span
     module: str
@@ -277,6 +293,21 @@ class PipelineStep:
     retry: RetryPolicy | None = None
     cache_expire_after: str | None = None  # ISO 8601 duration; None: caching off
     description: str | None = None
+    #: the spec steps this job runs, in order (a ``fuse`` group); empty: the step is its own job
+    fused: list[StepCommand] = field(default_factory=list)
+
+    @property
+    def commands(self) -> list[StepCommand]:
+        """The spec steps this job runs, in order: its fused commands, or itself."""
+        if self.fused:
+            return list(self.fused)
+        return [StepCommand(self.name, self.origin, self.module, self.arguments, self.description,
+                            self.processor.max_runtime_seconds)]
+
+    @property
+    def spec_steps(self) -> list[str]:
+        """The names of the spec steps this job runs (lineage: fused steps keep their names)."""
+        return [c.name for c in self.commands]
 
 
 @dataclass

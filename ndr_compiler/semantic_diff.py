@@ -246,10 +246,14 @@ def state_machine_summary(name: str, definition: dict[str, Any], triggers: list[
 
 
 def pipeline_summary(name: str, definition: dict[str, Any], verb: str = "new") -> str:
-    """``new pipeline p: 4 steps (A, B, C, D), 3 parameters``."""
-    steps = [s["Name"] for s in definition.get("Steps", [])]
+    """``new pipeline p: 4 steps (A, B, C, D), 3 parameters``; with fused steps, ``... in 1 Processing job``."""
+    from ndr_compiler.render.sagemaker_pipeline import spec_step_names
+
+    jobs = definition.get("Steps", [])
+    steps = [n for s in jobs for n in spec_step_names(s)]
     params = definition.get("Parameters", [])
-    return f"{verb} pipeline {name}: {len(steps)} steps ({_names(steps)}), {len(params)} parameters"
+    fused = f" in {len(jobs)} Processing job{'s' if len(jobs) != 1 else ''}" if len(jobs) != len(steps) else ""
+    return f"{verb} pipeline {name}: {len(steps)} steps ({_names(steps)}){fused}, {len(params)} parameters"
 
 
 def _summary(path: str, text: str, added: bool, triggers: dict[str, list[str]]) -> list[str]:

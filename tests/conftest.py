@@ -37,7 +37,8 @@ LAYERS = {
         "test_backfill_range", "test_bench_data", "test_delta_builder", "test_entrypoints", "test_eval", "test_fg_a",
         "test_fg_b",
         "test_fg_c", "test_forest", "test_hash_agg", "test_if_training", "test_image_warmup", "test_inference",
-        "test_inventory", "test_launcher", "test_pair_counts", "test_panos", "test_prediction_join", "test_raw_lines",
+        "test_fusion", "test_inventory", "test_launcher", "test_pair_counts", "test_panos", "test_prediction_join",
+        "test_raw_lines",
         "test_storage", "test_synth", "test_windows_extractor",
     },
     # the generated state machines and pipelines on the local emulator (moto), and deploy against moto

@@ -31,7 +31,7 @@ import pytest
 from ndr_compiler.specs import load_specs
 from ndr_jobs.interface import contract
 from ndr_local import ScriptedPipelines, offline_aws
-from ndr_local.pipeline_runner import load_definition, resolve_parameters, step_command
+from ndr_local.pipeline_runner import load_definition, part_commands, resolve_parameters
 from ndr_local.platform import OfflinePlatform, stand_up
 from ndr_local.sfn_runtime import Faults
 from tests.conftest import CONTRACTS, GENERATED, SPECS
@@ -229,10 +229,10 @@ def accepted_by_every_step(pipeline: str, parameters: dict[str, str]) -> None:
     definition = load_definition(GENERATED, NAMES[pipeline])
     values = resolve_parameters(definition, parameters)
     for step in definition["Steps"]:
-        argv = step_command(step, values)
-        script = importlib.import_module(argv[2])
-        parse = getattr(script, "parse_runtime", None) or script.build_parser().parse_args
-        parse(argv[3:])  # SystemExit(2) when a value breaks the contract
+        for _, argv in part_commands(step, values):  # a fused step's jobs, each with its own command line
+            script = importlib.import_module(argv[2])
+            parse = getattr(script, "parse_runtime", None) or script.build_parser().parse_args
+            parse(argv[3:])  # SystemExit(2) when a value breaks the contract
 
 
 def check(world: tuple[OfflinePlatform, Pipelines, Faults], case: Case, fault: str, result: Any) -> None:

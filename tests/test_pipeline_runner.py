@@ -24,7 +24,7 @@ TRAINING = {
 
 
 def test_spark_step_runs_its_module_with_the_definitions_arguments():
-    definition = json.loads((GENERATED / "pipelines" / "features_15m.json").read_text())
+    definition = json.loads((GENERATED / "pipelines" / "delta_builder.json").read_text())
     step = definition["Steps"][0]
     assert step["Arguments"]["AppSpecification"]["ContainerEntrypoint"][0] == "smspark-submit"
     params = {

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from ndr_compiler.cli import main
 from tests.conftest import GENERATED, ROOT, SPECS
+from tests.test_compile import _spec_steps
 
 BAD = ROOT / "tests" / "bad_specs" / "lock_not_released.yaml"
 CONTEXT = [str(SPECS / "project.yaml")]
@@ -83,7 +84,11 @@ def test_diagrams_show_every_state_and_step():
     for p in (GENERATED / "pipelines").glob("*.json"):
         diagram = (GENERATED / "diagrams" / f"{p.stem}.md").read_text()
         for step in json.loads(p.read_text())["Steps"]:
-            assert f'"{step["Name"]}<br/>' in diagram
+            spec_steps = _spec_steps(step)
+            if [name for name, _ in spec_steps] != [step["Name"]]:  # a fused job: a subgraph of its steps
+                assert f'subgraph j0 ["{step["Name"]}: one Spark job"]' in diagram
+            for name, module in spec_steps:
+                assert f'"{name}<br/><i>Spark: {module}</i>"' in diagram or f'"{name}<br/><i>Processing' in diagram
 
 
 def test_every_state_comment_names_its_spec_line():
@@ -125,7 +130,7 @@ def test_semantic_diff_names_states_steps_and_fields(repo: Path, monkeypatch: py
            "      Seconds: 20 -> 10\n" in result.output
     assert "~ state `FeaturesPipelineStatusChoice`: Choices" in result.output  # the exhausted-cause text
     # a long string is shown around where it changed, not from its start
-    assert re.search(r'\n      Choices\[\d\]\.Condition: "….{0,30}>= 1440 %}" -> "….{0,30}>= 2880 %}"\n', result.output)
+    assert re.search(r'\n      Choices\[\d\]\.Condition: "….{0,30}>= 1170 %}" -> "….{0,30}>= 2340 %}"\n', result.output)
     assert "changed  pipelines/inference.json" in result.output
     assert "~ step `InferencePredictionsStep`: processor\n" \
            "      ProcessingResources.ClusterConfig.InstanceCount: 1 -> 4\n" in result.output

@@ -18,7 +18,7 @@ from typing import Any
 from ndr_compiler import ir
 from ndr_compiler.diagnostics import Diagnostic, did_you_mean
 from ndr_compiler.expand.snippets import is_expr
-from ndr_compiler.lint.processing import ARGUMENT_CODES, step_rules
+from ndr_compiler.lint.processing import ARGUMENT_CODES, MAX_ARGUMENTS, step_rules
 from ndr_compiler.models.pipeline import param_ref
 from ndr_compiler.specs import Spec, SpecSet
 from ndr_jobs.interface import entrypoints
@@ -26,6 +26,8 @@ from ndr_jobs.interface import entrypoints
 SAGEMAKER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$")
 MAX_PARAMETER_VALUE = 1024
+MAX_RUNTIME_SECONDS = 432000
+MAX_DESCRIPTION = 4096
 SAMPLES = ("2026-01-01T00:00:00Z", "2026-01", "[]", "x", "0", "s3://ndr-sample/sample/")
 
 
@@ -101,6 +103,95 @@ def pipeline_spec_rules(specs: SpecSet, p: Spec) -> Iterator[Diagnostic]:
         yield from limits
         if not any(d.code in ARGUMENT_CODES for d in limits):  # one diagnostic for an argument, not two
             yield from entrypoint_rules(p, i)
+    yield from fuse_rules(p, project)
+
+
+def fuse_rules(p: Spec, project: Spec | None) -> Iterator[Diagnostic]:
+    """``spec.fuse``: each group is a chain of consecutive steps (each depends on the previous alone) on one
+    Spark processor with one retry and cache policy, nothing outside depends on an inner step, and the job it
+    becomes fits SageMaker's limits (E207-E212, E407, E411)."""
+    spec = p.model.spec
+    doc = p.doc
+    index = {s.name: i for i, s in enumerate(spec.steps)}
+    profiles = project.model.spec.processors if project is not None else {}
+    fused: dict[str, int] = {}
+    job_names: dict[str, int] = {}
+    for gi, group in enumerate(spec.fuse):
+        where = doc.span(("spec", "fuse", gi))
+        bad = False
+        for k, name in enumerate(group):
+            at = doc.span(("spec", "fuse", gi, k))
+            if name not in index:
+                yield Diagnostic("E207", f"fuse group {gi + 1} names '{name}', which is not a step of this pipeline"
+                                         f"{did_you_mean(name, index)}", at)
+                bad = True
+            elif name in fused:
+                again = "this group" if fused[name] == gi else f"group {fused[name] + 1}"
+                yield Diagnostic("E207", f"fuse group {gi + 1} names '{name}', already fused in {again}", at)
+                bad = True
+            else:
+                fused[name] = gi
+        if bad:
+            continue
+        steps = [spec.steps[index[n]] for n in group]
+        first = steps[0]
+        for k in range(1, len(group)):
+            at = doc.span(("spec", "fuse", gi, k))
+            step, prev = steps[k], group[k - 1]
+            if index[step.name] != index[group[0]] + k:
+                yield Diagnostic("E208", f"'{step.name}' is not declared right after '{prev}'; a fuse group is a run "
+                                         "of consecutive steps, in declaration order", at)
+            elif step.depends_on != [prev]:
+                deps = ", ".join(step.depends_on) or "nothing"
+                yield Diagnostic("E208", f"fused step '{step.name}' depends on {deps}; in a fuse group each step "
+                                         f"depends on the previous one ('{prev}') alone", at)
+            for what, mine, theirs in (
+                ("processor profile", step.processor, first.processor),
+                ("overrides", step.overrides.model_dump(), first.overrides.model_dump()),
+                ("retry", step.retry.model_dump() if step.retry else None,
+                 first.retry.model_dump() if first.retry else None),
+                ("cache", step.cache.model_dump() if step.cache else None,
+                 first.cache.model_dump() if first.cache else None),
+            ):
+                if mine != theirs:
+                    yield Diagnostic("E209", f"fused step '{step.name}' differs from '{first.name}' in {what}; "
+                                             "one Processing job has one", at)
+        profile = profiles.get(first.processor)
+        if profile is not None and not profile.spark:
+            yield Diagnostic("E210", f"fuse group {gi + 1} runs on processor profile '{first.processor}', which is "
+                                     "not a Spark one: fused steps share one Spark session", where)
+        inner = set(group[:-1])
+        for i, other in enumerate(spec.steps):
+            if other.name in group:
+                continue
+            for dep in other.depends_on:
+                if dep in inner:
+                    yield Diagnostic("E211", f"step '{other.name}' depends on '{dep}', an inner step of fuse group "
+                                             f"{gi + 1}; depend on its last step, '{group[-1]}'",
+                                     doc.span(("spec", "steps", i, "depends_on")))
+        job = f"{group[0]}-{group[-1]}"
+        if len(job) > 64:
+            yield Diagnostic("E212", f"fuse group {gi + 1} gives the Processing step name '{job}', over 64 "
+                                     "characters; shorten its first or last step name", where)
+        elif job in index or job in job_names:
+            yield Diagnostic("E212", f"fuse group {gi + 1} gives the Processing step name '{job}', which "
+                                     f"{'a step' if job in index else f'fuse group {job_names[job] + 1}'} "
+                                     "already has", where)
+        job_names.setdefault(job, gi)
+        count = sum(3 + 2 * len(s.arguments) for s in steps)
+        if count > MAX_ARGUMENTS:
+            yield Diagnostic("E407", f"fuse group {gi + 1} has {count} container arguments (each step's name, "
+                                     f"module, count, flags and values); SageMaker Processing allows "
+                                     f"{MAX_ARGUMENTS}", where)
+        if profile is not None:
+            runtime = sum(s.overrides.max_runtime_seconds or profile.max_runtime_seconds for s in steps)
+            if runtime > MAX_RUNTIME_SECONDS:
+                yield Diagnostic("E411", f"fuse group {gi + 1} sums to a max runtime of {runtime}s; a SageMaker "
+                                         f"Processing job allows {MAX_RUNTIME_SECONDS}s", where)
+        description = len(", ".join(group)) + sum(len(s.name) + len(s.description or "") + 4 for s in steps) + 64
+        if description > MAX_DESCRIPTION:
+            yield Diagnostic("E411", f"fuse group {gi + 1}: its steps' names and descriptions give the job a "
+                                     f"description over {MAX_DESCRIPTION} characters", where)
 
 
 def _fits(kind: str, value: Any) -> bool:

@@ -72,6 +72,10 @@ class PipelineSpec(Strict):
     )
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1)
+    fuse: list[Annotated[list[str], Field(min_length=2)]] = Field(
+        default_factory=list,
+        description="groups of consecutive steps that run as one Processing job (one Spark session), in order",
+    )
 
 
 class Pipeline(Strict):

@@ -55,16 +55,39 @@ def state_machine_diagram(machine: ir.StateMachineIR) -> str:
 
 
 def pipeline_diagram(p: ir.PipelineIR) -> str:
+    """One node per spec step; the steps of a fused Processing job sit in a subgraph named after the job."""
     lines = [f"# {p.name}", "", f"Generated from `{p.file}`; do not edit. Serves: "
              + (", ".join(f"`${{{ph}}}`" for ph in p.placeholders) or "no state machine placeholder") + ".",
              "", "```mermaid", "flowchart LR"]
-    ids = {s.name: f"p{i}" for i, s in enumerate(p.steps)}
-    for s in p.steps:
+    ids: dict[str, str] = {}
+    n = 0
+    for j, s in enumerate(p.steps):
         kind = "Spark" if s.processor.spark else "Processing"
-        lines.append(f'  {ids[s.name]}["{_label(s.name)}<br/><i>{kind}: {_label(s.module)}</i>"]')
+        indent = "  "
+        if s.fused:
+            lines.append(f'  subgraph j{j} ["{_label(s.name)}: one {kind} job"]')
+            indent = "    "
+        for c in s.commands:
+            ids[c.name] = f"p{n}"
+            n += 1
+            lines.append(f'{indent}{ids[c.name]}["{_label(c.name)}<br/><i>{kind}: {_label(c.module)}</i>"]')
+        if s.fused:
+            lines.append("  end")
     for s in p.steps:
+        commands = s.commands
         for dep in s.depends_on:
-            if dep in ids:
-                lines.append(f"  {ids[dep]} --> {ids[s.name]}")
+            last = _last_command(p, dep)
+            if last in ids:
+                lines.append(f"  {ids[last]} --> {ids[commands[0].name]}")
+        for a, b in zip(commands, commands[1:], strict=False):
+            lines.append(f"  {ids[a.name]} --> {ids[b.name]}")
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _last_command(p: ir.PipelineIR, step: str) -> str:
+    """The spec step a dependency on Processing step ``step`` waits for: a fused job's last command."""
+    for s in p.steps:
+        if s.name == step:
+            return s.commands[-1].name
+    return step

@@ -18,6 +18,8 @@ from ndr_compiler import ir
 # the limits the lint reports first (E407-E409, E115-E117); the renderer refuses the same, as a last line of defence
 from ndr_compiler.lint.processing import MAX_ARGUMENT, MAX_ARGUMENTS, MAX_ENV_VALUE, SHELL_SAFE, SPARK_CONF_ENV
 
+#: the launcher's first argument for a fused job: ``--fused (<step> <module> <n> <n arguments>)...``
+FUSED_FLAG = "--fused"
 #: the SageMaker Spark container's job entrypoint (``_SparkProcessorBase._default_command`` in the SDK)
 SMSPARK_SUBMIT = "smspark-submit"
 #: the launcher baked into the Spark image: ``spark_launcher.py <module> <args...>`` = ``python -m <module> <args>``
@@ -49,13 +51,21 @@ def render_pipeline(p: ir.PipelineIR, pipeline_name: str) -> dict[str, Any]:
 
 def container(s: ir.PipelineStep, declared: set[str]) -> tuple[list[str], list[str | ir.ParamRef], dict[str, str]]:
     """A step's container: entrypoint, arguments (a :class:`~ndr_compiler.ir.ParamRef` where bound to a
-    parameter) and environment (sorted). Raises ``ValueError`` on what the lint should have refused."""
+    parameter) and environment (sorted). Raises ``ValueError`` on what the lint should have refused.
+
+    A fused job runs ``spark_launcher.py --fused`` with, for each of its commands in order, the step's name,
+    its module, the number of arguments that follow and those arguments: every count and name is a literal
+    written here, so no parameter value can move a boundary between two commands."""
     proc = s.processor
     arguments: list[str | ir.ParamRef] = []
-    for flag, value in s.arguments:
-        if isinstance(value, ir.ParamRef) and value.name not in declared:
-            raise ValueError(f"step '{s.name}': argument {flag} is bound to undeclared parameter '{value.name}'")
-        arguments += [flag, value]
+    if s.fused:
+        if not proc.spark:
+            raise ValueError(f"fused step '{s.name}' is not on a Spark processor")
+        for c in s.fused:
+            own = _arguments(c.name, c.arguments, declared)
+            arguments += [c.name, c.module, str(len(own)), *own]
+    else:
+        arguments = _arguments(s.name, s.arguments, declared)
     if len(arguments) > MAX_ARGUMENTS:
         raise ValueError(f"step '{s.name}': {len(arguments)} container arguments; the limit is {MAX_ARGUMENTS}")
     for a in arguments:
@@ -63,7 +73,7 @@ def container(s: ir.PipelineStep, declared: set[str]) -> tuple[list[str], list[s
             raise ValueError(f"step '{s.name}': argument {a[:40]!r}... is over {MAX_ARGUMENT} characters")
     environment = dict(proc.environment)
     if proc.spark:
-        entrypoint = [SMSPARK_SUBMIT, SPARK_LAUNCHER, s.module]
+        entrypoint = [SMSPARK_SUBMIT, SPARK_LAUNCHER, FUSED_FLAG if s.fused else s.module]
         for a in [s.module, *arguments]:
             if isinstance(a, str) and not SHELL_SAFE.fullmatch(a):
                 raise ValueError(
@@ -82,6 +92,31 @@ def container(s: ir.PipelineStep, declared: set[str]) -> tuple[list[str], list[s
         if len(value) > MAX_ENV_VALUE:
             raise ValueError(f"step '{s.name}': environment variable {key} is over {MAX_ENV_VALUE} characters")
     return entrypoint, arguments, dict(sorted(environment.items()))
+
+
+def spec_step_names(step: dict[str, Any]) -> list[str]:
+    """The spec steps a rendered Processing step runs: a fused job's, read from its launcher arguments (the
+    names sit before each counted run, so they are found without the parameters' values); else its own name."""
+    app = step.get("Arguments", {}).get("AppSpecification", {})
+    if app.get("ContainerEntrypoint", [])[-1:] != [FUSED_FLAG]:
+        return [step["Name"]]
+    args, names, i = app.get("ContainerArguments", []), [], 0
+    while i + 2 < len(args):
+        name, count = args[i], args[i + 2]
+        if not (isinstance(name, str) and isinstance(count, str) and count.isdigit()):
+            raise ValueError(f"step '{step['Name']}': malformed fused arguments at {i}")
+        names.append(name)
+        i += 3 + int(count)
+    return names
+
+
+def _arguments(step: str, pairs: list[tuple[str, str | ir.ParamRef]], declared: set[str]) -> list[str | ir.ParamRef]:
+    out: list[str | ir.ParamRef] = []
+    for flag, value in pairs:
+        if isinstance(value, ir.ParamRef) and value.name not in declared:
+            raise ValueError(f"step '{step}': argument {flag} is bound to undeclared parameter '{value.name}'")
+        out += [flag, value]
+    return out
 
 
 def retry_families(r: ir.RetryPolicy | None) -> list[list[str]]:
@@ -151,6 +186,8 @@ def _step(s: ir.PipelineStep, declared: set[str]) -> dict[str, Any]:
         request["Environment"] = environment
     step: dict[str, Any] = {"Name": s.name, "Type": "Processing", "Arguments": request}
     if s.description:
+        if s.fused and len(s.description) > 4096:  # lint E411
+            raise ValueError(f"fused step '{s.name}': description over 4096 characters")
         step["Description"] = s.description
     if s.depends_on:
         step["DependsOn"] = list(s.depends_on)

@@ -256,10 +256,11 @@ def pipeline_legs(p: ir.PipelineIR, inputs: Inputs, at: str) -> list[Leg]:
     jobs = processing_jobs(p, inputs.fuse)
     legs: list[Leg] = []
     for job in jobs:
-        entrypoints = tuple(s.module for s in job.steps)
+        entrypoints = tuple(c.module for s in job.steps for c in s.commands)  # a fused step: each of its steps'
         known = [inputs.runtimes.get(e) for e in entrypoints]
         runtime = None if any(k is None for k in known) else sum(k or 0.0 for k in known)
-        legs.append(Leg(at, f"{p.name}: {' + '.join(s.name for s in job.steps)}", "job",
+        label = " + ".join(s.name + (f" ({' + '.join(s.spec_steps)})" if s.fused else "") for s in job.steps)
+        legs.append(Leg(at, f"{p.name}: {label}", "job",
                         startup=float(inputs.startup_seconds), runtime=runtime, entrypoints=entrypoints))
     finish: list[float] = []
     before: list[int | None] = []

@@ -108,10 +108,16 @@ def test_fusing_consecutive_steps_on_one_processor_counts_one_startup(hand):
     assert fused.legs[1].seconds == 265.0 and fused.legs[1].entrypoints == ("m.b", "m.d")
 
 
-def test_the_real_15_minute_chain_fused_is_one_job_per_pipeline():
+def test_the_real_15_minute_chain_is_one_job_whose_steps_keep_their_runtimes():
     result = compile_specs([SPECS], render=False)
+    (job,) = processing_jobs(result.pipelines["features_15m"])  # spec.fuse: one Processing job
+    assert [n for s in job.steps for n in s.spec_steps] == [
+        "DeltaBuilderStep", "FGABuilderStep", "PairCountsBuilderStep", "FGCCorrBuilderStep"]
     assert len(processing_jobs(result.pipelines["features_15m"], fuse=True)) == 1
-    assert len(processing_jobs(result.pipelines["features_15m"])) == 4
+    inputs = cadence.inputs_of(dev().spec, load_runtimes())
+    (leg,) = cadence.pipeline_legs(result.pipelines["features_15m"], inputs, "Start15mFeaturesPipeline")
+    measured = json.loads(cadence.RUNTIMES_FILE.read_text())["seconds"]
+    assert leg.runtime == pytest.approx(sum(measured[e] for e in leg.entrypoints)) and len(leg.entrypoints) == 4
 
 
 @pytest.mark.parametrize(("expression", "seconds"), [

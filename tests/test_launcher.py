@@ -138,17 +138,19 @@ def app_specification(pipeline: str, step: str) -> tuple[dict[str, Any], dict[st
     return found["Arguments"]["AppSpecification"], found["Arguments"]["Environment"]
 
 
-def test_a_job_runs_through_the_real_spark_submit_as_smspark_submit_runs_it(tmp_path: Path):
-    """The delta builder's step from generated/, run as the Spark image runs it: smspark-submit's command line
-    through /bin/sh, the installed PySpark's ``spark-submit`` with smspark's spark-defaults.conf for one
-    ml.m5.2xlarge, the image's environment (no PYTHONPATH: spark-submit puts its own pyspark.zip and py4j on it;
-    PYSPARK_PYTHON the image's Python), the launcher at its own path outside the package, and argument values
-    that are valid but awkward on the way (an empty one, dots and underscores, a fractional ``+00:00`` time).
-    YARN is the one substitution: ``--master local[2]`` instead of ``yarn``, which has no stand-in here."""
+def run_as_smspark(tmp_path: Path, pipeline: str, step: str, extra_env: dict[str, str] | None = None,
+                   ) -> tuple[subprocess.CompletedProcess[str], dict[str, str], Path]:
+    """A step from generated/, run as the Spark image runs it; returns the process, the parameter values and the
+    directory standing in for S3. smspark-submit's command line through /bin/sh, the installed PySpark's
+    ``spark-submit`` with smspark's spark-defaults.conf for one ml.m5.2xlarge, the image's environment (no
+    PYTHONPATH: spark-submit puts its own pyspark.zip and py4j on it; PYSPARK_PYTHON the image's Python), the
+    launcher at its own path outside the package, and argument values that are valid but awkward on the way (an
+    empty one, dots and underscores, a fractional ``+00:00`` time). YARN is the one substitution: ``--master
+    local[2]`` instead of ``yarn``, which has no stand-in here."""
     spark_submit = Path(sys.executable).parent / "spark-submit"
     assert spark_submit.exists(), f"no spark-submit beside {sys.executable}: PySpark is not installed in this venv"
-    app, environment = app_specification("delta_builder", "DeltaBuilderStep")
-    smspark, launcher_path, module = app["ContainerEntrypoint"]
+    app, environment = app_specification(pipeline, step)
+    smspark, launcher_path, *head = app["ContainerEntrypoint"]  # head: the module, or --fused
     assert smspark == "smspark-submit"
     launcher = tmp_path / launcher_path.lstrip("/")  # /opt/ndr/spark_launcher.py, as the image places it
     launcher.parent.mkdir(parents=True)
@@ -179,11 +181,35 @@ def test_a_job_runs_through_the_real_spark_submit_as_smspark_submit_runs_it(tmp_
     env.update({k: deployed.get(v, v) for k, v in environment.items()})
     if installed_ndr_jobs(env) != ROOT / "ndr_jobs":  # this checkout is not the installed one (a worktree)
         env["PYTHONPATH"] = str(ROOT)  # stands in for the wheel the image installs
+    env.update(extra_env or {})
 
-    command = smspark_command(str(launcher), [module, *arguments], master="local[2]")
+    command = smspark_command(str(launcher), [*head, *arguments], master="local[2]")
     proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path,
                           timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc, values, s3
+
+
+def test_a_fused_job_runs_its_steps_in_one_session_through_the_real_spark_submit(tmp_path: Path):
+    """features_15m's fused job from generated/ (``--fused``: the four steps' names, modules, counts and arguments)
+    through smspark-submit's shell line and the real spark-submit: each step in order, one Spark application."""
+    report = tmp_path / "fused.jsonl"
+    proc, values, s3 = run_as_smspark(tmp_path, "features_15m", "DeltaBuilderStep-FGCCorrBuilderStep",
+                                      {"NDR_FUSED_REPORT": str(report)})
+    records = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [(r["step"], r["exit_code"]) for r in records] == [
+        ("DeltaBuilderStep", 0), ("FGABuilderStep", 0), ("PairCountsBuilderStep", 0), ("FGCCorrBuilderStep", 0)]
+    assert len({r["spark_application_id"] for r in records}) == 1 and records[0]["spark_application_id"]
+    assert read(s3 / "acme-ndr-features/ndr-prod/delta" / PARTITION) == EXPECTED_DELTA
+    for dataset in ("fg_a", "fg_c"):
+        assert (s3 / "acme-ndr-features/ndr-prod" / dataset).is_dir(), f"the fused job wrote no {dataset}"
+    assert proc.stderr.count("SparkContext: Running Spark version") == 1, "one Spark session for the four steps"
+
+
+def test_a_job_runs_through_the_real_spark_submit_as_smspark_submit_runs_it(tmp_path: Path):
+    """The delta builder's step (``run_as_smspark``)."""
+    proc, values, s3 = run_as_smspark(tmp_path, "delta_builder", "DeltaBuilderStep")
+    org, project = "a.b_c-1", "ndr.prod_2"
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (summary["raw_batch_folder"], summary["delta_rows"], summary["rows_quarantined"]) == (
         f"s3://acme-ndr-raw/pan-traffic/{org}/{project}/v1/2026/10/01/1200/", 5, 5,
@@ -198,8 +224,8 @@ def test_a_job_runs_through_the_real_spark_submit_as_smspark_submit_runs_it(tmp_
     assert capacity and capacity[2] == "GiB" and float(capacity[1]) > 10, proc.stderr[-4000:]
 
 
-def installed_ndr_jobs(env: dict[str, str]) -> Path:
-    """Where the job's interpreter imports ``ndr_jobs`` from, with ``env`` (no PYTHONPATH)."""
+def installed_ndr_jobs(env: dict[str, str]) -> Path | None:
+    """Where the job's interpreter imports ``ndr_jobs`` from, with ``env`` (no PYTHONPATH); None: not installed."""
     out = subprocess.run([sys.executable, "-c", "import ndr_jobs; print(ndr_jobs.__file__)"], env=env,
-                         capture_output=True, text=True, check=True, cwd="/")  # fmt: skip
-    return Path(out.stdout.strip()).parent
+                         capture_output=True, text=True, check=False, cwd="/")  # fmt: skip
+    return Path(out.stdout.strip()).parent if out.returncode == 0 else None

@@ -112,6 +112,15 @@ def spark():  # noqa: ANN201 - a SparkSession (spark_session() reuses one per pr
 
 
 @pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding copies of specs/ and generated/ (the current directory for the test)."""
+    shutil.copytree(SPECS, tmp_path / "specs")
+    shutil.copytree(GENERATED, tmp_path / "generated")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
 def spec_copy(tmp_path: Path) -> Path:
     """A writable copy of specs/ for tests that break one thing."""
     dst = tmp_path / "specs"

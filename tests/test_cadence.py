@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from ndr_compiler.cadence import (
 from ndr_compiler.cli import main
 from ndr_compiler.compile import compile_specs
 from ndr_compiler.models.environment import Environment
-from tests.conftest import GENERATED, SPECS
+from tests.conftest import SPECS
 
 SPAN = ir.Span("hand.yaml")
 SPARK = ir.Processor("img", "ml.m5.xlarge", 1, 30, 1800, "role", spark=True)
@@ -190,12 +189,7 @@ def test_the_runtimes_file_is_checked(tmp_path: Path):
         load_runtimes(tmp_path / "missing.json")
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copytree(SPECS, tmp_path / "specs")
-    shutil.copytree(GENERATED, tmp_path / "generated")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+
 
 
 def five_minutes(workdir: Path, production: bool = False) -> None:

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -60,14 +59,6 @@ def aws(bare_aws: str, tree: Path) -> str:
     """moto with the images dev.yaml names pushed to its ECR, as `ndr-compile images push` does."""
     put_images(dev_values(), KINDS, tree)
     return bare_aws
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copytree(SPECS, tmp_path / "specs")
-    shutil.copytree(GENERATED, tmp_path / "generated")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -641,20 +632,27 @@ with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
 """
 
 
-def test_images_push_builds_logs_in_creates_the_repositories_and_pushes_ctx_tags(
-        bare_aws: str, workdir: Path, tree: Path, monkeypatch: pytest.MonkeyPatch):
-    """`docker` is a stand-in that records its calls (no Docker daemon here): what reaches it is what Docker would
-    be asked to do, the build context on stdin included."""
-    import hashlib
-
-    from ndr_compiler import images
-
+@pytest.fixture
+def docker_log(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``docker`` on PATH that records its calls to the returned file (FAKE_DOCKER)."""
     bin_dir, log = workdir / "bin", workdir / "docker.log"
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
     (bin_dir / "docker").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+    return log
+
+
+def test_images_push_builds_logs_in_creates_the_repositories_and_pushes_ctx_tags(
+        bare_aws: str, workdir: Path, tree: Path, docker_log: Path):
+    """`docker` is a stand-in that records its calls (no Docker daemon here): what reaches it is what Docker would
+    be asked to do, the build context on stdin included."""
+    import hashlib
+
+    from ndr_compiler import images
+
+    log = docker_log
     code, out = run("images", "push", "--env", "specs/environments/dev.yaml")
     assert code == 0, out
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -688,13 +686,8 @@ def test_images_push_builds_logs_in_creates_the_repositories_and_pushes_ctx_tags
 
 
 def test_images_build_logs_in_to_the_spark_base_unless_told_not_to(
-        bare_aws: str, workdir: Path, tree: Path, monkeypatch: pytest.MonkeyPatch):
-    bin_dir, log = workdir / "bin", workdir / "docker.log"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
-    (bin_dir / "docker").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+        bare_aws: str, workdir: Path, tree: Path, docker_log: Path, monkeypatch: pytest.MonkeyPatch):
+    log = docker_log
 
     def calls(*args: str) -> list[str]:
         log.unlink(missing_ok=True)

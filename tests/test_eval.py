@@ -111,7 +111,8 @@ def test_quick_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     """The real chain on 12 hosts over 6 batches: the report's structure and metrics in [0, 1], no thresholds."""
     for name in ("NDR_STORAGE_ROOT", "NDR_RAW_ROOT", "NDR_ORG_ID", "NDR_GATE_MIN_VALIDATION_ROWS",
                  "NDR_GATE_MAX_ALERT_RATE_RATIO", "NDR_MODEL_REGISTRY"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so that what the eval sets in os.environ is undone after the test
+        monkeypatch.delenv(name)
     out, metrics = tmp_path / "detection.md", tmp_path / "detection.json"
     assert ev.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--json", str(metrics)]) == 0
     rows = _check_report(out.read_text())

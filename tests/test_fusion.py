@@ -293,8 +293,9 @@ def test_hostile_values_reach_the_first_job_of_the_15_minute_job_through_the_she
                  for a in app["ContainerArguments"]]
     from ndr_jobs.runtime import spark_launcher
 
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
-           "NDR_SPARK_MASTER": "local[1]", "NDR_LOCAL_S3_ROOT": str(tmp_path / "s3")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NDR_")}  # none of the platform's settings
+    env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(ROOT), NDR_SPARK_MASTER="local[1]",
+               NDR_LOCAL_S3_ROOT=str(tmp_path / "s3"))
     command = smspark_command(spark_launcher.__file__, [flag, *arguments])
     proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path,
                           timeout=600)

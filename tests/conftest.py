@@ -57,11 +57,11 @@ LAYER_OF = {stem: layer for layer, stems in LAYERS.items() for stem in stems}
 #: default order, by number of tests, started test_drills, test_eval and test_local_run last);
 #: `--no-loadscope-reorder` keeps this order
 LONGEST = {
-    "test_drills": 230, "test_eval": 165, "test_backfill_range": 120, "test_scenarios": 105,
-    "test_faults-sfn_ndr_backfill_reprocessing": 80,
-    "test_faults-sfn_ndr_15m_features_inference": 70, "test_fg_c": 70, "test_fg_b": 65, "test_local_run": 60,
-    "test_faults-sfn_ndr_monthly_fg_b_baselines": 55, "test_faults-sfn_ndr_prediction_publication": 45,
-    "test_faults-sfn_ndr_training_orchestrator": 40,
+    "test_drills": 230, "test_eval": 165, "test_launcher": 125, "test_backfill_range": 120, "test_scenarios": 105,
+    "test_faults-sfn_ndr_backfill_reprocessing": 80, "test_faults-sfn_ndr_15m_features_inference": 70,
+    "test_fg_c": 70, "test_bench_data": 70, "test_fg_b": 65, "test_local_run": 60,
+    "test_faults-sfn_ndr_monthly_fg_b_baselines": 55, "test_fusion": 50,
+    "test_faults-sfn_ndr_prediction_publication": 45, "test_faults-sfn_ndr_training_orchestrator": 40,
 }
 
 

@@ -167,6 +167,20 @@ def test_several_runs_report_the_worst_case_next_to_the_mean():
     assert "| 1 | `flat` | 7 | 50 |" in text and "| 3 | `segmented` | 7 | 50 |" in text
 
 
+def test_several_runs_pool_their_scores_into_the_pictures():
+    runs = [{"scores": {"model": {"negatives": [0.1, 0.2], "beacon": [3.0]}, "baseline": {"negatives": [0.3]}}},
+            {"scores": {"model": {"negatives": [0.4], "beacon": [2.0], "lateral": [5.0]},
+                        "baseline": {"beacon": [1.0]}}}]
+    pooled = ev.pooled_scores(runs)
+    assert pooled == {"model": {"negatives": [0.1, 0.2, 0.4], "beacon": [3.0, 2.0], "lateral": [5.0]},
+                      "baseline": {"negatives": [0.3], "beacon": [1.0]}}
+    configs = [ev.EvalConfig(seed=7), ev.EvalConfig(seed=11)]
+    metric_runs = [_run(0.99, 1.0, 2), _run(0.95, 0.8, 6)]
+    text = ev.render_many(configs, "python -m ndr_jobs.devtools.eval --seeds 7,11", metric_runs,
+                          [("ROC curves", "detection-seeds/roc.png")])
+    assert "![ROC curves, pooled over the runs](detection-seeds/roc.png)" in text and "pool the 2 runs" in text
+
+
 def test_seeds_and_estates_options():
     args = ev.build_parser().parse_args(["--out", "x", "--small", "--seeds", "7,11", "--estates", "flat,segmented"])
     configs = ev.run_configs(args, ev.config_from(args))

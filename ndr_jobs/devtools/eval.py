@@ -485,6 +485,16 @@ def pictures(scores: dict[str, dict[str, list[float]]], page: Path) -> list[tupl
     ]
 
 
+def pooled_scores(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Each scorer's scores per class (and the negatives), concatenated over the runs in order."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        for scorer, sets in run["scores"].items():
+            for key, values in sets.items():
+                out.setdefault(scorer, {}).setdefault(key, []).extend(values)
+    return out
+
+
 def render(config: EvalConfig, command: str, result: dict[str, Any]) -> str:
     """The Markdown report."""
     metrics, meta = result["metrics"], result["meta"]
@@ -640,8 +650,10 @@ def aggregate(runs: Sequence[dict[str, Any]], score: str = "model") -> dict[str,
     return out
 
 
-def render_many(configs: Sequence[EvalConfig], command: str, runs: Sequence[dict[str, Any]]) -> str:
-    """The Markdown report of several runs: the worst case next to the mean per class, then each run."""
+def render_many(configs: Sequence[EvalConfig], command: str, runs: Sequence[dict[str, Any]],
+                figures: Sequence[tuple[str, str]] = ()) -> str:
+    """The Markdown report of several runs: the worst case next to the mean per class, the pooled pictures
+    (``figures``: caption, link), then each run."""
     agg = aggregate(runs)
     lines = [
         "# Detection, measured",
@@ -690,6 +702,12 @@ def render_many(configs: Sequence[EvalConfig], command: str, runs: Sequence[dict
             f"{_fmt(m['recall_at_0.001']['mean'])} | {_fmt(m['recall_at_0.001']['worst'])} | "
             f"{_fmt(m['recall_at_0.01']['mean'])} | {_fmt(worst_1)} | {goal} |"
         )
+    if figures:
+        lines += ["", f"The pictures pool the {len(runs)} runs' scores: each run's model scores on its calibrated "
+                  "scale (surprise against its own training scores), so the curves show how the runs rank together, "
+                  "not any one run."]
+    for caption, link in figures:
+        lines += ["", f"![{caption}, pooled over the runs]({link})"]
     lines += [
         "",
         "## Alerts at the model's threshold",
@@ -867,7 +885,7 @@ def main_many(args: argparse.Namespace, configs: Sequence[EvalConfig], command: 
         for k, config in enumerate(configs):
             _stderr(f"[eval] run {k + 1}/{len(configs)}: estate {config.estate}, seed {config.seed}")
             runs.append(evaluate(config, work / f"{config.estate}-seed{config.seed}", resume=args.resume))
-    report = render_many(configs, command, runs)
+    report = render_many(configs, command, runs, pictures(pooled_scores(runs), Path(args.out)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
     summary = {"out": args.out, "aggregate": aggregate(runs)["overall"]}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ndr_compiler.deploy.placeholders import PLACEHOLDER
+from ndr_jobs.interface import fused
 from ndr_jobs.runtime import spark_launcher
 from ndr_local.step_worker import StepOutcome, SubprocessExecutor, WarmExecutor
 
@@ -116,8 +117,8 @@ def step_command(step: dict[str, Any], params: Mapping[str, str]) -> list[str]:
     app = step["Arguments"]["AppSpecification"]
     entry = list(app["ContainerEntrypoint"])
     args = [_value(a, params) for a in app.get("ContainerArguments", [])]
-    if entry and entry[0] == SPARK_SUBMIT and entry[-1] == spark_launcher.FUSED_FLAG:
-        return [sys.executable, "-m", LAUNCHER_MODULE, spark_launcher.FUSED_FLAG, *args]  # the launcher runs them
+    if entry and entry[0] == SPARK_SUBMIT and entry[-1] == fused.FUSED_FLAG:
+        return [sys.executable, "-m", LAUNCHER_MODULE, fused.FUSED_FLAG, *args]  # the launcher runs them
     if entry and entry[0] == SPARK_SUBMIT:
         module = entry[-1]  # smspark-submit <launcher> <module>: locally, the module on local Spark
     elif entry[:2] in (["python3", "-m"], ["python", "-m"]):
@@ -128,7 +129,7 @@ def step_command(step: dict[str, Any], params: Mapping[str, str]) -> list[str]:
 
 
 def is_fused(argv: list[str]) -> bool:
-    return argv[2:4] == [LAUNCHER_MODULE, spark_launcher.FUSED_FLAG]
+    return argv[2:4] == [LAUNCHER_MODULE, fused.FUSED_FLAG]
 
 
 def part_commands(step: dict[str, Any], params: Mapping[str, str]) -> list[tuple[str, list[str]]]:
@@ -138,8 +139,8 @@ def part_commands(step: dict[str, Any], params: Mapping[str, str]) -> list[tuple
     if not is_fused(argv):
         return [(step["Name"], argv)]
     try:
-        parts = spark_launcher.parse_fused(argv[4:])
-    except spark_launcher.FusedArgumentsError as exc:
+        parts = fused.parse_fused(argv[4:])
+    except fused.FusedArgumentsError as exc:
         raise PipelineRunError(f"step {step['Name']}: {exc}") from exc
     return [(p.name, [sys.executable, "-m", p.module, *p.arguments]) for p in parts]
 

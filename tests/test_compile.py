@@ -213,7 +213,7 @@ def test_every_generated_pipeline_validates_against_the_aws_schema():
 
 def _spec_steps(step: dict) -> list[tuple[str, str]]:
     """(name, module) of each spec step a Processing step runs: a fused one's from its launcher arguments."""
-    from ndr_jobs.runtime.spark_launcher import FUSED_FLAG, parse_fused
+    from ndr_jobs.interface.fused import FUSED_FLAG, parse_fused
 
     app = step["Arguments"]["AppSpecification"]
     if app["ContainerEntrypoint"][-1] == FUSED_FLAG:

@@ -22,7 +22,7 @@ from ndr_compiler.diagnostics import display_path
 from ndr_compiler.expand.pipeline import runtime_seconds
 from ndr_compiler.render.mermaid import pipeline_diagram
 from ndr_compiler.render.sagemaker_pipeline import render_pipeline
-from ndr_jobs.runtime.spark_launcher import FusedArgumentsError, FusedStep, parse_fused
+from ndr_jobs.interface.fused import FusedArgumentsError, FusedStep, parse_fused
 from tests.conftest import ROOT, SPECS
 
 BAD = ROOT / "tests" / "bad_specs"

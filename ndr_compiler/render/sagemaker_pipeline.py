@@ -17,9 +17,9 @@ from ndr_compiler import ir
 
 # the limits the lint reports first (E407-E409, E115-E117); the renderer refuses the same, as a last line of defence
 from ndr_compiler.lint.processing import MAX_ARGUMENT, MAX_ARGUMENTS, MAX_ENV_VALUE, SHELL_SAFE, SPARK_CONF_ENV
+from ndr_jobs.interface.fused import FUSED_FLAG, FusedArgumentsError, parse_fused
 
 #: the launcher's first argument for a fused job: ``--fused (<step> <module> <n> <n arguments>)...``
-FUSED_FLAG = "--fused"
 #: the SageMaker Spark container's job entrypoint (``_SparkProcessorBase._default_command`` in the SDK)
 SMSPARK_SUBMIT = "smspark-submit"
 #: the launcher baked into the Spark image: ``spark_launcher.py <module> <args...>`` = ``python -m <module> <args>``
@@ -100,14 +100,10 @@ def spec_step_names(step: dict[str, Any]) -> list[str]:
     app = step.get("Arguments", {}).get("AppSpecification", {})
     if app.get("ContainerEntrypoint", [])[-1:] != [FUSED_FLAG]:
         return [step["Name"]]
-    args, names, i = app.get("ContainerArguments", []), [], 0
-    while i + 2 < len(args):
-        name, count = args[i], args[i + 2]
-        if not (isinstance(name, str) and isinstance(count, str) and count.isdigit()):
-            raise ValueError(f"step '{step['Name']}': malformed fused arguments at {i}")
-        names.append(name)
-        i += 3 + int(count)
-    return names
+    try:
+        return [part.name for part in parse_fused(app.get("ContainerArguments", []))]
+    except FusedArgumentsError as exc:
+        raise ValueError(f"step '{step['Name']}': malformed fused arguments: {exc}") from None
 
 
 def _arguments(step: str, pairs: list[tuple[str, str | ir.ParamRef]], declared: set[str]) -> list[str | ir.ParamRef]:

@@ -24,60 +24,18 @@ import contextlib
 import io
 import json
 import os
-import re
 import runpy
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from typing import IO, Any
 
-FUSED_FLAG = "--fused"
+from ndr_jobs.interface.fused import FUSED_FLAG, FusedArgumentsError, parse_fused
+
 REPORT_ENV = "NDR_FUSED_REPORT"
 STOP_ENV = "NDR_FUSED_STOP"
 #: the exit status of a job stopped between two steps (128 + SIGTERM, what a stopped container reports)
 STOPPED_EXIT = 143
-STEP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
-MODULE = re.compile(r"ndr_jobs(\.[a-z_][a-z0-9_]*)+", re.ASCII)
-COUNT = re.compile(r"(0|[1-9][0-9]{0,3})", re.ASCII)
-
-
-class FusedArgumentsError(ValueError):
-    """The ``--fused`` command line is malformed (what the compiler never writes)."""
-
-
-@dataclass(frozen=True)
-class FusedStep:
-    name: str
-    module: str
-    arguments: list[str]
-
-
-def parse_fused(argv: list[str]) -> list[FusedStep]:
-    """``(<name> <module> <n> <n arguments>)...`` into its steps; :class:`FusedArgumentsError` on anything else."""
-    steps: list[FusedStep] = []
-    i = 0
-    while i < len(argv):
-        if len(argv) - i < 3:
-            raise FusedArgumentsError(
-                f"fused step {len(steps) + 1}: expected <name> <module> <count>, got {argv[i:]!r}")
-        name, module, count = argv[i:i + 3]
-        if not STEP_NAME.fullmatch(name):
-            raise FusedArgumentsError(f"fused step {len(steps) + 1}: {name!r} is not a step name")
-        if not MODULE.fullmatch(module):
-            raise FusedArgumentsError(f"fused step {name}: {module!r} is not an ndr_jobs module")
-        if not COUNT.fullmatch(count):
-            raise FusedArgumentsError(f"fused step {name}: argument count {count!r} is not a number")
-        n = int(count)
-        if len(argv) - i - 3 < n:
-            raise FusedArgumentsError(f"fused step {name}: {n} arguments announced, {len(argv) - i - 3} left")
-        if any(s.name == name for s in steps):
-            raise FusedArgumentsError(f"fused step {name} is named twice")
-        steps.append(FusedStep(name, module, list(argv[i + 3:i + 3 + n])))
-        i += 3 + n
-    if not steps:
-        raise FusedArgumentsError("--fused names no step")
-    return steps
 
 
 class _Tee(io.TextIOBase):

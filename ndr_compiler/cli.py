@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 def compile_specs(paths: Iterable[Path], render: bool = True) -> Compilation:
     """The compiler, imported on first use (a cached lint never loads it)."""
+    # pydantic looks for plugins among every installed distribution's entry points when the first model is
+    # built; the spec models use none (a user's own setting wins)
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     with _no_gc():
         from ndr_compiler.compile import compile_specs as run
 
@@ -102,6 +105,8 @@ def main() -> None:
 def compile_cmd(paths: tuple[Path, ...], out_dir: Path, check: bool, deploy: bool, env_name: str | None,
                 prune: bool, allow_dirty: bool) -> None:
     """Validate specs and render them into OUT (default: generated/)."""
+    if not deploy:
+        _may_hard_exit()
     result = compile_specs(paths or (Path("specs"),))
     _report(result)
     if not result.ok:
@@ -144,6 +149,7 @@ def lint_cmd(paths: tuple[Path, ...], fmt: str, selected: tuple[str, ...], ignor
 
     Exit codes: 0 no errors; 1 errors reported; 2 usage error.
     """
+    _may_hard_exit()
     paths = paths or (Path("specs"),)
     key = None if no_cache else lint_cache.key(paths)
     cached = lint_cache.load(key) if key else None
@@ -640,5 +646,34 @@ def demo_cmd(workdir: Path, specs_dir: Path, generated: Path, hosts: int, seed: 
         sys.exit(1)
 
 
+#: set by the commands whose process may end without the interpreter's teardown (see :func:`entry`)
+_hard_exit = False
+
+
+def _may_hard_exit() -> None:
+    global _hard_exit
+    _hard_exit = True
+
+
+def entry() -> None:
+    """The ``ndr-compile`` console script: :func:`main`; after ``lint`` and ``compile`` (not ``--deploy``), the
+    process ends as soon as its output is flushed, as mypy's does. Tearing the interpreter down (the spec models,
+    pydantic and some 200 modules) would cost a fifth of a lint from scratch; those commands hold no thread, child
+    process or open file by then. Other commands exit normally."""
+    try:
+        main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    if not _hard_exit:
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":  # `python -m ndr_compiler.cli`, as the console script
-    main()
+    entry()

@@ -103,3 +103,33 @@ def test_the_key_covers_specs_arguments_and_the_compiler(work: Path, tmp_path: P
     rule = code / "ndr_compiler" / "lint" / "graph.py"
     rule.write_text(rule.read_text() + "\n# a changed rule\n")
     assert lint_cache.key([Path("specs")]) != copied
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_console_script_ends_with_its_output_whole_and_its_exit_code(work: Path, tmp_path: Path,
+                                                                          fmt: str) -> None:
+    """`entry` (the console script) skips the interpreter's teardown after a lint or compile: the report is still
+    flushed whole, the exit code kept, and the --output file written, exactly as `main` gives them."""
+    (work / "specs" / "broken.yaml").write_text((ROOT / "tests" / "bad_specs" / "dangling_next.yaml").read_text())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NDR_NO_CACHE": "1"}
+    args = ["lint", "specs/", "--format", fmt]
+    hard = subprocess.run([sys.executable, "-m", "ndr_compiler.cli", *args], cwd=work, env=env,
+                          capture_output=True, text=True)
+    soft = subprocess.run([sys.executable, "-c", "import sys; from ndr_compiler.cli import main; main(sys.argv[1:])",
+                           *args], cwd=work, env=env, capture_output=True, text=True)
+    assert hard.returncode == soft.returncode == 1
+    assert (hard.stdout, hard.stderr) == (soft.stdout, soft.stderr) and "E" in hard.stdout + hard.stderr
+    out = tmp_path / "report.txt"
+    written = subprocess.run([sys.executable, "-m", "ndr_compiler.cli", *args, "--output", str(out)], cwd=work,
+                             env=env, capture_output=True, text=True)
+    assert written.returncode == 1 and out.read_text() == soft.stdout
+    clean = subprocess.run([sys.executable, "-m", "ndr_compiler.cli", "lint", str(ROOT / "specs")], cwd=work,
+                           env=env, capture_output=True, text=True)
+    assert clean.returncode == 0 and clean.stdout.endswith("no problems\n")
+
+
+def test_the_console_script_is_the_hard_exiting_entry() -> None:
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["ndr-compile"] == "ndr_compiler.cli:entry"

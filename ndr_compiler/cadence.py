@@ -129,23 +129,45 @@ def _day_of_week(text: str, d: date) -> bool:
     return False
 
 
-def schedule_period_seconds(expression: str) -> int | None:
-    """The shortest gap between two firings of a valid EventBridge ``rate(...)``/``cron(...)`` expression (lint
-    E123 checks validity first); None when it fires at most once in the eight years searched."""
-    if m := _RATE.match(expression):
-        return int(m[1]) * _UNIT[m[2]]
-    minutes, hours, dom, month, dow, year = expression.removeprefix("cron(").removesuffix(")").split()
-    times = sorted(h * 60 + m for h in _expand(hours, 0, 23) for m in _expand(minutes, 0, 59))
-    months, years = _expand(month, 1, 12, _MONTHS), _expand(year, 1970, 2199)
+def firing_days(expression: str, first_year: int = WINDOW_START.year, years: int = WINDOW_YEARS) -> list[date]:
+    """The days a valid ``cron(...)`` expression fires on, from ``first_year`` for ``years`` years, in order."""
+    _, _, dom, month, dow, year = expression.removeprefix("cron(").removesuffix(")").split()
+    months, in_years = _expand(month, 1, 12, _MONTHS), _expand(year, 1970, 2199)
     days: list[date] = []
-    for y in range(WINDOW_START.year, WINDOW_START.year + WINDOW_YEARS):
-        for m in sorted(months) if y in years else ():
+    for y in range(first_year, first_year + years):
+        for m in sorted(months) if y in in_years else ():
             last = _last_day(date(y, m, 1)).day
             if dom != "?" and not any(c in dom for c in "LW"):  # plain days of the month: no day to test
                 days += [date(y, m, d) for d in sorted(_expand(dom, 1, 31)) if d <= last]
             else:
                 days += [d for d in (date(y, m, i) for i in range(1, last + 1))
                          if (_day_of_week(dow, d) if dom == "?" else _day_of_month(dom, d))]
+    return days
+
+
+def never_fires(expression: str) -> str | None:
+    """Why a valid ``cron(...)`` expression never fires from the model's first year on, or None when it does (or
+    is a rate, or names only years after the calendar searched)."""
+    if not expression.startswith("cron("):
+        return None
+    year = expression.removeprefix("cron(").removesuffix(")").split()[5]
+    in_years = _expand(year, 1970, 2199)
+    last = WINDOW_START.year + WINDOW_YEARS - 1
+    if max(in_years) < WINDOW_START.year:
+        return f"its years end before {WINDOW_START.year}: it would never fire"
+    if firing_days(expression) or min(in_years) > last:
+        return None
+    return f"no date from {WINDOW_START.year} to {last} matches its day, month and year fields: it would never fire"
+
+
+def schedule_period_seconds(expression: str) -> int | None:
+    """The shortest gap between two firings of a valid EventBridge ``rate(...)``/``cron(...)`` expression (lint
+    E123 checks validity first); None when it fires at most once in the eight years searched."""
+    if m := _RATE.match(expression):
+        return int(m[1]) * _UNIT[m[2]]
+    minutes, hours, *_ = expression.removeprefix("cron(").removesuffix(")").split()
+    times = sorted(h * 60 + m for h in _expand(hours, 0, 23) for m in _expand(minutes, 0, 59))
+    days = firing_days(expression)
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)] if days else []
     gaps += [(b - a).days * 1440 + times[0] - times[-1] for a, b in zip(days, days[1:], strict=False)]
     return min(gaps) * 60 if gaps else None

@@ -18,6 +18,7 @@ from ndr_compiler.cadence import (
     RuntimesFileError,
     critical_path,
     load_runtimes,
+    never_fires,
     processing_jobs,
     render_plan,
     schedule_period_seconds,
@@ -132,6 +133,17 @@ def test_the_real_15_minute_chain_is_one_job_whose_steps_keep_their_runtimes():
 ])
 def test_a_schedule_period_is_its_shortest_gap(expression: str, seconds: int | None):
     assert schedule_period_seconds(expression) == seconds
+
+
+@pytest.mark.parametrize(("expression", "fires"), [
+    ("cron(0 4 30 2 ? *)", False), ("cron(0 0 31 4,6,9,11 ? *)", False), ("cron(0 0 29 2 ? 2027)", False),
+    ("cron(0 0 1 1 ? 2020-2025)", False),  # only years already past
+    ("cron(0 0 29 2 ? 2028)", True), ("cron(0 0 31 1-3 ? *)", True), ("cron(0 0 ? * 6#5 *)", True),
+    ("cron(0 0 1 1 ? 2040)", True),  # after the calendar searched: not known to be wrong
+    ("rate(5 minutes)", True),
+])
+def test_a_schedule_that_never_fires_is_named(expression: str, fires: bool):
+    assert (never_fires(expression) is None) == fires
 
 
 def test_nearest_weekday_days_of_month():

@@ -97,6 +97,8 @@ def _names(env: Spec, kind: str, names: dict[str, Spec], project: str, path: tup
 
 def environment_rules(specs: SpecSet) -> Iterator[Diagnostic]:
     projects = specs.projects()
+    from ndr_compiler.cadence import never_fires  # the model imports this module
+
     machines = {s.name: s for s in specs.state_machines()}
     pipelines = {s.name: s for s in specs.of_kind("Pipeline")}
     for env in sorted(specs.of_kind("Environment"), key=lambda s: (s.doc.file, s.name)):
@@ -118,7 +120,7 @@ def environment_rules(specs: SpecSet) -> Iterator[Diagnostic]:
                 yield from _names(env, "state machine", machines, spec.project,
                                   ("spec", "alarms", "freshness", i, "state_machine"), fresh.state_machine)
         for name, trigger in sorted(spec.triggers.schedules.items()):
-            if (problem := schedule_problem(trigger.schedule)) is not None:
+            if (problem := schedule_problem(trigger.schedule) or never_fires(trigger.schedule)) is not None:
                 yield Diagnostic("E123", f"schedule {trigger.schedule}: {problem}",
                                  env.doc.span(("spec", "triggers", "schedules", name, "schedule")))
         for kind, mapping, known in (("state machine", spec.state_machines, machines),

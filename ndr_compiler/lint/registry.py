@@ -51,7 +51,7 @@ _CODES = [
     Code("E121", "unknown-kind", "schema", "kind is not one of the spec kinds"),
     Code("E122", "duplicate-spec", "schema", "two specs of one kind share a name"),
     Code("E123", "schedule-expression", "schema",
-         "a schedule is not a valid EventBridge cron(...) or rate(...) expression"),
+         "a schedule is not a valid EventBridge cron(...) or rate(...) expression, or is a cron that never fires"),
     Code("E201", "duplicate-state", "graph", "two states of a state machine share a name"),
     Code("E202", "dangling-next", "graph", "a transition names a state that does not exist"),
     Code("E203", "unreachable-state", "graph", "a state cannot be reached from the start"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -9,7 +11,8 @@ from pydantic import Field, model_validator
 
 from ndr_compiler import ir
 from ndr_compiler import lock_table as lt
-from ndr_compiler.constructs.registry import Construct, kind
+from ndr_compiler.constructs.registry import CheckContext, Construct, kind
+from ndr_compiler.diagnostics import Diagnostic
 from ndr_compiler.expand import services as svc
 from ndr_compiler.expand import snippets as js
 from ndr_compiler.expand.common import CONDITIONAL_FAILED, NOW, OWNER, RETRY, Scope
@@ -349,6 +352,24 @@ def expand_each(x: Expander, c: Lock, e: Each, path: PathKey, nxt: str | None, s
     return [acquire, check, *body, outcome, release, skipped, not_released]
 
 
+def check(c: Lock, path: PathKey, ctx: CheckContext) -> Iterator[Diagnostic]:
+    """E308-E310: the list form's own rules (a duplicate element is skipped alone, each element has its own key,
+    and no effect is recorded per key)."""
+    if c.each is None:
+        return
+    if c.on_duplicate.skip is None:
+        yield Diagnostic("E308", "a lock over a list skips a duplicate element alone: on_duplicate must be 'skip'",
+                         ctx.span((*path, "on_duplicate")))
+    reads = re.compile(rf"\${re.escape(c.each.element)}(?![A-Za-z0-9_])")
+    if not any(reads.search(js.inner(part)) for part in c.key):
+        yield Diagnostic("E309", f"the key of a lock over a list reads no ${c.each.element}: every element would "
+                         "take the same lock", ctx.span((*path, "key")))
+    for i, step in enumerate(c.body):
+        if kind(step) == "emit":
+            yield Diagnostic("E310", "a lock over a list records no effects: emit outside its body, after it",
+                             ctx.span((*path, "body", i, "emit")))
+
+
 def binds(body: dict[str, Any]) -> set[str]:
     each = body.get("each")
     element = each.get("element") if isinstance(each, dict) else None
@@ -356,4 +377,4 @@ def binds(body: dict[str, Any]) -> set[str]:
 
 
 CONSTRUCT = Construct("lock", Lock, expand, entry=lambda c, in_lock: c.each.acquire if c.each else c.acquire,
-                      children=lambda c: [("body", c.body)], binds=binds)
+                      children=lambda c: [("body", c.body)], binds=binds, check=check)

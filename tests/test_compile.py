@@ -75,7 +75,7 @@ def test_generated_is_fresh_and_compiling_twice_is_byte_identical(tmp_path: Path
     assert runner.invoke(main, [str(SPECS), "--out", str(out1)]).exit_code == 0
     assert runner.invoke(main, [str(SPECS), "--out", str(out2)]).exit_code == 0
     files = sorted(p.relative_to(out1) for p in out1.rglob("*") if p.is_file())
-    assert len(files) == 41
+    assert len(files) == 43
     for rel in files:
         data = (out1 / rel).read_bytes()
         assert data == (out2 / rel).read_bytes()
@@ -173,8 +173,8 @@ def test_compile_reports_no_diagnostics_on_the_real_specs():
     assert [d.format() for d in result.diagnostics if d.code != "W701"] == []
     kinds = sorted(a.relpath.split("/")[0] for a in result.artifacts)
     assert kinds.count("state_machines") == 6  # and the generated lock janitor
-    assert kinds.count("pipelines") == 8
-    assert kinds.count("diagrams") == 14
+    assert kinds.count("pipelines") == 9
+    assert kinds.count("diagrams") == 15
     assert kinds.count("schema") == 6  # the spec language, and each machine's inbound contract
     assert kinds.count("iam") == 7
 
@@ -198,6 +198,7 @@ PIPELINES = [
     "fg_b_baselines",
     "if_training",
     "backfill_historical_extractor",
+    "backfill_windows",
 ]
 
 

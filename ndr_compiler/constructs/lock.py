@@ -273,7 +273,16 @@ def expand_each(x: Expander, c: Lock, e: Each, path: PathKey, nxt: str | None, s
         c.acquire, x.span(path), x.comment(path, f"lock {c.scope}: acquire one element (lease {lease}s)"),
         **svc.dynamodb("updateItem", table), arguments=_acquire_arguments(x, c, key_src, lease),
         output={"acquired": True, "value": js.wrap("$states.input.value")}, end=True,
-        catch=[ir.Catcher([CONDITIONAL_FAILED], c.on_duplicate.name, output={"value": js.wrap("$states.input.value")})],
+        catch=[ir.Catcher([CONDITIONAL_FAILED], c.on_duplicate.name, output={"value": js.wrap("$states.input.value")}),
+               ir.Catcher(["States.ALL"], f"{c.acquire}Failed", output={
+                   "value": js.wrap("$states.input.value"), "error": js.wrap("$states.errorOutput.Error")})],
+    )
+    # the element's acquisition failed (not a duplicate): it is not run, and fails alone
+    not_acquired = ir.Pass(
+        f"{c.acquire}Failed", x.span(path), x.comment(path, "lock: one element's acquisition failed"),
+        output={"acquired": False, "value": js.wrap("$states.input.value"),
+                "outcome": {"id": js.wrap(element_id), "status": "Failed"}},
+        end=True,
     )
     skip_one = ir.Pass(
         c.on_duplicate.name, x.span(dup_path), x.comment(dup_path, "lock: duplicate element skipped"),
@@ -284,7 +293,7 @@ def expand_each(x: Expander, c: Lock, e: Each, path: PathKey, nxt: str | None, s
     acquire = ir.Map(
         e.acquire, x.span(each_path), x.comment(each_path, f"lock {c.scope}: acquire each element's lock"),
         items=js.template(e.items), item_selector=selector, max_concurrency=1,
-        processor=ir.Graph(start_at=acquire_one.name, states=[acquire_one, skip_one]),
+        processor=ir.Graph(start_at=acquire_one.name, states=[acquire_one, skip_one, not_acquired]),
         assign={e.into: js.wrap("[$states.result[acquired].value]"),
                 outcomes: js.wrap("[$states.result[$not(acquired)].outcome]")},
         next=e.check, catch=to_janitor(e.acquire),
@@ -319,18 +328,25 @@ def expand_each(x: Expander, c: Lock, e: Each, path: PathKey, nxt: str | None, s
         output={**done, "status": "Succeeded"}, end=True,
         catch=[ir.Catcher(["States.ALL"], c.release.on_failure, output={"value": js.wrap("$states.input.value")})],
     )
+    # an element whose lock is not released fails the release Map, and so the execution (the janitor frees it)
+    one_not_released = ir.Fail(
+        f"{c.release.on_failure}Failed", x.span(rel_path),
+        x.comment(rel_path, "lock: one element's release failed"), error="NDR.LockNotReleased",
+        cause=js.wrap("$string($states.input)"),
+    )
+    failed_release = [ir.Catcher(["States.ALL"], one_not_released.name)]
     if c.release.failure_action == "delete":
         on_failure = ir.Task(
             c.release.on_failure, x.span(rel_path), x.comment(rel_path, "lock: release one element on failure"),
             **svc.dynamodb("deleteItem", table), arguments=_delete_arguments(x, key_src),
-            output={**done, "status": "Failed"}, end=True,
+            output={**done, "status": "Failed"}, end=True, catch=failed_release,
         )
     else:
         on_failure = ir.Task(
             c.release.on_failure, x.span(rel_path), x.comment(rel_path, "lock: mark one element failed"),
             **svc.dynamodb("updateItem", table),
             arguments=_mark_arguments(x, key_src, lt.FAILED, keep.failed_retention_seconds, "[]"),
-            output={**done, "status": "Failed"}, end=True,
+            output={**done, "status": "Failed"}, end=True, catch=failed_release,
         )
     choose = ir.Choice(
         e.release_choice, x.span(rel_path), x.comment(rel_path, "lock: this element's outcome"),
@@ -340,7 +356,7 @@ def expand_each(x: Expander, c: Lock, e: Each, path: PathKey, nxt: str | None, s
     release = ir.Map(
         e.release, x.span(rel_path), x.comment(rel_path, f"lock {c.scope}: release each element by its outcome"),
         items=js.wrap(f"${e.into}"), item_selector=selector, max_concurrency=1,
-        processor=ir.Graph(start_at=choose.name, states=[choose, on_success, on_failure]),
+        processor=ir.Graph(start_at=choose.name, states=[choose, on_success, on_failure, one_not_released]),
         assign={outcomes: js.wrap(f"$append(${outcomes}, $states.result)")}, catch=to_janitor(e.release),
     )
     x.link(release, nxt)

@@ -203,12 +203,28 @@ def test_windows_not_in_the_manifest_and_a_foreign_report_are_refused(raw: Path,
 @pytest.mark.parametrize(
     "bad",
     [["--window-starts", '["2026-10-01T11:05:00Z"]'], ["--window-starts", "{}"], ["--force", "yes"],
-     ["--max-quarantine-ratio", "2"], ["--report-uri", "relative/report.json"]],
+     ["--max-quarantine-ratio", "2"], ["--report-uri", "relative/report.json"],
+     ["--window-mask", "101"], ["--first-window", "2026-10-01T12:00:00Z"],
+     ["--first-window", "2026-10-01T12:05:00Z", "--window-mask", "1"],
+     ["--first-window", "2026-10-01T12:00:00Z", "--window-mask", "12"],
+     ["--first-window", "2026-10-01T12:00:00Z", "--window-mask", "1" * 193],
+     ["--first-window", "2026-10-01T12:00:00Z", "--window-mask", "000"],
+     ["--first-window", "2026-10-01T12:00:00Z", "--window-mask", "1", "--window-starts", '["2026-10-01T12:00:00Z"]']],
 )
 def test_bad_arguments_are_refused_by_the_parser(raw: Path, bad: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_, contextlib.redirect_stderr(io.StringIO()):
         run_backfill_windows.parse_runtime(range_args(raw, Path("/tmp/r.json")) + bad)
     assert exit_.value.code == 2
+
+
+def test_a_window_mask_names_the_windows_to_run_compactly(raw: Path) -> None:
+    """What the backfill machine passes for a chunk: its first window and one bit per window after it."""
+    runtime = run_backfill_windows.parse_runtime(range_args(
+        raw, Path("/tmp/r.json"), "--first-window", "2026-10-01T23:30:00Z", "--window-mask", "1011"))
+    assert runtime.window_starts == ["2026-10-01T23:30:00Z", "2026-10-02T00:00:00Z", "2026-10-02T00:15:00Z"]
+    full = run_backfill_windows.parse_runtime(range_args(
+        raw, Path("/tmp/r.json"), "--first-window", "2026-10-01T00:00:00Z", "--window-mask", "1" * 192))
+    assert len(full.window_starts) == 192 and len("1" * 192) <= 256  # a container argument's limit
 
 
 def test_the_month_cost_model() -> None:

@@ -231,7 +231,7 @@ def test_the_month_cost_model() -> None:
     from ndr_jobs.devtools.bench import MONTH_WINDOWS, BackfillCost, BackfillResult, backfill_cost, render_month
 
     today = backfill_cost(MONTH_WINDOWS, 10.0, None, session_s=5.0, startup_s=180.0)
-    assert today == BackfillCost("today: 4 jobs per window", 11_520, 600.0, 600.0)  # (11,520 x 185 + 28,800) s
+    assert today == BackfillCost("window by window: 4 jobs each", 11_520, 600.0, 600.0)  # (11,520 x 185 + 28,800) s
     day = backfill_cost(MONTH_WINDOWS, 10.0, 96, session_s=5.0, startup_s=180.0, instances=2)
     assert (day.jobs, day.hours, day.instance_hours) == (30, 9.54, 19.08)  # (30 x 185 + 28,800) s, two instances
     assert backfill_cost(MONTH_WINDOWS, 10.0, 384, 5.0, 180.0).jobs == 8  # the last job runs the 192 left
@@ -241,5 +241,5 @@ def test_the_month_cost_model() -> None:
     result = BackfillResult(8, 40, 1000, 1, range_seconds=85.0, range_session_seconds=5.0)
     table = render_month(result)
     assert "Per window 10.0 s of work" in table[2]
-    assert table[6] == "| today: 4 jobs per window | 11,520 | 600.0 | 600.0 |"
+    assert table[6] == "| window by window: 4 jobs each | 11,520 | 600.0 | 600.0 |"
     assert render_month(BackfillResult(8, 40, 1000, 1, range_detail="failed")) == []

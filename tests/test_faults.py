@@ -107,9 +107,9 @@ class Pipelines(ScriptedPipelines):
 
     def start(self, pipeline_name: str, execution_arn: str, parameters: dict[str, str]) -> None:
         super().start(pipeline_name, execution_arn, parameters)
-        if pipeline_name == "ndr-backfill-windows" and self.platform is not None:
-            if self._executions[execution_arn][1][-1] == "Succeeded":
-                backfill_report(self.platform, parameters)
+        succeeds = self._executions[execution_arn][1][-1] == "Succeeded"
+        if pipeline_name == "ndr-backfill-windows" and self.platform is not None and succeeds:
+            backfill_report(self.platform, parameters)
         if pipeline_name == "ndr-backfill-extractor" and self.platform is not None:
             start = contract.parse_timestamp(parameters["StartTsIso"])
             windows = []

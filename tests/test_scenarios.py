@@ -670,7 +670,8 @@ def test_backfill_in_chunks_skips_live_windows_and_releases_each_window_by_its_o
             UpdateExpression="SET backfill_chunk_windows = :n", ExpressionAttributeValues={":n": {"S": "3"}})
         for i in (1, 4):
             live = contract("15m_batch_completed.eventbridge.json")
-            live["detail"]["batch_folder"] = f"s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/09/14/{_window(i)[11:13]}{_window(i)[14:16]}/"
+            hhmm = _window(i)[11:16].replace(":", "")
+            live["detail"]["batch_folder"] = f"s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/09/14/{hhmm}/"
             del live["detail"]["batch_end_ts"]
             assert platform.run(FM, live).status == "SUCCEEDED"
         platform.events()

@@ -256,7 +256,8 @@ def _state_machine_run(raw_keys: list[str], request: dict) -> tuple[object, list
     from ndr_local.pipeline_runner import load_definition, resolve_parameters, step_command
     from ndr_local.platform import stand_up
 
-    names = {"PipelineNameBackfill15m": "ndr-backfill-windows", "PipelineNameBackfillHistoricalExtractor": "ndr-extract"}
+    names = {"PipelineNameBackfill15m": "ndr-backfill-windows",
+             "PipelineNameBackfillHistoricalExtractor": "ndr-extract"}
     definition = load_definition(GENERATED, "backfill_historical_extractor")
     (step,) = definition["Steps"]
     summaries: list[dict] = []

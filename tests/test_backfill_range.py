@@ -183,6 +183,18 @@ def test_a_manifest_that_is_not_the_extractors_is_refused_before_anything_runs(
     assert not (env / "store").exists() and not (env / "r.json").exists()
 
 
+def test_a_bad_manifest_item_fails_the_job_only_when_it_would_run(raw: Path, env: Path) -> None:
+    """The machine fails a bad item alone and names the others in the mask: the job runs those."""
+    manifest = str(edited_manifest(raw, env, lambda d: d["windows"].append("not a window")))
+    named = BackfillRangeRuntime("ndr-prod", FSV, manifest, str(env / "r.json"), window_starts=STARTS[1:])
+    assert [w.batch_start_ts for w in job.load_windows(named)] == STARTS[1:]
+    with pytest.raises(job.BackfillManifestError, match="manifest window 3 is not an object"):
+        job.load_windows(BackfillRangeRuntime("ndr-prod", FSV, manifest, str(env / "r.json")))
+    stray = BackfillRangeRuntime("ndr-prod", FSV, manifest, str(env / "r.json"), window_starts=["2026-10-01T12:00:00Z"])
+    with pytest.raises(job.BackfillManifestError, match=r"not in the manifest \(its invalid items: manifest window 3"):
+        job.load_windows(stray)
+
+
 def test_windows_not_in_the_manifest_and_a_foreign_report_are_refused(raw: Path, env: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NDR_STORAGE_ROOT", str(env / "store"))

@@ -252,8 +252,8 @@ def expand(x: Expander, c: Lock, path: PathKey, nxt: str | None, scope: Scope) -
 
 def expand_each(x: Expander, c: Lock, e: Each, path: PathKey, nxt: str | None, scope: Scope) -> list[ir.State]:
     """The list form: a Map acquires each element's lock, the body runs once over the acquired ones, and a Map
-    releases each by its own outcome. A failed acquisition or release ends the execution failed, so that the
-    janitor frees whatever it holds."""
+    releases each by its own outcome. An element whose acquisition fails fails alone; a release that fails, or a
+    Map that fails as a whole, ends the execution failed, so that the janitor frees whatever it holds."""
     spec = x.project.spec
     table = spec.tables.locks
     lease = c.lease_seconds or x.lease

@@ -185,11 +185,33 @@ class Inputs:
     fuse: bool = False
 
 
-def inputs_of(env: EnvironmentSpec, measured: Measured, fuse: bool = False) -> Inputs:
+#: the 15-minute chain's entrypoints, one window each
+WINDOW_CHAIN: tuple[str, ...] = tuple(f"ndr_jobs.scripts.run_{s}" for s in
+                                      ("delta_builder", "fg_a_builder", "pair_counts_builder", "fg_c_builder"))
+#: a job that runs the chain over a chunk of windows in one Spark session
+CHUNK_JOB = "ndr_jobs.scripts.run_backfill_windows"
+#: windows per chunk job when the project does not say (its ``backfill_chunk_windows``)
+DEFAULT_CHUNK_WINDOWS = 96
+
+
+def inputs_of(env: EnvironmentSpec, measured: Measured, fuse: bool = False,
+              chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> Inputs:
+    """The environment's inputs; a chunk job's runtime, unless given, is its windows' chain (measured) run back
+    to back."""
     c = env.cadence
     runtimes = {k: v * c.runtime_factor for k, v in measured.seconds.items()}
     runtimes.update(c.runtimes)  # the environment's own figures are taken as they are
+    if CHUNK_JOB not in runtimes and all(e in runtimes for e in WINDOW_CHAIN):
+        runtimes[CHUNK_JOB] = chunk_windows * sum(runtimes[e] for e in WINDOW_CHAIN)
     return Inputs(c.startup_seconds, runtimes, fuse)
+
+
+def chunk_windows_of(defaults: Mapping[str, object]) -> int:
+    """A project's ``backfill_chunk_windows`` as the backfill machine bounds it (1 to 192; 96 when unset)."""
+    try:
+        return max(1, min(192, round(float(str(defaults.get("backfill_chunk_windows", DEFAULT_CHUNK_WINDOWS))))))
+    except ValueError:
+        return DEFAULT_CHUNK_WINDOWS
 
 
 @dataclass(frozen=True)
@@ -398,11 +420,13 @@ class TriggerPath:
 
 
 def trigger_paths(env: EnvironmentSpec, machines: Mapping[str, ir.StateMachineIR],
-                  pipelines: Mapping[str, ir.PipelineIR], measured: Measured) -> Iterator[TriggerPath]:
+                  pipelines: Mapping[str, ir.PipelineIR], measured: Measured,
+                  chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> Iterator[TriggerPath]:
     """Every trigger of ``env`` whose machine compiled, events then schedules, by name (invalid schedules: E123)."""
     from ndr_compiler.lint.environments import schedule_problem  # here: lint.environments imports this module
 
-    plain, fused = inputs_of(env, measured), inputs_of(env, measured, fuse=True)
+    plain, fused = inputs_of(env, measured, chunk_windows=chunk_windows), inputs_of(
+        env, measured, fuse=True, chunk_windows=chunk_windows)
     triggers: list[tuple[Literal["events", "schedules"], str, str, int | None, str]] = []
     for name, ev in sorted(env.triggers.events.items()):
         period = ev.period_minutes * 60 if ev.period_minutes else None

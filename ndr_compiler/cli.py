@@ -338,14 +338,16 @@ def plan_cmd(paths: tuple[Path, ...], env_name: str, out_dir: Path) -> None:
 
 def _cadence(result: Compilation, env_name: str) -> None:
     """The cadence model's table for ``env_name`` (offline: printed before the plan asks AWS anything)."""
-    from ndr_compiler.cadence import load_runtimes, render_plan, trigger_paths
+    from ndr_compiler.cadence import chunk_windows_of, load_runtimes, render_plan, trigger_paths
 
     env = next((s.model for s in result.specs.of_kind("Environment") if s.name == env_name), None)
     if env is None:  # _deploy says which environments exist
         return
     measured = load_runtimes()
     machines = {m.name: m for m in result.machines if not m.generated}
-    paths = list(trigger_paths(env.spec, machines, result.pipelines, measured))
+    project = result.specs.projects().get(env.spec.project)
+    chunk = chunk_windows_of(project.model.spec.defaults if project else {})
+    paths = list(trigger_paths(env.spec, machines, result.pipelines, measured, chunk))
     click.echo(render_plan(env_name, env.spec, measured, paths))
 
 
@@ -589,11 +591,11 @@ def run_cmd(state_machine: str, input_path: Path, specs_dir: Path, generated: Pa
     env_values.update(dict(v.split("=", 1) for v in values if "=" in v))
     placeholders, names = local_pipeline_names(result.pipelines)
     executor = SubprocessExecutor() if isolated else WarmExecutor()
-    progress = Progress(expected_runs(payload), state_machine)
-    pipelines = LocalPipelines(generated, names, env_values, echo=lambda m: progress.echo(m, click.echo),
-                               executor=executor, progress=progress)
     sm_spec = next(s for s in result.specs.state_machines() if s.name == state_machine)
     project = result.specs.projects()[sm_spec.model.spec.project].model
+    progress = Progress(expected_runs(payload, project.spec.defaults.get("backfill_chunk_windows")), state_machine)
+    pipelines = LocalPipelines(generated, names, env_values, echo=lambda m: progress.echo(m, click.echo),
+                               executor=executor, progress=progress)
     # there is no real S3 offline: s3://bucket/key is <NDR_LOCAL_S3_ROOT>/bucket/key for the jobs and the machines
     local_s3 = Path(os.environ.setdefault("NDR_LOCAL_S3_ROOT", str(Path("var/ndr/s3").resolve())))
     try:

@@ -6,8 +6,8 @@ the real jobs on local Spark; nothing is scripted):
 1. **estate**: a seeded synthetic estate (``ndr_jobs.devtools.synth``) writes PAN-OS TRAFFIC mini-batches into the
    local stand-in of the raw bucket, in the ingestion layout, with a few malformed lines; a machine
    inventory goes into a DuckDB file (the local Redshift).
-2. **backfill** (``sfn_ndr_backfill_reprocessing``): a history range is reprocessed, one 15-minute
-   feature pipeline per window found by the historical windows extractor.
+2. **backfill** (``sfn_ndr_backfill_reprocessing``): a history range is reprocessed, one ``backfill_windows``
+   Spark job per chunk of the windows the historical windows extractor found.
 3. **baselines** (``sfn_ndr_monthly_fg_b_baselines``): inventory refresh, then FG-B baselines of the
    history month.
 4. **training** (``sfn_ndr_training_orchestrator``): the Isolation Forest lifecycle over a range with no

@@ -115,14 +115,17 @@ def local_pipeline_names(pipelines: Mapping[str, Any]) -> tuple[dict[str, str], 
     return placeholders, names
 
 
-def expected_runs(payload: Any) -> int | None:
+def expected_runs(payload: Any, chunk_windows: Any = None) -> int | None:
     """How many pipeline runs an execution input asks for, when it says: a backfill request (``start_ts`` ..
-    ``end_ts``) runs the historical windows extractor, then a 15-minute pipeline per window (the extractor may
-    find fewer windows with data); otherwise None."""
+    ``end_ts``) runs the historical windows extractor, then one job per chunk of ``chunk_windows`` windows (the
+    project's ``backfill_chunk_windows``, 96 by default; the extractor may find fewer windows with data);
+    otherwise None."""
     if not isinstance(payload, dict) or not {"start_ts", "end_ts"} <= payload.keys():
         return None
     try:
         seconds = (parse_utc(payload["end_ts"]) - parse_utc(payload["start_ts"])).total_seconds()
+        chunk = max(1, min(192, round(float(chunk_windows if chunk_windows is not None else 96))))
     except (AttributeError, TypeError, ValueError):
         return None
-    return 1 + max(0, -(-int(seconds) // 900))
+    windows = max(0, -(-int(seconds) // 900))
+    return 1 + -(-windows // chunk)

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -227,3 +229,18 @@ def put_images(values: dict[str, str], kinds: dict[str, str], tree: Path) -> dic
         image = ecr.put_image(repositoryName=uri.repo, imageManifest=json.dumps(manifest), imageTag=tag)["image"]
         digests[name] = image["imageId"]["imageDigest"]
     return digests
+
+
+def backfill_report(platform: Any, parameters: dict[str, str], failing: Collection[str] = ()) -> bool:
+    """Write, as ``run_backfill_windows`` does, the report of the chunk a backfill pipeline start names: the
+    windows its mask selects succeed in time order until the first in ``failing``, which fails, and the rest are
+    not run. True when a window failed (the job, and so the pipeline, fails)."""
+    from ndr_jobs.interface import contract
+
+    entries, failed = [], False
+    for start in contract.masked_window_starts(parameters["FirstWindow"], parameters["WindowMask"]):
+        status = "not_run" if failed else "failed" if start in failing else "succeeded"
+        failed = failed or status == "failed"
+        entries.append({"batch_start_ts": start, "status": status})
+    platform.put_json(parameters["ReportUri"], {"format": "ndr-backfill-windows/1", "windows": entries})
+    return failed

@@ -183,6 +183,18 @@ def test_a_manifest_that_is_not_the_extractors_is_refused_before_anything_runs(
     assert not (env / "store").exists() and not (env / "r.json").exists()
 
 
+def test_a_bad_manifest_item_fails_the_job_only_when_it_would_run(raw: Path, env: Path) -> None:
+    """The machine fails a bad item alone and names the others in the mask: the job runs those."""
+    manifest = str(edited_manifest(raw, env, lambda d: d["windows"].append("not a window")))
+    named = BackfillRangeRuntime("ndr-prod", FSV, manifest, str(env / "r.json"), window_starts=STARTS[1:])
+    assert [w.batch_start_ts for w in job.load_windows(named)] == STARTS[1:]
+    with pytest.raises(job.BackfillManifestError, match="manifest window 3 is not an object"):
+        job.load_windows(BackfillRangeRuntime("ndr-prod", FSV, manifest, str(env / "r.json")))
+    stray = BackfillRangeRuntime("ndr-prod", FSV, manifest, str(env / "r.json"), window_starts=["2026-10-01T12:00:00Z"])
+    with pytest.raises(job.BackfillManifestError, match=r"not in the manifest \(its invalid items: manifest window 3"):
+        job.load_windows(stray)
+
+
 def test_windows_not_in_the_manifest_and_a_foreign_report_are_refused(raw: Path, env: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NDR_STORAGE_ROOT", str(env / "store"))
@@ -203,7 +215,13 @@ def test_windows_not_in_the_manifest_and_a_foreign_report_are_refused(raw: Path,
 @pytest.mark.parametrize(
     "bad",
     [["--window-starts", '["2026-10-01T11:05:00Z"]'], ["--window-starts", "{}"], ["--force", "yes"],
-     ["--max-quarantine-ratio", "2"], ["--report-uri", "relative/report.json"]],
+     ["--max-quarantine-ratio", "2"], ["--report-uri", "relative/report.json"],
+     ["--window-mask", "101"], ["--first-window", "2026-10-01T12:00:00Z"],
+     ["--first-window", "2026-10-01T12:05:00Z", "--window-mask", "1"],
+     ["--first-window", "2026-10-01T12:00:00Z", "--window-mask", "12"],
+     ["--first-window", "2026-10-01T12:00:00Z", "--window-mask", "1" * 193],
+     ["--first-window", "2026-10-01T12:00:00Z", "--window-mask", "000"],
+     ["--first-window", "2026-10-01T12:00:00Z", "--window-mask", "1", "--window-starts", '["2026-10-01T12:00:00Z"]']],
 )
 def test_bad_arguments_are_refused_by_the_parser(raw: Path, bad: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_, contextlib.redirect_stderr(io.StringIO()):
@@ -211,11 +229,21 @@ def test_bad_arguments_are_refused_by_the_parser(raw: Path, bad: list[str]) -> N
     assert exit_.value.code == 2
 
 
+def test_a_window_mask_names_the_windows_to_run_compactly(raw: Path) -> None:
+    """What the backfill machine passes for a chunk: its first window and one bit per window after it."""
+    runtime = run_backfill_windows.parse_runtime(range_args(
+        raw, Path("/tmp/r.json"), "--first-window", "2026-10-01T23:30:00Z", "--window-mask", "1011"))
+    assert runtime.window_starts == ["2026-10-01T23:30:00Z", "2026-10-02T00:00:00Z", "2026-10-02T00:15:00Z"]
+    full = run_backfill_windows.parse_runtime(range_args(
+        raw, Path("/tmp/r.json"), "--first-window", "2026-10-01T00:00:00Z", "--window-mask", "1" * 192))
+    assert len(full.window_starts) == 192 and len("1" * 192) <= 256  # a container argument's limit
+
+
 def test_the_month_cost_model() -> None:
     from ndr_jobs.devtools.bench import MONTH_WINDOWS, BackfillCost, BackfillResult, backfill_cost, render_month
 
     today = backfill_cost(MONTH_WINDOWS, 10.0, None, session_s=5.0, startup_s=180.0)
-    assert today == BackfillCost("today: 4 jobs per window", 11_520, 600.0, 600.0)  # (11,520 x 185 + 28,800) s
+    assert today == BackfillCost("window by window: 4 jobs each", 11_520, 600.0, 600.0)  # (11,520 x 185 + 28,800) s
     day = backfill_cost(MONTH_WINDOWS, 10.0, 96, session_s=5.0, startup_s=180.0, instances=2)
     assert (day.jobs, day.hours, day.instance_hours) == (30, 9.54, 19.08)  # (30 x 185 + 28,800) s, two instances
     assert backfill_cost(MONTH_WINDOWS, 10.0, 384, 5.0, 180.0).jobs == 8  # the last job runs the 192 left
@@ -225,5 +253,5 @@ def test_the_month_cost_model() -> None:
     result = BackfillResult(8, 40, 1000, 1, range_seconds=85.0, range_session_seconds=5.0)
     table = render_month(result)
     assert "Per window 10.0 s of work" in table[2]
-    assert table[6] == "| today: 4 jobs per window | 11,520 | 600.0 | 600.0 |"
+    assert table[6] == "| window by window: 4 jobs each | 11,520 | 600.0 | 600.0 |"
     assert render_month(BackfillResult(8, 40, 1000, 1, range_detail="failed")) == []

@@ -256,3 +256,18 @@ def test_the_printed_model_is_deterministic():
                          list(trigger_paths(dev().spec, machines, result.pipelines, load_runtimes())))
              for _ in range(2)}
     assert len(texts) == 1
+
+
+@pytest.mark.parametrize("chunk", [96, 3])
+def test_the_backfill_path_costs_one_chunk_job_per_item(chunk: int):
+    """Each item of the backfill's Map is a chunk: one Processing job running the chain over its windows."""
+    result = compile_specs([SPECS], render=False)
+    machines = {m.name: m for m in result.machines if not m.generated}
+    paths = {t.name: t for t in trigger_paths(dev().spec, machines, result.pipelines, load_runtimes(), chunk)}
+    measured = json.loads(cadence.RUNTIMES_FILE.read_text())["seconds"]
+    chain = sum(measured[e] for e in cadence.WINDOW_CHAIN)
+    (job,) = [leg for leg in paths["backfill-requested"].path.legs if leg.per_item == "RunBackfillWindows"
+              and leg.kind == "job"]
+    assert job.entrypoints == (cadence.CHUNK_JOB,) and job.startup == 180
+    assert job.runtime == pytest.approx(chunk * chain)
+    assert cadence.chunk_windows_of({}) == 96 and cadence.chunk_windows_of({"backfill_chunk_windows": "500"}) == 192

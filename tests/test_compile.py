@@ -75,7 +75,7 @@ def test_generated_is_fresh_and_compiling_twice_is_byte_identical(tmp_path: Path
     assert runner.invoke(main, [str(SPECS), "--out", str(out1)]).exit_code == 0
     assert runner.invoke(main, [str(SPECS), "--out", str(out2)]).exit_code == 0
     files = sorted(p.relative_to(out1) for p in out1.rglob("*") if p.is_file())
-    assert len(files) == 41
+    assert len(files) == 43
     for rel in files:
         data = (out1 / rel).read_bytes()
         assert data == (out2 / rel).read_bytes()
@@ -173,8 +173,8 @@ def test_compile_reports_no_diagnostics_on_the_real_specs():
     assert [d.format() for d in result.diagnostics if d.code != "W701"] == []
     kinds = sorted(a.relpath.split("/")[0] for a in result.artifacts)
     assert kinds.count("state_machines") == 6  # and the generated lock janitor
-    assert kinds.count("pipelines") == 8
-    assert kinds.count("diagrams") == 14
+    assert kinds.count("pipelines") == 9
+    assert kinds.count("diagrams") == 15
     assert kinds.count("schema") == 6  # the spec language, and each machine's inbound contract
     assert kinds.count("iam") == 7
 
@@ -198,6 +198,7 @@ PIPELINES = [
     "fg_b_baselines",
     "if_training",
     "backfill_historical_extractor",
+    "backfill_windows",
 ]
 
 
@@ -313,3 +314,49 @@ def test_each_construct_is_one_module_of_the_registry():
         assert module.CONSTRUCT is constructs.CONSTRUCTS[name]
     assert list(STEP_KINDS) == list(constructs.CONSTRUCTS)
     assert not [a for a in dir(Expander) if a.startswith("x_")]
+
+
+def test_a_lock_over_a_list_is_the_single_lock_per_element():
+    """The backfill's chunk lock: an element's key is the live machine's key of the same batch, each element is
+    acquired and released in its own Map iteration, and every way out of the body reads the outcome first."""
+    from jsonata import Jsonata
+
+    chunk = load("sfn_ndr_backfill_reprocessing")["States"]["RunBackfillWindows"]["ItemProcessor"]["States"]
+    acquire, release = chunk["AcquireBackfillChunkLocks"], chunk["ReleaseBackfillChunkLocks"]
+    assert list(acquire["ItemProcessor"]["States"]) == [
+        "AcquireBackfillWindowLock", "BackfillWindowSkipped", "AcquireBackfillWindowLockFailed"]
+    assert list(release["ItemProcessor"]["States"]) == [
+        "BackfillWindowOutcomeChoice", "ReleaseBackfillWindowLockOnSuccess", "ReleaseBackfillWindowLockOnFailure",
+        "ReleaseBackfillWindowLockOnFailureFailed"]
+    assert acquire["MaxConcurrency"] == release["MaxConcurrency"] == 1
+    assert acquire["Next"] == "CheckBackfillChunkAcquired" and release["Next"] == "BackfillWindowSucceeded"
+    assert {c["Next"] for c in acquire["Catch"] + release["Catch"]} == {"MiniBatchLockNotReleased"}
+
+    def key(state: dict, bindings: str) -> str:
+        return Jsonata(f"({bindings}; {state['Arguments']['Key']['lock_key']['S'][2:-2]})").evaluate(None)
+
+    batch = {"org_id": "acme", "project_name": "ndr-prod", "feature_spec_version": "v1",
+             "batch_start_ts": "2026-09-14T00:15:00Z"}
+    one = acquire["ItemProcessor"]["States"]["AcquireBackfillWindowLock"]
+    live = load("sfn_ndr_15m_features_inference")["States"]["AcquireMiniBatchLock"]
+    assert key(one, f"$states := {{'input': {{'value': {json.dumps(batch)}}}}}") == key(
+        live, f"$params := {json.dumps(batch)}") == 'mini_batch#["acme","ndr-prod","v1","2026-09-14T00:15:00Z"]'
+    for name in ("ReleaseBackfillWindowLockOnSuccess", "ReleaseBackfillWindowLockOnFailure"):
+        assert release["ItemProcessor"]["States"][name]["Arguments"]["Key"] == one["Arguments"]["Key"]
+    # the body's success and every failure path of the pipeline lead to the outcome, then the releases
+    body = {n: s for n, s in chunk.items() if "Backfill" in n and "Pipeline" in n}
+    exits = {c["Next"] for s in body.values() for c in s.get("Catch", [])}
+    exits |= {r["Next"] for s in body.values() for r in s.get("Choices", [])}
+    assert exits - set(body) == {"ReadBackfillChunkReport"}
+    assert chunk["ReadBackfillChunkReport"]["Next"] == "ReleaseBackfillChunkLocks"
+    assert [c["Next"] for c in chunk["ReadBackfillChunkReport"]["Catch"]] == ["ReleaseBackfillChunkLocks"]
+
+
+def test_the_lock_region_of_a_list_lock_is_its_maps():
+    result = compile_specs([SPECS], render=False)
+    (machine,) = [m for m in result.machines if m.name == "sfn_ndr_backfill_reprocessing"]
+    (region,) = machine.locks
+    assert (region.acquire, region.releases, region.success_mark) == (
+        "AcquireBackfillChunkLocks", ["ReadBackfillChunkReport", "ReleaseBackfillChunkLocks"],
+        "ReleaseBackfillChunkLocks")
+    assert region.body[0] == "StartBackfillPipeline"

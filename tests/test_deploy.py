@@ -221,7 +221,7 @@ def test_a_failure_half_way_reports_what_was_applied_and_a_rerun_converges(aws: 
     monkeypatch.setattr(engine.Deployer, "_machines", original)
     code, out = deploy()
     assert code == 0, out
-    assert "deployed to dev:" in out and "0 changed" not in out
+    assert "deployed to dev:" in out and ": 0 changed" not in out
     assert "plan: 0 to create, 0 to update" in deploy()[1]
 
 

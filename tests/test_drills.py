@@ -1,7 +1,7 @@
 """Failure drills: the generated state machines drive the real jobs on a small synthetic estate (moto for
 AWS, local Spark in one warm worker), and things go wrong on purpose.
 
-One platform per module (building it is the expensive part): a backfill over N windows (which also
+One platform per module (building it is the expensive part): a backfill over N windows in one chunk job (which also
 provides the training features), training through the training orchestrator, then live batches.
 """
 
@@ -62,11 +62,17 @@ def first_run(run: LocalRun, start: datetime, what: str) -> Any:
     return run.first_runs[start]
 
 
-def test_a_backfill_over_n_windows_runs_n_15m_pipelines_and_emits_its_reconciliation(run: LocalRun):
+def test_a_backfill_over_n_windows_runs_them_in_one_chunk_job_and_emits_its_reconciliation(run: LocalRun):
     windows = [HISTORY + i * BATCH for i in range(HISTORY_HOURS * 4)]
-    backfill_runs = [(p, r) for spec, p, r in run.pipelines.runs[: len(windows) + 1] if spec == "features_15m"]
-    assert [p["MiniBatchId"] for p, _ in backfill_runs] == [batch_id(w) for w in windows]  # one each, oldest first
-    assert all(r.status == "Succeeded" for _, r in backfill_runs)
+    (extract, chunk) = run.pipelines.runs[:2]
+    assert extract[0] == "backfill_historical_extractor"
+    spec, params, result = chunk  # every window in one job (a chunk is 96 windows by default)
+    assert spec == "backfill_windows" and result.status == "Succeeded"
+    assert (params["FirstWindow"], params["WindowMask"]) == (f"{HISTORY:%Y-%m-%dT%H:%M:%SZ}", "1" * len(windows))
+    (summary,) = [s.summary for s in result.steps]
+    assert summary["windows_by_status"]["succeeded"] == len(windows)
+    assert (summary["first_window"], summary["last_window"]) == (params["FirstWindow"],
+                                                                 f"{windows[-1]:%Y-%m-%dT%H:%M:%SZ}")
     (reconciled,) = [e for e in run.backfill_events if e["detail-type"] == "NDR Backfill Reconciled"]
     detail = reconciled["detail"]
     counts = (detail["windows_total"], detail["windows_succeeded"], detail["windows_failed"])

@@ -30,13 +30,11 @@ def test_cli_runs_the_backfill_machine_on_the_contract_request(tmp_path: Path, m
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "execution: SUCCEEDED" in result.output
-    assert result.output.count("pipeline features_15m Succeeded") == 2
+    assert result.output.count("pipeline backfill_windows Succeeded") == 1  # both windows in one chunk job
     progress = re.findall(r"^\[(\d)/(\d) \d+s\] sfn_ndr_backfill_reprocessing: (\w+) Succeeded \((.*)\)$",
                           result.stderr, re.MULTILINE)  # a line per pipeline on stderr, counted against the request
-    assert [(n, t) for n, t, _, _ in progress] == [("1", "3"), ("2", "3"), ("3", "3")]
-    assert sorted((spec, key.rsplit("-", 1)[-1]) for _, _, spec, key in progress)[1:] == [
-        ("features_15m", "20260914T0000"), ("features_15m", "20260914T0015")]  # the windows end in either order
-    assert progress[0][2] == "backfill_historical_extractor"  # first, the windows extractor
+    assert [(n, t, spec) for n, t, spec, _ in progress] == [
+        ("1", "2", "backfill_historical_extractor"), ("2", "2", "backfill_windows")]
     fg_a = s3 / "acme-ndr-features" / "ndr-prod" / "fg_a" / "feature_spec_version=v1"
     assert sorted(p.name for p in fg_a.iterdir()) == ["batch_start=20260914T0000", "batch_start=20260914T0015"]
 

@@ -107,7 +107,7 @@ def test_literal_argument_checked_by_the_scripts_parser(spec_copy: Path):
 
 
 def test_placeholder_served_by_no_pipeline(spec_copy: Path):
-    edit(spec_copy / "pipelines/features_15m.yaml", "[PipelineName15m, PipelineNameBackfill15m]", "[PipelineName15m]")
+    edit(spec_copy / "pipelines/backfill_windows.yaml", "[PipelineNameBackfill15m]", "[]")
     code, out = lint(spec_copy)
     assert code == 1 and "E503 ${PipelineNameBackfill15m} is served by no Pipeline spec" in out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -20,11 +20,11 @@ from ndr_jobs.interface.contract import lock_key
 from ndr_local import ScriptedPipelines, offline_aws
 from ndr_local.platform import OfflinePlatform, stand_up
 from ndr_local.sfn_runtime import Faults
-from tests.conftest import CONTRACTS, GENERATED, SPECS
+from tests.conftest import CONTRACTS, GENERATED, SPECS, backfill_report
 
 PIPELINES = {
     "PipelineName15m": "ndr-features-15m",
-    "PipelineNameBackfill15m": "ndr-features-15m",
+    "PipelineNameBackfill15m": "ndr-backfill-windows",
     "PipelineNameInference": "ndr-inference",
     "PipelineNamePredictionJoin": "ndr-prediction-join",
     "PipelineNameMachineInventory": "ndr-machine-inventory",
@@ -57,13 +57,17 @@ PROJECT = next(iter(load_specs([SPECS])[0].projects().values())).model
 class Extractor(ScriptedPipelines):
     """Scripted pipelines whose backfill extractor writes a manifest of ``windows`` windows, as the job does."""
 
-    def __init__(self, platform_ref: list[OfflinePlatform], windows: int, **kw):
+    def __init__(self, platform_ref: list[OfflinePlatform], windows: int, failing: Collection[str] = (), **kw):
         super().__init__(**kw)
         self.platform_ref = platform_ref
         self.windows = windows
+        self.failing = failing
 
     def start(self, pipeline_name: str, execution_arn: str, parameters: dict[str, str]) -> None:
         super().start(pipeline_name, execution_arn, parameters)
+        if pipeline_name == PIPELINES["PipelineNameBackfill15m"] and backfill_report(
+                self.platform_ref[0], parameters, self.failing):
+            self._executions[execution_arn] = (pipeline_name, ["Failed"])  # the job fails at that window
         if pipeline_name == PIPELINES["PipelineNameBackfillHistoricalExtractor"]:
             start = datetime.fromisoformat(parameters["StartTsIso"].replace("Z", "+00:00"))
             windows = []
@@ -594,7 +598,7 @@ def test_training_rejects_a_malformed_request(platform: OfflinePlatform, change:
 
 
 @pytest.mark.parametrize("windows", [0, 1, 5])
-def test_backfill_runs_one_pipeline_per_window(windows: int):
+def test_backfill_runs_one_pipeline_per_chunk(windows: int):
     ref: list[OfflinePlatform] = []
     pipelines = Extractor(ref, windows)
     for platform in _platform(pipelines):
@@ -617,16 +621,18 @@ def test_backfill_runs_one_pipeline_per_window(windows: int):
         ]
         assert result.path[: len(head)] == head
         assert result.path[-1] == "EmitBackfillReconciliationEvent"
-        assert result.path.count("StartBackfillPipeline") == windows
-        assert result.path.count("BackfillWindowSucceeded") == windows
+        chunks = 1 if windows else 0  # the default chunk is 96 windows
+        assert result.path.count("StartBackfillPipeline") == chunks
+        assert result.path.count("AcquireBackfillWindowLock") == windows
+        assert result.path.count("ReleaseBackfillWindowLockOnSuccess") == windows
         runs = starts(pipelines, "PipelineNameBackfill15m")
-        assert len(runs) == windows
-        assert len({r["MiniBatchId"] for r in runs}) == windows
+        assert [(r["FirstWindow"], r["WindowMask"]) for r in runs] == [("2026-09-14T00:00:00Z", "1" * windows)] * chunks
         (event,) = platform.events()
         assert event["detail-type"] == "NDR Backfill Reconciled"
         assert event["detail"]["windows_total"] == windows
         assert event["detail"]["windows_succeeded"] == windows
         assert event["detail"]["status"] == "COMPLETE"
+        assert platform.locks("RUNNING") == [] and len(platform.locks("SUCCEEDED")) == windows
 
 
 def test_backfill_extractor_failure_runs_no_window():
@@ -642,27 +648,62 @@ def test_backfill_extractor_failure_runs_no_window():
         assert platform.events() == []
 
 
-def test_backfill_reports_a_failed_window():
+def _window(i: int) -> str:
+    return f"2026-09-14T{i // 4:02d}:{i % 4 * 15:02d}:00Z"
+
+
+def _batch_id(i: int) -> str:
+    return f"acme-ndr-prod-v1-20260914T{i // 4:02d}{i % 4 * 15:02d}"
+
+
+def test_backfill_in_chunks_skips_live_windows_and_releases_each_window_by_its_outcome():
+    """7 windows in chunks of 3 ([0 1 2] [3 4 5] [6]); windows 1 and 4 ran live first; window 3 fails in the job:
+    its lock and that of window 5 (not run after it) are released as failed, the live ones are skipped and
+    untouched, and the chunk after the failure still runs."""
     ref: list[OfflinePlatform] = []
-
-    class OneBad(Extractor):
-        def describe(self, execution_arn: str):
-            status, reason = super().describe(execution_arn)
-            name, _ = self._executions[execution_arn]
-            index = list(self._executions).index(execution_arn)
-            if name == "ndr-features-15m" and index == 2:
-                return "Failed", "window broke"
-            return status, reason
-
-    pipelines = OneBad(ref, 3)
+    pipelines = Extractor(ref, 7, failing={_window(3)})
     for platform in _platform(pipelines):
         ref.append(platform)
-        result = platform.run(BACKFILL, contract("backfill.request.json"))
-        assert result.status == "SUCCEEDED"
+        platform.client("dynamodb").update_item(  # the project's setting, as an operator would change it
+            TableName=PROJECT.spec.tables.parameters,
+            Key={"project_name": {"S": "ndr-prod"}, "feature_spec_version": {"S": "v1"}},
+            UpdateExpression="SET backfill_chunk_windows = :n", ExpressionAttributeValues={":n": {"S": "3"}})
+        for i in (1, 4):
+            live = contract("15m_batch_completed.eventbridge.json")
+            hhmm = _window(i)[11:16].replace(":", "")
+            live["detail"]["batch_folder"] = f"s3://acme-ndr-raw/pan-traffic/acme/ndr-prod/v1/2026/09/14/{hhmm}/"
+            del live["detail"]["batch_end_ts"]
+            assert platform.run(FM, live).status == "SUCCEEDED"
+        platform.events()
+        live_locks = {i: platform.lock(lock_key("mini_batch", "acme", "ndr-prod", "v1", _window(i))) for i in (1, 4)}
+        result = platform.run(BACKFILL, {**contract("backfill.request.json"), "end_ts": "2026-09-14T01:45:00Z"})
+        assert result.status == "SUCCEEDED", result.cause
+        runs = starts(pipelines, "PipelineNameBackfill15m")
+        assert [(r["FirstWindow"], r["WindowMask"]) for r in runs] == [
+            (_window(0), "101"), (_window(3), "101"), (_window(6), "1")]
+        assert len({r["ReportUri"] for r in runs}) == 3
+        assert result.path.count("BackfillWindowSkipped") == 2
+        assert result.path.count("ReleaseBackfillWindowLockOnFailure") == 2
+        status = {i: (platform.lock(lock_key("mini_batch", "acme", "ndr-prod", "v1", _window(i))) or {}).get(
+            "lock_status") for i in range(7)}
+        assert status == {0: "SUCCEEDED", 1: "SUCCEEDED", 2: "SUCCEEDED", 3: None, 4: "SUCCEEDED", 5: None,
+                          6: "SUCCEEDED"}
+        for i, lock in live_locks.items():  # the live runs' locks, not taken over
+            assert platform.lock(lock_key("mini_batch", "acme", "ndr-prod", "v1", _window(i))) == lock
         (event,) = platform.events()
-        assert event["detail"]["windows_failed"] == 1
-        assert event["detail"]["status"] == "PARTIAL"
-        assert len(event["detail"]["failed_windows"]) == 1
+        detail = event["detail"]
+        assert (detail["windows_total"], detail["windows_succeeded"], detail["windows_skipped"],
+                detail["windows_failed"]) == (7, 3, 2, 2)
+        assert sorted(detail["failed_windows"]) == [_batch_id(3), _batch_id(5)]
+        assert detail["status"] == "PARTIAL"
+        # the rerun runs only what failed, in one chunk job per chunk that has any
+        pipelines.failing = ()
+        again = platform.run(BACKFILL, {**contract("backfill.request.json"), "end_ts": "2026-09-14T01:45:00Z"})
+        assert again.status == "SUCCEEDED", again.cause
+        assert [(r["FirstWindow"], r["WindowMask"]) for r in starts(pipelines, "PipelineNameBackfill15m")[3:]] == [
+            (_window(3), "101")]
+        assert again.path.count("BackfillChunkSkipped") == 2
+        assert platform.events()[0]["detail"]["status"] == "COMPLETE"
 
 
 def test_training_on_a_schedule_trains_on_the_30_days_before_the_run(platform: OfflinePlatform,
@@ -714,13 +755,7 @@ def test_backfill_skips_windows_that_already_succeeded_unless_forced():
         assert platform.events()[0]["detail"]["windows_succeeded"] == 3
 
 
-def test_backfill_window_whose_start_is_refused_fails_alone():
-    class Refusing(Extractor):
-        calls = 0
-
-        def start(self, pipeline_name: str, execution_arn: str, parameters: dict[str, str]) -> None:
-            super().start(pipeline_name, execution_arn, parameters)
-
+def test_backfill_chunk_whose_start_is_refused_fails_its_windows_alone():
     faults = Faults(prefix="fault-", fail=frozenset({"StartBackfillPipeline"}))
     ref: list[OfflinePlatform] = []
     pipelines = Extractor(ref, 2)

@@ -135,7 +135,7 @@ def cadence_rules(specs: SpecSet, machines: list[ir.StateMachineIR],
                   pipelines: dict[str, ir.PipelineIR]) -> Iterator[Diagnostic]:
     """W701 (E701 in a production environment): a trigger's critical path exceeds its period; E702: the
     environment gives a runtime for an entrypoint no pipeline step runs."""
-    from ndr_compiler.cadence import breakdown, load_runtimes, trigger_paths  # the model imports this module
+    from ndr_compiler.cadence import breakdown, chunk_windows_of, load_runtimes, trigger_paths  # imports this module
 
     envs = sorted(specs.of_kind("Environment"), key=lambda s: (s.doc.file, s.name))
     if not envs:
@@ -148,7 +148,9 @@ def cadence_rules(specs: SpecSet, machines: list[ir.StateMachineIR],
         for name in sorted(set(spec.cadence.runtimes) - entrypoints):
             yield Diagnostic("E702", f"cadence.runtimes: no pipeline step runs entrypoint '{name}'"
                              f"{did_you_mean(name, entrypoints)}", env.doc.span(("spec", "cadence", "runtimes", name)))
-        for t in trigger_paths(spec, by_name, pipelines, measured):
+        project = specs.projects().get(spec.project)
+        chunk = chunk_windows_of(project.model.spec.defaults if project else {})
+        for t in trigger_paths(spec, by_name, pipelines, measured, chunk):
             if t.overrun is None:
                 continue
             code = "E701" if spec.production else "W701"

@@ -815,7 +815,8 @@ def backfill_cost(windows: int, per_window_s: float, chunk: int | None, session_
                   startup_s: float = PROCESSING_STARTUP_S, instances: int = 1) -> BackfillCost:  # fmt: skip
     """The cost of ``windows`` windows whose chain takes ``per_window_s`` in a warm session.
 
-    ``chunk`` None is today's pipeline: each window's :data:`STEPS_PER_WINDOW` steps are Processing jobs, each paying
+    ``chunk`` None is the window-by-window pipeline the machine ran before chunks: each window's
+    :data:`STEPS_PER_WINDOW` steps are Processing jobs, each paying
     ``startup_s`` and a Spark session start (``session_s``). Otherwise one job per ``chunk`` windows pays them once.
     Every job runs on ``instances`` instances, billed from start-up to exit; windows run one at a time (a window's
     FG-A reads the windows before it).
@@ -827,7 +828,7 @@ def backfill_cost(windows: int, per_window_s: float, chunk: int | None, session_
     jobs = windows * STEPS_PER_WINDOW if chunk is None else -(-windows // chunk)
     seconds = jobs * (startup_s + session_s) + windows * per_window_s
     plural = "s" if chunk is None or chunk > 1 else ""
-    how = f"today: {STEPS_PER_WINDOW} jobs per window" if chunk is None else f"{chunk} window{plural} per job"
+    how = f"window by window: {STEPS_PER_WINDOW} jobs each" if chunk is None else f"{chunk} window{plural} per job"
     return BackfillCost(how, jobs, round(seconds / 3600, 2), round(seconds / 3600 * instances, 2))
 
 

@@ -210,6 +210,24 @@ def window_list(value: Any) -> list[str]:
     return [window_start(v) for v in parsed]
 
 
+#: the most windows one ``--window-mask`` selects (a container argument is at most 256 characters)
+MAX_MASK_WINDOWS = 192
+_MASK = re.compile(rf"^[01]{{1,{MAX_MASK_WINDOWS}}}$")
+
+
+def window_mask(value: Any) -> str:
+    """argparse type: one ``1`` (run) or ``0`` (skip) per consecutive window, at most ``MAX_MASK_WINDOWS``."""
+    if not isinstance(value, str) or not _MASK.match(value):
+        raise ContractError(f"{_show(value)} is not a mask of 1 to {MAX_MASK_WINDOWS} '0'/'1' characters")
+    return value
+
+
+def masked_window_starts(first: str, mask: str) -> list[str]:
+    """The window starts a mask selects, window ``i`` starting ``i`` windows after ``first``."""
+    start = parse_timestamp(window_start(first))
+    return [iso(start + i * WINDOW) for i, bit in enumerate(window_mask(mask)) if bit == "1"]
+
+
 @dataclass(frozen=True)
 class BatchFolder:
     raw_bucket: str

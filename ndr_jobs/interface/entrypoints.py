@@ -138,6 +138,11 @@ ENTRYPOINTS: dict[str, Entrypoint] = {
             help="this job's per-window progress report (JSON): read to resume, rewritten after each window"),
         Arg("--window-starts", contract.window_list, default=[],
             help="JSON array of the manifest's window starts to run (empty: every window of the manifest)"),
+        Arg("--first-window", contract.window_start, default=None,
+            help="with --window-mask: the start of the mask's first window"),
+        Arg("--window-mask", contract.window_mask, default=None,
+            help="one 1 (run) or 0 (skip) per consecutive window from --first-window: the windows to run, "
+                 "compact enough for a container argument (instead of --window-starts)"),
         Arg("--max-quarantine-ratio", contract.ratio, default=DEFAULT_MAX_QUARANTINE_RATIO,
             help="the delta builder's guard, per window"),
         Arg("--force", choices=("true", "false"), default="false",

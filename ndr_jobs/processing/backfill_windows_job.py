@@ -1,7 +1,8 @@
 """Run the 15-minute feature chain over a range of backfill windows in one job (one Spark session).
 
 Entry: :func:`run_backfill_windows_from_runtime_config`. The windows come from the historical windows extractor's
-manifest (every item checked by value again here), optionally narrowed to ``window_starts``; they run oldest first,
+manifest (every item checked by value again here: a bad one fails the job, unless ``window_starts`` names the
+windows to run and not it), optionally narrowed to ``window_starts``; they run oldest first,
 each as delta -> FG-A -> pair counts -> FG-C through the jobs' own functions (:mod:`ndr_jobs.processing.chain`),
 so every partition is committed by its job as it completes. After each window the job rewrites its report
 (``report_uri``): what ran, what failed, and the run ids of the partitions each window committed.
@@ -118,14 +119,23 @@ def load_windows(runtime: BackfillRangeRuntime) -> list[Window]:
         raw_prefix = contract.storage_uri(doc.get("raw_prefix")).rstrip("/")
     except contract.ContractError as exc:
         raise BackfillManifestError(f"manifest {runtime.manifest_uri}: {exc}") from None
-    windows = [_check_item(item, i, org_id, runtime, raw_prefix) for i, item in enumerate(doc["windows"])]
+    windows: list[Window] = []
+    problems: list[str] = []  # with window_starts, a bad item the machine already failed alone is not run
+    for i, item in enumerate(doc["windows"]):
+        try:
+            windows.append(_check_item(item, i, org_id, runtime, raw_prefix))
+        except BackfillManifestError as exc:
+            problems.append(str(exc))
+    if problems and not runtime.window_starts:
+        raise BackfillManifestError(problems[0])
     by_start = {w.batch_start_ts: w for w in windows}
     if len(by_start) != len(windows):
         raise BackfillManifestError(f"manifest {runtime.manifest_uri} lists a window more than once")
     if runtime.window_starts:
         missing = [s for s in runtime.window_starts if s not in by_start]
         if missing:
-            raise BackfillManifestError(f"window(s) {', '.join(missing)} are not in the manifest")
+            raise BackfillManifestError(f"window(s) {', '.join(missing)} are not in the manifest"
+                                        + (f" (its invalid items: {'; '.join(problems)})" if problems else ""))
         if len(set(runtime.window_starts)) != len(runtime.window_starts):
             raise BackfillManifestError("--window-starts names a window more than once")
         windows = [by_start[s] for s in runtime.window_starts]

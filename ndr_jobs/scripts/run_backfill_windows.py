@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ndr_jobs.interface import entrypoints
+from ndr_jobs.interface import contract, entrypoints
 from ndr_jobs.runtime.config import BackfillRangeRuntime
 from ndr_jobs.scripts._cli import run
 
@@ -19,13 +19,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_runtime(argv: Sequence[str] | None = None) -> BackfillRangeRuntime:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    starts = a.window_starts
+    if (a.first_window is None) != (a.window_mask is None):
+        parser.error("--first-window and --window-mask go together")
+    if a.window_mask is not None:
+        if starts:
+            parser.error("--window-starts and --window-mask exclude each other")
+        starts = contract.masked_window_starts(a.first_window, a.window_mask)
+        if not starts:
+            parser.error("--window-mask selects no window")
     return BackfillRangeRuntime(
         project_name=a.project_name,
         feature_spec_version=a.feature_spec_version,
         manifest_uri=a.manifest_uri,
         report_uri=a.report_uri,
-        window_starts=a.window_starts,
+        window_starts=starts,
         max_quarantine_ratio=a.max_quarantine_ratio,
         force=a.force == "true",
     )

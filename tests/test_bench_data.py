@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ndr_jobs.devtools.bench import (
+    MODEL_STAGES,
     REFERENCE,
     STAGES,
     TABLE_HEADER,
@@ -22,6 +23,7 @@ from ndr_jobs.devtools.bench import (
     StageResult,
     merge_runs,
     projection,
+    run_size,
     runtimes_document,
 )
 
@@ -62,7 +64,7 @@ def test_report_has_the_command_machine_and_one_row_per_stage(report: tuple[str,
     assert re.search(r"Machine: \d+ cores .*, [\d.]+ GiB memory, .*(openjdk|java) version .*PySpark .*DuckDB", machine)
     assert "No warm-up (`--warmup 0`)" in text
     rows = table(text, TABLE_HEADER)
-    assert [r[0] for r in rows] == [*STAGES, REFERENCE]
+    assert [r[0] for r in rows] == [*STAGES, *MODEL_STAGES, REFERENCE]
     assert all(len(r) == 8 for r in rows)
     by_stage = {r[0]: r for r in rows}
     for name in ("delta_builder", REFERENCE):
@@ -73,6 +75,22 @@ def test_report_has_the_command_machine_and_one_row_per_stage(report: tuple[str,
     assert int(by_stage["delta_builder"][5].replace(",", "")) > 0  # the JVM was found and sampled
     for name in STAGES[1:]:
         assert by_stage[name][1:] == ["skipped (not selected (--stages))", *["–"] * 6]
+    for name in MODEL_STAGES:
+        assert by_stage[name][1:] == ["skipped (no model: FG-A or FG-C was not built)", *["–"] * 6]
+
+
+def test_the_model_stages_score_and_publish_the_window_with_a_model_trained_on_it(tmp_path: Path):
+    """The whole chain on a small batch, then inference and the join with a model promoted on the window: each
+    host of the window is scored and published, and the cadence model gets both jobs' runtimes."""
+    size = run_size(2_000, str(tmp_path))
+    by_stage = {s.stage: s for s in size.stages}
+    assert [s.stage for s in size.chain] == list(STAGES) and all(s.status == "ok" for s in size.jobs)
+    hosts = by_stage["fg_a_builder"].output_rows
+    assert hosts and by_stage["inference_predictions"].output_rows == hosts
+    assert by_stage["prediction_feature_join"].output_rows == hosts
+    machine = {"spark_master": "local[*]", "pyspark": "3.5", "cores": 2}
+    seconds = runtimes_document(size, machine, "bench")["seconds"]
+    assert {f"ndr_jobs.scripts.run_{name}" for name in (*STAGES, *MODEL_STAGES)} == set(seconds)
 
 
 def test_duckdb_reference_equals_the_spark_delta(report: tuple[str, dict]):

@@ -33,13 +33,18 @@ from typing import Any
 from ndr_jobs.datasets import storage
 from ndr_jobs.interface.contract import iso
 from ndr_jobs.processing.chain import FEATURE_CHAIN, job_function
-from ndr_jobs.runtime.config import BatchRuntime
+from ndr_jobs.runtime.config import BatchRuntime, PublicationRuntime
 
 #: the 15-minute pipeline's stages, in order
 STAGES: tuple[str, ...] = FEATURE_CHAIN
+#: the live machines' jobs after the features, on the same window: scored by a model trained and promoted on the
+#: window itself beforehand (not timed), then joined with the features and published (the S3 target)
+MODEL_STAGES: tuple[str, ...] = ("inference_predictions", "prediction_feature_join")
+#: the deployment gate for the one-window model: a single window is too small a validation split to judge
+_ONE_WINDOW_GATE = {"NDR_GATE_MIN_VALIDATION_ROWS": "1", "NDR_GATE_MAX_ALERT_RATE_RATIO": "1000"}
 REFERENCE = "delta (DuckDB reference)"
 #: the summary key that counts each stage's output rows (the first one present)
-OUTPUT_KEYS = ("delta_rows", "hosts", "pairs", "rows")
+OUTPUT_KEYS = ("delta_rows", "hosts", "pairs", "hosts_scored", "rows")
 DEFAULT_ROWS = (1_000_000, 5_000_000)
 QUICK_ROWS, QUICK_WARMUP, WARMUP = 100_000, 5_000, 50_000
 #: runs per size: this machine's speed drifts by a quarter from minute to minute, and the JVM's JIT warms up
@@ -299,6 +304,12 @@ class SizeResult:
 
     @property
     def chain(self) -> list[StageResult]:
+        """The feature chain's stages (the 15-minute pipeline), without the reference and the model stages."""
+        return [s for s in self.stages if s.stage in STAGES]
+
+    @property
+    def jobs(self) -> list[StageResult]:
+        """Every job measured: the feature chain, then the model stages."""
         return [s for s in self.stages if s.stage != REFERENCE]
 
     @property
@@ -364,7 +375,56 @@ def run_chain(batch: Batch, store: str, stages: Sequence[str] = STAGES) -> list[
 
             with contextlib.redirect_stdout(sys.stderr):  # the jobs' JSON summaries: not the report's stdout
                 results.append(_timed(name, batch.lines, call))
+        features_built = all(r.status == "ok" for r in results if r.stage in ("fg_a_builder", "fg_c_builder"))
+        with contextlib.redirect_stdout(sys.stderr), _environment(**_ONE_WINDOW_GATE):
+            model = promote_window_model(store) if features_built else "FG-A or FG-C was not built"
+            for name in MODEL_STAGES:
+                if model:
+                    results.append(StageResult(name, "skipped", detail=f"no model: {model}"))
+                    continue
+
+                def job(name: str = name) -> Any:
+                    module, function = job_function(name)
+                    publication = name == "prediction_feature_join"
+                    return getattr(import_module(module), function)(
+                        PublicationRuntime(**asdict(runtime)) if publication else runtime)
+
+                results.append(_timed(name, batch.lines, job))
     return results
+
+
+def promote_window_model(store: str) -> str:
+    """Train and promote a model on the bench's window (the training job's stages, once per storage root), with
+    the window's FG-A and FG-C copied one window earlier (training splits by window); "" when a promoted model
+    exists, else why not (the model stages are then reported skipped)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ndr_jobs.datasets import layout
+    from ndr_jobs.model import registry
+    from ndr_jobs.model.features import read_partitions
+    from ndr_jobs.processing.if_training_job import STAGES as TRAINING_STAGES
+    from ndr_jobs.processing.if_training_job import run_if_training_from_runtime_config
+    from ndr_jobs.runtime.config import TrainingRuntime
+
+    if registry.ModelStore(store, PROJECT, FSV).promoted() is not None:
+        return ""
+    try:
+        earlier = BATCH_START - layout.BATCH
+        for dataset in (layout.FG_A, layout.FG_C):  # training splits by window: it needs two
+            table = read_partitions(store, dataset, FSV, [BATCH_START])
+            for name in ("batch_start_ts", "batch_end_ts"):
+                column = table[name]
+                shifted = pc.subtract(column, pa.scalar(layout.BATCH, pa.duration("us")))
+                table = table.set_column(table.schema.get_field_index(name), name, shifted.cast(column.type))
+            storage.write_table(table, store, dataset, layout.batch_partition(FSV, earlier))
+        for stage in TRAINING_STAGES:
+            run_if_training_from_runtime_config(TrainingRuntime(
+                PROJECT, FSV, stage, iso(earlier), iso(BATCH_START + layout.BATCH), "bench-window"))
+    except Exception as exc:  # reported as the model stages' detail, not the end of the benchmark
+        traceback.print_exc(file=sys.stderr)
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return "" if registry.ModelStore(store, PROJECT, FSV).promoted() is not None else "the gate did not promote it"
 
 
 # -- the DuckDB reference -------------------------------------------------------------------------------
@@ -558,7 +618,10 @@ def render(command: str, machine: dict[str, Any], warmup: int, sizes: list[SizeR
         )
         + " Each size is one 15-minute batch of synthetic PAN-OS TRAFFIC lines "
         "(`ndr_jobs.devtools.synth`), on its own storage root, so FG-A reads one delta partition (its 1h/24h windows "
-        "are mostly empty: a steady-state run reads 96). `lines/s` = the batch's raw lines / the stage's "
+        "are mostly empty: a steady-state run reads 96). After the chain, the live machines' two other jobs run on "
+        "the same window: `inference_predictions`, with a model trained and promoted on the window first (its "
+        "FG-A and FG-C copied one window earlier, as training splits by window; not timed), then "
+        "`prediction_feature_join` (the S3 target). `lines/s` = the batch's raw lines / the stage's "
         "seconds. Memory: peak RSS sampled every 0.2 s during the stage (the driver is this Python process, "
         f"where DuckDB runs); the driver's `ru_maxrss` over the whole run: {max_rss_mib:,.0f} MiB.",
     ]
@@ -641,7 +704,7 @@ def runtimes_document(size: SizeResult, machine: dict[str, Any], command: str) -
         "source": f"{command}: the {b.lines:,}-line batch ({b.hosts:,} hosts), median of each stage's runs, local "
                   f"Spark ({machine['spark_master']}, PySpark {machine['pyspark']}) on {machine['cores']} cores",
         "batch_lines": b.lines,
-        "seconds": {f"ndr_jobs.scripts.run_{s.stage}": s.seconds for s in size.chain
+        "seconds": {f"ndr_jobs.scripts.run_{s.stage}": s.seconds for s in size.jobs
                     if s.status == "ok" and s.seconds is not None},
     }
 

@@ -56,16 +56,15 @@ LAYERS = {
     "fuzz": {"test_property"},
 }
 LAYER_OF = {stem: layer for layer, stems in LAYERS.items() for stem in stems}
-#: the longest xdist groups, longest first (CPU seconds of the group alone, measured under load and rounded;
-#: docs/benchmarks-tests.md): they start first so that no long group starts last and runs alone at the end (xdist's
-#: default order, by number of tests, started test_drills, test_eval and test_local_run last);
-#: `--no-loadscope-reorder` keeps this order
+#: the longest xdist groups, longest first (seconds of the group on one worker in `make test`, rounded; from the
+#: junit of a whole run, docs/benchmarks-tests.md): they start first so that no long group starts last and runs
+#: alone at the end; `--no-loadscope-reorder` keeps this order
 LONGEST = {
-    "test_drills": 230, "test_eval": 165, "test_launcher": 125, "test_backfill_range": 120, "test_scenarios": 105,
-    "test_faults-sfn_ndr_backfill_reprocessing": 80, "test_faults-sfn_ndr_15m_features_inference": 70,
-    "test_fg_c": 70, "test_bench_data": 70, "test_fg_b": 65, "test_local_run": 60,
-    "test_faults-sfn_ndr_monthly_fg_b_baselines": 55, "test_fusion": 50,
-    "test_faults-sfn_ndr_prediction_publication": 45, "test_faults-sfn_ndr_training_orchestrator": 40,
+    "test_drills": 130, "test_eval": 120, "test_deploy": 85, "test_backfill_range": 80, "test_scenarios": 65,
+    "test_launcher": 60, "test_faults-sfn_ndr_backfill_reprocessing": 48, "test_fg_c": 45, "test_fg_b": 40,
+    "test_faults-sfn_ndr_15m_features_inference": 40, "test_delta_builder": 34, "test_local_run": 34,
+    "test_fusion": 30, "test_storage": 30, "test_if_training": 26, "test_faults-sfn_ndr_prediction_publication": 23,
+    "test_faults-sfn_ndr_monthly_fg_b_baselines": 22, "test_bench_data": 18,
 }
 
 

@@ -169,12 +169,10 @@ def aws_pipeline_schema() -> dict:
     return s
 
 
-@pytest.fixture
-def moto_server(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields the endpoint URL
-    """moto in server mode on a free port, reset (its backends are process-global), with the AWS environment of
-    boto3 pointed at it: AWS behaviour over real HTTP, conditional writes included."""
+@pytest.fixture(scope="session")
+def moto_endpoint():  # noqa: ANN201 - yields the endpoint URL
+    """moto in server mode on a free port, one per process (stopping one waits out its 0.5 s poll)."""
     import socket
-    import urllib.request
 
     from moto.server import ThreadedMotoServer
 
@@ -183,16 +181,24 @@ def moto_server(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields the e
         port = sock.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
-    for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_server(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields the endpoint URL
+    """The process's moto server, reset (its backends are process-global), with the AWS environment of boto3
+    pointed at it: AWS behaviour over real HTTP, conditional writes included."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).read()
+    for key, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
+    return moto_endpoint
 
 
 #: what the image contexts ship, copied by image_tree (ndr_compiler.images: Dockerfiles, requirements, wheel sources)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Collection
 from pathlib import Path
@@ -17,8 +18,11 @@ settings.load_profile("ci")
 
 # Spark's JVM (in-process sessions, the warm step worker, subprocess jobs: all inherit the environment) compiles with
 # C1 only and collects with one thread: on test-sized data the C2 compiler and parallel GC threads cost more CPU than
-# they save (test_fg_c: 117 s of CPU against 72 s). Set NDR_SPARK_JAVA_OPTIONS to override.
-os.environ.setdefault("NDR_SPARK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+# they save (test_fg_c: 117 s of CPU against 72 s). C1 alone reserves 48 MB for compiled code, not 240: Spark's
+# generated classes fill that within a few jobs and the JVM then stops compiling ("CodeCache is full"), so the size
+# is set back. Set NDR_SPARK_JAVA_OPTIONS to override.
+os.environ.setdefault("NDR_SPARK_JAVA_OPTIONS",
+                      "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m")
 # the lint's result cache keys on files, not on a test's monkeypatches: off, except in tests/test_lint_cache.py
 os.environ["NDR_NO_CACHE"] = "1"
 
@@ -54,38 +58,51 @@ LAYERS = {
     "fuzz": {"test_property"},
 }
 LAYER_OF = {stem: layer for layer, stems in LAYERS.items() for stem in stems}
-#: the longest xdist groups, longest first (CPU seconds of the group alone, measured under load and rounded;
-#: docs/benchmarks-tests.md): they start first so that no long group starts last and runs alone at the end (xdist's
-#: default order, by number of tests, started test_drills, test_eval and test_local_run last);
-#: `--no-loadscope-reorder` keeps this order
+#: the longest xdist groups, longest first (seconds of the group on one worker in `make test`, rounded; from the
+#: junit of a whole run, docs/benchmarks-tests.md): they start first so that no long group starts last and runs
+#: alone at the end; `--no-loadscope-reorder` keeps this order
 LONGEST = {
-    "test_drills": 230, "test_eval": 165, "test_launcher": 125, "test_backfill_range": 120, "test_scenarios": 105,
-    "test_faults-sfn_ndr_backfill_reprocessing": 80, "test_faults-sfn_ndr_15m_features_inference": 70,
-    "test_fg_c": 70, "test_bench_data": 70, "test_fg_b": 65, "test_local_run": 60,
-    "test_faults-sfn_ndr_monthly_fg_b_baselines": 55, "test_fusion": 50,
-    "test_faults-sfn_ndr_prediction_publication": 45, "test_faults-sfn_ndr_training_orchestrator": 40,
+    "test_drills": 130, "test_eval": 120, "test_deploy": 85, "test_backfill_range": 80, "test_scenarios": 65,
+    "test_launcher": 60, "test_faults-sfn_ndr_backfill_reprocessing": 48, "test_fg_c": 45, "test_fg_b": 40,
+    "test_faults-sfn_ndr_15m_features_inference": 40, "test_delta_builder": 34, "test_local_run": 34,
+    "test_fusion": 30, "test_storage": 30, "test_if_training": 26, "test_faults-sfn_ndr_prediction_publication": 23,
+    "test_faults-sfn_ndr_monthly_fg_b_baselines": 22, "test_bench_data": 18,
 }
 
 
-def xdist_group(item: pytest.Item) -> str:
-    """The item's group for `--dist loadgroup`: its file, except test_faults, whose cases are grouped by the state
-    machine they fault (each group sets up one platform and each machine's drivers once, and the file's ~370 cases
-    spread over the workers instead of being the suite's critical path)."""
-    stem = item.path.stem
+def xdist_group(nodeid: str) -> str:
+    """A test's group for `--dist loadgroup`, from its node id: its file, except test_faults, whose cases are grouped
+    by the state machine they fault (named in each case's id; each group sets up one platform and each machine's
+    drivers once, and the file's ~370 cases spread over the workers instead of being the suite's critical path)."""
+    path, _, name = nodeid.partition("::")
+    stem = Path(path).stem
     if stem == "test_faults":
-        params = getattr(item, "callspec", None)
-        machine = params.params.get("machine") if params is not None else None
-        return f"{stem}-{machine or 'sfn_ndr_training_orchestrator'}"  # the file's two other tests: the least work
+        machine = re.search(r"sfn_[a-z0-9_]+", name)
+        return f"{stem}-{machine[0] if machine else 'sfn_ndr_training_orchestrator'}"  # the two other tests: least work
     return stem
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadgroup` by :func:`xdist_group`: xdist 3.8 marks a group by renaming the node id (``id@group``),
+    which pytest 9 ignores (a node id is no longer a settable attribute), so its own loadgroup ran every test on its
+    own, each worker setting up module fixtures again; this scheduler keeps each group on one worker, groups in
+    the workers' collection order (``LONGEST`` first)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return GroupScheduling(config, log)  # type: ignore[arg-type]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    groups = {}
     for item in items:
         item.add_marker(LAYER_OF.get(item.path.stem, "compiler"))
-        groups[item.nodeid] = xdist_group(item)
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    items.sort(key=lambda item: -LONGEST.get(groups[item.nodeid], 0))  # stable: the rest in collection order
+    items.sort(key=lambda item: -LONGEST.get(xdist_group(item.nodeid), 0))  # stable: the rest in collection order
 
 
 def committed(partition: Path | str) -> dict[str, bytes]:
@@ -154,12 +171,10 @@ def aws_pipeline_schema() -> dict:
     return s
 
 
-@pytest.fixture
-def moto_server(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields the endpoint URL
-    """moto in server mode on a free port, reset (its backends are process-global), with the AWS environment of
-    boto3 pointed at it: AWS behaviour over real HTTP, conditional writes included."""
+@pytest.fixture(scope="session")
+def moto_endpoint():  # noqa: ANN201 - yields the endpoint URL
+    """moto in server mode on a free port, one per process (stopping one waits out its 0.5 s poll)."""
     import socket
-    import urllib.request
 
     from moto.server import ThreadedMotoServer
 
@@ -168,16 +183,24 @@ def moto_server(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields the e
         port = sock.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
-    for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_server(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields the endpoint URL
+    """The process's moto server, reset (its backends are process-global), with the AWS environment of boto3
+    pointed at it: AWS behaviour over real HTTP, conditional writes included."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).read()
+    for key, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
+    return moto_endpoint
 
 
 #: what the image contexts ship, copied by image_tree (ndr_compiler.images: Dockerfiles, requirements, wheel sources)

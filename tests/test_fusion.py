@@ -265,17 +265,20 @@ def test_reviews_name_the_fused_steps():
     assert all(f'"{name}<br/>' in diagram for name in CHAIN)
 
 
-@pytest.mark.parametrize(("template", "code", "words"), [
-    ("$(touch {canary})", 2, "--mini-batch-id"),
-    ("x; touch {canary}", 2, "--mini-batch-id"),
-    ("--fused", 2, "--mini-batch-id: expected one argument"),
-    ("4", 1, "NDR_STORAGE_ROOT is not set"),  # a valid id: the job runs, and stops where this test's setup ends
+@pytest.mark.parametrize(("template", "code", "words", "shell"), [
+    ("$(touch {canary})", 2, "--mini-batch-id", True),
+    ("x; touch {canary}", 2, "--mini-batch-id", False),
+    ("--fused", 2, "--mini-batch-id: expected one argument", False),
+    ("4", 1, "NDR_STORAGE_ROOT is not set", True),  # a valid id: the job runs, and stops where this test's setup ends
 ])
-def test_hostile_values_reach_the_first_job_of_the_15_minute_job_through_the_shell(tmp_path: Path, template: str,
-                                                                                    code: int, words: str):
+def test_hostile_values_reach_the_first_job_of_the_15_minute_job_through_the_shell(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], template: str, code: int,
+        words: str, shell: bool):
     """The generated fused step as smspark-submit runs it (every argument through ``shlex.quote``, ``/bin/sh``,
     a stand-in spark-submit): a hostile MiniBatchId neither runs in the shell nor moves a step boundary (the
-    launcher still sees 4 steps); the delta builder gets it as one value, and the job's last words name it."""
+    launcher still sees 4 steps); the delta builder gets it as one value, and the job's last words name it.
+    ``shell``: the whole way in a new process; otherwise the launcher in this process, on the command line the
+    shell hands over unchanged (tests/test_launcher.py)."""
     from tests.test_launcher import smspark_command
 
     canary = tmp_path / "canary"
@@ -293,15 +296,23 @@ def test_hostile_values_reach_the_first_job_of_the_15_minute_job_through_the_she
                  for a in app["ContainerArguments"]]
     from ndr_jobs.runtime import spark_launcher
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NDR_")}  # none of the platform's settings
-    env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(ROOT), NDR_SPARK_MASTER="local[1]",
-               NDR_LOCAL_S3_ROOT=str(tmp_path / "s3"))
-    command = smspark_command(spark_launcher.__file__, [flag, *arguments])
-    proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=600)
     assert (smspark, launcher) == ("smspark-submit", "/opt/ndr/spark_launcher.py")
-    assert proc.returncode == code, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
+    if shell:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NDR_")}  # none of the platform's settings
+        env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(ROOT), NDR_SPARK_MASTER="local[1]",
+                   NDR_LOCAL_S3_ROOT=str(tmp_path / "s3"))
+        command = smspark_command(spark_launcher.__file__, [flag, *arguments])
+        proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=600)
+        returncode, stderr = proc.returncode, proc.stderr
+    else:
+        for name in [k for k in os.environ if k.startswith("NDR_") and k != "NDR_SPARK_JAVA_OPTIONS"]:
+            monkeypatch.delenv(name)
+        monkeypatch.chdir(tmp_path)
+        assert flag == spark_launcher.FUSED_FLAG
+        returncode, stderr = spark_launcher.run_fused(arguments), capsys.readouterr().err
+    assert returncode == code, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
     assert last.startswith("spark_launcher: FusedStepFailed: step DeltaBuilderStep (1 of 4, "
                            f"ndr_jobs.scripts.run_delta_builder) failed with exit code {code}: "), last
     assert words in last

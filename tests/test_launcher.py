@@ -72,21 +72,40 @@ def test_the_shell_stage_hands_every_value_over_unchanged(tmp_path: Path, shell_
     assert not canary.exists()
 
 
-@pytest.mark.parametrize(
-    ("template", "refusal"),
-    [
-        ("$(touch {canary})", "argument --mini-batch-id: {value!r} is not an identifier"),
-        ("x; touch {canary}", "argument --mini-batch-id: {value!r} is not an identifier"),
-        ("--project-name=evil", "argument --mini-batch-id: expected one argument"),  # never taken as a value
-    ],
-)
-def test_the_launcher_passes_hostile_values_to_the_job_which_refuses_them(tmp_path: Path, shell_env: dict[str, str],
-                                                                          template: str, refusal: str):
+#: hostile values the delta builder's parser refuses, and how it says so
+REFUSED = [
+    ("$(touch {canary})", "argument --mini-batch-id: {value!r} is not an identifier"),
+    ("x; touch {canary}", "argument --mini-batch-id: {value!r} is not an identifier"),
+    ("--project-name=evil", "argument --mini-batch-id: expected one argument"),  # never taken as a value
+]
+
+
+def delta_arguments(value: str) -> list[str]:
+    """The delta builder's command line with ``value`` as the mini-batch id."""
+    return ["--project-name", "ndr-prod", "--feature-spec-version", "v1", "--mini-batch-id", value,
+            "--batch-start-ts-iso", "2026-10-01T12:00:00Z", "--batch-end-ts-iso", "2026-10-01T12:15:00Z"]
+
+
+@pytest.mark.parametrize(("template", "refusal"), REFUSED)
+def test_the_job_refuses_hostile_values(tmp_path: Path, capsys: pytest.CaptureFixture[str], template: str,
+                                        refusal: str):
+    """The job's own parser, in-process, on each value as the shell hands it over (the test above)."""
+    from ndr_jobs.scripts import run_delta_builder
+
+    value = template.format(canary=tmp_path / "canary")
+    with pytest.raises(SystemExit) as exc:
+        run_delta_builder.parse_runtime(delta_arguments(value))
+    assert exc.value.code == 2
+    assert refusal.format(value=value) in capsys.readouterr().err
+
+
+def test_the_launcher_passes_a_hostile_value_to_the_job_which_refuses_it(tmp_path: Path, shell_env: dict[str, str]):
+    """The whole way once (smspark-submit's shell line, spark-submit, the launcher, the job): the value reaches the
+    job's parser unchanged and is refused there, and the shell never runs it."""
     canary = tmp_path / "canary"
+    template, refusal = REFUSED[0]
     value = template.format(canary=canary)
-    args = ["ndr_jobs.scripts.run_delta_builder", "--project-name", "ndr-prod", "--feature-spec-version", "v1",
-            "--mini-batch-id", value, "--batch-start-ts-iso", "2026-10-01T12:00:00Z",
-            "--batch-end-ts-iso", "2026-10-01T12:15:00Z"]
+    args = ["ndr_jobs.scripts.run_delta_builder", *delta_arguments(value)]
     proc = subprocess.run(["/bin/sh", "-c", smspark_command(spark_launcher.__file__, args)], capture_output=True,
                           text=True, env={**shell_env, "NDR_SPARK_MASTER": "local[1]"}, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -58,10 +58,10 @@ def robust_stats(frame: DataFrame, keys: list[str], columns: list[str], statisti
         if levels:
             first.append(F.percentile(x, F.array(*(F.lit(v) for v in levels))).alias(f"_{c}_pct"))
     stats = frame.groupBy(*keys).agg(*first)
-    for c in columns:
-        for i, p in enumerate(wanted_pcts):
-            stats = stats.withColumn(f"{c}_{p}", F.col(f"_{c}_pct")[i])
-    stats = stats.drop(*(f"_{c}_pct" for c in columns))
+    # one select, not a withColumn per percentile: each withColumn analyses the whole plan again (12 s a table)
+    plain = [f"{c}_{s}" for c in columns for s in ("mean", "std") if s in statistics]
+    pcts = [F.col(f"_{c}_pct")[i].alias(f"{c}_{p}") for c in columns for i, p in enumerate(wanted_pcts)]
+    stats = stats.select(*keys, *plain, *pcts)
     if "mad" in statistics:
         medians = stats.select(*keys, *(F.col(f"{c}_median").alias(f"_{c}_med") for c in columns))
         deviations = frame.join(medians, keys).select(

@@ -66,7 +66,7 @@ LONGEST = {
     "test_launcher": 60, "test_faults-sfn_ndr_backfill_reprocessing": 48, "test_fg_c": 45, "test_fg_b": 40,
     "test_faults-sfn_ndr_15m_features_inference": 40, "test_delta_builder": 34, "test_local_run": 34,
     "test_fusion": 30, "test_storage": 30, "test_if_training": 26, "test_faults-sfn_ndr_prediction_publication": 23,
-    "test_faults-sfn_ndr_monthly_fg_b_baselines": 22, "test_bench_data": 18,
+    "test_faults-sfn_ndr_monthly_fg_b_baselines": 22, "test_bench_data": 50,
 }
 
 

@@ -108,7 +108,7 @@ def _check_report(text: str) -> dict[str, list[str]]:
 
 
 def test_quick_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """The real chain on 12 hosts over 6 batches: the report's structure and metrics in [0, 1], no thresholds."""
+    """The real chain on 12 hosts over 4 batches: the report's structure and metrics in [0, 1], no thresholds."""
     for name in ("NDR_STORAGE_ROOT", "NDR_RAW_ROOT", "NDR_ORG_ID", "NDR_GATE_MIN_VALIDATION_ROWS",
                  "NDR_GATE_MAX_ALERT_RATE_RATIO", "NDR_MODEL_REGISTRY"):  # fmt: skip
         monkeypatch.setenv(name, "")  # recorded, so that what the eval sets in os.environ is undone after the test
@@ -124,8 +124,8 @@ def test_quick_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
             for key in ("auc", "recall_at_0.001", "recall_at_0.01"):
                 assert m[key] is None or 0.0 <= m[key] <= 1.0
     assert re.search(r"\| run time \| \d+ s", out.read_text())
-    # 45 minutes of training: the 1h and 24h columns were never seen whole, and the report says which
-    row = r"^\| features left out: window longer than the training span \| (\d+) of a 45m span: (.*) \|$"
+    # 30 minutes of training: the 1h and 24h columns were never seen whole, and the report says which
+    row = r"^\| features left out: window longer than the training span \| (\d+) of a 30m span: (.*) \|$"
     left_out = re.search(row, out.read_text(), re.MULTILINE)
     assert left_out and "`periodic_max_score_24h` (24h)" in left_out[2] and "`sessions_1h` (1h)" in left_out[2]
     for link in ("detection/roc.png", "detection/scores.png"):  # drawn beside the page and shown on it
@@ -133,7 +133,7 @@ def test_quick_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     steps = re.findall(r"^\[(\d+)/(\d+) \d+s\] eval: (.*)$", capsys.readouterr().err, re.MULTILINE)
     total = ev.chain_steps(ev.QUICK) + 1
     assert [(int(n), int(t)) for n, t, _ in steps] == [(n, total) for n in range(1, total + 1)]
-    assert steps[0][2].startswith("delta/fg_a/pair_counts 2026-09-30T23:30") and steps[-1][2] == "scoring"
+    assert steps[0][2].startswith("delta/fg_a/pair_counts 2026-09-30T23:45") and steps[-1][2] == "scoring"
 
 
 def _run(auc: float, recall: float, false_alerts: int, missing: str = "") -> dict:

@@ -129,8 +129,9 @@ class EvalConfig:
         return ATTACK_CLASSES * self.instances
 
 
-#: a smoke run of the whole chain (6 batches); its deploy gate accepts tiny validation splits
-QUICK = EvalConfig(hosts=12, instances=1, baseline_hours=0.5, train_hours=0.75, attack_hours=0.25)
+#: a smoke run of the whole chain (4 batches: one of baseline, two of training, one of attacks); its deploy gate
+#: accepts tiny validation splits
+QUICK = EvalConfig(hosts=12, instances=1, baseline_hours=0.25, train_hours=0.5, attack_hours=0.25)
 #: a smaller measurement for a busy machine (24 batches, not 224): 2 h of baseline, 3 h of training and 1 h of
 #: attacks, all at night, on 20 hosts
 SMALL = EvalConfig(hosts=20, instances=1, baseline_hours=2.0, train_hours=3.0, attack_hours=1.0)

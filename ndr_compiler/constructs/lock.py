@@ -17,7 +17,7 @@ from ndr_compiler.expand import services as svc
 from ndr_compiler.expand import snippets as js
 from ndr_compiler.expand.common import CONDITIONAL_FAILED, NOW, OWNER, RETRY, Scope
 from ndr_compiler.load import PathKey
-from ndr_compiler.models.base import Expr, Identifier, StateName, Strict
+from ndr_compiler.models.base import Bucket, Expr, Identifier, StateName, Strict
 
 if TYPE_CHECKING:
     from ndr_compiler.expand.state_machine import Expander
@@ -53,8 +53,7 @@ class Outcome(Strict):
     """The Task that reads, after the body, what became of each element (a JSON document in S3)."""
 
     name: StateName
-    bucket: Annotated[str, Field(pattern=r"^(\$\{[A-Za-z][A-Za-z0-9]*\}|[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$",
-                                 description="a bucket name or a ${Placeholder} (the policy names it)")]
+    bucket: Bucket
     key: Expr
     into: Identifier
 

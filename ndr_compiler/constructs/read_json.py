@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -13,7 +13,7 @@ from ndr_compiler.expand import services as svc
 from ndr_compiler.expand import snippets as js
 from ndr_compiler.expand.common import Scope
 from ndr_compiler.load import PathKey
-from ndr_compiler.models.base import Expr, Identifier, StateName, Strict
+from ndr_compiler.models.base import Bucket, Expr, Identifier, StateName, Strict
 from ndr_compiler.models.fields import ItemContract, field_names
 
 if TYPE_CHECKING:
@@ -24,8 +24,7 @@ class ReadJson(Strict):
     """Read a JSON object from S3 into a variable."""
 
     name: StateName
-    bucket: Annotated[str, Field(pattern=r"^(\$\{[A-Za-z][A-Za-z0-9]*\}|[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$",
-                                 description="a bucket name or a ${Placeholder} (the policy names it)")]
+    bucket: Bucket
     key: Expr
     into: Identifier
     select: Expr | None = Field(default=None, description="JSONata over the parsed document as $doc")
